@@ -1,0 +1,344 @@
+"""Video input and output.
+
+uint8 ``(T, H, W, 3)`` frames exist only here, at the boundary; everything past
+this module works on float video ``(B, 3, T, H, W)`` in ``[-1, 1]``.
+
+Readers: any container PyAV/FFmpeg decodes (mp4, avi, mov, mkv, webm, gif, raw
+H.264 ``.264``) and DAVIS-style frame folders (a directory of JPEG/PNG frames
+sorted by name).  Writers: H.264 mp4 (yuv420p) and PNG folders, both atomic.
+
+The ``height`` option implements the 240p protocol of DESIGN.md: resize to the
+given height keeping the aspect ratio, then centre-crop the width to a multiple
+of 16 (854x480 -> 427x240 -> 416x240).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from latok._fs import atomic_path
+from latok.errors import (
+    CorruptVideoError,
+    EmptyVideoError,
+    FrameSizeError,
+    InvalidInputError,
+    NotAVideoError,
+    VideoNotFoundError,
+    VideoWriteError,
+)
+
+logger = logging.getLogger(__name__)
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+MP4_SUFFIXES = (".mp4", ".mov", ".mkv")
+WIDTH_MULTIPLE = 16  # DESIGN.md 240p protocol: width centre-cropped to a multiple of 16
+DEFAULT_FOLDER_FPS = 24.0  # DAVIS is shot at 24 fps; frame folders carry no rate
+DEFAULT_STREAM_FPS = 25.0  # FFmpeg's own guess for raw streams without timing
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded clip and where it came from.
+
+    Attributes:
+        video: ``(1, 3, T, H, W)`` float32 in ``[-1, 1]``.
+        fps: frame rate of ``video`` (the source rate divided by ``stride``).
+        source_size: ``(height, width)`` of the source frames.
+        resized_size: ``(height, width)`` after the aspect-keeping resize.
+        crop: ``(top, left, height, width)`` of the centre crop inside the resized frame.
+    """
+
+    video: torch.Tensor
+    fps: float
+    source_size: tuple[int, int]
+    resized_size: tuple[int, int]
+    crop: tuple[int, int, int, int]
+
+    @property
+    def frames(self) -> int:
+        return self.video.shape[2]
+
+
+def read_video(
+    path: str | os.PathLike,
+    frames: int | None = None,
+    start: int = 0,
+    stride: int = 1,
+    height: int | None = None,
+) -> torch.Tensor:
+    """Read a video file or frame folder as ``(1, 3, T, H, W)`` float32 in ``[-1, 1]``.
+
+    See :func:`load_clip` for the options and the errors raised.
+    """
+    return load_clip(path, frames=frames, start=start, stride=stride, height=height).video
+
+
+def load_clip(
+    path: str | os.PathLike,
+    frames: int | None = None,
+    start: int = 0,
+    stride: int = 1,
+    height: int | None = None,
+    folder_fps: float = DEFAULT_FOLDER_FPS,
+) -> Clip:
+    """Decode frames ``start, start+stride, ...`` (at most ``frames`` of them).
+
+    Args:
+        path: a video file, or a directory of ``.jpg``/``.png`` frames.
+        frames: maximum number of frames to return; ``None`` reads to the end.
+        start: index of the first source frame.
+        stride: keep every ``stride``-th source frame.
+        height: resize to this height keeping aspect, then centre-crop the
+            width to a multiple of 16 (the 240p protocol).  ``None`` keeps the
+            source size.
+        folder_fps: frame rate assumed for frame folders.
+
+    Raises:
+        VideoNotFoundError, NotAVideoError, EmptyVideoError, CorruptVideoError,
+        FrameSizeError: one-line messages naming the path and the reason.
+        InvalidInputError: an option is out of range.
+    """
+    path = Path(path)
+    _check_read_options(frames, start, stride, height)
+    if not path.exists():
+        raise VideoNotFoundError(f"{path}: no such file or directory")
+    if path.is_dir():
+        source_fps, decoded = folder_fps, _iter_folder(path)
+    else:
+        source_fps, decoded = _open_stream(path)
+
+    resize = _Resizer(height)
+    kept: list[np.ndarray] = []
+    source_size: tuple[int, int] | None = None
+    for index, image in enumerate(decoded):
+        size = (image.height, image.width)
+        if source_size is None:
+            source_size = size
+        elif size != source_size:
+            raise FrameSizeError(
+                f"{path}: frame {index} is {size[1]}x{size[0]} but earlier frames are "
+                f"{source_size[1]}x{source_size[0]}; frame sizes must not change mid-stream"
+            )
+        if index < start or (index - start) % stride:
+            continue
+        kept.append(resize(image))
+        if frames is not None and len(kept) == frames:
+            break
+    if hasattr(decoded, "close"):
+        decoded.close()  # releases the FFmpeg container promptly when we stop early
+
+    if not kept:
+        where = "decodes to zero frames" if source_size is None else f"has no frames from index {start}"
+        raise EmptyVideoError(f"{path}: {where}")
+    video = frames_to_video(np.stack(kept))  # (1, 3, T, H, W)
+    return Clip(
+        video=video,
+        fps=source_fps / stride,
+        source_size=source_size,
+        resized_size=resize.resized_size,
+        crop=resize.crop,
+    )
+
+
+def _check_read_options(frames: int | None, start: int, stride: int, height: int | None) -> None:
+    if frames is not None and frames < 1:
+        raise InvalidInputError(f"frames must be >= 1 or None, got {frames}")
+    if start < 0:
+        raise InvalidInputError(f"start must be >= 0, got {start}")
+    if stride < 1:
+        raise InvalidInputError(f"stride must be >= 1, got {stride}")
+    if height is not None and height < 8:
+        raise InvalidInputError(f"height must be >= 8 or None, got {height}")
+
+
+class _Resizer:
+    """Aspect-keeping resize to ``height`` and a centre crop of the width to a multiple of 16."""
+
+    def __init__(self, height: int | None):
+        self.height = height
+        self.resized_size: tuple[int, int] = (0, 0)
+        self.crop: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        if not self.resized_size[0]:
+            self._plan(image.height, image.width)
+        resized_h, resized_w = self.resized_size
+        if (image.height, image.width) != self.resized_size:
+            image = image.resize((resized_w, resized_h), Image.Resampling.BICUBIC)
+        top, left, h, w = self.crop
+        return np.asarray(image.convert("RGB"))[top : top + h, left : left + w]
+
+    def _plan(self, height: int, width: int) -> None:
+        if self.height is None:
+            self.resized_size, self.crop = (height, width), (0, 0, height, width)
+            return
+        resized_w = max(1, round(width * self.height / height))
+        crop_w = resized_w // WIDTH_MULTIPLE * WIDTH_MULTIPLE
+        if crop_w == 0:
+            raise InvalidInputError(
+                f"height {self.height} makes the {width}x{height} frames {resized_w} px wide, "
+                f"narrower than the {WIDTH_MULTIPLE}-px width multiple"
+            )
+        self.resized_size = (self.height, resized_w)
+        self.crop = (0, (resized_w - crop_w) // 2, self.height, crop_w)
+
+
+def _iter_folder(path: Path) -> Iterator[Image.Image]:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    if not files:
+        raise EmptyVideoError(f"{path}: directory holds no {'/'.join(FRAME_SUFFIXES)} frames")
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image.load()
+                yield image
+        except (OSError, SyntaxError) as error:
+            raise CorruptVideoError(f"{file}: unreadable frame ({error})") from None
+
+
+def _open_stream(path: Path) -> tuple[float, Iterator[Image.Image]]:
+    import av  # PyAV is only needed for container files
+
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as error:
+        raise NotAVideoError(
+            f"{path}: not a video FFmpeg can open, or a truncated one ({_ffmpeg_reason(error)})"
+        ) from None
+    if not container.streams.video:
+        container.close()
+        raise NotAVideoError(f"{path}: the file holds no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else DEFAULT_STREAM_FPS
+    return fps, _decode_frames(container, stream, path)
+
+
+def _decode_frames(container, stream, path: Path) -> Iterator[Image.Image]:
+    import av
+
+    try:
+        for frame in container.decode(stream):
+            yield frame.to_image()
+    except av.error.FFmpegError as error:
+        raise CorruptVideoError(f"{path}: corrupt video stream ({_ffmpeg_reason(error)})") from None
+    finally:
+        container.close()
+
+
+def _ffmpeg_reason(error: Exception) -> str:
+    reason = getattr(error, "strerror", None) or str(error)
+    return reason.splitlines()[0] if reason else type(error).__name__
+
+
+# -- tensor conversion ------------------------------------------------------------------
+
+
+def frames_to_video(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` -> float32 ``(1, 3, T, H, W)`` in ``[-1, 1]``."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InvalidInputError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, T, H, W)
+    return video.unsqueeze(0).float().div_(127.5).sub_(1.0)
+
+
+def video_to_frames(video: torch.Tensor) -> np.ndarray:
+    """float ``(1, 3, T, H, W)`` or ``(3, T, H, W)`` in ``[-1, 1]`` -> uint8 ``(T, H, W, 3)``.
+
+    Values outside ``[-1, 1]`` are clipped.
+    """
+    if video.ndim == 5:
+        if video.shape[0] != 1:
+            raise InvalidInputError(f"expected a single clip (1, 3, T, H, W), got batch of {video.shape[0]}")
+        video = video[0]
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise InvalidInputError(f"expected video (1, 3, T, H, W), got shape {tuple(video.shape)}")
+    frames = video.detach().float().cpu().add(1.0).mul(127.5).round().clamp(0, 255)
+    return frames.to(torch.uint8).permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: float = 24.0, crf: int = 12) -> Path:
+    """Write a clip atomically: H.264 mp4 for ``.mp4/.mov/.mkv``, a PNG folder for a suffix-less path.
+
+    Args:
+        path: output file, or a directory name (no suffix) for PNG frames ``00000.png ...``.
+        video: float ``(1, 3, T, H, W)`` in ``[-1, 1]`` or uint8 ``(T, H, W, 3)``.
+        fps: frame rate stored in the container.
+        crf: x264 constant rate factor; lower is closer to lossless (0 is lossless).
+
+    H.264 in yuv420p needs even sizes, so odd heights/widths are padded by one
+    replicated row/column.  Nothing is left at ``path`` if writing fails.
+    """
+    path = Path(path)
+    frames = video if isinstance(video, np.ndarray) else video_to_frames(video)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise InvalidInputError(f"expected uint8 frames (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}")
+    if fps <= 0:
+        raise InvalidInputError(f"fps must be > 0, got {fps}")
+    suffix = path.suffix.lower()
+    if suffix in MP4_SUFFIXES:
+        _write_h264(path, frames, fps, crf)
+    elif suffix == "":
+        _write_png_folder(path, frames)
+    else:
+        raise InvalidInputError(
+            f"{path}: unsupported output format {suffix!r}; use {', '.join(MP4_SUFFIXES)} or a folder name"
+        )
+    return path
+
+
+def _write_h264(path: Path, frames: np.ndarray, fps: float, crf: int) -> None:
+    import av
+
+    height, width = frames.shape[1:3]
+    pad_h, pad_w = height % 2, width % 2
+    if pad_h or pad_w:
+        logger.info("padding %dx%d to even size for yuv420p", width, height)
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    with atomic_path(path) as tmp:
+        try:
+            with av.open(str(tmp), mode="w", format=_container_format(path)) as container:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height = width + pad_w, height + pad_h
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(crf), "preset": "medium"}
+                for frame in frames:
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                container.mux(stream.encode())
+        except av.error.FFmpegError as error:
+            raise VideoWriteError(f"{path}: H.264 encoding failed ({_ffmpeg_reason(error)})") from None
+
+
+def _container_format(path: Path) -> str:
+    return {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[path.suffix.lower()]
+
+
+def _write_png_folder(path: Path, frames: np.ndarray) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise VideoWriteError(f"{path}: exists and is not an empty directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for index, frame in enumerate(frames):
+            Image.fromarray(frame).save(tmp / f"{index:05d}.png")
+        if path.exists():
+            path.rmdir()
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

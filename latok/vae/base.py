@@ -1,0 +1,212 @@
+"""The one interface every frozen autoencoder backend implements.
+
+A backend maps video ``(B, 3, T, H, W)`` float in ``[-1, 1]`` to normalised
+latents ``(B, C, t, h, w)`` and back.  The base class owns what is common:
+input checks, padding to the backend's alignment (``1 + k*s`` frames, spatial
+multiples), chunking over time under a memory bound, device/dtype moves and
+inference mode.  Subclasses implement ``_encode`` / ``_decode`` on aligned,
+device-resident chunks and declare their compression ratios.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from latok.errors import InvalidInputError
+
+# Frames per chunk are chosen so that one chunk holds at most this many pixels
+# (~10 frames at 416x240).  Per-frame activations of the tiny autoencoders are
+# ~64 channels x H x W floats, so this bounds peak memory to about 1-2 GB on CPU.
+DEFAULT_CHUNK_PIXELS = 1 << 20
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (what the video VAEs are trained and served in), fp32 elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+class VideoAutoencoder(abc.ABC):
+    """A frozen video autoencoder behind latok's protocol.
+
+    Class attributes (readable without loading weights):
+        name: registry name, e.g. ``"taef2"``.
+        latent_channels: C of the latent.
+        temporal_ratio: s; ``1 + k*s`` frames map to ``1 + k`` latent frames (1: per-frame model).
+        spatial_ratio: pixels per latent cell along each spatial axis.
+        spatial_multiple: input height/width are padded to a multiple of this.
+    """
+
+    name: ClassVar[str] = ""
+    latent_channels: ClassVar[int]
+    temporal_ratio: ClassVar[int]
+    spatial_ratio: ClassVar[int]
+    spatial_multiple: ClassVar[int | None] = None
+
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
+    ):
+        self.device = torch.device(device or "cpu")
+        self.dtype = dtype or default_dtype(self.device)
+        if chunk_pixels < 1:
+            raise InvalidInputError(f"chunk_pixels must be >= 1, got {chunk_pixels}")
+        self.chunk_pixels = chunk_pixels
+        self.progress = False  # show a tqdm bar over frames in encode/decode (the CLI turns it on)
+
+    # -- geometry ------------------------------------------------------------------------
+
+    @property
+    def _multiple(self) -> int:
+        return self.spatial_multiple or self.spatial_ratio
+
+    def aligned_frames(self, frames: int) -> int:
+        """Smallest ``1 + k*s >= frames``: the frame count the encoder actually sees."""
+        s = self.temporal_ratio
+        return frames if s == 1 else 1 + math.ceil((frames - 1) / s) * s
+
+    def latent_shape(self, video_shape: tuple[int, ...]) -> tuple[int, int, int, int, int]:
+        """``(B, 3, T, H, W)`` -> the ``(B, C, t, h, w)`` that :meth:`encode` returns."""
+        batch, _, frames, height, width = video_shape
+        m = self._multiple
+        return (
+            batch,
+            self.latent_channels,
+            (self.aligned_frames(frames) - 1) // self.temporal_ratio + 1,
+            math.ceil(height / m) * m // self.spatial_ratio,
+            math.ceil(width / m) * m // self.spatial_ratio,
+        )
+
+    def decoded_size(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """``(T, H, W)`` that :meth:`decode` produces from a latent of this shape before cropping."""
+        _, _, t, h, w = latent_shape
+        return (t - 1) * self.temporal_ratio + 1, h * self.spatial_ratio, w * self.spatial_ratio
+
+    # -- public API ----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Encode video to normalised latents.
+
+        Args:
+            video: ``(B, 3, T, H, W)`` float in ``[-1, 1]``, any device.
+
+        Returns:
+            ``(B, C, t, h, w)`` float32 on ``video``'s device; shape as :meth:`latent_shape`.
+        """
+        _check_video(video)
+        frames = video.shape[2]
+        video = _pad_video(video, self.aligned_frames(frames), self._multiple)
+        out = [self._encode_clip(clip) for clip in video.split(1)]
+        return torch.cat(out).to(video.device)
+
+    @torch.inference_mode()
+    def decode(self, latent: torch.Tensor, size: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """Decode normalised latents to video.
+
+        Args:
+            latent: ``(B, C, t, h, w)`` float, any device.
+            size: ``(T, H, W)`` of the original video; the output is cropped to it
+                (undoing the padding :meth:`encode` added).  ``None`` keeps :meth:`decoded_size`.
+
+        Returns:
+            ``(B, 3, T, H, W)`` float32 in ``[-1, 1]`` on ``latent``'s device.
+        """
+        self._check_latent(latent)
+        full = self.decoded_size(latent.shape)
+        if size is not None:
+            size = tuple(int(v) for v in size)
+            if len(size) != 3 or any(s < 1 or s > f for s, f in zip(size, full)):
+                raise InvalidInputError(f"size must be (T, H, W) within the decoded {full}, got {size}")
+        out = torch.cat([self._decode_clip(clip) for clip in latent.split(1)]).to(latent.device)
+        if size is not None:
+            out = out[:, :, : size[0], : size[1], : size[2]]
+        return out.clamp_(-1.0, 1.0)
+
+    # -- chunking ------------------------------------------------------------------------
+
+    def _frames_per_chunk(self, frames: int, pixels_per_frame: int) -> int:
+        """Frames per encoder/decoder call; temporal models see the whole clip (they tile internally)."""
+        if self.temporal_ratio != 1:
+            return frames
+        return max(1, min(frames, self.chunk_pixels // pixels_per_frame))
+
+    def _encode_clip(self, video: torch.Tensor) -> torch.Tensor:
+        return self._run_chunked(self._encode, video, video.shape[-2] * video.shape[-1], "encode")
+
+    def _decode_clip(self, latent: torch.Tensor) -> torch.Tensor:
+        pixels = latent.shape[-2] * latent.shape[-1] * self.spatial_ratio**2
+        return self._run_chunked(self._decode, latent, pixels, "decode")
+
+    def _run_chunked(self, fn, clip: torch.Tensor, pixels_per_frame: int, desc: str) -> torch.Tensor:
+        """Apply ``fn`` to time chunks of one clip on the model's device; results gather on the CPU."""
+        from tqdm.auto import tqdm
+
+        step = self._frames_per_chunk(clip.shape[2], pixels_per_frame)
+        chunks = []
+        with tqdm(total=clip.shape[2], unit="frame", desc=f"{self.name} {desc}", disable=not self.progress) as bar:
+            for chunk in clip.split(step, dim=2):
+                chunks.append(fn(chunk.to(self.device, self.dtype, non_blocking=True)).float().cpu())
+                bar.update(chunk.shape[2])
+        return torch.cat(chunks, dim=2)
+
+    def _check_latent(self, latent: torch.Tensor) -> None:
+        if not isinstance(latent, torch.Tensor) or latent.ndim != 5 or latent.shape[1] != self.latent_channels:
+            shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+            raise InvalidInputError(
+                f"{self.name} expects latents (B, {self.latent_channels}, t, h, w), got {shape}"
+            )
+        if not latent.is_floating_point():
+            raise InvalidInputError(f"latents must be floating point, got {latent.dtype}")
+
+    # -- backend hooks -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Aligned ``(1, 3, T, H, W)`` in ``[-1, 1]`` on device -> normalised ``(1, C, t, h, w)``."""
+
+    @abc.abstractmethod
+    def _decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(1, C, t, h, w)`` on device -> ``(1, 3, T, H, W)`` roughly in ``[-1, 1]``."""
+
+    @classmethod
+    def weights_available(cls, **options) -> bool:
+        """Whether :func:`load_vae` would find weights without downloading."""
+        return False
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, latent_channels={self.latent_channels}, "
+            f"temporal_ratio={self.temporal_ratio}, spatial_ratio={self.spatial_ratio}, "
+            f"device={self.device}, dtype={self.dtype})"
+        )
+
+
+def _check_video(video: torch.Tensor) -> None:
+    if not isinstance(video, torch.Tensor):
+        raise InvalidInputError(f"video must be a torch.Tensor (B, 3, T, H, W), got {type(video).__name__}")
+    if video.ndim != 5 or video.shape[1] != 3:
+        raise InvalidInputError(f"video must be (B, 3, T, H, W), got shape {tuple(video.shape)}")
+    if not video.is_floating_point():
+        raise InvalidInputError(f"video must be float in [-1, 1], got {video.dtype}; see latok.io.frames_to_video")
+    if min(video.shape) == 0:
+        raise InvalidInputError(f"video has an empty dimension: {tuple(video.shape)}")
+    low, high = video.aminmax()
+    if low < -1.01 or high > 1.01:  # small slack for resampling overshoot
+        raise InvalidInputError(f"video values must lie in [-1, 1], got [{low.item():.3g}, {high.item():.3g}]")
+
+
+def _pad_video(video: torch.Tensor, frames: int, multiple: int) -> torch.Tensor:
+    """Replicate-pad the end of time, height and width to ``frames`` and multiples of ``multiple``."""
+    _, _, t, h, w = video.shape
+    pad_t, pad_h, pad_w = frames - t, -h % multiple, -w % multiple
+    if pad_t == pad_h == pad_w == 0:
+        return video
+    # replicate padding of 5-D input pads the last three dims: (w_left, w_right, h_top, h_bottom, t_front, t_back)
+    return F.pad(video, (0, pad_w, 0, pad_h, 0, pad_t), mode="replicate")

@@ -1,0 +1,156 @@
+"""TAEF2: the tiny per-frame autoencoder distilled from the FLUX.2 VAE (madebyollin/taesd).
+
+Architecture (TAESD with a GroupNorm "midblock" in the three deepest encoder
+blocks and the three first decoder blocks), re-implemented here so the
+published fp16 state dicts load with ``torch.load(weights_only=True)``.
+32 latent channels, 8x spatial downsampling, no temporal compression; the
+network itself maps RGB in ``[0, 1]`` to latents and back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from torch import nn
+
+from latok.vae.base import DEFAULT_CHUNK_PIXELS, VideoAutoencoder
+from latok.vae.registry import register_vae
+from latok.weights import WeightFile, find_weight, resolve_weight
+
+logger = logging.getLogger(__name__)
+
+_UPSTREAM = "https://github.com/madebyollin/taesd/raw/main"
+TAEF2_ENCODER = WeightFile(
+    "taef2_encoder.pth", f"{_UPSTREAM}/taef2_encoder.pth",
+    "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
+)
+TAEF2_DECODER = WeightFile(
+    "taef2_decoder.pth", f"{_UPSTREAM}/taef2_decoder.pth",
+    "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5",
+)
+
+WIDTH = 64  # TAESD feature width at every resolution
+
+
+def _conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
+
+
+class _Clamp(nn.Module):
+    """Soft clamp of decoder inputs to (-3, 3), as TAESD was trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class _Block(nn.Module):
+    """Residual 3-conv block; ``midblock`` adds TAEF2's 1x1 bottleneck with GroupNorm before it."""
+
+    def __init__(self, channels: int, midblock: bool = False):
+        super().__init__()
+        self.conv = nn.Sequential(
+            _conv(channels, channels), nn.ReLU(), _conv(channels, channels), nn.ReLU(), _conv(channels, channels)
+        )
+        self.skip = nn.Identity()
+        self.fuse = nn.ReLU()
+        self.pool = None
+        if midblock:
+            hidden = 4 * channels
+            self.pool = nn.Sequential(
+                nn.Conv2d(channels, hidden, 1, bias=False),
+                nn.GroupNorm(4, hidden),
+                nn.ReLU(),
+                nn.Conv2d(hidden, channels, 1, bias=False),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool is not None:
+            x = x + self.pool(x)
+        return self.fuse(self.conv(x) + self.skip(x))
+
+
+def build_encoder(latent_channels: int = 32) -> nn.Sequential:
+    """(N, 3, H, W) in [0, 1] -> (N, latent_channels, H/8, W/8)."""
+    w = WIDTH
+    return nn.Sequential(
+        _conv(3, w), _Block(w),
+        _conv(w, w, stride=2, bias=False), _Block(w), _Block(w), _Block(w),
+        _conv(w, w, stride=2, bias=False), _Block(w), _Block(w), _Block(w),
+        _conv(w, w, stride=2, bias=False), _Block(w, True), _Block(w, True), _Block(w, True),
+        _conv(w, latent_channels),
+    )  # fmt: skip
+
+
+def build_decoder(latent_channels: int = 32) -> nn.Sequential:
+    """(N, latent_channels, h, w) -> (N, 3, 8h, 8w), roughly in [0, 1]."""
+    w = WIDTH
+    return nn.Sequential(
+        _Clamp(), _conv(latent_channels, w), nn.ReLU(),
+        _Block(w, True), _Block(w, True), _Block(w, True), nn.Upsample(scale_factor=2), _conv(w, w, bias=False),
+        _Block(w), _Block(w), _Block(w), nn.Upsample(scale_factor=2), _conv(w, w, bias=False),
+        _Block(w), _Block(w), _Block(w), nn.Upsample(scale_factor=2), _conv(w, w, bias=False),
+        _Block(w), _conv(w, 3),
+    )  # fmt: skip
+
+
+def load_state(module: nn.Module, path: os.PathLike) -> nn.Module:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state)
+    return module.eval().requires_grad_(False)
+
+
+@register_vae("taef2")
+class TAEF2(VideoAutoencoder):
+    """The default backend: TAEF2 applied frame by frame.
+
+    Options:
+        weights: a directory holding ``taef2_{encoder,decoder}.pth`` (or ``None`` for
+            ``LATOK_WEIGHTS_DIR`` -> cache -> download).
+        channels_last: run convolutions in channels-last memory format.
+        threads: set ``torch.set_num_threads`` (CPU only; ``None`` leaves it alone).
+    """
+
+    latent_channels = 32
+    temporal_ratio = 1
+    spatial_ratio = 8
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
+        channels_last: bool = False,
+        threads: int | None = None,
+    ):
+        super().__init__(device=device, dtype=dtype, chunk_pixels=chunk_pixels)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.channels_last = channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.encoder = load_state(build_encoder(self.latent_channels), resolve_weight(TAEF2_ENCODER, weights))
+        self.decoder = load_state(build_decoder(self.latent_channels), resolve_weight(TAEF2_DECODER, weights))
+        for module in (self.encoder, self.decoder):
+            module.to(device=self.device, dtype=self.dtype, memory_format=memory_format)
+
+    @classmethod
+    def weights_available(cls, weights: str | os.PathLike | None = None, **options) -> bool:
+        try:
+            return all(find_weight(file, weights) is not None for file in (TAEF2_ENCODER, TAEF2_DECODER))
+        except FileNotFoundError:
+            return False
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, C, T, H, W) -> (T, C, H, W): frames become the batch of the 2-D network."""
+        x = x[0].transpose(0, 1)  # (T, C, H, W)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
+
+    def _encode(self, video: torch.Tensor) -> torch.Tensor:
+        latent = self.encoder(self._frames(video).add(1.0).mul(0.5))  # (T, C, h, w); TAEF2 expects [0, 1]
+        return latent.transpose(0, 1).unsqueeze(0)  # (1, C, T, h, w)
+
+    def _decode(self, latent: torch.Tensor) -> torch.Tensor:
+        video = self.decoder(self._frames(latent)).mul(2.0).sub(1.0)  # (T, 3, H, W) in [-1, 1]
+        return video.transpose(0, 1).unsqueeze(0)  # (1, 3, T, H, W)
