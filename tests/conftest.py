@@ -10,11 +10,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LATOK_SHARED_DIR", ROOT.parent / "shared"))
 DATA = SHARED / "data"
-WEIGHTS = Path(os.environ.get("LATOK_WEIGHTS_DIR", SHARED / "weights"))
+WEIGHTS = Path(os.environ.get("LATOK_WEIGHTS_DIR", SHARED / "weights")).resolve()
 BLACKSWAN = DATA / "davis" / "JPEGImages" / "480p" / "blackswan"
 
 # Tests never download: weights come from ../shared/weights (or LATOK_WEIGHTS_DIR).
-os.environ.setdefault("LATOK_WEIGHTS_DIR", str(WEIGHTS))
+os.environ["LATOK_WEIGHTS_DIR"] = str(WEIGHTS)  # absolute, so tests may chdir
 os.environ["LATOK_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

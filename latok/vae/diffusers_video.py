@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 
 from latok.errors import InvalidInputError, WeightsNotFoundError
-from latok.vae.base import DEFAULT_CHUNK_PIXELS, VideoAutoencoder
+from latok.vae.base import VideoAutoencoder
 from latok.vae.registry import register_vae
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class DiffusersVideoVAE(VideoAutoencoder):
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         tiling: bool = True,
-        chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
+        chunk_pixels: int | None = None,
     ):
         super().__init__(device=device, dtype=dtype, chunk_pixels=chunk_pixels)
         if model is None:

@@ -15,7 +15,7 @@ import os
 import torch
 from torch import nn
 
-from latok.vae.base import DEFAULT_CHUNK_PIXELS, VideoAutoencoder
+from latok.vae.base import VideoAutoencoder
 from latok.vae.registry import register_vae
 from latok.weights import WeightFile, find_weight, resolve_weight
 
@@ -108,7 +108,9 @@ class TAEF2(VideoAutoencoder):
     Options:
         weights: a directory holding ``taef2_{encoder,decoder}.pth`` (or ``None`` for
             ``LATOK_WEIGHTS_DIR`` -> cache -> download).
-        channels_last: run convolutions in channels-last memory format.
+        channels_last: run convolutions in channels-last memory format (default: on; ~1.2-1.3x
+            faster on CPU, see eval/bench_vae.py).
+        chunk_pixels: pixels per encoder/decoder call (default: one 240p frame on CPU).
         threads: set ``torch.set_num_threads`` (CPU only; ``None`` leaves it alone).
     """
 
@@ -121,8 +123,8 @@ class TAEF2(VideoAutoencoder):
         weights: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
-        chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
-        channels_last: bool = False,
+        chunk_pixels: int | None = None,
+        channels_last: bool = True,
         threads: int | None = None,
     ):
         super().__init__(device=device, dtype=dtype, chunk_pixels=chunk_pixels)
