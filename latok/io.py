@@ -170,7 +170,9 @@ class _Resizer:
         self.resized_size: tuple[int, int] = (0, 0)
         self.crop: tuple[int, int, int, int] = (0, 0, 0, 0)
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
+    def __call__(self, image) -> np.ndarray:
+        if hasattr(image, "to_image"):  # a PyAV frame: converted only when kept
+            image = image.to_image()
         if not self.resized_size[0]:
             self._plan(image.height, image.width)
         resized_h, resized_w = self.resized_size
@@ -207,7 +209,7 @@ def _iter_folder(path: Path) -> Iterator[Image.Image]:
             raise CorruptVideoError(f"{file}: unreadable frame ({error})") from None
 
 
-def _open_stream(path: Path) -> tuple[float, Iterator[Image.Image]]:
+def _open_stream(path: Path) -> tuple[float, Iterator]:
     import av  # PyAV is only needed for container files
 
     try:
@@ -226,12 +228,12 @@ def _open_stream(path: Path) -> tuple[float, Iterator[Image.Image]]:
     return fps, _decode_frames(container, stream, path)
 
 
-def _decode_frames(container, stream, path: Path) -> Iterator[Image.Image]:
+def _decode_frames(container, stream, path: Path) -> Iterator:
+    """Yield PyAV frames (they have ``width``/``height``; pixels are converted only for kept frames)."""
     import av
 
     try:
-        for frame in container.decode(stream):
-            yield frame.to_image()
+        yield from container.decode(stream)
     except av.error.FFmpegError as error:
         raise CorruptVideoError(f"{path}: corrupt video stream ({_ffmpeg_reason(error)})") from None
     finally:
