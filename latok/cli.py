@@ -22,6 +22,33 @@ logger = logging.getLogger("latok")
 EXIT_ERROR = 2
 
 
+def _add_input_options(parser: argparse.ArgumentParser, frames: int | None = None) -> None:
+    parser.add_argument("--frames", type=int, default=frames, help="frames to read (default: %(default)s = all)" if frames is None else "frames to read (default: %(default)s)")
+    parser.add_argument("--start", type=int, default=0, help="first source frame (default: 0)")
+    parser.add_argument("--stride", type=int, default=1, help="keep every n-th source frame (default: 1)")
+    parser.add_argument("--height", type=int, default=240, help="resize height, 240p protocol; 0 keeps the source size (default: %(default)s)")
+
+
+def _add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) -> None:
+    if backend:
+        parser.add_argument("--backend", default="taef2", help="VAE backend (default: %(default)s; see `latok backends`)")
+    parser.add_argument("--weights", help="backend weights: a directory or file (default: LATOK_WEIGHTS_DIR, cache, download)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+
+
+def _add_mask_options(parser: argparse.ArgumentParser) -> None:
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--tau", type=float, help="masking threshold (default: the backend's calibrated tau)")
+    rate.add_argument("--target-usage", type=float, metavar="U", help="keep about this fraction of tokens, tau picked per clip")
+    parser.add_argument("--reference", choices=("last-kept", "previous"), default="last-kept", help="masking reference (default: %(default)s)")
+    parser.add_argument("--keyframe-interval", type=int, default=None, metavar="K", help="keep every K-th latent frame whole (default: off)")
+    parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="storage dtype of kept values (default: %(default)s)")
+
+
+def _add_fill_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fill", choices=("zero", "hold", "interp"), default="hold", help="how dropped tokens are restored (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latok",
@@ -31,18 +58,52 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    encode = commands.add_parser("encode", help="video -> .latok tokens", description="Encode a video into adaptive latent tokens.")
+    encode.add_argument("input", help="video file or frame folder")
+    encode.add_argument("-o", "--output", required=True, help="output .latok file")
+    _add_input_options(encode)
+    _add_backend_options(encode)
+    _add_mask_options(encode)
+    encode.set_defaults(run=run_encode)
+
+    decode = commands.add_parser("decode", help=".latok tokens -> video", description="Decode a .latok file to mp4 (or a PNG folder).")
+    decode.add_argument("input", help=".latok file")
+    decode.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv, or a folder name for PNG frames")
+    _add_fill_option(decode)
+    _add_backend_options(decode, backend=False)
+    decode.set_defaults(run=run_decode)
+
+    info = commands.add_parser("info", help="print a .latok file's header and statistics as JSON")
+    info.add_argument("input", help=".latok file")
+    info.set_defaults(run=run_info)
+
+    roundtrip = commands.add_parser(
+        "roundtrip", help="encode + decode one clip and measure it",
+        description="Encode, pack, fill and decode a clip; write the reconstruction and a metrics JSON.",
+    )  # fmt: skip
+    roundtrip.add_argument("input", help="video file or frame folder")
+    roundtrip.add_argument("-o", "--output", required=True, help="reconstruction (.mp4/.mov/.mkv or folder)")
+    roundtrip.add_argument("--json", required=True, help="metrics JSON path")
+    roundtrip.add_argument("--viz", help="also write original | reconstruction | keep mask side by side (.mp4)")
+    roundtrip.add_argument("--latok", help="also keep the .latok file here")
+    _add_input_options(roundtrip, frames=33)
+    _add_backend_options(roundtrip)
+    _add_mask_options(roundtrip)
+    _add_fill_option(roundtrip)
+    roundtrip.set_defaults(run=run_roundtrip)
+
     demo = commands.add_parser(
         "demo",
-        help="encode and decode a clip, print sizes, timings and PSNR, write the reconstruction",
-        description="Encode and decode a clip (default: latok's built-in synthetic sample) through a backend.",
+        help="run the codec on a clip: print token usage, bitrate, timings and PSNR, write the outputs",
+        description="Run the whole codec on a clip (default: latok's built-in synthetic sample).",
     )
     demo.add_argument("input", nargs="?", help="video file or frame folder (default: the built-in sample clip)")
     demo.add_argument("-o", "--output-dir", default="outputs/demo", help="where to write outputs (default: %(default)s)")
-    demo.add_argument("--backend", default="taef2", help="VAE backend (default: %(default)s; see `latok backends`)")
     demo.add_argument("--frames", type=int, default=17, help="frames to read (default: %(default)s)")
     demo.add_argument("--height", type=int, default=240, help="resize height, 240p protocol (default: %(default)s)")
-    demo.add_argument("--weights", help="weights file or directory for the backend (default: LATOK_WEIGHTS_DIR, cache, download)")
-    demo.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    _add_backend_options(demo)
+    _add_mask_options(demo)
+    _add_fill_option(demo)
     demo.set_defaults(run=run_demo)
 
     backends = commands.add_parser("backends", help="list VAE backends, their latent geometry and weight availability")
@@ -63,72 +124,217 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("latok: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `latok info x.latok | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
 
 
-# -- demo ----------------------------------------------------------------------------------
+# -- codec commands ------------------------------------------------------------------------
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def _tokenizer(args: argparse.Namespace, backend: str | None = None):
     import torch
 
-    from latok.io import frames_to_video, load_clip, write_video
-    from latok.metrics import psnr
-    from latok.sample import SAMPLE_FPS, sample_frames
-    from latok.vae import load_vae
+    from latok.codec import LatentTokenizer
 
+    backend = backend or args.backend
     options = {"device": args.device}
     if args.weights:
-        options["weights" if args.backend == "taef2" else "pretrained"] = args.weights
-    output_dir = Path(args.output_dir)
+        options["weights" if backend == "taef2" else "pretrained"] = args.weights
+    mask = {}
+    if hasattr(args, "reference"):
+        mask = {
+            "tau": args.tau,
+            "target_usage": args.target_usage,
+            "reference": args.reference,
+            "keyframe_interval": args.keyframe_interval,
+            "storage_dtype": getattr(torch, args.dtype),
+        }
+    tokenizer = LatentTokenizer(backend, **mask, **options)
+    tokenizer.vae.progress = True
+    return tokenizer
 
-    start = time.perf_counter()
-    if args.input:
-        clip = load_clip(args.input, frames=args.frames, height=args.height)
-        video, fps, source = clip.video, clip.fps, args.input
-    else:
-        video = frames_to_video(sample_frames(frames=args.frames, height=args.height, width=_sample_width(args.height)))
-        fps, source = SAMPLE_FPS, "built-in synthetic sample (static texture, panning region, moving disc)"
-    read_seconds = time.perf_counter() - start
 
-    vae = load_vae(args.backend, **options)
-    vae.progress = True
-    start = time.perf_counter()
-    latent = vae.encode(video)
-    encode_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    reconstruction = vae.decode(latent, size=video.shape[-3:])
-    decode_seconds = time.perf_counter() - start
+def _load_input(args: argparse.Namespace):
+    from latok.io import load_clip
 
-    _, _, frames, height, width = video.shape
-    duration = frames / fps
-    positions = latent.shape[2] * latent.shape[3] * latent.shape[4]
-    latent_bytes = latent.numel() * 2  # fp16 storage
-    report = {
-        "source": str(source),
-        "backend": vae.name,
-        "device": str(vae.device),
+    return load_clip(args.input, frames=args.frames, start=args.start, stride=args.stride, height=args.height or None)
+
+
+class _Stopwatch:
+    """Named wall-clock sections: ``with watch("encode"): ...``; ``watch.seconds`` holds the totals."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        watch = self
+
+        class _Section:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                watch.seconds[name] = watch.seconds.get(name, 0.0) + time.perf_counter() - self.start
+
+        return _Section()
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from latok.bitstream import save_latok
+
+    clip = _load_input(args)
+    tokenizer = _tokenizer(args)
+    adaptive = tokenizer.encode(clip)
+    path = save_latok(adaptive, args.output)
+    print(json.dumps(_file_info(path), indent=2))
+    return 0
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    from latok.bitstream import load_latok
+    from latok.io import check_output_path, write_video
+
+    check_output_path(args.output)
+    adaptive = load_latok(args.input)
+    tokenizer = _tokenizer(args, backend=adaptive.backend)
+    video = tokenizer.decode(adaptive, fill=args.fill)
+    write_video(args.output, video, fps=adaptive.source.fps)
+    print(f"wrote {args.output}: {adaptive.source.frames} frames, {adaptive.source.width}x{adaptive.source.height}, "
+          f"{adaptive.token_usage:.1%} tokens, fill {args.fill}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    print(json.dumps(_file_info(Path(args.input)), indent=2))
+    return 0
+
+
+def _file_info(path: Path) -> dict:
+    from latok.bitstream import load_latok
+
+    adaptive = load_latok(path)
+    source = adaptive.source
+    size = path.stat().st_size
+    return {
+        "file": str(path),
+        "backend": adaptive.backend,
+        "tau": adaptive.tau,
+        "target_usage": adaptive.target_usage,
+        "reference": adaptive.reference,
+        "keyframe_interval": adaptive.keyframe_interval,
+        "frames": source.frames,
+        "height": source.height,
+        "width": source.width,
+        "fps": source.fps,
+        "latent_shape": list(adaptive.shape),
+        "tokens": adaptive.num_tokens,
+        "token_usage": adaptive.token_usage,
+        "dtype": str(adaptive.storage_dtype).removeprefix("torch."),
+        "bytes": size,
+        "bpp": size * 8 / (source.frames * source.height * source.width),
+        "kbps": size * 8 / (source.frames / source.fps) / 1000,
+    }
+
+
+def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict:
+    """Encode -> pack -> fill -> decode ``clip``; returns the metrics, plus the reconstruction
+    and keep mask under "video" and "keep".  The .latok file is kept at ``latok_path`` if given."""
+    import tempfile
+
+    from latok.bitstream import save_latok
+    from latok.codec import source_info
+    from latok.metrics import psnr, ssim
+
+    watch = _Stopwatch()
+    video, source = source_info(clip)
+    with watch("encode"):
+        latent = tokenizer.vae.encode(video)
+    with watch("mask"):
+        adaptive = tokenizer.tokenize(latent, source)
+    with tempfile.TemporaryDirectory() as tmp:
+        size = save_latok(adaptive, latok_path or Path(tmp) / "clip.latok").stat().st_size
+    with watch("inpaint"):
+        dense = tokenizer.restore(adaptive, args.fill)
+    with watch("decode"):
+        reconstruction = tokenizer.vae.decode(dense, size=(source.frames, source.height, source.width))
+    frames, height, width = source.frames, source.height, source.width
+    return {
+        "input": str(args.input) if args.input else None,
+        "backend": tokenizer.vae.name,
+        "device": str(tokenizer.vae.device),
         "frames": frames,
         "height": height,
         "width": width,
-        "fps": fps,
-        "latent_shape": list(latent.shape),
-        "tokens": positions,
-        "token_usage": 1.0,  # every latent position is kept until masking lands (issue 3)
-        "raw_bytes": video.numel(),
-        "latent_bytes_fp16": latent_bytes,
-        "kbps_fp16": latent_bytes * 8 / duration / 1000,
-        "bpp_fp16": latent_bytes * 8 / (frames * height * width),
+        "fps": source.fps,
+        "latent_shape": list(adaptive.shape),
+        "tau": adaptive.tau,
+        "target_usage": adaptive.target_usage,
+        "reference": adaptive.reference,
+        "fill": args.fill,
+        "tokens": adaptive.num_tokens,
+        "token_usage": adaptive.token_usage,
+        "bytes": size,
+        "bpp": size * 8 / (frames * height * width),
+        "kbps": size * 8 / (frames / source.fps) / 1000,
         "psnr": psnr(reconstruction, video),
-        "seconds": {"read": read_seconds, "encode": encode_seconds, "decode": decode_seconds},
-        "encode_fps": frames / encode_seconds,
-        "decode_fps": frames / decode_seconds,
+        "ssim": ssim(reconstruction, video),
+        "lpips": None,
+        "seconds": dict(watch.seconds),
+        "video": reconstruction,
+        "keep": adaptive.keep,
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    reconstruction_path = write_video(output_dir / "reconstruction.mp4", reconstruction, fps=fps)
-    original_path = write_video(output_dir / "original.mp4", video, fps=fps)
-    report["outputs"] = {"reconstruction": str(reconstruction_path), "original": str(original_path)}
-    _write_json(output_dir / "metrics.json", report)
-    report["outputs"]["metrics"] = str(output_dir / "metrics.json")
+
+
+def _write_outputs(report: dict, original, output: Path | None, viz: Path | None, json_path: Path) -> dict:
+    from latok.io import write_video
+    from latok.viz import side_by_side
+
+    reconstruction, keep = report.pop("video"), report.pop("keep")
+    if output is not None:
+        write_video(output, reconstruction, fps=report["fps"])
+    if viz is not None:
+        write_video(viz, side_by_side(original, reconstruction, keep), fps=report["fps"])
+    _write_json(json_path, report)
+    return report
+
+
+def run_roundtrip(args: argparse.Namespace) -> int:
+    from latok.io import check_output_path
+
+    output = check_output_path(args.output)
+    viz = check_output_path(args.viz, (".mp4", ".mov", ".mkv")) if args.viz else None
+    clip = _load_input(args)
+    tokenizer = _tokenizer(args)
+    report = _codec_report(args, tokenizer, clip, Path(args.latok) if args.latok else None)
+    report = _write_outputs(report, clip.video, output, viz, Path(args.json))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from latok.io import Clip, frames_to_video, load_clip
+    from latok.sample import SAMPLE_FPS, sample_frames
+
+    if args.input:
+        clip = load_clip(args.input, frames=args.frames, height=args.height)
+    else:
+        height, width = args.height, _sample_width(args.height)
+        video = frames_to_video(sample_frames(frames=args.frames, height=height, width=width))
+        clip = Clip(video, SAMPLE_FPS, (height, width), (height, width), (0, 0, height, width))
+    tokenizer = _tokenizer(args)
+    output_dir = Path(args.output_dir)
+    paths = {
+        "tokens": output_dir / "clip.latok",
+        "reconstruction": output_dir / "reconstruction.mp4",
+        "visualisation": output_dir / "side_by_side.mp4",
+        "metrics": output_dir / "metrics.json",
+    }
+    report = _codec_report(args, tokenizer, clip, paths["tokens"])
+    report["input"] = args.input or "built-in synthetic sample (static texture, panning region, moving disc)"
+    report["raw_bytes"] = clip.video.numel()
+    report["outputs"] = {name: str(path) for name, path in paths.items()}
+    report = _write_outputs(report, clip.video, paths["reconstruction"], paths["visualisation"], paths["metrics"])
     _print_demo(report)
     return 0
 
@@ -140,17 +346,19 @@ def _sample_width(height: int) -> int:
 
 def _print_demo(report: dict) -> None:
     t = report["seconds"]
+    frames = report["frames"]
     lines = [
-        f"source        {report['source']}",
-        f"clip          {report['frames']} frames, {report['width']}x{report['height']} @ {report['fps']:.2f} fps",
+        f"input         {report['input']}",
+        f"clip          {frames} frames, {report['width']}x{report['height']} @ {report['fps']:.2f} fps",
         f"backend       {report['backend']} on {report['device']}, latent {tuple(report['latent_shape'])}",
-        f"tokens        {report['tokens']} latent positions kept, usage {report['token_usage']:.1%}",
-        f"size          raw {report['raw_bytes'] / 1e6:.2f} MB -> latents {report['latent_bytes_fp16'] / 1e6:.2f} MB fp16",
-        f"bitrate       {report['kbps_fp16']:.0f} kbps, {report['bpp_fp16']:.3f} bpp (fp16 latents, no entropy coding)",
-        f"time          read {t['read']:.2f} s, encode {t['encode']:.2f} s ({report['encode_fps']:.2f} fps), "
-        f"decode {t['decode']:.2f} s ({report['decode_fps']:.2f} fps)",
-        f"PSNR          {report['psnr']:.2f} dB",
-        f"outputs       {report['outputs']['reconstruction']}, {report['outputs']['original']}, {report['outputs']['metrics']}",
+        f"tokens        {report['tokens']} kept, usage {report['token_usage']:.1%} "
+        f"(tau {report['tau']:.3g}, {report['reference']} reference)",
+        f"size          raw {report['raw_bytes'] / 1e6:.2f} MB -> .latok {report['bytes'] / 1e3:.1f} kB",
+        f"bitrate       {report['kbps']:.0f} kbps, {report['bpp']:.3f} bpp",
+        f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), mask {t['mask'] * 1e3:.1f} ms, "
+        f"fill ({report['fill']}) {t['inpaint'] * 1e3:.1f} ms, decode {t['decode']:.2f} s ({frames / t['decode']:.2f} fps)",
+        f"quality       PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}",
+        f"outputs       {', '.join(report['outputs'].values())}",
     ]
     print("\n".join(lines))
 

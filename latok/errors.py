@@ -48,6 +48,10 @@ class WeightsChecksumError(LatokError):
     """A weights file does not match its published sha256."""
 
 
+class LatokFormatError(LatokError):
+    """A ``.latok`` file is truncated, corrupt, or of an unknown format or version."""
+
+
 class InvalidInputError(LatokError, ValueError):
     """A tensor or argument has the wrong shape, dtype, range or value."""
 

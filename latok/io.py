@@ -304,6 +304,17 @@ def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: 
     return path
 
 
+def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = (*MP4_SUFFIXES, "")) -> Path:
+    """Fail fast, before any work, on an output path :func:`write_video` would reject."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        shown = ", ".join(s or "a folder name" for s in suffixes)
+        raise InvalidInputError(f"{path}: unsupported output format {path.suffix!r}; use {shown}")
+    if path.is_dir() and path.suffix:
+        raise VideoWriteError(f"{path}: is a directory")
+    return path
+
+
 def _write_h264(path: Path, frames: np.ndarray, fps: float, crf: int) -> None:
     import av
 

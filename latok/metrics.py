@@ -26,3 +26,47 @@ def psnr(video: torch.Tensor, reference: torch.Tensor) -> float:
 
 def _to_255(video: torch.Tensor) -> torch.Tensor:
     return video.detach().double().add(1.0).mul(127.5).round().clamp(0.0, 255.0)
+
+
+def ssim(video: torch.Tensor, reference: torch.Tensor) -> float:
+    """SSIM (Wang et al. 2004) per frame on the [0, 255] scale, averaged over frames and batch.
+
+    Gaussian window 11x11 with sigma 1.5, K1 = 0.01, K2 = 0.03, computed per RGB channel
+    and averaged, over the valid region (no padding) — the common reference settings.
+    Inputs: ``(B, 3, T, H, W)`` float in ``[-1, 1]``, at least 11x11 pixels.
+    """
+    if video.shape != reference.shape:
+        raise InvalidInputError(f"ssim needs equal shapes, got {tuple(video.shape)} and {tuple(reference.shape)}")
+    if min(video.shape[-2:]) < _SSIM_WINDOW:
+        raise InvalidInputError(f"ssim needs frames of at least {_SSIM_WINDOW}x{_SSIM_WINDOW}, got {tuple(video.shape[-2:])}")
+    frames = [_to_255(v).transpose(1, 2).flatten(0, 1) for v in (video, reference)]  # (B*T, 3, H, W)
+    return _ssim_frames(*frames).mean().item()
+
+
+_SSIM_WINDOW = 11
+_SSIM_SIGMA = 1.5
+
+
+def _ssim_frames(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-frame SSIM of ``(N, 3, H, W)`` float64 images on [0, 255]; returns ``(N,)``."""
+    import torch.nn.functional as F
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    coords = torch.arange(_SSIM_WINDOW, dtype=torch.float64) - _SSIM_WINDOW // 2
+    gauss = torch.exp(-(coords**2) / (2 * _SSIM_SIGMA**2))
+    gauss = gauss / gauss.sum()
+    channels = x.shape[1]
+    kernel_h = gauss.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    kernel_w = gauss.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+
+    def blur(image: torch.Tensor) -> torch.Tensor:
+        image = F.conv2d(image, kernel_h, groups=channels)
+        return F.conv2d(image, kernel_w, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sigma_x = blur(x * x) - mu_x**2
+    sigma_y = blur(y * y) - mu_y**2
+    sigma_xy = blur(x * y) - mu_x * mu_y
+    numerator = (2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)
+    denominator = (mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2)
+    return (numerator / denominator).mean(dim=(1, 2, 3))

@@ -45,6 +45,7 @@ class VideoAutoencoder(abc.ABC):
         temporal_ratio: s; ``1 + k*s`` frames map to ``1 + k`` latent frames (1: per-frame model).
         spatial_ratio: pixels per latent cell along each spatial axis.
         spatial_multiple: input height/width are padded to a multiple of this.
+        default_tau: the masking threshold calibrated for this backend, ``None`` if uncalibrated.
     """
 
     name: ClassVar[str] = ""
@@ -52,6 +53,7 @@ class VideoAutoencoder(abc.ABC):
     temporal_ratio: ClassVar[int]
     spatial_ratio: ClassVar[int]
     spatial_multiple: ClassVar[int | None] = None
+    default_tau: ClassVar[float | None] = None  # calibrated masking threshold (eval/codec_table.py)
 
     def __init__(
         self,

@@ -1,0 +1,245 @@
+"""Token usage vs quality of the temporal-L1 codec with hold fill, on every shared clip.
+
+Two parts, both on the shared data at height 240 (DESIGN.md's protocol):
+
+``--calibrate``: sweep tau on DAVIS + tokenbench-mini (17 frames from frame 0)
+and pick the backend's default tau.  Rule: the largest tau on the grid whose
+mean hold-fill PSNR loss against tau = 0 stays within 0.5 dB over the
+calibration clips.  Writes eval/results/calibrate_tau_<backend>.{json,md}.
+
+default: for every shared clip (clips/, tokenbench-mini/) and every DAVIS
+sequence, 33 frames from frame 0: usage, PSNR at tau = 0, PSNR with hold fill
+at the default tau, .latok bytes and bpp, plus the issue's targets and the
+cost of masking + packing against the VAE encode.  Writes
+eval/results/codec_table_<backend>.{json,md}.
+
+Calibration latents are cached under eval/cache/ (git-ignored); the table encodes afresh
+so that its encode timings are the reference for the masking cost.
+
+Usage:
+    python eval/codec_table.py --calibrate
+    python eval/codec_table.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from latok.bitstream import save_latok
+from latok.codec import LatentTokenizer, source_info
+from latok.io import load_clip
+from latok.metrics import psnr
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CACHE = ROOT / "eval" / "cache"
+RESULTS = ROOT / "eval" / "results"
+TAU_GRID = [0.05, 0.1, 0.15, 0.2, 0.3]
+TABLE_FRAMES = 33
+LOSS_BUDGET_DB = 0.5
+
+
+def shared_clips(include_classic: bool) -> list[tuple[str, Path]]:
+    davis = DATA / "davis" / "JPEGImages" / "480p"
+    clips = [(f"davis/{p.name}", p) for p in sorted(davis.iterdir()) if p.is_dir()]
+    clips += [(f"tokenbench/{p.stem}", p) for p in sorted((DATA / "tokenbench-mini").glob("*.mp4"))]
+    if include_classic:
+        clips += [(f"clips/{p.stem}", p) for p in sorted((DATA / "clips").iterdir()) if p.suffix in (".mp4", ".avi")]
+    return clips
+
+
+def encoded(tokenizer: LatentTokenizer, name: str, path: Path, frames: int, height: int):
+    """(clip, latent, encode seconds) with the latent cached on disk.
+
+    A per-frame backend is encoded once at the table's length; shorter requests are
+    slices of it (identical to encoding fewer frames, since frames are independent).
+    """
+    if tokenizer.vae.temporal_ratio == 1 and frames < TABLE_FRAMES:
+        clip, latent, seconds = encoded(tokenizer, name, path, TABLE_FRAMES, height)
+        if clip.frames >= frames:
+            video = clip.video[:, :, :frames]
+            return type(clip)(video, clip.fps, clip.source_size, clip.resized_size, clip.crop), latent[:, :, :frames], seconds * frames / clip.frames
+    clip = load_clip(path, frames=frames, height=height)
+    cache = CACHE / f"{tokenizer.vae.name}_{name.replace('/', '_')}_{frames}f_{height}p.safetensors"
+    if cache.is_file():
+        stored = load_file(cache)
+        return clip, stored["latent"], float(stored["encode_seconds"])
+    start = time.perf_counter()
+    latent = tokenizer.vae.encode(clip.video)
+    seconds = time.perf_counter() - start
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"latent": latent.contiguous(), "encode_seconds": torch.tensor(seconds)}, cache)
+    return clip, latent, seconds
+
+
+def hold_psnr(tokenizer: LatentTokenizer, clip, latent: torch.Tensor, tau: float) -> tuple[float, float]:
+    adaptive = tokenizer.tokenize(latent, source_info(clip)[1], tau=tau)
+    video = tokenizer.decode(adaptive, fill="hold")
+    return adaptive.token_usage, psnr(video, clip.video)
+
+
+def calibrate(tokenizer: LatentTokenizer, frames: int, height: int) -> dict:
+    rows = []
+    for name, path in tqdm(shared_clips(include_classic=False), desc="calibrate"):
+        clip, latent, _ = encoded(tokenizer, name, path, frames, height)
+        full = psnr(tokenizer.vae.decode(latent, size=clip.video.shape[-3:]), clip.video)
+        row = {"clip": name, "psnr_tau0": full, "sweep": []}
+        for tau in TAU_GRID:
+            usage, quality = hold_psnr(tokenizer, clip, latent, tau)
+            row["sweep"].append({"tau": tau, "usage": usage, "psnr": quality, "loss_db": full - quality})
+        rows.append(row)
+    curve = []
+    for index, tau in enumerate(TAU_GRID):
+        points = [row["sweep"][index] for row in rows]
+        curve.append({
+            "tau": tau,
+            "mean_usage": statistics.mean(p["usage"] for p in points),
+            "mean_loss_db": statistics.mean(p["loss_db"] for p in points),
+            "tokenbench_mean_usage": statistics.mean(
+                p["usage"] for p, r in zip(points, rows) if r["clip"].startswith("tokenbench")),
+            "tokenbench_mean_loss_db": statistics.mean(
+                p["loss_db"] for p, r in zip(points, rows) if r["clip"].startswith("tokenbench")),
+        })  # fmt: skip
+    within = [point for point in curve if point["mean_loss_db"] <= LOSS_BUDGET_DB]
+    chosen = max(within, key=lambda p: p["tau"])["tau"] if within else min(TAU_GRID)
+    return {
+        "what": "tau calibration: hold-fill usage and PSNR loss vs tau=0",
+        "rule": f"largest grid tau whose mean hold-fill PSNR loss over the calibration clips is <= {LOSS_BUDGET_DB} dB",
+        "command": "python eval/codec_table.py --calibrate",
+        "backend": tokenizer.vae.name,
+        "frames": frames,
+        "height": height,
+        "curve": curve,
+        "chosen_tau": chosen,
+        "clips": rows,
+    }
+
+
+def table(tokenizer: LatentTokenizer, frames: int, height: int) -> dict:
+    tau = tokenizer.default_tau
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in tqdm(shared_clips(include_classic=True), desc="table"):
+            clip = load_clip(path, frames=frames, height=height)
+            start = time.perf_counter()  # encoded afresh: the timing is the reference for masking cost
+            latent = tokenizer.vae.encode(clip.video)
+            encode_seconds = time.perf_counter() - start
+            full = psnr(tokenizer.vae.decode(latent, size=clip.video.shape[-3:]), clip.video)
+            start = time.perf_counter()
+            adaptive = tokenizer.tokenize(latent, source_info(clip)[1], tau=tau)
+            file = save_latok(adaptive, Path(tmp) / "clip.latok")
+            mask_pack_seconds = time.perf_counter() - start
+            quality = psnr(tokenizer.decode(adaptive, fill="hold"), clip.video)
+            size = file.stat().st_size
+            _, channels, t, h, w = adaptive.shape
+            rows.append({
+                "clip": name,
+                "frames": clip.frames,
+                "size": f"{clip.video.shape[-1]}x{clip.video.shape[-2]}",
+                "usage": adaptive.token_usage,
+                "psnr_tau0": full,
+                "psnr_hold": quality,
+                "loss_db": full - quality,
+                "bytes": size,
+                "bpp": size * 8 / (clip.frames * clip.video.shape[-2] * clip.video.shape[-1]),
+                "kbps": size * 8 / (clip.frames / clip.fps) / 1000,
+                "expected_bytes": adaptive.num_tokens * channels * 2 + t * h * w / 8,
+                "encode_seconds": encode_seconds,
+                "mask_pack_seconds": mask_pack_seconds,
+            })  # fmt: skip
+    robots = [r for r in rows if "robot_" in r["clip"]]
+    vtest = next(r for r in rows if r["clip"] == "clips/surveillance_vtest")
+    checks = {
+        "vtest_usage": vtest["usage"],
+        "vtest_loss_db": vtest["loss_db"],
+        "vtest_pass": vtest["usage"] <= 0.35 and vtest["loss_db"] <= 0.5,
+        "robot_mean_usage": statistics.mean(r["usage"] for r in robots),
+        "robot_mean_loss_db": statistics.mean(r["loss_db"] for r in robots),
+        "robot_pass": statistics.mean(r["usage"] for r in robots) <= 0.5
+        and statistics.mean(r["loss_db"] for r in robots) <= 0.5,
+        "max_mask_pack_over_encode": max(r["mask_pack_seconds"] / r["encode_seconds"] for r in rows),
+        "max_size_error_vs_expected": max(abs(r["bytes"] / r["expected_bytes"] - 1) for r in rows),
+    }
+    return {
+        "what": "hold-fill codec at the default tau on every shared clip",
+        "command": "python eval/codec_table.py",
+        "backend": tokenizer.vae.name,
+        "tau": tau,
+        "frames": frames,
+        "height": height,
+        "checks": checks,
+        "clips": rows,
+    }
+
+
+def markdown(result: dict) -> str:
+    if "curve" in result:
+        lines = [
+            f"# tau calibration ({result['backend']}, {result['frames']} frames, {result['height']}p)",
+            "", f"Rule: {result['rule']}. Chosen: **tau = {result['chosen_tau']}**.", "",
+            "| tau | mean usage | mean loss (dB) | tokenbench usage | tokenbench loss (dB) |",
+            "|---|---|---|---|---|",
+        ]  # fmt: skip
+        for p in result["curve"]:
+            lines.append(
+                f"| {p['tau']} | {p['mean_usage']:.1%} | {p['mean_loss_db']:.2f} | "
+                f"{p['tokenbench_mean_usage']:.1%} | {p['tokenbench_mean_loss_db']:.2f} |"
+            )
+        return "\n".join(lines) + f"\n\nCommand: `{result['command']}`\n"
+    c = result["checks"]
+    lines = [
+        f"# Codec table ({result['backend']}, hold fill, tau = {result['tau']}, {result['frames']} frames, {result['height']}p)",
+        "",
+        "| clip | size | usage | PSNR tau=0 | PSNR hold | loss (dB) | bytes | bpp | kbps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["clips"]:
+        lines.append(
+            f"| {r['clip']} | {r['size']} | {r['usage']:.1%} | {r['psnr_tau0']:.2f} | {r['psnr_hold']:.2f} | "
+            f"{r['loss_db']:.2f} | {r['bytes']} | {r['bpp']:.3f} | {r['kbps']:.0f} |"
+        )
+    lines += [
+        "",
+        f"- surveillance_vtest: usage {c['vtest_usage']:.1%}, loss {c['vtest_loss_db']:.2f} dB "
+        f"(target <= 35%, <= 0.5 dB): {'pass' if c['vtest_pass'] else 'MISS'}",
+        f"- robot clips: mean usage {c['robot_mean_usage']:.1%}, mean loss {c['robot_mean_loss_db']:.2f} dB "
+        f"(target <= 50%, <= 0.5 dB): {'pass' if c['robot_pass'] else 'MISS'}",
+        f"- masking + packing vs VAE encode, worst clip: {c['max_mask_pack_over_encode']:.2%} (target <= 3%)",
+        f"- .latok size vs values + mask bits, worst clip: {c['max_size_error_vs_expected']:.2%} off (target <= 2%)",
+        "",
+        f"Command: `{result['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calibrate", action="store_true", help="sweep tau and pick the default")
+    parser.add_argument("--backend", default="taef2")
+    parser.add_argument("--frames", type=int, default=None, help="default: 17 to calibrate, 33 for the table")
+    parser.add_argument("--height", type=int, default=240)
+    args = parser.parse_args()
+    tokenizer = LatentTokenizer(args.backend)
+    if args.calibrate:
+        result = calibrate(tokenizer, args.frames or 17, args.height)
+        stem = f"calibrate_tau_{args.backend}"
+    else:
+        result = table(tokenizer, args.frames or 33, args.height)
+        stem = f"codec_table_{args.backend}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Fill strategies: restore dropped latent positions from the kept ones.
+
+A fill is any callable ``fill(latent, keep) -> latent`` where ``latent`` is
+``(B, C, t, h, w)`` float with kept values in place (dropped positions hold
+zeros) and ``keep`` is ``(B, t, h, w)`` bool with every position of frame 0
+kept.  It returns the restored ``(B, C, t, h, w)`` latent; kept positions must
+come back unchanged.  Register new ones with :func:`register_fill` (the
+Latent Inpainting Transformer plugs in this way as ``"lit"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from latok.errors import InvalidInputError
+
+Fill = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_FILLS: dict[str, Fill] = {}
+
+
+def register_fill(name: str):
+    def decorate(fn: Fill) -> Fill:
+        _FILLS[name] = fn
+        return fn
+
+    return decorate
+
+
+def get_fill(fill: str | Fill) -> Fill:
+    if callable(fill):
+        return fill
+    try:
+        return _FILLS[fill]
+    except KeyError:
+        raise InvalidInputError(f"unknown fill {fill!r}; available: {', '.join(list_fills())}") from None
+
+
+def list_fills() -> list[str]:
+    return sorted(_FILLS)
+
+
+@register_fill("zero")
+def zero_fill(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Dropped positions take the latent mean: zero after normalisation."""
+    return latent * keep.unsqueeze(1)
+
+
+@register_fill("hold")
+def hold_fill(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Zero-order hold: each dropped position repeats its last kept value (RLT's run-length repeat)."""
+    return latent.gather(2, _expand(last_kept_index(keep), latent))
+
+
+@register_fill("interp")
+def interp_fill(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per position, linear interpolation in time between the kept values before and after;
+    hold after the last kept value."""
+    previous = last_kept_index(keep)  # (B, t, h, w)
+    following = next_kept_index(keep)  # (B, t, h, w); t where none follows
+    frames = keep.shape[1]
+    has_next = following < frames
+    following = torch.where(has_next, following, previous)
+    before = latent.gather(2, _expand(previous, latent))
+    after = latent.gather(2, _expand(following, latent))
+    time = torch.arange(frames, device=keep.device).view(1, frames, 1, 1)
+    span = (following - previous).clamp(min=1)
+    weight = torch.where(has_next, (time - previous) / span, torch.zeros((), device=keep.device))
+    return torch.lerp(before, after, weight.unsqueeze(1).to(latent.dtype))
+
+
+def last_kept_index(keep: torch.Tensor) -> torch.Tensor:
+    """``(B, t, h, w)`` int64: index of the most recent kept frame at or before t."""
+    frames = keep.shape[1]
+    time = torch.arange(frames, device=keep.device).view(1, frames, 1, 1)
+    return torch.where(keep, time, torch.zeros((), dtype=torch.long, device=keep.device)).cummax(dim=1).values
+
+
+def next_kept_index(keep: torch.Tensor) -> torch.Tensor:
+    """``(B, t, h, w)`` int64: index of the next kept frame at or after t; ``t`` (the length) if none."""
+    frames = keep.shape[1]
+    time = torch.arange(frames, device=keep.device).view(1, frames, 1, 1)
+    marked = torch.where(keep, time, torch.full((), frames, dtype=torch.long, device=keep.device))
+    return marked.flip(1).cummin(dim=1).values.flip(1)
+
+
+def staleness(keep: torch.Tensor) -> torch.Tensor:
+    """``(B, t, h, w)`` int64: latent frames since the position was last kept (0 where kept)."""
+    frames = keep.shape[1]
+    time = torch.arange(frames, device=keep.device).view(1, frames, 1, 1)
+    return time - last_kept_index(keep)
+
+
+def _expand(index: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    return index.unsqueeze(1).expand(-1, latent.shape[1], -1, -1, -1)  # (B, C, t, h, w)

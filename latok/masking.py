@@ -1,0 +1,170 @@
+"""Temporal-L1 redundancy masking: which latent positions to keep.
+
+For every latent position (t, y, x), ``d = mean_c |z[t] - ref|`` and the position
+is dropped when ``d < tau`` (arXiv 2606.06158, "Adaptive Tokenisation via
+Temporal Redundancy Masking and Latent Inpainting").  Latent frame 0 is always
+kept.  Two references:
+
+- ``"last-kept"`` (default): the last *kept* value at that position, so slow
+  drift accumulates until it crosses tau instead of being dropped forever;
+- ``"previous"``: the previous latent frame, kept or not.
+
+With ``"previous"`` the kept fraction never rises with tau.  With ``"last-kept"``
+it does not rise on real footage, but adversarial oscillating sequences exist
+where a larger tau keeps more (tests/test_masking.py shows one).
+
+The rate-targeted mode picks tau per clip from the distribution of d so that a
+requested fraction of positions is kept: one encoder pass, no decoder pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from latok.errors import InvalidInputError
+
+Reference = Literal["last-kept", "previous"]
+REFERENCES = ("last-kept", "previous")
+_BISECTION_STEPS = 40
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """A keep mask and its statistics.
+
+    Attributes:
+        keep: ``(B, t, h, w)`` bool, True where the latent position is kept.
+        distance: ``(B, t, h, w)`` float32, d against the reference in force at
+            that frame (``inf`` on frame 0 and on forced keyframes).
+        tau: the threshold used.
+    """
+
+    keep: torch.Tensor
+    distance: torch.Tensor
+    tau: float
+
+    @property
+    def usage(self) -> float:
+        """Kept positions / all positions."""
+        return self.keep.float().mean().item()
+
+    @property
+    def usage_per_frame(self) -> torch.Tensor:
+        """``(B, t)`` float: kept fraction of each latent frame."""
+        return self.keep.float().mean(dim=(-2, -1))
+
+    @property
+    def kept(self) -> int:
+        return int(self.keep.sum())
+
+
+def redundancy_mask(
+    latent: torch.Tensor,
+    tau: float,
+    reference: Reference = "last-kept",
+    keyframe_interval: int | None = None,
+) -> MaskResult:
+    """Keep mask of the temporal-L1 rule.
+
+    Args:
+        latent: ``(B, C, t, h, w)`` normalised latents.
+        tau: threshold on the channel-mean absolute difference; ``0`` keeps everything.
+        reference: ``"last-kept"`` or ``"previous"``.
+        keyframe_interval: keep every position of latent frames ``0, K, 2K, ...``; ``None`` for off.
+
+    Returns:
+        A :class:`MaskResult`.
+    """
+    _check_args(latent, tau, reference, keyframe_interval)
+    latent = latent.float()
+    batch, _, frames, height, width = latent.shape
+    keep = torch.zeros(batch, frames, height, width, dtype=torch.bool, device=latent.device)
+    distance = torch.full_like(keep, float("inf"), dtype=torch.float32)
+    keep[:, 0] = True
+    ref = latent[:, :, 0].clone()  # (B, C, h, w): the running reference
+    for t in range(1, frames):
+        current = latent[:, :, t]
+        d = (current - ref).abs().mean(dim=1)  # (B, h, w)
+        kept = d >= tau
+        if keyframe_interval and t % keyframe_interval == 0:
+            kept = torch.ones_like(kept)
+        else:
+            distance[:, t] = d
+        keep[:, t] = kept
+        if reference == "previous":
+            ref = current
+        else:
+            ref = torch.where(kept.unsqueeze(1), current, ref)
+    return MaskResult(keep=keep, distance=distance, tau=float(tau))
+
+
+def tau_for_usage(
+    latent: torch.Tensor,
+    target_usage: float,
+    reference: Reference = "last-kept",
+    keyframe_interval: int | None = None,
+) -> float:
+    """The tau at which :func:`redundancy_mask` keeps about ``target_usage`` of the positions.
+
+    With ``"previous"`` d does not depend on tau, so tau is read off the sorted d
+    exactly.  With ``"last-kept"`` it is found by bisection on tau (about 40 cheap
+    mask passes); usage can only be matched to the granularity one position allows.
+    Usages below the forced floor (frame 0 and keyframes) return the floor's tau.
+    """
+    if not 0.0 < target_usage <= 1.0:
+        raise InvalidInputError(f"target usage must be in (0, 1], got {target_usage}")
+    if target_usage >= 1.0:
+        return 0.0
+    previous = redundancy_mask(latent, 0.0, "previous", keyframe_interval)
+    free = previous.distance[torch.isfinite(previous.distance)]
+    if free.numel() == 0:
+        return 0.0
+    total = previous.keep.numel()
+    wanted = round(target_usage * total) - (total - free.numel())  # positions to keep beyond the forced ones
+    # Above this tau nothing after frame 0 is kept in either mode: no d against the previous
+    # frame, nor against frame 0 (the last-kept reference when nothing else is kept), reaches it.
+    from_first = (latent.float() - latent[:, :, :1].float()).abs().mean(dim=1).max()
+    ceiling = max(float(free.max()), float(from_first)) * (1 + 1e-6) + 1e-6
+    if wanted <= 0:
+        return ceiling
+    if reference == "previous":
+        return float(free.sort(descending=True).values[min(wanted, free.numel()) - 1])
+    low, high = 0.0, ceiling
+    for _ in range(_BISECTION_STEPS):
+        middle = 0.5 * (low + high)
+        if redundancy_mask(latent, middle, reference, keyframe_interval).usage > target_usage:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def resolve_tau(
+    latent: torch.Tensor,
+    tau: float | None,
+    target_usage: float | None,
+    default_tau: float,
+    reference: Reference = "last-kept",
+    keyframe_interval: int | None = None,
+) -> float:
+    """tau from exactly one of: an explicit ``tau``, a ``target_usage``, or the backend default."""
+    if tau is not None and target_usage is not None:
+        raise InvalidInputError("give either tau or target usage, not both")
+    if target_usage is not None:
+        return tau_for_usage(latent, target_usage, reference, keyframe_interval)
+    return default_tau if tau is None else float(tau)
+
+
+def _check_args(latent: torch.Tensor, tau: float, reference: str, keyframe_interval: int | None) -> None:
+    if not isinstance(latent, torch.Tensor) or latent.ndim != 5:
+        shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+        raise InvalidInputError(f"latent must be (B, C, t, h, w), got {shape}")
+    if not (tau >= 0.0) or tau == float("inf"):
+        raise InvalidInputError(f"tau must be a finite number >= 0, got {tau}")
+    if reference not in REFERENCES:
+        raise InvalidInputError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
+    if keyframe_interval is not None and keyframe_interval < 1:
+        raise InvalidInputError(f"keyframe interval must be >= 1 or None, got {keyframe_interval}")

@@ -1,0 +1,192 @@
+"""The .latok container: exact round trip, determinism, size, and robustness to damage."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from latok.bitstream import FORMAT_VERSION, MAGIC, LatokReader, LatokWriter, header_of, load_latok, save_latok
+from latok.errors import InvalidInputError, LatokFormatError
+from latok.masking import redundancy_mask
+from latok.tokens import AdaptiveLatent, SourceInfo
+
+
+def make_adaptive(seed: int = 0, frames: int = 9, dtype=torch.float16, tau: float = 0.3) -> AdaptiveLatent:
+    generator = torch.Generator().manual_seed(seed)
+    latent = (torch.randn(1, 8, frames, 6, 10, generator=generator) * 0.4).cumsum(dim=2)
+    keep = redundancy_mask(latent, tau).keep
+    return AdaptiveLatent.from_dense(
+        latent, keep, dtype=dtype, backend="taef2", backend_config="abc123", tau=tau,
+        source=SourceInfo(frames=frames, height=48, width=80, fps=25.0, source_size=(96, 160), crop=(0, 0, 48, 80)),
+    )  # fmt: skip
+
+
+def assert_same(a: AdaptiveLatent, b: AdaptiveLatent) -> None:
+    assert torch.equal(a.keep, b.keep)
+    assert a.values.dtype == b.values.dtype
+    assert torch.equal(a.values.view(torch.uint8), b.values.view(torch.uint8))  # bit-exact, NaN-safe
+    assert (a.shape, a.backend, a.backend_config, a.tau, a.source) == (b.shape, b.backend, b.backend_config, b.tau, b.source)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("chunk_frames", [1, 4, 16])
+def test_round_trip_is_bit_exact(tmp_path, dtype, chunk_frames):
+    adaptive = make_adaptive(dtype=dtype)
+    assert 0.0 < adaptive.token_usage < 1.0
+    path = save_latok(adaptive, tmp_path / "a.latok", chunk_frames=chunk_frames)
+    assert_same(load_latok(path), adaptive)
+
+
+@given(seed=st.integers(0, 1000), tau=st.floats(0.0, 2.0))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_round_trip_property(tmp_path, seed, tau):
+    adaptive = make_adaptive(seed, tau=tau)
+    assert_same(load_latok(save_latok(adaptive, tmp_path / "p.latok", chunk_frames=3)), adaptive)
+
+
+def test_writes_are_deterministic(tmp_path):
+    a = save_latok(make_adaptive(5), tmp_path / "a.latok").read_bytes()
+    b = save_latok(make_adaptive(5), tmp_path / "b.latok").read_bytes()
+    assert a == b and a.startswith(MAGIC)
+
+
+def test_size_is_values_plus_mask_plus_header(tmp_path):
+    adaptive = make_adaptive(frames=40, tau=0.2)
+    size = save_latok(adaptive, tmp_path / "a.latok").stat().st_size
+    values = adaptive.num_tokens * adaptive.shape[1] * 2
+    mask_bits = adaptive.keep.numel() / 8
+    assert values < size < values + mask_bits + 1200  # header + per-chunk records stay small
+
+
+def test_chunks_stream_in_order(tmp_path):
+    adaptive = make_adaptive(frames=10)
+    path = save_latok(adaptive, tmp_path / "a.latok", chunk_frames=4)
+    with LatokReader(path) as reader:
+        sizes = [keep.shape[1] for keep, _ in reader.chunks()]
+    assert sizes == [4, 4, 2]
+
+
+def test_incremental_writer_and_atomicity(tmp_path):
+    adaptive = make_adaptive(frames=6)
+    path = tmp_path / "w.latok"
+    with pytest.raises(InvalidInputError, match="covered 3 of 6"):
+        with LatokWriter(path, header_of(adaptive, 3)) as writer:
+            count = int(adaptive.keep[:, :3].sum())
+            writer.write_chunk(adaptive.keep[:, :3], adaptive.values[:count])
+    assert list(tmp_path.iterdir()) == []  # nothing partial left behind
+    with pytest.raises(RuntimeError):
+        with LatokWriter(path, header_of(adaptive, 3)):
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batches_are_refused(tmp_path):
+    latent = torch.randn(2, 4, 3, 2, 2)
+    batch = AdaptiveLatent.from_dense(latent, torch.ones(2, 3, 2, 2, dtype=torch.bool), backend="x",
+                                      backend_config="y", tau=0.0, source=SourceInfo(3, 16, 16))
+    with pytest.raises(InvalidInputError, match="one clip"):
+        save_latok(batch, tmp_path / "b.latok")
+
+
+# -- damage ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def valid_bytes(tmp_path_factory) -> bytes:
+    return save_latok(make_adaptive(frames=5), tmp_path_factory.mktemp("v") / "v.latok", chunk_frames=2).read_bytes()
+
+
+def read_bytes(tmp_path, data: bytes, name: str = "x.latok") -> AdaptiveLatent:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return load_latok(path)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: b"NOTLATOK" + d[8:], "wrong magic"),
+        (lambda d: d[:8] + struct.pack("<H", FORMAT_VERSION + 1) + d[10:], "unsupported .latok format version 2"),
+        (lambda d: d[:-1], "truncated"),
+        (lambda d: d[: len(d) // 2], "truncated"),
+        (lambda d: d[:5], "truncated"),
+        (lambda d: b"", "truncated"),
+        (lambda d: d + b"\x00", "trailing bytes"),
+        (lambda d: d[:40] + bytes([d[40] ^ 1]) + d[41:], "checksum mismatch"),
+    ],
+)
+def test_damage_is_reported(tmp_path, valid_bytes, damage, message):
+    with pytest.raises(LatokFormatError, match=message) as info:
+        read_bytes(tmp_path, damage(valid_bytes))
+    assert "\n" not in str(info.value)
+
+
+def test_huge_claimed_length_does_not_allocate(tmp_path, valid_bytes):
+    header_at = 12  # preamble is 12 bytes; the HEAD record's length field follows its tag
+    data = valid_bytes[: header_at + 4] + struct.pack("<I", 0xFFFFFFF0) + valid_bytes[header_at + 8 :]
+    with pytest.raises(LatokFormatError, match="more than the"):
+        read_bytes(tmp_path, data)
+
+
+def test_valid_crc_but_absurd_shape_is_refused(tmp_path, valid_bytes):
+    import json
+
+    _, length = struct.unpack_from("<4sI", valid_bytes, 12)
+    header = json.loads(valid_bytes[20 : 20 + length])
+    header["shape"] = [1, 8, 1 << 20, 1 << 20, 1 << 20]
+    payload = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head = struct.pack("<4sI", b"HEAD", len(payload))
+    forged = valid_bytes[:12] + head + payload + struct.pack("<I", zlib.crc32(head + payload))
+    with pytest.raises(LatokFormatError, match="exceeds the supported size"):
+        read_bytes(tmp_path, forged + valid_bytes[20 + length + 4 :])
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(LatokFormatError, match="no such file"):
+        load_latok(tmp_path / "none.latok")
+    with pytest.raises(LatokFormatError):
+        load_latok(tmp_path)
+
+
+@given(data=st.data())
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzz_mutations_raise_format_error_or_read_identically(tmp_path, valid_bytes, data):
+    """Flip bits, overwrite, insert, delete, truncate: the reader either returns the original
+    contents or raises LatokFormatError. Never another exception, never a hang."""
+    original = load_latok_bytes(tmp_path, valid_bytes)
+    mutated = bytearray(valid_bytes)
+    for _ in range(data.draw(st.integers(1, 4), label="mutations")):
+        kind = data.draw(st.sampled_from(["flip", "byte", "insert", "delete", "truncate"]), label="kind")
+        at = data.draw(st.integers(0, max(len(mutated) - 1, 0)), label="at")
+        if kind == "flip" and mutated:
+            mutated[at] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+        elif kind == "byte" and mutated:
+            mutated[at] = data.draw(st.integers(0, 255), label="value")
+        elif kind == "insert":
+            mutated[at:at] = data.draw(st.binary(min_size=1, max_size=16), label="inserted")
+        elif kind == "delete":
+            del mutated[at : at + data.draw(st.integers(1, 16), label="length")]
+        else:
+            del mutated[at:]
+    try:
+        result = read_bytes(tmp_path, bytes(mutated), "fuzz.latok")
+    except LatokFormatError:
+        return
+    assert bytes(mutated) == valid_bytes or result_equal(result, original)
+
+
+def load_latok_bytes(tmp_path, data: bytes) -> AdaptiveLatent:
+    return read_bytes(tmp_path, data, "original.latok")
+
+
+def result_equal(a: AdaptiveLatent, b: AdaptiveLatent) -> bool:
+    try:
+        assert_same(a, b)
+        return True
+    except AssertionError:
+        return False

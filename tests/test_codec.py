@@ -1,0 +1,141 @@
+"""LatentTokenizer end to end with the real TAEF2 weights, and the codec CLI commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import DATA, needs_data, needs_weights
+from latok.cli import main
+from latok.codec import LatentTokenizer
+from latok.errors import InvalidInputError
+from latok.io import load_clip, read_video
+from latok.metrics import psnr, ssim
+from latok.sample import sample_frames
+from latok.io import frames_to_video
+
+pytestmark = needs_weights
+
+
+@pytest.fixture(scope="module")
+def tokenizer(taef2):
+    return LatentTokenizer(taef2)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return frames_to_video(sample_frames(frames=6, height=64, width=112))
+
+
+def test_tau_zero_reproduces_the_plain_vae(tokenizer, sample):
+    adaptive = tokenizer.encode(sample, tau=0.0)
+    assert adaptive.token_usage == 1.0
+    plain = tokenizer.vae.decode(tokenizer.vae.encode(sample).half().float(), size=sample.shape[-3:])
+    for fill in ("zero", "hold", "interp"):
+        torch.testing.assert_close(tokenizer.decode(adaptive, fill=fill), plain)
+
+
+def test_default_tau_drops_the_static_background(tokenizer, sample):
+    adaptive = tokenizer.encode(sample)
+    assert adaptive.tau == tokenizer.vae.default_tau
+    assert 0.2 < adaptive.token_usage < 0.8  # static texture dropped, pan and disc kept
+    usage = adaptive.keep.float().mean(dim=(0, 2, 3))
+    assert usage[0] == 1.0 and usage[1:].max() < 0.8
+    decoded = tokenizer.decode(adaptive)
+    assert decoded.shape == sample.shape
+    assert psnr(decoded, sample) > psnr(tokenizer.vae.decode(tokenizer.vae.encode(sample)), sample) - 1.5
+
+
+def test_target_usage_and_file_round_trip(tokenizer, sample, tmp_path):
+    adaptive = tokenizer.encode(sample, target_usage=0.4)
+    assert adaptive.token_usage == pytest.approx(0.4, abs=0.03)
+    loaded = tokenizer.load(tokenizer.save(adaptive, tmp_path / "s.latok"))
+    assert torch.equal(loaded.values.view(torch.int16), adaptive.values.view(torch.int16))
+    assert torch.equal(tokenizer.decode(loaded), tokenizer.decode(adaptive))
+
+
+def test_decoding_with_another_backend_is_refused(tokenizer, sample):
+    from conftest import tiny_diffusers_model
+
+    adaptive = tokenizer.encode(sample)
+    other = LatentTokenizer("wan2.1", model=tiny_diffusers_model("wan2.1"), tau=0.1)
+    with pytest.raises(InvalidInputError, match="tokens come from backend 'taef2'"):
+        other.decode(adaptive)
+    with pytest.raises(InvalidInputError, match="no calibrated default tau"):
+        LatentTokenizer("wan2.1", model=tiny_diffusers_model("wan2.1")).encode(sample)
+
+
+@needs_data
+def test_static_camera_keeps_few_tokens(tokenizer):
+    clip = load_clip(DATA / "clips" / "surveillance_vtest.avi", frames=9, height=128)
+    adaptive = tokenizer.encode(clip)
+    assert adaptive.source.fps == pytest.approx(clip.fps)
+    assert adaptive.token_usage < 0.5
+    full = tokenizer.vae.decode(tokenizer.vae.encode(clip.video), size=clip.video.shape[-3:])
+    assert psnr(tokenizer.decode(adaptive), clip.video) > psnr(full, clip.video) - 0.5
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+
+@needs_data
+def test_cli_encode_info_decode(tmp_path, capsys):
+    source = DATA / "clips" / "surveillance_vtest.avi"
+    tokens = tmp_path / "v.latok"
+    assert main(["encode", str(source), "-o", str(tokens), "--frames", "5", "--height", "64", "--target-usage", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tokens)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {"backend", "tau", "frames", "height", "width", "latent_shape", "token_usage", "bytes", "bpp"} <= set(info)
+    assert info["frames"] == 5 and info["height"] == 64 and info["bytes"] == tokens.stat().st_size
+    assert info["token_usage"] == pytest.approx(0.5, abs=0.05)
+    out = tmp_path / "v.mp4"
+    assert main(["decode", str(tokens), "-o", str(out), "--fill", "interp"]) == 0
+    assert read_video(out).shape == (1, 3, 5, 64, 80)
+
+
+@needs_data
+def test_cli_roundtrip_writes_metrics_and_viz(tmp_path, capsys):
+    source = DATA / "davis" / "JPEGImages" / "480p" / "blackswan"
+    out, metrics, viz = tmp_path / "r.mp4", tmp_path / "m.json", tmp_path / "viz.mp4"
+    assert main(["roundtrip", str(source), "-o", str(out), "--json", str(metrics), "--viz", str(viz),
+                 "--frames", "4", "--height", "64", "--tau", "0.2"]) == 0  # fmt: skip
+    report = json.loads(metrics.read_text())
+    required = {"psnr", "ssim", "lpips", "token_usage", "bytes", "bpp", "frames", "height", "width", "backend", "tau", "fill", "seconds"}
+    assert required <= set(report) and set(report["seconds"]) == {"encode", "mask", "inpaint", "decode"}
+    assert report["lpips"] is None and report["tau"] == 0.2 and report["fill"] == "hold"
+    video = read_video(out)
+    reference = read_video(source, frames=4, height=64)
+    assert video.shape == reference.shape
+    assert abs(psnr(video, reference) - report["psnr"]) < 1.0  # the mp4 holds what was measured
+    assert 0 < report["ssim"] <= 1 and abs(ssim(video, reference) - report["ssim"]) < 0.05
+    panels = read_video(viz)
+    assert panels.shape[-1] == 3 * reference.shape[-1] and panels.shape[-2] > reference.shape[-2]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["decode", "{tmp}/missing.latok", "-o", "{tmp}/o.mp4"], "no such file"),
+        (["decode", "{tmp}/junk.latok", "-o", "{tmp}/o.mp4"], "not a .latok file"),
+        (["decode", "{tmp}/junk.latok", "-o", "{tmp}/o.gif"], "unsupported output format"),
+        (["info", "{tmp}/junk.latok"], "not a .latok file"),
+        (["roundtrip", "{tmp}/junk.latok", "-o", "{tmp}/o.mp4", "--json", "{tmp}/m.json"], "not a video"),
+        (["encode", "{tmp}/nope.mp4", "-o", "{tmp}/o.latok"], "no such file"),
+    ],
+)
+def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, capsys, argv, message):
+    (tmp_path / "junk.latok").write_bytes(b"garbage" * 10)
+    before = set(tmp_path.iterdir())
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_cli_tau_and_target_usage_are_exclusive(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["encode", "x.mp4", "-o", "x.latok", "--tau", "0.1", "--target-usage", "0.5"])
+    assert info.value.code == 2
