@@ -14,6 +14,8 @@ from latok.errors import LatokError
 __version__ = "0.1.0"
 
 _LAZY = {
+    "LatentTokenizer": "latok.codec",
+    "AdaptiveLatent": "latok.tokens",
     "load_vae": "latok.vae.registry",
     "list_vaes": "latok.vae.registry",
     "VideoAutoencoder": "latok.vae.base",
@@ -25,6 +27,8 @@ _LAZY = {
 __all__ = ["LatokError", "__version__", *_LAZY]
 
 if TYPE_CHECKING:
+    from latok.codec import LatentTokenizer
+    from latok.tokens import AdaptiveLatent
     from latok.io import load_clip, read_video, write_video
     from latok.vae.base import VideoAutoencoder
     from latok.vae.registry import list_vaes, load_vae

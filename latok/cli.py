@@ -46,7 +46,9 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_fill_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fill", choices=("zero", "hold", "interp"), default="hold", help="how dropped tokens are restored (default: %(default)s)")
+    parser.add_argument("--fill", choices=("zero", "hold", "interp", "lit"), default=None,
+                        help="how dropped tokens are restored (default: lit where a checkpoint ships for the backend, else hold)")
+    parser.add_argument("--inpainter", help="inpainter checkpoint directory for --fill lit (default: checkpoints/<backend>-lit-xs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fill_option(demo)
     demo.set_defaults(run=run_demo)
 
+    cache = commands.add_parser(
+        "cache-latents", help="encode clips once into webdataset shards of latents (for training)",
+        description="Encode each input into one webdataset shard (fp16 latents + metadata). Resumable: "
+        "inputs whose shard exists are skipped. Runs as a Lightning predict over all visible devices.",
+    )  # fmt: skip
+    cache.add_argument("--inputs", nargs="+", required=True, help="video files or frame folders")
+    cache.add_argument("--out", required=True, help="shard directory")
+    cache.add_argument("--with-video", action="store_true", help="also store the uint8 frames (validation sets)")
+    _add_input_options(cache)
+    _add_backend_options(cache)
+    cache.set_defaults(run=run_cache_latents)
+
+    train = commands.add_parser(
+        "train", add_help=False, help="train the inpainter (LightningCLI: `latok train fit --config configs/taef2_lit-xs.yaml`)",
+    )  # fmt: skip
+    train.add_argument("lightning_args", nargs=argparse.REMAINDER)
+    train.set_defaults(run=run_train)
+
     backends = commands.add_parser("backends", help="list VAE backends, their latent geometry and weight availability")
     backends.add_argument("--json", action="store_true", help="print JSON instead of a table")
     backends.set_defaults(run=run_backends)
@@ -150,7 +170,7 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
             "keyframe_interval": args.keyframe_interval,
             "storage_dtype": getattr(torch, args.dtype),
         }
-    tokenizer = LatentTokenizer(backend, **mask, **options)
+    tokenizer = LatentTokenizer(backend, fill=getattr(args, "fill", None), inpainter=getattr(args, "inpainter", None), **mask, **options)
     tokenizer.vae.progress = True
     return tokenizer
 
@@ -198,10 +218,10 @@ def run_decode(args: argparse.Namespace) -> int:
     check_output_path(args.output)
     adaptive = load_latok(args.input)
     tokenizer = _tokenizer(args, backend=adaptive.backend)
-    video = tokenizer.decode(adaptive, fill=args.fill)
+    video = tokenizer.decode(adaptive)
     write_video(args.output, video, fps=adaptive.source.fps)
     print(f"wrote {args.output}: {adaptive.source.frames} frames, {adaptive.source.width}x{adaptive.source.height}, "
-          f"{adaptive.token_usage:.1%} tokens, fill {args.fill}")
+          f"{adaptive.token_usage:.1%} tokens, fill {tokenizer.fill}")
     return 0
 
 
@@ -255,7 +275,7 @@ def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict
     with tempfile.TemporaryDirectory() as tmp:
         size = save_latok(adaptive, latok_path or Path(tmp) / "clip.latok").stat().st_size
     with watch("inpaint"):
-        dense = tokenizer.restore(adaptive, args.fill)
+        dense = tokenizer.restore(adaptive)
     with watch("decode"):
         reconstruction = tokenizer.vae.decode(dense, size=(source.frames, source.height, source.width))
     frames, height, width = source.frames, source.height, source.width
@@ -271,7 +291,7 @@ def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict
         "tau": adaptive.tau,
         "target_usage": adaptive.target_usage,
         "reference": adaptive.reference,
-        "fill": args.fill,
+        "fill": tokenizer.fill,
         "tokens": adaptive.num_tokens,
         "token_usage": adaptive.token_usage,
         "bytes": size,
@@ -368,6 +388,30 @@ def _write_json(path: Path, payload: dict) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+def run_cache_latents(args: argparse.Namespace) -> int:
+    from latok.data import cache_latents
+
+    options = {}
+    if args.weights:
+        options["weights" if args.backend == "taef2" else "pretrained"] = args.weights
+    shards = cache_latents(
+        args.inputs, args.out, backend=args.backend, frames=args.frames, start=args.start, stride=args.stride,
+        height=args.height or None, with_video=args.with_video, vae_options=options,
+    )  # fmt: skip
+    print(f"{len(shards)} shards in {args.out}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from latok.train import train_cli
+
+    train_cli(args.lightning_args)
+    return 0
 
 
 # -- backends ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ The steps are public too (``vae.encode``, :meth:`tokenize`, :meth:`restore`,
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -25,7 +26,22 @@ from latok.masking import Reference, redundancy_mask, resolve_tau
 from latok.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
 from latok.vae import VideoAutoencoder, load_vae
 
-DEFAULT_FILL = "hold"
+CHECKPOINTS_ENV = "LATOK_CHECKPOINTS_DIR"
+INPAINTER_PRESET = "xs"  # the shipped CPU-sized inpainter
+
+
+def checkpoints_dir() -> Path:
+    """``$LATOK_CHECKPOINTS_DIR``, or ``checkpoints/`` of this source tree."""
+    return Path(os.environ.get(CHECKPOINTS_ENV) or Path(__file__).resolve().parents[1] / "checkpoints")
+
+
+def default_inpainter_path(backend: str) -> Path:
+    return checkpoints_dir() / f"{backend}-lit-{INPAINTER_PRESET}"
+
+
+def default_fill(backend: str) -> str:
+    """``"lit"`` when an inpainter checkpoint is shipped for ``backend``, else ``"hold"``."""
+    return "lit" if (default_inpainter_path(backend) / "model.safetensors").is_file() else "hold"
 
 
 class LatentTokenizer:
@@ -38,7 +54,9 @@ class LatentTokenizer:
         reference: ``"last-kept"`` (default) or ``"previous"``.
         keyframe_interval: force every K-th latent frame to be kept; ``None`` for off.
         storage_dtype: dtype of the kept values (fp16 default, bf16 or fp32).
-        fill: default fill for :meth:`decode` (``zero``, ``hold``, ``interp``, ...).
+        fill: default fill for :meth:`decode`: ``zero``, ``hold``, ``interp``, ``lit`` or a callable;
+            ``None`` picks ``lit`` when a checkpoint is shipped for the backend, else ``hold``.
+        inpainter: a checkpoint directory or model for ``lit`` (default: ``checkpoints/<backend>-lit-xs``).
         **vae_options: passed to :func:`latok.load_vae` when ``vae`` is a name.
     """
 
@@ -50,7 +68,8 @@ class LatentTokenizer:
         reference: Reference = "last-kept",
         keyframe_interval: int | None = None,
         storage_dtype: torch.dtype = torch.float16,
-        fill: str | Fill = DEFAULT_FILL,
+        fill: str | Fill | None = None,
+        inpainter=None,
         **vae_options,
     ):
         self.vae = load_vae(vae, **vae_options) if isinstance(vae, str) else vae
@@ -60,7 +79,8 @@ class LatentTokenizer:
         self.reference = reference
         self.keyframe_interval = keyframe_interval
         self.storage_dtype = storage_dtype
-        self.fill = fill
+        self.fill = fill or default_fill(self.vae.name)
+        self._inpainter = inpainter
 
     @property
     def default_tau(self) -> float:
@@ -122,7 +142,30 @@ class LatentTokenizer:
     def restore(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> torch.Tensor:
         """The full ``(1, C, t, h, w)`` latent with dropped positions filled."""
         self._check_backend(adaptive)
-        return adaptive.to_dense(fill or self.fill)
+        fill = fill or self.fill
+        return adaptive.to_dense(self.lit_fill if fill == "lit" else fill)
+
+    @property
+    def inpainter(self):
+        """The Latent Inpainting Transformer behind ``fill="lit"`` (loaded on first use)."""
+        from latok.inpainter import InpaintingTransformer
+
+        if not isinstance(self._inpainter, InpaintingTransformer):
+            path = self._inpainter or default_inpainter_path(self.vae.name)
+            self._inpainter = InpaintingTransformer.from_pretrained(path, device=self.vae.device)
+            if self._inpainter.config.latent_channels != self.vae.latent_channels:
+                raise InvalidInputError(
+                    f"inpainter {path} expects {self._inpainter.config.latent_channels} latent channels, "
+                    f"backend {self.vae.name} has {self.vae.latent_channels}"
+                )
+        return self._inpainter
+
+    def lit_fill(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Fill strategy running the inpainter on the backend's device."""
+        model = self.inpainter
+        with torch.inference_mode():
+            restored = model(latent.to(self.vae.device), keep.to(self.vae.device))
+        return restored.float().to(latent.device)
 
     def decode(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> torch.Tensor:
         """``(1, 3, T, H, W)`` float32 in ``[-1, 1]`` at the encoded video's size."""

@@ -16,8 +16,10 @@ def test_python_snippet_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(snippet.replace("../shared", str(SHARED)), "README.md", "exec"), namespace)
-    assert namespace["reconstruction"].shape == namespace["video"].shape == (1, 3, 17, 240, 416)
-    assert (tmp_path / "blackswan_taef2.mp4").stat().st_size > 0
+    assert namespace["video"].shape == namespace["clip"].video.shape == (1, 3, 17, 240, 320)
+    assert namespace["latent"].shape == (1, 32, 17, 30, 40)
+    assert 0.0 < namespace["adaptive"].token_usage < 0.35  # static camera: few tokens
+    assert (tmp_path / "vtest.latok").stat().st_size > 0
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,0 +1,247 @@
+"""Latent caching to webdataset shards and the Lightning DataModule that trains the inpainter.
+
+Shards hold one sample per clip: ``latent.npy`` (C, t, h, w) float16 normalised latents,
+``json`` metadata, and optionally ``video.npy`` (T, H, W, 3) uint8 for pixel-level validation.
+
+Training samples are random latent-space crops (t, h, w) with random horizontal flips,
+masked by the real temporal-L1 rule at a tau chosen so that usage is uniform over
+``usage_range`` (training masks look like inference masks), mixed with a fraction of
+random masks for robustness.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset
+
+from latok.masking import redundancy_mask, tau_for_usage
+
+logger = logging.getLogger(__name__)
+
+
+def shard_urls(directory: str | Path) -> list[str]:
+    urls = sorted(str(p) for p in Path(directory).glob("*.tar"))
+    if not urls:
+        raise FileNotFoundError(f"{directory}: no .tar shards (make them with `latok cache-latents`)")
+    return urls
+
+
+def read_samples(directory: str | Path) -> list[dict]:
+    """All samples of a shard directory in order (small sets: validation clips)."""
+    dataset = wds.WebDataset(shard_urls(directory), shardshuffle=False, empty_check=False).decode()
+    return [dict(sample) for sample in dataset]
+
+
+def random_mask(latent: torch.Tensor, usage_range: tuple[float, float], random_fraction: float, rng: random.Random) -> torch.Tensor:
+    """``(1, t, h, w)`` keep mask for a ``(1, C, t, h, w)`` crop: the temporal-L1 rule at a random usage,
+    or (with probability ``random_fraction``) Bernoulli keeps.  Frame 0 is always kept."""
+    usage = rng.uniform(*usage_range)
+    if rng.random() < random_fraction:
+        generator = torch.Generator().manual_seed(rng.getrandbits(31))
+        keep = torch.rand(latent.shape[0], *latent.shape[2:], generator=generator) < usage
+        keep[:, 0] = True
+        return keep
+    return redundancy_mask(latent, tau_for_usage(latent, usage)).keep
+
+
+class CropDataset(IterableDataset):
+    """Endless random crops with masks from a stream of cached clips."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        crop: tuple[int, int, int],
+        crops_per_clip: int,
+        usage_range: tuple[float, float],
+        random_mask_fraction: float,
+        seed: int,
+    ):
+        super().__init__()
+        self.urls, self.crop, self.crops_per_clip = urls, crop, crops_per_clip
+        self.usage_range, self.random_mask_fraction, self.seed = usage_range, random_mask_fraction, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(self.seed + (info.id if info else 0))
+        clips = (
+            wds.WebDataset(self.urls, resampled=True, shardshuffle=True, nodesplitter=wds.split_by_node)
+            .shuffle(16, rng=rng)
+            .decode()
+        )
+        for sample in clips:
+            latent = torch.from_numpy(sample["latent.npy"]).float()  # (C, t, h, w)
+            for _ in range(self.crops_per_clip):
+                crop = self._crop(latent, rng).unsqueeze(0)  # (1, C, ct, ch, cw)
+                keep = random_mask(crop, self.usage_range, self.random_mask_fraction, rng)
+                yield {"latent": crop[0], "keep": keep[0]}
+
+    def _crop(self, latent: torch.Tensor, rng: random.Random) -> torch.Tensor:
+        _, frames, height, width = latent.shape
+        ct, ch, cw = (min(c, s) for c, s in zip(self.crop, (frames, height, width)))
+        t0, y0, x0 = rng.randint(0, frames - ct), rng.randint(0, height - ch), rng.randint(0, width - cw)
+        crop = latent[:, t0 : t0 + ct, y0 : y0 + ch, x0 : x0 + cw]
+        return crop.flip(-1) if rng.random() < 0.5 else crop
+
+
+def _pad_collate(items: list[dict]) -> dict:
+    """Stack crops; crops from small clips are zero-padded, padding flagged as kept (so it carries no loss)."""
+    shape = [max(item["latent"].shape[d] for item in items) for d in range(4)]
+    latents, keeps = [], []
+    for item in items:
+        latent, keep = item["latent"], item["keep"]
+        pad = [0, shape[3] - latent.shape[3], 0, shape[2] - latent.shape[2], 0, shape[1] - latent.shape[1]]
+        latents.append(torch.nn.functional.pad(latent, pad))
+        keeps.append(torch.nn.functional.pad(keep, pad, value=True))
+    return {"latent": torch.stack(latents), "keep": torch.stack(keeps)}
+
+
+class LatentDataModule(L.LightningDataModule):
+    """Training crops from ``train_dir`` shards; whole validation clips (with video) from ``val_dir``.
+
+    Args:
+        train_dir: directory of training shards from ``latok cache-latents``.
+        val_dir: directory of validation shards (made with ``--with-video``); ``None`` for no validation.
+        crop: latent crop (frames, height, width).
+        batch_size, num_workers: loader settings.
+        crops_per_clip: crops drawn from a clip before the next clip is read.
+        usage_min, usage_max: range of kept fractions for the training masks.
+        random_mask_fraction: share of masks drawn as random Bernoulli keeps instead of the rule.
+        seed: base seed of crops and masks.
+    """
+
+    def __init__(
+        self,
+        train_dir: str = "data/latents/taef2/train",
+        val_dir: str | None = "data/latents/taef2/val",
+        crop: tuple[int, int, int] = (17, 16, 16),
+        batch_size: int = 8,
+        num_workers: int = 1,
+        crops_per_clip: int = 8,
+        usage_min: float = 0.1,
+        usage_max: float = 0.9,
+        random_mask_fraction: float = 0.2,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        dataset = CropDataset(
+            shard_urls(h.train_dir), tuple(h.crop), h.crops_per_clip, (h.usage_min, h.usage_max),
+            h.random_mask_fraction, h.seed,
+        )  # fmt: skip
+        return DataLoader(
+            dataset, batch_size=h.batch_size, num_workers=h.num_workers, collate_fn=_pad_collate,
+            persistent_workers=h.num_workers > 0,
+        )  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.hparams.val_dir:
+            return []
+        samples = read_samples(self.hparams.val_dir)
+        items = [
+            {
+                "latent": torch.from_numpy(s["latent.npy"]).float(),
+                "video": torch.from_numpy(s["video.npy"]),
+                "name": s["json"]["name"],
+            }
+            for s in samples
+        ]
+        return DataLoader(items, batch_size=None)
+
+
+def write_shard(path: Path, key: str, latent: torch.Tensor, meta: dict, video: np.ndarray | None = None) -> None:
+    """One clip -> one tar shard, written atomically."""
+    from latok._fs import atomic_path
+
+    sample = {"__key__": key, "latent.npy": latent.to(torch.float16).numpy(), "json": json.dumps(meta).encode()}
+    if video is not None:
+        sample["video.npy"] = video
+    with atomic_path(path) as tmp:
+        with wds.TarWriter(str(tmp)) as writer:
+            writer.write(sample)
+
+
+# -- caching ---------------------------------------------------------------------------------
+
+
+class _Inputs(torch.utils.data.Dataset):
+    def __init__(self, jobs: list[dict]):
+        self.jobs = jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.jobs[index]
+
+
+class LatentCacher(L.LightningModule):
+    """``Trainer.predict`` step that encodes one input clip and writes its shard (one GPU per rank)."""
+
+    def __init__(self, backend: str, vae_options: dict | None = None):
+        super().__init__()
+        self.backend, self.vae_options = backend, vae_options or {}
+        self._vae = None
+
+    def predict_step(self, job: dict, batch_idx: int) -> str:
+        from latok.io import load_clip, video_to_frames
+        from latok.vae import load_vae
+
+        if self._vae is None:
+            self._vae = load_vae(self.backend, device=self.device, **self.vae_options)
+        clip = load_clip(job["input"], frames=job["frames"], start=job["start"], stride=job["stride"], height=job["height"])
+        latent = self._vae.encode(clip.video)[0].cpu()  # (C, t, h, w)
+        meta = {
+            "name": job["name"], "input": job["input"], "backend": self.backend, "fps": clip.fps,
+            "frames": clip.frames, "height": clip.video.shape[-2], "width": clip.video.shape[-1],
+            "start": job["start"], "stride": job["stride"],
+        }  # fmt: skip
+        video = video_to_frames(clip.video) if job["with_video"] else None
+        write_shard(Path(job["shard"]), job["name"], latent, meta, video)
+        return job["shard"]
+
+
+def cache_latents(
+    inputs: list[str],
+    out: str | Path,
+    backend: str = "taef2",
+    frames: int | None = None,
+    start: int = 0,
+    stride: int = 1,
+    height: int | None = 240,
+    with_video: bool = False,
+    vae_options: dict | None = None,
+) -> list[Path]:
+    """Encode each input into ``out/<name>-<hash>.tar``; inputs whose shard exists are skipped (resumable).
+
+    Runs as a Lightning ``predict`` over all visible devices, so a corpus spreads over GPUs.
+    """
+    import hashlib
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for source in inputs:
+        settings = json.dumps([str(Path(source).resolve()), backend, frames, start, stride, height, with_video])
+        name = Path(source).stem if Path(source).is_file() else Path(source).name
+        shard = out / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}.tar"
+        job = {"input": str(source), "name": name, "shard": str(shard), "frames": frames, "start": start,
+               "stride": stride, "height": height, "with_video": with_video}  # fmt: skip
+        if not shard.exists():
+            jobs.append(job)
+    logger.info("%d of %d inputs to encode into %s", len(jobs), len(inputs), out)
+    if jobs:
+        trainer = L.Trainer(accelerator="auto", devices="auto", logger=False, enable_checkpointing=False)
+        loader = DataLoader(_Inputs(jobs), batch_size=None, collate_fn=lambda job: job)
+        trainer.predict(LatentCacher(backend, vae_options), loader, return_predictions=False)
+    return sorted(out.glob("*.tar"))

@@ -1,0 +1,236 @@
+"""The Latent Inpainting Transformer: restores dropped latent positions.
+
+Input, per latent position (DESIGN.md, "What a quick inpainter probe showed"):
+the hold-filled value, the interp-filled value, a learned mask token on dropped
+positions, the keep flag, staleness (latent frames since the position was last
+kept) and the distance to the next kept value.  Positions are grouped into
+``patch_size x patch_size`` tokens, as in DiT, which keeps attention affordable
+on CPU at 240p (30 x 52 latent positions per frame).  The model predicts a
+correction over hold, so at initialisation it *is* hold, and kept positions
+pass through exactly.
+
+Each block: pre-norm spatial self-attention over ``h*w`` inside every latent
+frame, then temporal self-attention over ``t`` at every position (bidirectional,
+or causal for streaming), then an MLP.  Positions enter only through rotary
+embeddings (2-D over (y, x), 1-D over t), so the model runs at any resolution
+and clip length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from latok.errors import InvalidInputError
+from latok.fill import hold_fill, interp_fill, last_kept_index, next_kept_index
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_STALENESS_SCALE = 8.0  # staleness / distance features are squashed as x / (x + scale)
+
+
+@dataclass(frozen=True)
+class InpainterConfig:
+    """Hyperparameters of :class:`InpaintingTransformer` (saved as ``config.json``)."""
+
+    latent_channels: int = 32
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    causal: bool = False
+    rope_base: float = 100.0
+    patch_size: int = 2  # latent positions per token side: 2x2 patches cut attention cost 16x
+
+    def __post_init__(self):
+        if self.width % (2 * self.heads) or (self.width // self.heads) % 4:
+            raise InvalidInputError(f"width {self.width} must split into {self.heads} heads with a head size divisible by 4")
+
+
+PRESETS = {
+    "xs": InpainterConfig(width=96, depth=3, heads=4),
+    "s": InpainterConfig(width=192, depth=6, heads=6),
+}
+
+
+def rotary_angles(positions: torch.Tensor, dim: int, base: float) -> torch.Tensor:
+    """``(..., n)`` positions -> ``(..., n, dim/2)`` rotation angles."""
+    frequencies = base ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+    return positions.float().unsqueeze(-1) * frequencies
+
+
+def rotary_tables(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(n, d/2)`` angles -> cos, sin ``(n, d)`` laid out for :func:`apply_rotary` (halves, not pairs)."""
+    return angles.cos().repeat(1, 2), angles.sin().repeat(1, 2)
+
+
+def apply_rotary(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate ``x (..., n, d)``: dimension i pairs with i + d/2 (the GPT-NeoX layout)."""
+    cos, sin = tables
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat((-x2, x1), dim=-1) * sin.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], causal: bool = False) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.out(rearrange(y, "b h n d -> b n (h d)"))
+
+
+class Block(nn.Module):
+    """Spatial attention within each latent frame -> temporal attention per position -> MLP."""
+
+    def __init__(self, config: InpainterConfig):
+        super().__init__()
+        width = config.width
+        self.norm_spatial = nn.LayerNorm(width)
+        self.spatial = Attention(width, config.heads)
+        self.norm_temporal = nn.LayerNorm(width)
+        self.temporal = Attention(width, config.heads)
+        self.norm_mlp = nn.LayerNorm(width)
+        hidden = int(width * config.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.causal = config.causal
+
+    def forward(self, x: torch.Tensor, spatial_rotary: tuple, temporal_rotary: tuple) -> torch.Tensor:
+        batch, frames, height, width, _ = x.shape
+        x = rearrange(x, "b t h w c -> (b t) (h w) c")
+        x = x + self.spatial(self.norm_spatial(x), spatial_rotary)
+        x = rearrange(x, "(b t) (h w) c -> (b h w) t c", b=batch, t=frames, h=height, w=width)
+        x = x + self.temporal(self.norm_temporal(x), temporal_rotary, causal=self.causal)
+        x = x + self.mlp(self.norm_mlp(x))
+        return rearrange(x, "(b h w) t c -> b t h w c", b=batch, h=height, w=width)
+
+
+class InpaintingTransformer(nn.Module):
+    """Predicts every dropped latent position from the kept ones.
+
+    ``forward(latent, keep)``: ``latent`` is ``(B, C, t, h, w)`` normalised with kept
+    values in place (dropped positions are ignored), ``keep`` is ``(B, t, h, w)`` bool
+    with frame 0 kept.  Returns the restored ``(B, C, t, h, w)`` latent; kept positions
+    are passed through bit-exactly.
+    """
+
+    def __init__(self, config: InpainterConfig):
+        super().__init__()
+        self.config = config
+        channels, width = config.latent_channels, config.width
+        features = 2 * channels + 4  # hold value, interp value, keep, staleness, distance to next, has next
+        patch = config.patch_size
+        self.mask_token = nn.Parameter(torch.zeros(features))  # marks dropped positions
+        self.embed = nn.Linear(patch * patch * features, width)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, patch * patch * channels)
+        nn.init.zeros_(self.head.weight)  # start as exactly hold
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        self._check(latent, keep)
+        _, _, frames, height, width = latent.shape
+        p = self.config.patch_size
+        hold = hold_fill(latent, keep)
+        features = self._features(latent, keep, hold)  # (B, t, h, w, F)
+        features = torch.where(keep.unsqueeze(-1), features, features + self.mask_token)
+        pad_h, pad_w = -height % p, -width % p
+        features = F.pad(features, (0, 0, 0, pad_w, 0, pad_h))  # zero features, flagged as kept: inert
+        tokens = rearrange(features, "b t (h p1) (w p2) f -> b t h w (p1 p2 f)", p1=p, p2=p)
+        x = self.embed(tokens)  # (B, t, h/p, w/p, width)
+        spatial, temporal = self._angles(frames, x.shape[2], x.shape[3], latent.device)
+        for block in self.blocks:
+            x = block(x, spatial, temporal)
+        correction = rearrange(self.head(self.norm(x)), "b t h w (p1 p2 c) -> b c t (h p1) (w p2)", p1=p, p2=p)
+        restored = hold + correction[..., :height, :width].to(hold.dtype)
+        return torch.where(keep.unsqueeze(1), latent, restored)
+
+    def _features(self, latent: torch.Tensor, keep: torch.Tensor, hold: torch.Tensor) -> torch.Tensor:
+        frames = keep.shape[1]
+        time = torch.arange(frames, device=keep.device).view(1, frames, 1, 1)
+        stale = (time - last_kept_index(keep)).float()
+        following = next_kept_index(keep)
+        has_next = following < frames
+        if self.config.causal:  # a streaming model must not see the future through its inputs either
+            has_next = torch.zeros_like(has_next)
+            following = time.expand_as(following)
+        ahead = torch.where(has_next, following - time, torch.zeros_like(following)).float()
+        scalars = torch.stack(
+            [keep.float(), stale / (stale + _STALENESS_SCALE), ahead / (ahead + _STALENESS_SCALE), has_next.float()],
+            dim=-1,
+        )  # (B, t, h, w, 4)
+        future = hold if self.config.causal else interp_fill(latent, keep)
+        values = torch.cat([hold, future], dim=1)  # (B, 2C, t, h, w)
+        return torch.cat([rearrange(values, "b c t h w -> b t h w c"), scalars.to(values.dtype)], dim=-1)
+
+    def _angles(self, frames: int, height: int, width: int, device) -> tuple[tuple, tuple]:
+        head_dim = self.config.width // self.config.heads
+        base = self.config.rope_base
+        ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+        spatial = torch.cat(
+            [rotary_angles(ys.flatten(), head_dim // 2, base), rotary_angles(xs.flatten(), head_dim // 2, base)], dim=-1
+        )  # (h*w, head_dim/2): half the pairs rotate with y, half with x
+        temporal = rotary_angles(torch.arange(frames, device=device), head_dim, base)  # (t, head_dim/2)
+        return rotary_tables(spatial), rotary_tables(temporal)
+
+    def _check(self, latent: torch.Tensor, keep: torch.Tensor) -> None:
+        channels = self.config.latent_channels
+        if latent.ndim != 5 or latent.shape[1] != channels:
+            raise InvalidInputError(f"inpainter expects latents (B, {channels}, t, h, w), got {tuple(latent.shape)}")
+        if keep.shape != (latent.shape[0], *latent.shape[2:]) or keep.dtype != torch.bool:
+            raise InvalidInputError(f"keep must be bool {(latent.shape[0], *latent.shape[2:])}, got {keep.dtype} {tuple(keep.shape)}")
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory``."""
+        from safetensors.torch import save_file
+
+        from latok._fs import atomic_path
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
+        state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> InpaintingTransformer:
+        """Load a checkpoint written by :meth:`save_pretrained`."""
+        from safetensors.torch import load_file
+
+        from latok.errors import WeightsNotFoundError
+
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
+            raise WeightsNotFoundError(f"{directory}: no inpainter checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})")
+        config = InpainterConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+        model = cls(config)
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(device)))
+        return model.to(device).eval()
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def preset(name: str, **overrides) -> InpainterConfig:
+    if name not in PRESETS:
+        raise InvalidInputError(f"unknown inpainter preset {name!r}; available: {', '.join(PRESETS)}")
+    return InpainterConfig(**{**asdict(PRESETS[name]), **overrides})

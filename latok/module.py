@@ -1,0 +1,123 @@
+"""``InpainterModule``: the Lightning system that trains the Latent Inpainting Transformer."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from latok.fill import hold_fill, interp_fill
+from latok.inpainter import InpaintingTransformer
+from latok.inpainter import preset as inpainter_preset
+from latok.masking import redundancy_mask, tau_for_usage
+
+
+class InpainterModule(L.LightningModule):
+    """Latent MSE on dropped positions; AdamW with linear warm-up and cosine decay.
+
+    Validation decodes whole held-out clips at ``val_target_usage`` and logs
+    PSNR of lit, hold and interp against the original frames, and lit's gain over hold.
+
+    Args:
+        preset: inpainter size, ``"xs"`` or ``"s"``.
+        latent_channels: C of the backend's latents.
+        causal: temporal attention sees only the past (streaming).
+        lr, weight_decay, betas: AdamW settings.
+        warmup_steps: linear warm-up length; then cosine decay to ``min_lr_ratio * lr`` at ``trainer.max_steps``.
+        val_backend: VAE used to decode validation clips.
+        val_target_usage: kept fraction of the validation masks.
+    """
+
+    def __init__(
+        self,
+        preset: str = "xs",
+        latent_channels: int = 32,
+        causal: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.99),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.05,
+        val_backend: str = "taef2",
+        val_target_usage: float = 0.5,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = InpaintingTransformer(inpainter_preset(preset, latent_channels=latent_channels, causal=causal))
+        self._vae = None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        latent, keep = batch["latent"], batch["keep"]
+        loss, hold_loss = self._losses(latent, keep)
+        self.log_dict({"train/loss": loss, "train/hold_loss": hold_loss}, prog_bar=True)
+        self.log("train/loss_vs_hold", loss / hold_loss.clamp(min=1e-8))
+        return loss
+
+    def _losses(self, latent: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean squared error over the dropped positions, for the model and for hold."""
+        dropped = (~keep).unsqueeze(1).expand_as(latent)
+        count = dropped.sum().clamp(min=1)
+        sparse = latent * keep.unsqueeze(1)
+        prediction = self.model(sparse, keep)
+        loss = ((prediction - latent) ** 2 * dropped).sum() / count
+        with torch.no_grad():
+            hold_loss = ((hold_fill(sparse, keep) - latent) ** 2 * dropped).sum() / count
+        return loss, hold_loss
+
+    # -- validation: decoded pixels on whole held-out clips --------------------------------------
+
+    @property
+    def vae(self):
+        if self._vae is None:
+            from latok.vae import load_vae
+
+            self._vae = load_vae(self.hparams.val_backend, device=self.device)
+        return self._vae
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        from latok.io import frames_to_video
+        from latok.metrics import psnr
+
+        latent = batch["latent"].unsqueeze(0).to(self.device)  # (1, C, t, h, w)
+        video = frames_to_video(batch["video"].cpu().numpy())  # (1, 3, T, H, W)
+        tau = tau_for_usage(latent, self.hparams.val_target_usage)
+        keep = redundancy_mask(latent, tau).keep
+        sparse = latent * keep.unsqueeze(1)
+        size = video.shape[-3:]
+        scores = {}
+        for name, restored in (
+            ("lit", self.model(sparse, keep)),
+            ("hold", hold_fill(sparse, keep)),
+            ("interp", interp_fill(sparse, keep)),
+        ):
+            scores[name] = psnr(self.vae.decode(restored.float(), size=size), video)
+        self.log_dict({f"val/psnr_{k}": v for k, v in scores.items()}, batch_size=1)
+        self.log("val/psnr_gain_over_hold", scores["lit"] - scores["hold"], prog_bar=True, batch_size=1)
+        loss, hold_loss = self._losses(latent, keep)
+        self.log("val/latent_loss_vs_hold", loss / hold_loss.clamp(min=1e-8), batch_size=1)
+
+    # -- optimisation ----------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, parameter in self.model.named_parameters():
+            (no_decay if parameter.ndim < 2 or name.endswith("mask_token") else decay).append(parameter)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+        )
+        total = max(self.trainer.max_steps, 1) if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        warmup, floor = self.hparams.warmup_steps, self.hparams.min_lr_ratio
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if total is None:
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
