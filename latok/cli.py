@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from latok import __version__
@@ -47,7 +48,7 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_fill_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fill", choices=("zero", "hold", "interp", "lit"), default=None,
-                        help="how dropped tokens are restored (default: lit where a checkpoint ships for the backend, else hold)")
+                        help="how dropped tokens are restored (default: hold; lit uses checkpoints/<backend>-lit-xs)")
     parser.add_argument("--inpainter", help="inpainter checkpoint directory for --fill lit (default: checkpoints/<backend>-lit-xs)")
 
 
@@ -187,17 +188,13 @@ class _Stopwatch:
     def __init__(self):
         self.seconds: dict[str, float] = {}
 
+    @contextmanager
     def __call__(self, name: str):
-        watch = self
-
-        class _Section:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                watch.seconds[name] = watch.seconds.get(name, 0.0) + time.perf_counter() - self.start
-
-        return _Section()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def run_encode(args: argparse.Namespace) -> int:
@@ -399,12 +396,14 @@ def run_cache_latents(args: argparse.Namespace) -> int:
     options = {}
     if args.weights:
         options["weights" if args.backend == "taef2" else "pretrained"] = args.weights
-    shards = cache_latents(
+    shards, errors = cache_latents(
         args.inputs, args.out, backend=args.backend, frames=args.frames, start=args.start, stride=args.stride,
         height=args.height or None, with_video=args.with_video, vae_options=options,
     )  # fmt: skip
-    print(f"{len(shards)} shards in {args.out}")
-    return 0
+    for error in errors:
+        print(f"latok: skipped: {error}", file=sys.stderr)
+    print(f"{len(shards)} shards in {args.out}" + (f"; {len(errors)} inputs skipped" if errors else ""))
+    return EXIT_ERROR if errors else 0
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -40,8 +40,13 @@ def default_inpainter_path(backend: str) -> Path:
 
 
 def default_fill(backend: str) -> str:
-    """``"lit"`` when an inpainter checkpoint is shipped for ``backend``, else ``"hold"``."""
-    return "lit" if (default_inpainter_path(backend) / "model.safetensors").is_file() else "hold"
+    """The fill :meth:`LatentTokenizer.decode` uses unless told otherwise: ``"hold"``.
+
+    The shipped ``taef2-lit-xs`` beats hold on DAVIS at 50 % usage but loses to it on
+    tokenbench-mini at the default tau (eval/results/inpainter_eval_taef2-lit-xs.md), so
+    ``lit`` is opt-in until a checkpoint beats hold everywhere.
+    """
+    return "hold"
 
 
 class LatentTokenizer:
@@ -55,7 +60,7 @@ class LatentTokenizer:
         keyframe_interval: force every K-th latent frame to be kept; ``None`` for off.
         storage_dtype: dtype of the kept values (fp16 default, bf16 or fp32).
         fill: default fill for :meth:`decode`: ``zero``, ``hold``, ``interp``, ``lit`` or a callable;
-            ``None`` picks ``lit`` when a checkpoint is shipped for the backend, else ``hold``.
+            ``None`` picks :func:`default_fill` (``hold``).
         inpainter: a checkpoint directory or model for ``lit`` (default: ``checkpoints/<backend>-lit-xs``).
         **vae_options: passed to :func:`latok.load_vae` when ``vae`` is a name.
     """

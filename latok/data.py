@@ -193,13 +193,19 @@ class LatentCacher(L.LightningModule):
         self.backend, self.vae_options = backend, vae_options or {}
         self._vae = None
 
-    def predict_step(self, job: dict, batch_idx: int) -> str:
+    def predict_step(self, job: dict, batch_idx: int) -> str | None:
+        """Returns an error line for an input that cannot be read, else None."""
+        from latok.errors import VideoReadError
         from latok.io import load_clip, video_to_frames
         from latok.vae import load_vae
 
         if self._vae is None:
             self._vae = load_vae(self.backend, device=self.device, **self.vae_options)
-        clip = load_clip(job["input"], frames=job["frames"], start=job["start"], stride=job["stride"], height=job["height"])
+        try:
+            clip = load_clip(job["input"], frames=job["frames"], start=job["start"], stride=job["stride"], height=job["height"])
+        except VideoReadError as error:
+            logger.warning("skipped: %s", error)
+            return str(error)
         latent = self._vae.encode(clip.video)[0].cpu()  # (C, t, h, w)
         meta = {
             "name": job["name"], "input": job["input"], "backend": self.backend, "fps": clip.fps,
@@ -208,7 +214,7 @@ class LatentCacher(L.LightningModule):
         }  # fmt: skip
         video = video_to_frames(clip.video) if job["with_video"] else None
         write_shard(Path(job["shard"]), job["name"], latent, meta, video)
-        return job["shard"]
+        return None
 
 
 def cache_latents(
@@ -221,10 +227,14 @@ def cache_latents(
     height: int | None = 240,
     with_video: bool = False,
     vae_options: dict | None = None,
-) -> list[Path]:
+) -> tuple[list[Path], list[str]]:
     """Encode each input into ``out/<name>-<hash>.tar``; inputs whose shard exists are skipped (resumable).
 
     Runs as a Lightning ``predict`` over all visible devices, so a corpus spreads over GPUs.
+    An unreadable input does not stop the run: it is reported and the others are cached.
+
+    Returns:
+        (all shards in ``out``, one error line per input that could not be read).
     """
     import hashlib
 
@@ -240,8 +250,9 @@ def cache_latents(
         if not shard.exists():
             jobs.append(job)
     logger.info("%d of %d inputs to encode into %s", len(jobs), len(inputs), out)
+    errors: list[str] = []
     if jobs:
         trainer = L.Trainer(accelerator="auto", devices="auto", logger=False, enable_checkpointing=False)
         loader = DataLoader(_Inputs(jobs), batch_size=None, collate_fn=lambda job: job)
-        trainer.predict(LatentCacher(backend, vae_options), loader, return_predictions=False)
-    return sorted(out.glob("*.tar"))
+        errors = [e for e in trainer.predict(LatentCacher(backend, vae_options), loader) or [] if e]
+    return sorted(out.glob("*.tar")), errors

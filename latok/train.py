@@ -17,21 +17,37 @@ from latok.module import InpainterModule
 
 
 class SavePretrained(L.Callback):
-    """Export the inpainter as ``config.json`` + ``model.safetensors`` after every validation
-    and at the end of training (with EMA weights when an EMA callback has swapped them in)."""
+    """Export the inpainter as ``config.json`` + ``model.safetensors``.
 
-    def __init__(self, dirpath: str):
-        self.dirpath = Path(dirpath)
+    With ``monitor`` (default: the validation PSNR gain over hold), the export happens after a
+    validation that improves it, so the directory always holds the best model seen; latent loss
+    and decoded PSNR do not move together, and the last weights are not always the best.  With
+    ``monitor=None``, or when no validation ran, it exports at the end of fitting.
 
-    def _export(self, trainer: L.Trainer, module: InpainterModule) -> None:
-        if trainer.is_global_zero and not trainer.sanity_checking and not trainer.fast_dev_run:
+    With ``EMAWeightAveraging``, list this callback *before* it: validation then runs (and is
+    exported) with the averaged weights swapped in, and at fit end the average has been copied in.
+    """
+
+    def __init__(self, dirpath: str, monitor: str | None = "val/psnr_gain_over_hold", mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.dirpath, self.monitor, self.mode = Path(dirpath), monitor, mode
+        self.best: float | None = None
+
+    def _active(self, trainer: L.Trainer) -> bool:
+        return trainer.is_global_zero and not trainer.sanity_checking and not trainer.fast_dev_run
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: InpainterModule) -> None:
+        if not self._active(trainer) or self.monitor is None or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = value
             module.model.save_pretrained(self.dirpath)
 
-    def on_validation_end(self, trainer: L.Trainer, module: InpainterModule) -> None:
-        self._export(trainer, module)
-
-    def on_train_end(self, trainer: L.Trainer, module: InpainterModule) -> None:
-        self._export(trainer, module)
+    def on_fit_end(self, trainer: L.Trainer, module: InpainterModule) -> None:
+        if self._active(trainer) and self.best is None:
+            module.model.save_pretrained(self.dirpath)
 
 
 def train_cli(args: list[str] | None = None):

@@ -139,3 +139,30 @@ def test_cli_tau_and_target_usage_are_exclusive(capsys):
     with pytest.raises(SystemExit) as info:
         main(["encode", "x.mp4", "-o", "x.latok", "--tau", "0.1", "--target-usage", "0.5"])
     assert info.value.code == 2
+
+
+@needs_data
+def test_cli_fill_lit_on_a_shared_clip(tmp_path):
+    from latok.inpainter import InpainterConfig, InpaintingTransformer
+
+    checkpoint = InpaintingTransformer(InpainterConfig(width=32, depth=1, heads=2)).save_pretrained(tmp_path / "lit")
+    metrics = tmp_path / "m.json"
+    source = DATA / "tokenbench-mini" / "robot_bridge_sweep.mp4"
+    argv = ["roundtrip", str(source), "-o", str(tmp_path / "r.mp4"), "--json", str(metrics), "--frames", "5", "--height", "64"]
+    assert main([*argv, "--fill", "lit", "--inpainter", str(checkpoint)]) == 0
+    lit = json.loads(metrics.read_text())
+    assert lit["fill"] == "lit" and lit["seconds"]["inpaint"] > 0
+    assert main([*argv, "--fill", "hold"]) == 0
+    hold = json.loads(metrics.read_text())
+    assert lit["psnr"] == pytest.approx(hold["psnr"], abs=1e-9)  # an untrained inpainter is exactly hold
+
+
+def test_shipped_inpainter_loads_for_fill_lit(tokenizer, sample):
+    from latok.codec import default_fill, default_inpainter_path
+
+    assert (default_inpainter_path("taef2") / "model.safetensors").is_file()
+    assert default_fill("taef2") == "hold" and tokenizer.fill == "hold"  # lit is opt-in until it beats hold everywhere
+    assert tokenizer.inpainter.config.latent_channels == 32
+    adaptive = tokenizer.encode(sample, target_usage=0.5)
+    lit, hold = tokenizer.decode(adaptive, fill="lit"), tokenizer.decode(adaptive, fill="hold")
+    assert lit.shape == hold.shape and not torch.equal(lit, hold)  # a trained model, not the hold it starts as

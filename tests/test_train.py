@@ -69,3 +69,48 @@ def test_cache_latents_is_resumable(tmp_path, capsys):
     assert shard.stat().st_mtime_ns == stamp
     (sample,) = read_samples(tmp_path / "s")
     assert sample["latent.npy"].shape == (32, 2, 8, 14) and sample["video.npy"].shape == (2, 64, 112, 3)
+
+
+@pytest.mark.parametrize("config", ["taef2_lit-xs.yaml", "taef2_lit-s.yaml"])
+def test_shipped_configs_parse(config, capsys):
+    from latok.train import train_cli
+
+    with pytest.raises(SystemExit) as info:
+        train_cli(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
+    assert info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "InpainterModule" not in printed or "preset" in printed
+    assert f"preset: {config.split('-')[1].removesuffix('.yaml')}" in printed
+
+
+@needs_weights
+@needs_data
+def test_cache_latents_reports_bad_inputs_and_caches_the_rest(tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    good = str(DATA / "davis" / "JPEGImages" / "480p" / "goat")
+    assert main(["cache-latents", "--inputs", str(bad), good, "--out", str(tmp_path / "s"), "--frames", "1", "--height", "32"]) == 2
+    captured = capsys.readouterr()
+    assert f"latok: skipped: {bad}" in captured.err and "1 inputs skipped" in captured.out
+    assert len(list((tmp_path / "s").glob("goat-*.tar"))) == 1
+
+
+def test_save_pretrained_keeps_the_best_validated_model(tmp_path):
+    from types import SimpleNamespace
+
+    from latok.inpainter import InpainterConfig, InpaintingTransformer
+    from latok.train import SavePretrained
+
+    model = InpaintingTransformer(InpainterConfig(latent_channels=8, width=32, depth=1, heads=2))
+    module = SimpleNamespace(model=model)
+    trainer = SimpleNamespace(is_global_zero=True, sanity_checking=False, fast_dev_run=False, callback_metrics={})
+    callback = SavePretrained(str(tmp_path / "best"))
+    exported = []
+    for step, gain in enumerate([0.3, 0.1, 0.5, 0.4]):
+        model.head.bias.data.fill_(step)  # tag the weights with the step
+        trainer.callback_metrics = {"val/psnr_gain_over_hold": torch.tensor(gain)}
+        callback.on_validation_epoch_end(trainer, module)
+        exported.append(InpaintingTransformer.from_pretrained(tmp_path / "best").head.bias[0].item())
+    assert exported == [0, 0, 2, 2]
+    callback.on_fit_end(trainer, module)  # validation ran: the best export stays
+    assert InpaintingTransformer.from_pretrained(tmp_path / "best").head.bias[0].item() == 2

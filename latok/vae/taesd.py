@@ -117,7 +117,7 @@ class TAEF2(VideoAutoencoder):
     latent_channels = 32
     temporal_ratio = 1
     spatial_ratio = 8
-    default_tau = 0.1
+    default_tau = 0.15  # eval/results/calibrate_tau_taef2.md
 
     def __init__(
         self,
