@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from latok import __version__
-from latok.errors import LatokError
+from latok.errors import InvalidInputError, LatokError
 
 logger = logging.getLogger("latok")
 
@@ -120,6 +120,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(cache)
     _add_backend_options(cache)
     cache.set_defaults(run=run_cache_latents)
+
+    evaluate = commands.add_parser(
+        "eval", help="rate-distortion over a dataset: PSNR, SSIM, LPIPS, token usage, bpp; tables and plots",
+        description="Evaluate the codec on a dataset under several rates and fills. Each clip is encoded once; "
+        "finished clips are skipped on a rerun. Writes results.json, results.csv, report.md, rd_curve.png "
+        "and usage_over_time.png into --out. Runs as a Lightning predict over all visible devices.",
+    )  # fmt: skip
+    evaluate.add_argument("--dataset", choices=("davis", "tokenbench", "folder"), required=True, help="dataset layout")
+    evaluate.add_argument("--root", required=True, help="dataset root (DAVIS: the folder holding ImageSets/ and JPEGImages/)")
+    evaluate.add_argument("--out", required=True, help="output directory")
+    evaluate.add_argument("--taus", default="0,default", help="comma-separated taus; 'default' is the backend's calibrated tau (default: %(default)s)")
+    evaluate.add_argument("--target-usage", default=None, metavar="U[,U...]", help="also run at these kept fractions, tau picked per clip")
+    evaluate.add_argument("--fills", default="hold", help="comma-separated fills: zero, hold, interp, lit (default: %(default)s)")
+    evaluate.add_argument("--lpips", action=argparse.BooleanOptionalAction, default=True, help="compute LPIPS-VGG (default: on)")
+    evaluate.add_argument("--frames", type=int, default=17, help="frames per clip (default: %(default)s)")
+    evaluate.add_argument("--start", type=int, default=0, help="first source frame (default: 0)")
+    evaluate.add_argument("--stride", type=int, default=1, help="keep every n-th source frame (default: 1)")
+    evaluate.add_argument("--height", type=int, default=240, help="resize height; 0 keeps the source size (default: %(default)s)")
+    evaluate.add_argument("--year", default="2016", help="DAVIS ImageSets year (default: %(default)s)")
+    evaluate.add_argument("--split", default="val", help="DAVIS split (default: %(default)s)")
+    evaluate.add_argument("--resolution", default="480p", help="DAVIS JPEGImages resolution (default: %(default)s)")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
+    evaluate.add_argument("--inpainter", help="inpainter checkpoint for fill lit (default: checkpoints/<backend>-lit-xs)")
+    _add_backend_options(evaluate)
+    evaluate.set_defaults(run=run_eval)
 
     train = commands.add_parser(
         "train", add_help=False, help="train the inpainter (LightningCLI: `latok train fit --config configs/taef2_lit-xs.yaml`)",
@@ -404,6 +429,50 @@ def run_cache_latents(args: argparse.Namespace) -> int:
         print(f"latok: skipped: {error}", file=sys.stderr)
     print(f"{len(shards)} shards in {args.out}" + (f"; {len(errors)} inputs skipped" if errors else ""))
     return EXIT_ERROR if errors else 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from latok.codec import default_inpainter_path
+    from latok.datasets import ClipProtocol, load_dataset
+    from latok.evaluate import EvalSettings, evaluate, parse_rates
+    from latok.fill import list_fills
+
+    fills = tuple(dict.fromkeys(f.strip() for f in args.fills.split(",") if f.strip()))
+    unknown = [f for f in fills if f not in (*list_fills(), "lit")]
+    if unknown or not fills:
+        raise InvalidInputError(f"--fills: unknown fill {unknown[0] if unknown else '(none)'}; choose from zero, hold, interp, lit")
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInputError(f"--limit must be >= 1, got {args.limit}")
+    rates = parse_rates(args.taus, args.target_usage)
+    protocol = ClipProtocol(frames=args.frames, start=args.start, stride=args.stride, height=args.height or None)
+    options = {"year": args.year, "split": args.split, "resolution": args.resolution} if args.dataset == "davis" else {}
+    clips = load_dataset(args.dataset, args.root, protocol, **options)[: args.limit]
+    inpainter = None
+    if "lit" in fills:
+        inpainter = str(Path(args.inpainter or default_inpainter_path(args.backend)).resolve())
+        from latok.inpainter import InpaintingTransformer
+
+        InpaintingTransformer.from_pretrained(inpainter)  # fail now, not after an hour of encoding
+    if args.lpips:
+        from latok.lpips import lpips_weights_path
+
+        lpips_weights_path()
+    vae_options = {}
+    if args.weights:
+        vae_options["weights" if args.backend == "taef2" else "pretrained"] = args.weights
+    settings = EvalSettings(
+        backend=args.backend, rates=rates, fills=fills, lpips=args.lpips,
+        inpainter=inpainter, backend_options=tuple(sorted(vae_options.items())),
+    )  # fmt: skip
+    results = evaluate(
+        clips, args.out, settings, tokenizer_options={"inpainter": inpainter, **vae_options},
+        description=f"{args.dataset}: {len(clips)} clips from {args.root}",
+    )  # fmt: skip
+    from latok.evaluate import markdown
+
+    print(markdown(results))
+    print(f"wrote {Path(args.out) / 'report.md'} (and results.json, results.csv, rd_curve.png, usage_over_time.png)")
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:

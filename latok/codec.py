@@ -13,6 +13,8 @@ The steps are public too (``vae.encode``, :meth:`tokenize`, :meth:`restore`,
 
 from __future__ import annotations
 
+import functools
+
 import os
 from pathlib import Path
 
@@ -148,7 +150,9 @@ class LatentTokenizer:
         """The full ``(1, C, t, h, w)`` latent with dropped positions filled."""
         self._check_backend(adaptive)
         fill = fill or self.fill
-        return adaptive.to_dense(self.lit_fill if fill == "lit" else fill)
+        if fill == "lit":
+            fill = functools.partial(self.lit_fill, tau=adaptive.tau, reference=adaptive.reference)
+        return adaptive.to_dense(fill)
 
     @property
     def inpainter(self):
@@ -165,11 +169,16 @@ class LatentTokenizer:
                 )
         return self._inpainter
 
-    def lit_fill(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Fill strategy running the inpainter on the backend's device."""
+    def lit_fill(
+        self, latent: torch.Tensor, keep: torch.Tensor, tau: float | None = None, reference: Reference = "last-kept"
+    ) -> torch.Tensor:
+        """Fill strategy running the inpainter on the backend's device.
+
+        ``tau`` and ``reference`` are those that made the mask; they bound where a dropped
+        value can lie (``None``: unknown, no bound)."""
         model = self.inpainter
         with torch.inference_mode():
-            restored = model(latent.to(self.vae.device), keep.to(self.vae.device))
+            restored = model(latent.to(self.vae.device), keep.to(self.vae.device), tau, reference)
         return restored.float().to(latent.device)
 
     def decode(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> torch.Tensor:

@@ -4,15 +4,18 @@ Shards hold one sample per clip: ``latent.npy`` (C, t, h, w) float16 normalised 
 ``json`` metadata, and optionally ``video.npy`` (T, H, W, 3) uint8 for pixel-level validation.
 
 Training samples are random latent-space crops (t, h, w) with random horizontal flips,
-masked by the real temporal-L1 rule at a tau chosen so that usage is uniform over
-``usage_range`` (training masks look like inference masks), mixed with a fraction of
-random masks for robustness.
+masked by the real temporal-L1 rule so that training masks look like inference masks:
+half at a tau chosen so that usage is uniform over ``usage_range`` (the rate-targeted
+regime), half at a tau drawn log-uniformly from ``tau_range`` (the fixed-tau regime,
+where small taus leave hold nearly exact), mixed with a fraction of random masks for
+robustness.  Each sample carries the tau that made its mask (``inf`` for random masks).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -40,16 +43,30 @@ def read_samples(directory: str | Path) -> list[dict]:
     return [dict(sample) for sample in dataset]
 
 
-def random_mask(latent: torch.Tensor, usage_range: tuple[float, float], random_fraction: float, rng: random.Random) -> torch.Tensor:
-    """``(1, t, h, w)`` keep mask for a ``(1, C, t, h, w)`` crop: the temporal-L1 rule at a random usage,
-    or (with probability ``random_fraction``) Bernoulli keeps.  Frame 0 is always kept."""
+def random_mask(
+    latent: torch.Tensor,
+    usage_range: tuple[float, float],
+    random_fraction: float,
+    rng: random.Random,
+    tau_range: tuple[float, float] | None = None,
+) -> tuple[torch.Tensor, float]:
+    """A ``(1, t, h, w)`` keep mask for a ``(1, C, t, h, w)`` crop, and the tau that made it.
+
+    With probability ``random_fraction``: Bernoulli keeps at a random usage (tau ``inf``:
+    no bound).  Otherwise the temporal-L1 rule, at a random usage or, half of the time
+    when ``tau_range`` is given, at a log-uniform random tau.  Frame 0 is always kept.
+    """
     usage = rng.uniform(*usage_range)
     if rng.random() < random_fraction:
         generator = torch.Generator().manual_seed(rng.getrandbits(31))
         keep = torch.rand(latent.shape[0], *latent.shape[2:], generator=generator) < usage
         keep[:, 0] = True
-        return keep
-    return redundancy_mask(latent, tau_for_usage(latent, usage)).keep
+        return keep, float("inf")
+    if tau_range is not None and rng.random() < 0.5:
+        tau = math.exp(rng.uniform(math.log(tau_range[0]), math.log(tau_range[1])))
+    else:
+        tau = tau_for_usage(latent, usage)
+    return redundancy_mask(latent, tau).keep, tau
 
 
 class CropDataset(IterableDataset):
@@ -63,10 +80,12 @@ class CropDataset(IterableDataset):
         usage_range: tuple[float, float],
         random_mask_fraction: float,
         seed: int,
+        tau_range: tuple[float, float] | None = None,
     ):
         super().__init__()
         self.urls, self.crop, self.crops_per_clip = urls, crop, crops_per_clip
         self.usage_range, self.random_mask_fraction, self.seed = usage_range, random_mask_fraction, seed
+        self.tau_range = tau_range
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -80,8 +99,8 @@ class CropDataset(IterableDataset):
             latent = torch.from_numpy(sample["latent.npy"]).float()  # (C, t, h, w)
             for _ in range(self.crops_per_clip):
                 crop = self._crop(latent, rng).unsqueeze(0)  # (1, C, ct, ch, cw)
-                keep = random_mask(crop, self.usage_range, self.random_mask_fraction, rng)
-                yield {"latent": crop[0], "keep": keep[0]}
+                keep, tau = random_mask(crop, self.usage_range, self.random_mask_fraction, rng, self.tau_range)
+                yield {"latent": crop[0], "keep": keep[0], "tau": tau}
 
     def _crop(self, latent: torch.Tensor, rng: random.Random) -> torch.Tensor:
         _, frames, height, width = latent.shape
@@ -100,7 +119,8 @@ def _pad_collate(items: list[dict]) -> dict:
         pad = [0, shape[3] - latent.shape[3], 0, shape[2] - latent.shape[2], 0, shape[1] - latent.shape[1]]
         latents.append(torch.nn.functional.pad(latent, pad))
         keeps.append(torch.nn.functional.pad(keep, pad, value=True))
-    return {"latent": torch.stack(latents), "keep": torch.stack(keeps)}
+    taus = torch.tensor([item.get("tau", float("inf")) for item in items], dtype=torch.float32)
+    return {"latent": torch.stack(latents), "keep": torch.stack(keeps), "tau": taus}
 
 
 class LatentDataModule(L.LightningDataModule):
@@ -112,7 +132,8 @@ class LatentDataModule(L.LightningDataModule):
         crop: latent crop (frames, height, width).
         batch_size, num_workers: loader settings.
         crops_per_clip: crops drawn from a clip before the next clip is read.
-        usage_min, usage_max: range of kept fractions for the training masks.
+        usage_min, usage_max: range of kept fractions for the rate-targeted training masks.
+        tau_min, tau_max: log-uniform range of tau for the fixed-tau training masks (``tau_min`` 0: off).
         random_mask_fraction: share of masks drawn as random Bernoulli keeps instead of the rule.
         seed: base seed of crops and masks.
     """
@@ -128,6 +149,8 @@ class LatentDataModule(L.LightningDataModule):
         usage_min: float = 0.1,
         usage_max: float = 0.9,
         random_mask_fraction: float = 0.2,
+        tau_min: float = 0.05,
+        tau_max: float = 1.0,
         seed: int = 0,
     ):
         super().__init__()
@@ -137,7 +160,7 @@ class LatentDataModule(L.LightningDataModule):
         h = self.hparams
         dataset = CropDataset(
             shard_urls(h.train_dir), tuple(h.crop), h.crops_per_clip, (h.usage_min, h.usage_max),
-            h.random_mask_fraction, h.seed,
+            h.random_mask_fraction, h.seed, (h.tau_min, h.tau_max) if h.tau_min > 0 else None,
         )  # fmt: skip
         return DataLoader(
             dataset, batch_size=h.batch_size, num_workers=h.num_workers, collate_fn=_pad_collate,

@@ -3,11 +3,23 @@
 Input, per latent position (DESIGN.md, "What a quick inpainter probe showed"):
 the hold-filled value, the interp-filled value, a learned mask token on dropped
 positions, the keep flag, staleness (latent frames since the position was last
-kept) and the distance to the next kept value.  Positions are grouped into
-``patch_size x patch_size`` tokens, as in DiT, which keeps attention affordable
-on CPU at 240p (30 x 52 latent positions per frame).  The model predicts a
-correction over hold, so at initialisation it *is* hold, and kept positions
-pass through exactly.
+kept), the distance to the next kept value, and the masking threshold tau.
+Positions are grouped into ``patch_size x patch_size`` tokens, as in DiT, which
+keeps attention affordable on CPU at 240p (30 x 52 latent positions per frame).
+
+Output, per dropped position: ``hold + a * (interp - hold) + correction``, with a
+scalar blend ``a`` and a correction vector both predicted and zero at
+initialisation (so an untrained model *is* hold).  The blend makes "interpolate
+here" one number per position rather than C numbers squeezed through the token
+width.  Kept positions pass through exactly.
+
+The rule itself says where a dropped value can lie: it was dropped because
+``mean_c |z - ref| < tau``, and with the ``last-kept`` reference ``ref`` is the
+hold value.  So the prediction is projected onto that L1 ball around hold
+(radius ``tau * staleness`` with the ``previous`` reference).  The truth is inside
+the ball and the ball is convex, so the projection never moves a prediction
+further from the truth; at small tau it caps how far the model can stray from
+hold.
 
 Each block: pre-norm spatial self-attention over ``h*w`` inside every latent
 frame, then temporal self-attention over ``t`` at every position (bidirectional,
@@ -34,6 +46,7 @@ from latok.fill import hold_fill, interp_fill, last_kept_index, next_kept_index
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _STALENESS_SCALE = 8.0  # staleness / distance features are squashed as x / (x + scale)
+_TAU_SCALE = 0.5  # tau enters as tau / (tau + scale); an unknown tau (random masks) as 1
 
 
 @dataclass(frozen=True)
@@ -120,32 +133,42 @@ class Block(nn.Module):
 class InpaintingTransformer(nn.Module):
     """Predicts every dropped latent position from the kept ones.
 
-    ``forward(latent, keep)``: ``latent`` is ``(B, C, t, h, w)`` normalised with kept
-    values in place (dropped positions are ignored), ``keep`` is ``(B, t, h, w)`` bool
-    with frame 0 kept.  Returns the restored ``(B, C, t, h, w)`` latent; kept positions
-    are passed through bit-exactly.
+    ``forward(latent, keep, tau, reference)``: ``latent`` is ``(B, C, t, h, w)``
+    normalised with kept values in place (dropped positions are ignored), ``keep`` is
+    ``(B, t, h, w)`` bool with frame 0 kept, ``tau`` the threshold that made the mask
+    (a float or one per clip; ``None`` or ``inf`` when unknown, e.g. a random mask).
+    Returns the restored ``(B, C, t, h, w)`` latent; kept positions are passed
+    through bit-exactly.
     """
 
     def __init__(self, config: InpainterConfig):
         super().__init__()
         self.config = config
         channels, width = config.latent_channels, config.width
-        features = 2 * channels + 4  # hold value, interp value, keep, staleness, distance to next, has next
+        features = 2 * channels + 5  # hold, interp, keep, staleness, distance to next, has next, tau
         patch = config.patch_size
         self.mask_token = nn.Parameter(torch.zeros(features))  # marks dropped positions
         self.embed = nn.Linear(patch * patch * features, width)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, patch * patch * channels)
+        self.head = nn.Linear(width, patch * patch * (channels + 1))  # correction + interp blend per position
         nn.init.zeros_(self.head.weight)  # start as exactly hold
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        latent: torch.Tensor,
+        keep: torch.Tensor,
+        tau: float | torch.Tensor | None = None,
+        reference: str = "last-kept",
+    ) -> torch.Tensor:
         self._check(latent, keep)
-        _, _, frames, height, width = latent.shape
+        _, channels, frames, height, width = latent.shape
         p = self.config.patch_size
+        tau = self._tau(tau, latent)
         hold = hold_fill(latent, keep)
-        features = self._features(latent, keep, hold)  # (B, t, h, w, F)
+        future = hold if self.config.causal else interp_fill(latent, keep)
+        features = self._features(keep, hold, future, tau)  # (B, t, h, w, F)
         features = torch.where(keep.unsqueeze(-1), features, features + self.mask_token)
         pad_h, pad_w = -height % p, -width % p
         features = F.pad(features, (0, 0, 0, pad_w, 0, pad_h))  # zero features, flagged as kept: inert
@@ -154,25 +177,52 @@ class InpaintingTransformer(nn.Module):
         spatial, temporal = self._angles(frames, x.shape[2], x.shape[3], latent.device)
         for block in self.blocks:
             x = block(x, spatial, temporal)
-        correction = rearrange(self.head(self.norm(x)), "b t h w (p1 p2 c) -> b c t (h p1) (w p2)", p1=p, p2=p)
-        restored = hold + correction[..., :height, :width].to(hold.dtype)
+        out = rearrange(self.head(self.norm(x)), "b t h w (p1 p2 c) -> b c t (h p1) (w p2)", p1=p, p2=p)
+        out = out[..., :height, :width].to(hold.dtype)
+        correction, blend = out[:, :channels], out[:, channels:]
+        delta = blend * (future - hold) + correction
+        radius = tau.view(-1, 1, 1, 1, 1) * (self._staleness(keep).unsqueeze(1) if reference == "previous" else 1.0)
+        restored = hold + project_l1_ball(delta, radius)
         return torch.where(keep.unsqueeze(1), latent, restored)
 
-    def _features(self, latent: torch.Tensor, keep: torch.Tensor, hold: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _tau(tau: float | torch.Tensor | None, latent: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` float32 thresholds; ``inf`` where unknown."""
+        if tau is None:
+            tau = float("inf")
+        tau = torch.as_tensor(tau, dtype=torch.float32, device=latent.device).flatten()
+        if tau.numel() == 1:
+            tau = tau.expand(latent.shape[0])
+        if tau.shape != (latent.shape[0],) or bool((tau.nan_to_num(nan=-1.0) < 0).any()):
+            raise InvalidInputError(f"tau must be one number >= 0 or one per clip ({latent.shape[0]}), got {tau.tolist()}")
+        return tau
+
+    @staticmethod
+    def _staleness(keep: torch.Tensor) -> torch.Tensor:
+        time = torch.arange(keep.shape[1], device=keep.device).view(1, -1, 1, 1)
+        return (time - last_kept_index(keep)).float()
+
+    def _features(self, keep: torch.Tensor, hold: torch.Tensor, future: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         frames = keep.shape[1]
         time = torch.arange(frames, device=keep.device).view(1, frames, 1, 1)
-        stale = (time - last_kept_index(keep)).float()
+        stale = self._staleness(keep)
         following = next_kept_index(keep)
         has_next = following < frames
         if self.config.causal:  # a streaming model must not see the future through its inputs either
             has_next = torch.zeros_like(has_next)
             following = time.expand_as(following)
         ahead = torch.where(has_next, following - time, torch.zeros_like(following)).float()
+        known = torch.where(torch.isinf(tau), torch.ones_like(tau), tau / (tau + _TAU_SCALE))
         scalars = torch.stack(
-            [keep.float(), stale / (stale + _STALENESS_SCALE), ahead / (ahead + _STALENESS_SCALE), has_next.float()],
+            [
+                keep.float(),
+                stale / (stale + _STALENESS_SCALE),
+                ahead / (ahead + _STALENESS_SCALE),
+                has_next.float(),
+                known.view(-1, 1, 1, 1).expand_as(stale),
+            ],
             dim=-1,
-        )  # (B, t, h, w, 4)
-        future = hold if self.config.causal else interp_fill(latent, keep)
+        )  # (B, t, h, w, 5)
         values = torch.cat([hold, future], dim=1)  # (B, 2C, t, h, w)
         return torch.cat([rearrange(values, "b c t h w -> b t h w c"), scalars.to(values.dtype)], dim=-1)
 
@@ -228,6 +278,29 @@ class InpaintingTransformer(nn.Module):
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def project_l1_ball(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of every position's ``delta[:, :, t, y, x]`` onto ``{v: mean_c |v| <= radius}``.
+
+    ``delta`` is ``(B, C, t, h, w)``; ``radius`` broadcasts to ``(B, 1, t, h, w)`` (``inf``: no limit).
+    The sort-based algorithm of Duchi et al. (ICML 2008), vectorised over positions; differentiable
+    almost everywhere.
+    """
+    channels = delta.shape[1]
+    limit = (radius * channels).to(delta.dtype).expand(delta.shape[0], 1, *delta.shape[2:])
+    magnitude = delta.abs()
+    outside = magnitude.sum(dim=1, keepdim=True) > limit
+    if not bool(outside.any()):
+        return delta
+    finite = torch.where(outside, limit, torch.zeros_like(limit))  # inf never reaches the arithmetic
+    ordered = magnitude.sort(dim=1, descending=True).values
+    cumulative = ordered.cumsum(dim=1)
+    rank = torch.arange(1, channels + 1, device=delta.device, dtype=delta.dtype).view(1, -1, 1, 1, 1)
+    active = (ordered - (cumulative - finite) / rank > 0).sum(dim=1, keepdim=True).clamp(min=1)
+    threshold = (cumulative.gather(1, active - 1) - finite) / active
+    projected = delta.sign() * (magnitude - threshold).clamp(min=0)
+    return torch.where(outside, projected, delta)
 
 
 def preset(name: str, **overrides) -> InpainterConfig:

@@ -70,3 +70,62 @@ def _ssim_frames(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     numerator = (2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)
     denominator = (mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2)
     return (numerator / denominator).mean(dim=(1, 2, 3))
+
+
+def lpips(
+    video: torch.Tensor, reference: torch.Tensor, weights: str | None = None, batch_frames: int = 8
+) -> float:
+    """LPIPS-VGG v0.1 per frame, averaged over frames and batch (lower is better).
+
+    Inputs: ``(B, 3, T, H, W)`` float in ``[-1, 1]``, quantised to 8-bit levels like
+    :func:`psnr`.  Runs on ``video``'s device, ``batch_frames`` frames at a time; the
+    result does not depend on ``batch_frames``.  ``weights``: path to
+    ``lpips_vgg16.safetensors`` (default lookup: ``LATOK_WEIGHTS_DIR``, cache, build).
+    """
+    if video.shape != reference.shape:
+        raise InvalidInputError(f"lpips needs equal shapes, got {tuple(video.shape)} and {tuple(reference.shape)}")
+    return ReferenceScorer(reference, lpips=True, lpips_weights=weights, batch_frames=batch_frames).lpips(video)
+
+
+class ReferenceScorer:
+    """PSNR, SSIM and LPIPS of many reconstructions against one reference clip.
+
+    The reference's LPIPS features are computed once, which halves LPIPS' cost when
+    a clip is scored under several settings.
+    """
+
+    def __init__(
+        self, reference: torch.Tensor, lpips: bool = True, lpips_weights: str | None = None, batch_frames: int = 8
+    ):
+        self.reference = reference
+        self.batch_frames = batch_frames
+        self._model = None
+        self._taps: list[list[torch.Tensor]] = []
+        if lpips:
+            from latok.lpips import load_lpips
+
+            self._model = load_lpips(None if lpips_weights is None else str(lpips_weights), str(reference.device))
+            with torch.inference_mode():
+                self._taps = [self._model.taps(batch) for batch in self._batches(reference)]
+
+    def _batches(self, video: torch.Tensor):
+        frames = (_to_255(video).float() / 127.5 - 1.0).transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
+        for start in range(0, frames.shape[0], self.batch_frames):
+            yield frames[start : start + self.batch_frames]
+
+    def lpips(self, video: torch.Tensor) -> float:
+        if self._model is None:
+            raise InvalidInputError("this scorer was made without LPIPS")
+        if video.shape != self.reference.shape:
+            raise InvalidInputError(f"lpips needs equal shapes, got {tuple(video.shape)} and {tuple(self.reference.shape)}")
+        with torch.inference_mode():
+            scores = [self._model.distance(self._model.taps(batch), taps) for batch, taps in zip(self._batches(video), self._taps)]
+        return torch.cat(scores).double().mean().item()
+
+    def __call__(self, video: torch.Tensor) -> dict[str, float | None]:
+        """``{"psnr", "ssim", "lpips"}`` of ``video`` (``lpips`` is None without LPIPS)."""
+        return {
+            "psnr": psnr(video, self.reference),
+            "ssim": ssim(video, self.reference),
+            "lpips": self.lpips(video) if self._model is not None else None,
+        }

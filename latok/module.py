@@ -14,7 +14,12 @@ from latok.masking import redundancy_mask, tau_for_usage
 
 
 class InpainterModule(L.LightningModule):
-    """Latent MSE on dropped positions; AdamW with linear warm-up and cosine decay.
+    """Latent MSE on dropped positions relative to hold's, per clip; AdamW with warm-up and cosine decay.
+
+    The loss of a clip is its dropped-position MSE divided by hold's on the same
+    positions, averaged over clips: every clip counts by how much it beats hold (the
+    log of this ratio is a gain in dB), so nearly-static crops at small tau, where the
+    model must learn to leave hold alone, weigh as much as fast-moving ones.
 
     Validation decodes whole held-out clips at ``val_target_usage`` and logs
     PSNR of lit, hold and interp against the original frames, and lit's gain over hold.
@@ -48,22 +53,25 @@ class InpainterModule(L.LightningModule):
         self._vae = None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        latent, keep = batch["latent"], batch["keep"]
-        loss, hold_loss = self._losses(latent, keep)
-        self.log_dict({"train/loss": loss, "train/hold_loss": hold_loss}, prog_bar=True)
-        self.log("train/loss_vs_hold", loss / hold_loss.clamp(min=1e-8))
-        return loss
+        loss, hold_loss, ratio = self._losses(batch["latent"], batch["keep"], batch.get("tau"))
+        self.log_dict({"train/loss": ratio, "train/mse": loss, "train/hold_mse": hold_loss}, prog_bar=True)
+        return ratio
 
-    def _losses(self, latent: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean squared error over the dropped positions, for the model and for hold."""
-        dropped = (~keep).unsqueeze(1).expand_as(latent)
-        count = dropped.sum().clamp(min=1)
+    def _losses(
+        self, latent: torch.Tensor, keep: torch.Tensor, tau: torch.Tensor | float | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """MSE over dropped positions for the model and for hold, and the mean per-clip ratio of the two."""
+        dropped = (~keep).unsqueeze(1).float()
         sparse = latent * keep.unsqueeze(1)
-        prediction = self.model(sparse, keep)
-        loss = ((prediction - latent) ** 2 * dropped).sum() / count
+        prediction = self.model(sparse, keep, tau)
         with torch.no_grad():
-            hold_loss = ((hold_fill(sparse, keep) - latent) ** 2 * dropped).sum() / count
-        return loss, hold_loss
+            hold_error = (hold_fill(sparse, keep) - latent) ** 2 * dropped
+        error = (prediction - latent) ** 2 * dropped
+        per_clip, hold_per_clip = error.sum(dim=(1, 2, 3, 4)), hold_error.sum(dim=(1, 2, 3, 4))
+        count = dropped.sum() * latent.shape[1]
+        has_dropped = hold_per_clip > 0
+        ratio = (per_clip / hold_per_clip.clamp(min=1e-12))[has_dropped].mean() if has_dropped.any() else per_clip.sum()
+        return per_clip.sum() / count.clamp(min=1), hold_per_clip.sum() / count.clamp(min=1), ratio
 
     # -- validation: decoded pixels on whole held-out clips --------------------------------------
 
@@ -87,15 +95,15 @@ class InpainterModule(L.LightningModule):
         size = video.shape[-3:]
         scores = {}
         for name, restored in (
-            ("lit", self.model(sparse, keep)),
+            ("lit", self.model(sparse, keep, tau)),
             ("hold", hold_fill(sparse, keep)),
             ("interp", interp_fill(sparse, keep)),
         ):
             scores[name] = psnr(self.vae.decode(restored.float(), size=size), video)
         self.log_dict({f"val/psnr_{k}": v for k, v in scores.items()}, batch_size=1)
         self.log("val/psnr_gain_over_hold", scores["lit"] - scores["hold"], prog_bar=True, batch_size=1)
-        loss, hold_loss = self._losses(latent, keep)
-        self.log("val/latent_loss_vs_hold", loss / hold_loss.clamp(min=1e-8), batch_size=1)
+        _, _, ratio = self._losses(latent, keep, tau)
+        self.log("val/latent_loss_vs_hold", ratio, batch_size=1)
 
     # -- optimisation ----------------------------------------------------------------------------
 

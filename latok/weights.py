@@ -33,7 +33,11 @@ OFFLINE_ENV = "LATOK_OFFLINE"
 
 @dataclass(frozen=True)
 class WeightFile:
-    """A published weight file: its name on disk, where upstream serves it, and its sha256."""
+    """A published weight file: its name on disk, where upstream serves it, and its sha256.
+
+    ``sha256`` may be a prefix of the digest, as torchvision publishes in its file names
+    (``vgg16-397923af.pth``); empty only where the caller verifies the loaded tensors
+    itself (the LPIPS heads, see :mod:`latok.lpips`)."""
 
     name: str
     url: str
@@ -101,7 +105,7 @@ def _download(weight: WeightFile, target: Path) -> None:
                 digest.update(chunk)
                 out.write(chunk)
                 bar.update(len(chunk))
-        if digest.hexdigest() != weight.sha256:
+        if not digest.hexdigest().startswith(weight.sha256):
             raise WeightsChecksumError(
                 f"{weight.url}: sha256 {digest.hexdigest()} does not match the expected {weight.sha256}"
             )

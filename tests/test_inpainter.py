@@ -7,7 +7,7 @@ import torch
 
 from latok.errors import InvalidInputError, WeightsNotFoundError
 from latok.fill import hold_fill
-from latok.inpainter import InpainterConfig, InpaintingTransformer, preset
+from latok.inpainter import InpainterConfig, InpaintingTransformer, preset, project_l1_ball
 from latok.masking import redundancy_mask
 
 TINY = InpainterConfig(latent_channels=8, width=32, depth=1, heads=2)
@@ -104,3 +104,77 @@ def test_presets_and_bad_inputs():
     model = InpaintingTransformer(TINY)
     with pytest.raises(InvalidInputError, match=r"\(B, 8, t, h, w\)"):
         model(torch.zeros(1, 4, 2, 2, 2), torch.ones(1, 2, 2, 2, dtype=torch.bool))
+
+
+# -- the rule's tau-ball: where a dropped value can lie -------------------------------------------
+
+
+def l1_ball_projection_by_bisection(v: torch.Tensor, limit: float) -> torch.Tensor:
+    """Reference: soft-threshold v at the theta where sum |v| shrinks to ``limit`` (found by bisection)."""
+    if v.abs().sum() <= limit:
+        return v
+    low, high = 0.0, float(v.abs().max())
+    for _ in range(100):
+        theta = 0.5 * (low + high)
+        low, high = (theta, high) if (v.abs() - theta).clamp(min=0).sum() > limit else (low, theta)
+    return v.sign() * (v.abs() - high).clamp(min=0)
+
+
+def test_projection_is_the_euclidean_projection_onto_the_mean_abs_ball():
+    generator = torch.Generator().manual_seed(0)
+    delta = torch.randn(2, 8, 3, 4, 5, generator=generator, dtype=torch.float64)
+    radius = torch.rand(2, 1, 3, 4, 5, generator=generator, dtype=torch.float64) * 1.2
+    projected = project_l1_ball(delta, radius)
+    assert (projected.abs().mean(dim=1, keepdim=True) <= radius + 1e-9).all()
+    inside = delta.abs().mean(dim=1, keepdim=True) <= radius
+    assert 0 < inside.float().mean() < 1  # both cases occur
+    assert torch.equal(projected[inside.expand_as(delta)], delta[inside.expand_as(delta)])
+    for b, t, y, x in [(0, 0, 0, 0), (1, 2, 3, 4), (0, 1, 2, 3), (1, 0, 3, 1)]:
+        expected = l1_ball_projection_by_bisection(delta[b, :, t, y, x], float(radius[b, 0, t, y, x]) * 8)
+        torch.testing.assert_close(projected[b, :, t, y, x], expected, atol=1e-9, rtol=0)
+
+
+def test_projection_never_moves_a_prediction_further_from_a_point_in_the_ball():
+    generator = torch.Generator().manual_seed(1)
+    radius = torch.full((64, 1, 1, 1, 1), 0.3)
+    truth = project_l1_ball(torch.randn(64, 16, 1, 1, 1, generator=generator), radius)  # points inside the ball
+    guess = torch.randn(64, 16, 1, 1, 1, generator=generator) * 2
+    before = (guess - truth).square().sum(dim=1)
+    after = (project_l1_ball(guess, radius) - truth).square().sum(dim=1)
+    assert (after <= before + 1e-6).all() and (after < before).any()
+    assert torch.equal(project_l1_ball(guess, torch.full_like(radius, float("inf"))), guess)
+
+
+@pytest.mark.parametrize("reference", ["last-kept", "previous"])
+def test_dropped_predictions_stay_where_the_rule_says_the_truth_is(reference, monkeypatch):
+    latent = walk(5)
+    tau = 0.6
+    keep = redundancy_mask(latent, tau, reference).keep
+    sparse = latent * keep.unsqueeze(1)
+    model = randomised(InpaintingTransformer(TINY))
+    model.head.weight.data *= 10  # corrections well beyond the ball
+    hold = hold_fill(sparse, keep)
+    bounded = model(sparse, keep, tau, reference)
+    monkeypatch.setattr("latok.inpainter.project_l1_ball", lambda delta, radius: delta)
+    free = model(sparse, keep, tau, reference)  # the same prediction, unprojected
+    time = torch.arange(latent.shape[2]).view(1, -1, 1, 1)
+    from latok.fill import last_kept_index
+
+    stale = (time - last_kept_index(keep)).float()
+    radius = tau * (stale if reference == "previous" else torch.ones_like(stale))
+    dropped = ~keep
+    assert ((latent - hold).abs().mean(dim=1)[dropped] < radius[dropped] + 1e-6).all()  # the truth is inside
+    assert ((bounded - hold).abs().mean(dim=1)[dropped] <= radius[dropped] + 1e-5).all()
+    assert ((free - hold).abs().mean(dim=1)[dropped] > radius[dropped]).any()  # without tau it strays
+    assert (bounded - latent).square().sum() <= (free - latent).square().sum()
+
+
+def test_tau_must_be_one_per_clip_and_non_negative():
+    latent = walk(6)
+    sparse, keep = masked(latent)
+    model = InpaintingTransformer(TINY)
+    with pytest.raises(InvalidInputError, match="tau must be"):
+        model(sparse, keep, torch.tensor([0.1, 0.2, 0.3]))
+    with pytest.raises(InvalidInputError, match="tau must be"):
+        model(sparse, keep, -1.0)
+    assert model(sparse, keep, torch.tensor([0.1, float("inf")])).shape == latent.shape

@@ -1,0 +1,350 @@
+"""``latok eval``: rate-distortion of the codec over a dataset, the TokenBench way.
+
+Each clip is encoded once; every requested rate (a tau, or a target usage) masks the
+same latent, and every requested fill restores and decodes it.  Per clip and run:
+PSNR, SSIM, LPIPS-VGG, token usage, bits per pixel of the ``.latok`` file and the
+kept fraction of every latent frame.
+
+The loop is a Lightning ``predict`` over the clips, so it spreads over all visible
+GPUs; every finished clip is written to ``OUT/clips/<name>.json`` at once, and a
+rerun skips clips whose file already holds every requested run under the same
+settings (resumable).  Then ``OUT/results.json``, ``results.csv``, ``report.md``,
+``rd_curve.png`` and ``usage_over_time.png`` are written from the clip files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from latok._fs import atomic_path
+from latok.datasets import EvalClip
+from latok.errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("psnr", "ssim", "lpips", "token_usage", "bpp")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One masking rate: a fixed ``tau`` (``None``: the backend default) or a per-clip ``target_usage``."""
+
+    tau: float | None = None
+    target_usage: float | None = None
+
+    @property
+    def key(self) -> str:
+        if self.target_usage is not None:
+            return f"usage={self.target_usage:g}"
+        return "tau=default" if self.tau is None else f"tau={self.tau:g}"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything a clip's numbers depend on; a clip file made under other settings is recomputed."""
+
+    backend: str
+    rates: tuple[Rate, ...]
+    fills: tuple[str, ...]
+    lpips: bool
+    inpainter: str | None = None
+    backend_options: tuple = ()
+
+    def fingerprint(self) -> str:
+        identity = {
+            "backend": self.backend, "inpainter": self.inpainter, "lpips": self.lpips,
+            "backend_options": list(self.backend_options),
+        }  # fmt: skip
+        if self.inpainter and Path(self.inpainter, "model.safetensors").is_file():
+            identity["inpainter_sha"] = hashlib.sha256(Path(self.inpainter, "model.safetensors").read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def run_keys(self) -> list[str]:
+        return [run_key(rate, fill) for rate in self.rates for fill in self.fills]
+
+
+def run_key(rate: Rate, fill: str) -> str:
+    return f"{rate.key}|fill={fill}"
+
+
+def parse_rates(taus: str | None, target_usages: str | None) -> tuple[Rate, ...]:
+    """``"0,default,0.3"`` and ``"0.5"`` -> rates; ``default`` is the backend's calibrated tau."""
+    rates: list[Rate] = []
+    for item in filter(None, (taus or "").split(",")):
+        item = item.strip()
+        if item == "default":
+            rates.append(Rate())
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise InvalidInputError(f"--taus: {item!r} is not a number or 'default'") from None
+        if not 0 <= value < float("inf"):
+            raise InvalidInputError(f"--taus: tau must be a finite number >= 0, got {item}")
+        rates.append(Rate(tau=value))
+    for item in filter(None, (target_usages or "").split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            raise InvalidInputError(f"--target-usage: {item!r} is not a number") from None
+        if not 0 < value <= 1:
+            raise InvalidInputError(f"--target-usage must be in (0, 1], got {item}")
+        rates.append(Rate(target_usage=value))
+    if not rates:
+        raise InvalidInputError("give at least one rate: --taus and/or --target-usage")
+    return tuple(dict.fromkeys(rates))
+
+
+def clip_file(out: Path, clip: EvalClip) -> Path:
+    return out / "clips" / (clip.name.replace("/", "__") + ".json")
+
+
+def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings) -> dict:
+    """Encode ``clip`` once, then mask, fill, decode and score it under every run of ``settings``."""
+    from latok.codec import source_info
+    from latok.metrics import ReferenceScorer
+
+    started = time.perf_counter()
+    loaded = clip.load()
+    video, source = source_info(loaded)
+    video = video.to(tokenizer.vae.device)
+    latent = tokenizer.vae.encode(video)
+    scorer = ReferenceScorer(video, lpips=settings.lpips)
+    runs = {}
+    for rate in settings.rates:
+        adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage)
+        size = _latok_size(adaptive)
+        common = {
+            "rate": rate.key, "tau": adaptive.tau, "target_usage": rate.target_usage,
+            "token_usage": adaptive.token_usage, "bytes": size,
+            "bpp": size * 8 / (source.frames * source.height * source.width),
+            "usage_per_frame": adaptive.keep.float().mean(dim=(-2, -1))[0].tolist(),
+        }  # fmt: skip
+        nothing_dropped = bool(adaptive.keep.all())
+        first = None
+        for fill in settings.fills:
+            if nothing_dropped and first is not None:  # every fill is the identity: score once
+                runs[run_key(rate, fill)] = {**first, "fill": fill}
+                continue
+            decoded = tokenizer.decode(adaptive, fill=fill)
+            runs[run_key(rate, fill)] = first = {**common, "fill": fill, **scorer(decoded)}
+    return {
+        "name": clip.name, "path": str(clip.path), "protocol": asdict(clip.protocol),
+        "frames": source.frames, "height": source.height, "width": source.width, "fps": source.fps,
+        "latent_shape": list(latent.shape), "seconds": time.perf_counter() - started,
+        "settings": settings.fingerprint(), "runs": runs,
+    }  # fmt: skip
+
+
+def _latok_size(adaptive) -> int:
+    import tempfile
+
+    from latok.bitstream import save_latok
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_latok(adaptive, Path(tmp) / "clip.latok").stat().st_size
+
+
+def is_done(path: Path, settings: EvalSettings) -> bool:
+    """The clip file exists, was made under ``settings`` and holds every requested run."""
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return done.get("settings") == settings.fingerprint() and set(settings.run_keys) <= set(done.get("runs", {}))
+
+
+class ClipEvaluator(L.LightningModule):
+    """``Trainer.predict`` step: evaluate one clip and write its file (one device per rank)."""
+
+    def __init__(self, settings: EvalSettings, out: Path, tokenizer_options: dict):
+        super().__init__()
+        self.settings, self.out, self.tokenizer_options = settings, out, tokenizer_options
+        self._tokenizer = None
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        return batch  # a clip is loaded inside the step, straight onto this rank's device
+
+    def predict_step(self, clip: EvalClip, batch_idx: int) -> str:
+        from latok.codec import LatentTokenizer
+
+        if self._tokenizer is None:
+            self._tokenizer = LatentTokenizer(self.settings.backend, device=self.device, **self.tokenizer_options)
+        result = evaluate_clip(self._tokenizer, clip, self.settings)
+        path = clip_file(self.out, clip)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, indent=1) + "\n")
+        return clip.name
+
+
+def evaluate(
+    clips: list[EvalClip],
+    out: str | Path,
+    settings: EvalSettings,
+    tokenizer_options: dict | None = None,
+    description: str = "",
+) -> dict:
+    """Evaluate ``clips`` (skipping finished ones), then write the results files into ``out``; returns results.json."""
+    out = Path(out)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    todo = [clip for clip in clips if not is_done(clip_file(out, clip), settings)]
+    logger.info("%d of %d clips to evaluate into %s", len(todo), len(clips), out)
+    started = time.perf_counter()
+    if todo:
+        trainer = L.Trainer(accelerator="auto", devices="auto", logger=False, enable_checkpointing=False)
+        loader = DataLoader(todo, batch_size=None, collate_fn=lambda clip: clip)
+        trainer.predict(ClipEvaluator(settings, out, tokenizer_options or {}), loader, return_predictions=False)
+    results = collect(clips, out, settings)
+    results.update(description=description, wall_seconds_this_run=time.perf_counter() - started, clips_computed=len(todo))
+    write_reports(results, out)
+    return results
+
+
+def collect(clips: list[EvalClip], out: Path, settings: EvalSettings) -> dict:
+    """Gather the clip files into ``{"runs": [{"tau", "fill", "summary", "clips"}]}``."""
+    done = [json.loads(clip_file(out, clip).read_text()) for clip in clips]
+    runs = []
+    for rate in settings.rates:
+        for fill in settings.fills:
+            key = run_key(rate, fill)
+            rows = [{"name": d["name"], **d["runs"][key]} for d in done]
+            summary = {
+                m: (statistics.mean(r[m] for r in rows) if all(r.get(m) is not None for r in rows) else None)
+                for m in METRICS
+            }
+            runs.append({
+                "rate": rate.key, "tau": rows[0]["tau"] if rate.target_usage is None else None,
+                "target_usage": rate.target_usage, "fill": fill, "summary": summary,
+                "clips": [{k: r[k] for k in ("name", "tau", *METRICS, "usage_per_frame")} for r in rows],
+            })  # fmt: skip
+    return {
+        "backend": settings.backend,
+        "inpainter": settings.inpainter,
+        "device": _device_name(),
+        "protocol": done[0]["protocol"] if done else None,
+        "clip_seconds_total": sum(d["seconds"] for d in done),
+        "runs": runs,
+    }
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name()}"
+    import os
+
+    return f"cpu, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+# -- reports -----------------------------------------------------------------------------------
+
+
+def write_reports(results: dict, out: Path) -> None:
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rate", "tau", "target_usage", "fill", "clip", *METRICS])
+        for run in results["runs"]:
+            for clip in run["clips"]:
+                writer.writerow([run["rate"], clip["tau"], run["target_usage"], run["fill"], clip["name"], *(clip[m] for m in METRICS)])
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(markdown(results))
+    plot_rd_curve(results, out / "rd_curve.png")
+    plot_usage(results, out / "usage_over_time.png")
+
+
+def _fmt(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"# latok eval: {results.get('description') or results['backend']}",
+        "",
+        f"Backend {results['backend']}, inpainter {results['inpainter'] or '–'}, protocol {results['protocol']}, "
+        f"{results['device']}; {len(results['runs'][0]['clips'])} clips, "
+        f"{results['clip_seconds_total']:.0f} s of clip evaluation in all.",
+        "",
+        "| rate | tau | fill | PSNR | SSIM | LPIPS | token usage | bpp |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in results["runs"]:
+        s = run["summary"]
+        tau = _fmt(run["tau"], 3) if run["tau"] is not None else "per clip"
+        lines.append(
+            f"| {run['rate']} | {tau} | {run['fill']} | {_fmt(s['psnr'], 2)} | {_fmt(s['ssim'], 4)} | "
+            f"{_fmt(s['lpips'], 4)} | {s['token_usage']:.1%} | {_fmt(s['bpp'], 4)} |"
+        )
+    by_rate: dict[str, list[dict]] = {}
+    for run in results["runs"]:
+        by_rate.setdefault(run["rate"], []).append(run)
+    for rate, runs in by_rate.items():
+        fills = [r["fill"] for r in runs]
+        lines += ["", f"## {rate}: per clip (PSNR / LPIPS)", "",
+                  "| clip | usage | " + " | ".join(fills) + " |", "|---|---|" + "---|" * len(fills)]  # fmt: skip
+        for index, clip in enumerate(runs[0]["clips"]):
+            cells = [f"{_fmt(r['clips'][index]['psnr'], 2)} / {_fmt(r['clips'][index]['lpips'], 3)}" for r in runs]
+            lines.append(f"| {clip['name']} | {clip['token_usage']:.1%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rd_curve(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fills = list(dict.fromkeys(run["fill"] for run in results["runs"]))
+    for fill in fills:
+        runs = sorted((r for r in results["runs"] if r["fill"] == fill), key=lambda r: r["summary"]["token_usage"])
+        usage = [100 * r["summary"]["token_usage"] for r in runs]
+        axes[0].plot(usage, [r["summary"]["psnr"] for r in runs], marker="o", label=fill)
+        if all(r["summary"]["lpips"] is not None for r in runs):
+            axes[1].plot(usage, [r["summary"]["lpips"] for r in runs], marker="o", label=fill)
+    for axis, name in zip(axes, ("PSNR (dB) ↑", "LPIPS-VGG ↓")):
+        axis.set_xlabel("token usage (%)")
+        axis.set_ylabel(name)
+        axis.grid(alpha=0.3)
+        axis.legend(title="fill")
+    figure.suptitle(results.get("description") or results["backend"])
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+def plot_usage(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = list(dict.fromkeys(run["rate"] for run in results["runs"]))
+    figure, axes = plt.subplots(1, len(rates), figsize=(4.5 * len(rates), 3.8), squeeze=False)
+    for axis, rate in zip(axes[0], rates):
+        run = next(r for r in results["runs"] if r["rate"] == rate)
+        for clip in run["clips"]:
+            axis.plot([100 * u for u in clip["usage_per_frame"]], label=clip["name"].split("/")[-1], lw=1)
+        axis.set_title(rate)
+        axis.set_xlabel("latent frame")
+        axis.set_ylabel("kept tokens (%)")
+        axis.set_ylim(-2, 102)
+        axis.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6, ncol=2, loc="upper right")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
