@@ -15,6 +15,7 @@ settings (resumable).  Then ``OUT/results.json``, ``results.csv``, ``report.md``
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -62,17 +63,22 @@ class EvalSettings:
     backend_options: tuple = ()
 
     def fingerprint(self) -> str:
-        identity = {
-            "backend": self.backend, "inpainter": self.inpainter, "lpips": self.lpips,
-            "backend_options": list(self.backend_options),
-        }  # fmt: skip
-        if self.inpainter and Path(self.inpainter, "model.safetensors").is_file():
-            identity["inpainter_sha"] = hashlib.sha256(Path(self.inpainter, "model.safetensors").read_bytes()).hexdigest()
+        """Identity of what every run depends on (the inpainter is checked per lit run)."""
+        identity = {"backend": self.backend, "lpips": self.lpips, "backend_options": list(self.backend_options)}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    @functools.cached_property
+    def inpainter_sha256(self) -> str | None:
+        weights = Path(self.inpainter or "", "model.safetensors")
+        return hashlib.sha256(weights.read_bytes()).hexdigest() if self.inpainter and weights.is_file() else None
 
     @property
     def run_keys(self) -> list[str]:
         return [run_key(rate, fill) for rate in self.rates for fill in self.fills]
+
+    def is_current(self, run: dict) -> bool:
+        """A stored run was made by this inpainter (runs of other fills do not depend on it)."""
+        return run.get("fill") != "lit" or run.get("inpainter_sha256") == self.inpainter_sha256
 
 
 def run_key(rate: Rate, fill: str) -> str:
@@ -111,19 +117,24 @@ def clip_file(out: Path, clip: EvalClip) -> Path:
     return out / "clips" / (clip.name.replace("/", "__") + ".json")
 
 
-def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings) -> dict:
-    """Encode ``clip`` once, then mask, fill, decode and score it under every run of ``settings``."""
+def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict | None = None) -> dict:
+    """Encode ``clip`` once, then mask, fill, decode and score it under every run of ``settings``
+    that ``done`` (a previous result for this clip) does not already hold."""
     from latok.codec import source_info
     from latok.metrics import ReferenceScorer
 
     started = time.perf_counter()
+    runs = dict(done["runs"]) if done else {}
+    missing = [key for key in settings.run_keys if key not in runs or not settings.is_current(runs[key])]
     loaded = clip.load()
     video, source = source_info(loaded)
     video = video.to(tokenizer.vae.device)
     latent = tokenizer.vae.encode(video)
     scorer = ReferenceScorer(video, lpips=settings.lpips)
-    runs = {}
     for rate in settings.rates:
+        fills = [fill for fill in settings.fills if run_key(rate, fill) in missing]
+        if not fills:
+            continue
         adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage)
         size = _latok_size(adaptive)
         common = {
@@ -134,16 +145,17 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings) -> dict:
         }  # fmt: skip
         nothing_dropped = bool(adaptive.keep.all())
         first = None
-        for fill in settings.fills:
+        for fill in fills:
+            extra = {"inpainter_sha256": settings.inpainter_sha256} if fill == "lit" else {}
             if nothing_dropped and first is not None:  # every fill is the identity: score once
-                runs[run_key(rate, fill)] = {**first, "fill": fill}
+                runs[run_key(rate, fill)] = {**first, "fill": fill, **extra}
                 continue
             decoded = tokenizer.decode(adaptive, fill=fill)
-            runs[run_key(rate, fill)] = first = {**common, "fill": fill, **scorer(decoded)}
+            runs[run_key(rate, fill)] = first = {**common, "fill": fill, **scorer(decoded), **extra}
     return {
         "name": clip.name, "path": str(clip.path), "protocol": asdict(clip.protocol),
         "frames": source.frames, "height": source.height, "width": source.width, "fps": source.fps,
-        "latent_shape": list(latent.shape), "seconds": time.perf_counter() - started,
+        "latent_shape": list(latent.shape), "seconds": (done or {}).get("seconds", 0.0) + time.perf_counter() - started,
         "settings": settings.fingerprint(), "runs": runs,
     }  # fmt: skip
 
@@ -157,13 +169,24 @@ def _latok_size(adaptive) -> int:
         return save_latok(adaptive, Path(tmp) / "clip.latok").stat().st_size
 
 
-def is_done(path: Path, settings: EvalSettings) -> bool:
-    """The clip file exists, was made under ``settings`` and holds every requested run."""
+def previous_result(clip: EvalClip, out: Path, settings: EvalSettings) -> dict | None:
+    """The clip's stored result if it was made from the same source and protocol under ``settings``."""
     try:
-        done = json.loads(path.read_text())
+        done = json.loads(clip_file(out, clip).read_text())
     except (OSError, ValueError):
-        return False
-    return done.get("settings") == settings.fingerprint() and set(settings.run_keys) <= set(done.get("runs", {}))
+        return None
+    same = (
+        done.get("settings") == settings.fingerprint()
+        and done.get("path") == str(clip.path)
+        and done.get("protocol") == asdict(clip.protocol)
+    )
+    return done if same else None
+
+
+def is_done(clip: EvalClip, out: Path, settings: EvalSettings) -> bool:
+    """The clip's file holds every requested run, current, under ``settings``."""
+    done = previous_result(clip, out, settings)
+    return done is not None and all(k in done["runs"] and settings.is_current(done["runs"][k]) for k in settings.run_keys)
 
 
 class ClipEvaluator(L.LightningModule):
@@ -182,8 +205,8 @@ class ClipEvaluator(L.LightningModule):
 
         if self._tokenizer is None:
             self._tokenizer = LatentTokenizer(self.settings.backend, device=self.device, **self.tokenizer_options)
-        result = evaluate_clip(self._tokenizer, clip, self.settings)
         path = clip_file(self.out, clip)
+        result = evaluate_clip(self._tokenizer, clip, self.settings, previous_result(clip, self.out, self.settings))
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(result, indent=1) + "\n")
         return clip.name
@@ -199,7 +222,7 @@ def evaluate(
     """Evaluate ``clips`` (skipping finished ones), then write the results files into ``out``; returns results.json."""
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    todo = [clip for clip in clips if not is_done(clip_file(out, clip), settings)]
+    todo = [clip for clip in clips if not is_done(clip, out, settings)]
     logger.info("%d of %d clips to evaluate into %s", len(todo), len(clips), out)
     started = time.perf_counter()
     if todo:

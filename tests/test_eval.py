@@ -127,8 +127,13 @@ def test_eval_writes_results_reports_and_plots_and_resumes(tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert again["clips_computed"] == 0 and again["runs"] == results["runs"]
     assert (out / "clips" / "clips__moving.json").stat().st_mtime_ns == before
-    assert main([*argv[:-1], "hold,interp"]) == 0  # a new fill: clips are redone
-    assert json.loads((out / "results.json").read_text())["clips_computed"] == 2
+    assert main([*argv[:-1], "hold,interp"]) == 0  # a new fill: only its runs are computed
+    extended = json.loads((out / "results.json").read_text())
+    assert extended["clips_computed"] == 2
+    hold_runs = [r for r in extended["runs"] if r["fill"] == "hold"]
+    assert hold_runs == [r for r in results["runs"] if r["fill"] == "hold"]
+    assert main([*argv[:7], "--frames", "4", *argv[9:]]) == 0  # another protocol: start over
+    assert all(len(c["usage_per_frame"]) == 4 for c in json.loads((out / "results.json").read_text())["runs"][0]["clips"])
 
 
 @pytest.mark.parametrize(

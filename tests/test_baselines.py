@@ -1,0 +1,121 @@
+"""Allocators on tiny constructed inputs: latok's rule, ElasticTok search, InfoTok router, RLT, fixed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from latok.baselines import AllocationContext, get_allocator
+from latok.baselines.policies import smallest_passing
+from latok.errors import InvalidInputError
+from latok.fill import hold_fill
+from latok.masking import redundancy_mask
+
+SCALE = 2  # toy "decoder": each latent cell covers 2x2 pixels
+
+
+def toy_decode(latent: torch.Tensor, frames: slice) -> torch.Tensor:
+    """Pixels = the first 3 latent channels, nearest-upsampled: a decoder whose error we know exactly."""
+    return F.interpolate(latent[:, :3, frames.start : frames.stop], scale_factor=(1, SCALE, SCALE), mode="nearest")
+
+
+def toy_context(latent: torch.Tensor, **options) -> AllocationContext:
+    video = toy_decode(latent, slice(0, latent.shape[2]))
+    return AllocationContext(video=video, latent=latent, decode=toy_decode, fill=hold_fill, **options)
+
+
+def moving_square(frames: int = 8, size: int = 8, channels: int = 4) -> torch.Tensor:
+    latent = torch.zeros(1, channels, frames, size, size)
+    for t in range(frames):
+        latent[:, :, t, 2:4, t % (size - 1) : t % (size - 1) + 2] = 1.0
+    return latent
+
+
+# -- binary search ---------------------------------------------------------------------------
+
+
+def published_elastictok_search(low: int, high: int, passes) -> int:
+    """ElasticTok's loop as published: on success the upper bound goes to mid - 1."""
+    while low < high:
+        middle = (low + high) // 2
+        if passes(middle):
+            high = middle - 1
+        else:
+            low = middle + 1
+    return low
+
+
+@pytest.mark.parametrize("low, high", [(0, 1), (0, 7), (3, 64), (0, 1000)])
+def test_search_returns_exactly_the_smallest_passing_n(low, high):
+    for answer in range(low, high + 1):
+        n, evaluations = smallest_passing(low, high, lambda k: k >= answer)
+        assert n == answer
+        assert evaluations <= math.ceil(math.log2(high - low + 1))
+    assert smallest_passing(low, high, lambda k: False)[0] == high  # nothing passes: keep everything
+
+
+def test_the_published_loop_can_end_one_below_the_answer():
+    misses = [a for a in range(1, 64) if published_elastictok_search(0, 63, lambda k, a=a: k >= a) == a - 1]
+    assert misses  # e.g. answer 1 -> 0
+    assert all(smallest_passing(0, 63, lambda k, a=a: k >= a)[0] == a for a in misses)
+
+
+# -- allocators --------------------------------------------------------------------------------
+
+
+def test_latok_allocator_is_the_temporal_l1_rule():
+    latent = moving_square()
+    allocation = get_allocator("latok", tau=0.1).allocate(toy_context(latent))
+    assert torch.equal(allocation.keep, redundancy_mask(latent, 0.1).keep)
+    assert (allocation.passes.encoder, allocation.passes.decoder, allocation.passes.inpainter) == (1, 1, 0)
+    walk = torch.randn(1, 4, 8, 8, 8, generator=torch.Generator().manual_seed(0)).cumsum(dim=2)
+    targeted = get_allocator("latok").allocate(toy_context(walk, target_usage=0.3))
+    assert targeted.usage == pytest.approx(0.3, abs=0.03)
+
+
+def test_elastictok_keeps_only_what_the_threshold_needs_and_counts_decodes():
+    latent = moving_square()
+    allocation = get_allocator("elastictok", block=4, mse_threshold=1e-6).allocate(toy_context(latent))
+    exact = redundancy_mask(latent, 1e-3, "previous").keep  # the positions that change at all
+    assert torch.equal(allocation.keep, exact)  # hold is exact elsewhere; one fewer would miss the threshold
+    probes = allocation.info["probes"]
+    assert probes >= 2 and allocation.passes.decoder == pytest.approx(1 + probes * 4 / 8)
+    static = torch.ones(1, 4, 8, 8, 8)
+    still = get_allocator("elastictok", block=4, mse_threshold=1e-6).allocate(toy_context(static))
+    assert torch.equal(still.keep[:, 1:], torch.zeros_like(still.keep[:, 1:])) and still.keep[:, 0].all()
+    with pytest.raises(InvalidInputError, match="per-frame backends"):
+        get_allocator("elastictok").allocate(toy_context(latent, temporal_ratio=4))
+
+
+def test_infotok_keeps_the_cells_the_decoder_gets_wrong():
+    latent = torch.zeros(1, 4, 4, 6, 6)
+    context = toy_context(latent)
+    context.video = context.video.clone()
+    context.video[:, :, 2, 4:6, 6:8] += 0.5  # the decoder cannot produce this: cell (2, 2, 3) has error
+    allocation = get_allocator("infotok").allocate(context)
+    assert allocation.keep[0, 2, 2, 3] and allocation.usage == pytest.approx(0.5, abs=0.01)
+    small = get_allocator("infotok").allocate(toy_context(latent, target_usage=0.3))
+    assert small.usage == pytest.approx(0.3, abs=0.01)
+    assert (allocation.passes.encoder, allocation.passes.decoder) == (1, 2)
+
+
+def test_rlt_keeps_cells_whose_pixels_changed():
+    latent = moving_square()
+    allocation = get_allocator("rlt", tau=0.1).allocate(toy_context(latent))
+    changed = toy_decode(latent, slice(0, 8)).diff(dim=2).abs().sum(dim=1) > 0  # (1, 7, 16, 16)
+    expected = F.max_pool2d(changed.float(), SCALE).bool()
+    assert torch.equal(allocation.keep[:, 1:], expected) and allocation.keep[:, 0].all()
+    assert allocation.passes.decoder == 1
+
+
+def test_fixed_rate_random_and_frames():
+    latent = moving_square(frames=9)
+    random = get_allocator("fixed", rate=0.25).allocate(toy_context(latent))
+    assert random.usage == pytest.approx(0.25, abs=0.01) and random.keep[:, 0].all()
+    frames = get_allocator("fixed", rate=0.25, mode="frames").allocate(toy_context(latent))
+    assert frames.keep[0, ::4].all() and not frames.keep[0, 1:4].any()
+    with pytest.raises(InvalidInputError, match="unknown allocator"):
+        get_allocator("magic")
