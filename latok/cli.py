@@ -146,6 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(evaluate)
     evaluate.set_defaults(run=run_eval)
 
+    bench = commands.add_parser(
+        "bench", help="speed and quality of token allocators (latok vs ElasticTok, InfoTok, RLT, fixed rate)",
+        description="Run every allocator's whole pipeline (encode, choose positions, fill, decode) on the same clips "
+        "with the same VAE and fill; print a table with speed ratios against latok; write bench.json and bench.md.",
+    )  # fmt: skip
+    bench.add_argument("--dataset", choices=("davis", "tokenbench", "folder"), required=True, help="dataset layout")
+    bench.add_argument("--root", required=True, help="dataset root")
+    bench.add_argument("--out", required=True, help="output directory for bench.json and bench.md")
+    bench.add_argument("--allocators", default="latok,elastictok,infotok,rlt,fixed", help="comma-separated (default: %(default)s)")
+    bench.add_argument("--fill", default="hold", choices=("zero", "hold", "interp", "lit"), help="fill for every allocator (default: %(default)s)")
+    bench.add_argument("--matched-usage", action="store_true", help="give infotok, rlt and fixed latok's per-clip usage")
+    bench.add_argument("--tau", type=float, default=None, help="latok's tau (default: the backend's calibrated tau)")
+    bench.add_argument("--repeats", type=int, default=1, help="timed runs per clip and allocator; the median counts (default: %(default)s)")
+    bench.add_argument("--lpips", action=argparse.BooleanOptionalAction, default=True, help="compute LPIPS-VGG (default: on)")
+    bench.add_argument("--frames", type=int, default=17, help="frames per clip (default: %(default)s)")
+    bench.add_argument("--height", type=int, default=240, help="resize height (default: %(default)s)")
+    bench.add_argument("--limit", type=int, default=None, help="only the first N clips")
+    bench.add_argument("--inpainter", help="inpainter checkpoint for --fill lit (default: checkpoints/<backend>-lit-xs)")
+    _add_backend_options(bench)
+    bench.set_defaults(run=run_bench)
+
     train = commands.add_parser(
         "train", add_help=False, help="train the inpainter (LightningCLI: `latok train fit --config configs/taef2_lit-xs.yaml`)",
     )  # fmt: skip
@@ -472,6 +493,38 @@ def run_eval(args: argparse.Namespace) -> int:
 
     print(markdown(results))
     print(f"wrote {Path(args.out) / 'report.md'} (and results.json, results.csv, rd_curve.png, usage_over_time.png)")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from latok import bench
+    from latok.baselines import ALLOCATORS
+    from latok.datasets import ClipProtocol, load_dataset
+
+    allocators = list(dict.fromkeys(a.strip() for a in args.allocators.split(",") if a.strip()))
+    unknown = [a for a in allocators if a not in ALLOCATORS]
+    if unknown or not allocators:
+        raise InvalidInputError(f"--allocators: unknown allocator {unknown[0] if unknown else '(none)'}; choose from {', '.join(ALLOCATORS)}")
+    if args.repeats < 1 or (args.limit is not None and args.limit < 1):
+        raise InvalidInputError("--repeats and --limit must be >= 1")
+    clips = load_dataset(args.dataset, args.root, ClipProtocol(frames=args.frames, height=args.height or None))[: args.limit]
+    tokenizer = _tokenizer(args)
+    tokenizer.vae.progress = False
+    if args.fill == "lit":
+        tokenizer.inpainter  # fail now if the checkpoint is missing
+    if args.lpips:
+        from latok.lpips import lpips_weights_path
+
+        lpips_weights_path()
+    result = bench.bench(
+        tokenizer, clips, allocators, fill=args.fill, matched_usage=args.matched_usage, repeats=args.repeats,
+        lpips=args.lpips, latok_tau=args.tau,
+    )  # fmt: skip
+    command = "latok " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("latok") else "latok bench ..."
+    bench.write(result, Path(args.out), command)
+    print(bench.markdown(result, command))
     return 0
 
 

@@ -119,3 +119,37 @@ def test_fixed_rate_random_and_frames():
     assert frames.keep[0, ::4].all() and not frames.keep[0, 1:4].any()
     with pytest.raises(InvalidInputError, match="unknown allocator"):
         get_allocator("magic")
+
+
+# -- latok bench on real taef2, tiny clips -----------------------------------------------------
+
+
+@pytest.mark.usefixtures("taef2")
+def test_bench_runs_every_allocator_like_for_like(tmp_path, capsys):
+    import json
+
+    from latok.cli import main
+    from latok.io import write_video
+    from test_eval import frames
+
+    write_video(tmp_path / "clips" / "moving.mp4", frames(5, moving=True), fps=10)
+    write_video(tmp_path / "clips" / "still.mp4", frames(5, seed=3, moving=False), fps=10)
+    out = tmp_path / "bench"
+    argv = ["bench", "--dataset", "folder", "--root", str(tmp_path / "clips"), "--out", str(out), "--frames", "5",
+            "--height", "0", "--matched-usage", "--no-lpips"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((out / "bench.json").read_text())
+    runs = {r["allocator"]: r for r in result["runs"]}
+    assert set(runs) == {"latok", "elastictok", "infotok", "rlt", "fixed"}
+    assert set(result["speedup_vs_latok"]) == {"elastictok", "infotok", "rlt", "fixed"}
+    for run in runs.values():
+        assert run["seconds_per_clip"] > 0 and run["encoder_passes"] == 1 and 0 < run["token_usage"] <= 1
+        assert run["psnr"] > 10 and run["lpips"] is None
+    assert runs["latok"]["decoder_passes"] == 1 and runs["infotok"]["decoder_passes"] == 2
+    assert runs["elastictok"]["decoder_passes"] > 2
+    for name in ("infotok", "rlt", "fixed"):  # matched usage: the same kept fraction per clip
+        for mine, theirs in zip(runs[name]["clips"], runs["latok"]["clips"]):
+            assert mine["token_usage"] == pytest.approx(theirs["token_usage"], abs=0.02)
+    assert result["infotok_bound"]["value"] > 1
+    assert "| elastictok |" in (out / "bench.md").read_text() and "| latok |" in capsys.readouterr().out
+    assert main([*argv[:-1], "--allocators", "latok,magic"]) == 2
