@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(roundtrip)
     _add_mask_options(roundtrip)
     _add_fill_option(roundtrip)
+    roundtrip.add_argument("--lpips", action="store_true", help="also compute LPIPS-VGG (about 1 s per 240p frame on CPU)")
     roundtrip.set_defaults(run=run_roundtrip)
 
     demo = commands.add_parser(
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(demo)
     _add_mask_options(demo)
     _add_fill_option(demo)
+    demo.add_argument("--lpips", action="store_true", help="also compute LPIPS-VGG (about 1 s per 240p frame on CPU)")
     demo.set_defaults(run=run_demo)
 
     cache = commands.add_parser(
@@ -307,7 +309,7 @@ def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict
 
     from latok.bitstream import save_latok
     from latok.codec import source_info
-    from latok.metrics import psnr, ssim
+    from latok.metrics import lpips, psnr, ssim
 
     watch = _Stopwatch()
     video, source = source_info(clip)
@@ -342,7 +344,7 @@ def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict
         "kbps": size * 8 / (frames / source.fps) / 1000,
         "psnr": psnr(reconstruction, video),
         "ssim": ssim(reconstruction, video),
-        "lpips": None,
+        "lpips": lpips(reconstruction, video) if getattr(args, "lpips", False) else None,
         "seconds": dict(watch.seconds),
         "video": reconstruction,
         "keep": adaptive.keep,
@@ -420,7 +422,8 @@ def _print_demo(report: dict) -> None:
         f"bitrate       {report['kbps']:.0f} kbps, {report['bpp']:.3f} bpp",
         f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), mask {t['mask'] * 1e3:.1f} ms, "
         f"fill ({report['fill']}) {t['inpaint'] * 1e3:.1f} ms, decode {t['decode']:.2f} s ({frames / t['decode']:.2f} fps)",
-        f"quality       PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}",
+        f"quality       PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}"
+        + (f", LPIPS {report['lpips']:.4f}" if report["lpips"] is not None else ""),
         f"outputs       {', '.join(report['outputs'].values())}",
     ]
     print("\n".join(lines))

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Issue 6 benchmark: latok vs ElasticTok-style search, InfoTok-style router, RLT and fixed rate,
+# same frozen taef2, same fill, same clips (14 shared DAVIS sequences, 240p, 17 frames from frame 0).
+#   eval/results/bench_davis_<device>/          default rates (each allocator's own threshold / rate)
+#   eval/results/bench_davis_<device>_matched/  --matched-usage: infotok, rlt, fixed get latok's usage
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared/data}
+export LATOK_WEIGHTS_DIR=${LATOK_WEIGHTS_DIR:-../shared/weights}
+LATOK=${LATOK:-.venv/bin/latok}
+DEVICE=${DEVICE:-cpu}
+FILL=${FILL:-hold}
+ARGS=(--dataset davis --root "$SHARED/davis" --fill "$FILL" --device "$DEVICE" ${EXTRA:-})
+$LATOK bench "${ARGS[@]}" --out "eval/results/bench_davis_${DEVICE}"
+$LATOK bench "${ARGS[@]}" --matched-usage --out "eval/results/bench_davis_${DEVICE}_matched"
