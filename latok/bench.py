@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from latok._fs import atomic_path
 from latok.baselines import AllocationContext, get_allocator
 from latok.datasets import EvalClip
+from latok.fill import get_fill
 
 RATE_TARGETED = ("infotok", "rlt", "fixed")
 
@@ -36,7 +37,7 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
     """encode -> allocate -> fill -> decode; returns (reconstruction, allocation, seconds by stage)."""
     vae = tokenizer.vae
     device = vae.device
-    fill_fn = (lambda z, keep: tokenizer.lit_fill(z, keep)) if fill == "lit" else _plain_fill(fill)
+    fill_fn = tokenizer.lit_fill if fill == "lit" else get_fill(fill)
     seconds = {}
     _sync(device)
     start = time.perf_counter()
@@ -45,8 +46,8 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
     seconds["encode"] = time.perf_counter() - start
     size = video.shape[-3:]
 
-    def decode(z: torch.Tensor, frames: slice) -> torch.Tensor:
-        return vae.decode(z[:, :, frames] if z.shape[2] != frames.stop - frames.start else z, size=(frames.stop - frames.start, *size[1:]))
+    def decode(z: torch.Tensor, frames: slice) -> torch.Tensor:  # latent frames `frames` of z (per-frame backends)
+        return vae.decode(z[:, :, frames], size=(frames.stop - frames.start, *size[1:]))
 
     context = AllocationContext(
         video=video, latent=latent, decode=decode, fill=fill_fn, fill_is_model=fill == "lit",
@@ -71,12 +72,6 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
     _sync(device)
     seconds["decode"] = time.perf_counter() - start
     return reconstruction, allocation, seconds
-
-
-def _plain_fill(name: str):
-    from latok.fill import get_fill
-
-    return get_fill(name)
 
 
 def bench(

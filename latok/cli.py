@@ -52,6 +52,24 @@ def _add_fill_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inpainter", help="inpainter checkpoint directory for --fill lit (default: checkpoints/<backend>-lit-xs)")
 
 
+def _add_dataset_options(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """Dataset, clip protocol, output and LPIPS options shared by ``eval`` and ``bench``."""
+    parser.add_argument("--dataset", choices=("davis", "tokenbench", "folder"), required=True, help="dataset layout")
+    parser.add_argument("--root", required=True, help="dataset root (DAVIS: the folder holding ImageSets/ and JPEGImages/)")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--lpips", action=argparse.BooleanOptionalAction, default=True, help="compute LPIPS-VGG (default: on)")
+    parser.add_argument("--frames", type=int, default=17, help="frames per clip (default: %(default)s)")
+    parser.add_argument("--start", type=int, default=0, help="first source frame (default: 0)")
+    parser.add_argument("--stride", type=int, default=1, help="keep every n-th source frame (default: 1)")
+    parser.add_argument("--height", type=int, default=240, help="resize height; 0 keeps the source size (default: %(default)s)")
+    parser.add_argument("--year", default="2016", help="DAVIS ImageSets year (default: %(default)s)")
+    parser.add_argument("--split", default="val", help="DAVIS split (default: %(default)s)")
+    parser.add_argument("--resolution", default="480p", help="DAVIS JPEGImages resolution (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N clips")
+    parser.add_argument("--inpainter", help="inpainter checkpoint for fill lit (default: checkpoints/<backend>-lit-xs)")
+    _add_backend_options(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latok",
@@ -129,23 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
         "finished clips are skipped on a rerun. Writes results.json, results.csv, report.md, rd_curve.png "
         "and usage_over_time.png into --out. Runs as a Lightning predict over all visible devices.",
     )  # fmt: skip
-    evaluate.add_argument("--dataset", choices=("davis", "tokenbench", "folder"), required=True, help="dataset layout")
-    evaluate.add_argument("--root", required=True, help="dataset root (DAVIS: the folder holding ImageSets/ and JPEGImages/)")
-    evaluate.add_argument("--out", required=True, help="output directory")
+    _add_dataset_options(evaluate, "output directory")
     evaluate.add_argument("--taus", default="0,default", help="comma-separated taus; 'default' is the backend's calibrated tau (default: %(default)s)")
     evaluate.add_argument("--target-usage", default=None, metavar="U[,U...]", help="also run at these kept fractions, tau picked per clip")
     evaluate.add_argument("--fills", default="hold", help="comma-separated fills: zero, hold, interp, lit (default: %(default)s)")
-    evaluate.add_argument("--lpips", action=argparse.BooleanOptionalAction, default=True, help="compute LPIPS-VGG (default: on)")
-    evaluate.add_argument("--frames", type=int, default=17, help="frames per clip (default: %(default)s)")
-    evaluate.add_argument("--start", type=int, default=0, help="first source frame (default: 0)")
-    evaluate.add_argument("--stride", type=int, default=1, help="keep every n-th source frame (default: 1)")
-    evaluate.add_argument("--height", type=int, default=240, help="resize height; 0 keeps the source size (default: %(default)s)")
-    evaluate.add_argument("--year", default="2016", help="DAVIS ImageSets year (default: %(default)s)")
-    evaluate.add_argument("--split", default="val", help="DAVIS split (default: %(default)s)")
-    evaluate.add_argument("--resolution", default="480p", help="DAVIS JPEGImages resolution (default: %(default)s)")
-    evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
-    evaluate.add_argument("--inpainter", help="inpainter checkpoint for fill lit (default: checkpoints/<backend>-lit-xs)")
-    _add_backend_options(evaluate)
     evaluate.set_defaults(run=run_eval)
 
     bench = commands.add_parser(
@@ -153,20 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every allocator's whole pipeline (encode, choose positions, fill, decode) on the same clips "
         "with the same VAE and fill; print a table with speed ratios against latok; write bench.json and bench.md.",
     )  # fmt: skip
-    bench.add_argument("--dataset", choices=("davis", "tokenbench", "folder"), required=True, help="dataset layout")
-    bench.add_argument("--root", required=True, help="dataset root")
-    bench.add_argument("--out", required=True, help="output directory for bench.json and bench.md")
+    _add_dataset_options(bench, "output directory for bench.json and bench.md")
     bench.add_argument("--allocators", default="latok,elastictok,infotok,rlt,fixed", help="comma-separated (default: %(default)s)")
     bench.add_argument("--fill", default="hold", choices=("zero", "hold", "interp", "lit"), help="fill for every allocator (default: %(default)s)")
     bench.add_argument("--matched-usage", action="store_true", help="give infotok, rlt and fixed latok's per-clip usage")
     bench.add_argument("--tau", type=float, default=None, help="latok's tau (default: the backend's calibrated tau)")
     bench.add_argument("--repeats", type=int, default=1, help="timed runs per clip and allocator; the median counts (default: %(default)s)")
-    bench.add_argument("--lpips", action=argparse.BooleanOptionalAction, default=True, help="compute LPIPS-VGG (default: on)")
-    bench.add_argument("--frames", type=int, default=17, help="frames per clip (default: %(default)s)")
-    bench.add_argument("--height", type=int, default=240, help="resize height (default: %(default)s)")
-    bench.add_argument("--limit", type=int, default=None, help="only the first N clips")
-    bench.add_argument("--inpainter", help="inpainter checkpoint for --fill lit (default: checkpoints/<backend>-lit-xs)")
-    _add_backend_options(bench)
     bench.set_defaults(run=run_bench)
 
     train = commands.add_parser(
@@ -184,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latok`` script; returns the exit status (callable from tests)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s", force=True)
     try:
         return args.run(args) or 0
     except LatokError as error:
@@ -455,9 +452,24 @@ def run_cache_latents(args: argparse.Namespace) -> int:
     return EXIT_ERROR if errors else 0
 
 
+def _dataset_clips(args: argparse.Namespace) -> list:
+    """The clips of ``--dataset/--root`` under the protocol options; checks LPIPS weights up front."""
+    from latok.datasets import ClipProtocol, load_dataset
+
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInputError(f"--limit must be >= 1, got {args.limit}")
+    protocol = ClipProtocol(frames=args.frames, start=args.start, stride=args.stride, height=args.height or None)
+    options = {"year": args.year, "split": args.split, "resolution": args.resolution} if args.dataset == "davis" else {}
+    clips = load_dataset(args.dataset, args.root, protocol, **options)[: args.limit]
+    if args.lpips:
+        from latok.lpips import lpips_weights_path
+
+        lpips_weights_path()  # fail now, not after an hour of encoding
+    return clips
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from latok.codec import default_inpainter_path
-    from latok.datasets import ClipProtocol, load_dataset
     from latok.evaluate import EvalSettings, evaluate, parse_rates
     from latok.fill import list_fills
 
@@ -465,22 +477,14 @@ def run_eval(args: argparse.Namespace) -> int:
     unknown = [f for f in fills if f not in (*list_fills(), "lit")]
     if unknown or not fills:
         raise InvalidInputError(f"--fills: unknown fill {unknown[0] if unknown else '(none)'}; choose from zero, hold, interp, lit")
-    if args.limit is not None and args.limit < 1:
-        raise InvalidInputError(f"--limit must be >= 1, got {args.limit}")
     rates = parse_rates(args.taus, args.target_usage)
-    protocol = ClipProtocol(frames=args.frames, start=args.start, stride=args.stride, height=args.height or None)
-    options = {"year": args.year, "split": args.split, "resolution": args.resolution} if args.dataset == "davis" else {}
-    clips = load_dataset(args.dataset, args.root, protocol, **options)[: args.limit]
+    clips = _dataset_clips(args)
     inpainter = None
     if "lit" in fills:
         inpainter = str(Path(args.inpainter or default_inpainter_path(args.backend)).resolve())
         from latok.inpainter import InpaintingTransformer
 
         InpaintingTransformer.from_pretrained(inpainter)  # fail now, not after an hour of encoding
-    if args.lpips:
-        from latok.lpips import lpips_weights_path
-
-        lpips_weights_path()
     vae_options = {}
     if args.weights:
         vae_options["weights" if args.backend == "taef2" else "pretrained"] = args.weights
@@ -504,23 +508,18 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from latok import bench
     from latok.baselines import ALLOCATORS
-    from latok.datasets import ClipProtocol, load_dataset
 
     allocators = list(dict.fromkeys(a.strip() for a in args.allocators.split(",") if a.strip()))
     unknown = [a for a in allocators if a not in ALLOCATORS]
     if unknown or not allocators:
         raise InvalidInputError(f"--allocators: unknown allocator {unknown[0] if unknown else '(none)'}; choose from {', '.join(ALLOCATORS)}")
-    if args.repeats < 1 or (args.limit is not None and args.limit < 1):
-        raise InvalidInputError("--repeats and --limit must be >= 1")
-    clips = load_dataset(args.dataset, args.root, ClipProtocol(frames=args.frames, height=args.height or None))[: args.limit]
+    if args.repeats < 1:
+        raise InvalidInputError(f"--repeats must be >= 1, got {args.repeats}")
+    clips = _dataset_clips(args)
     tokenizer = _tokenizer(args)
     tokenizer.vae.progress = False
     if args.fill == "lit":
         tokenizer.inpainter  # fail now if the checkpoint is missing
-    if args.lpips:
-        from latok.lpips import lpips_weights_path
-
-        lpips_weights_path()
     result = bench.bench(
         tokenizer, clips, allocators, fill=args.fill, matched_usage=args.matched_usage, repeats=args.repeats,
         lpips=args.lpips, latok_tau=args.tau,

@@ -151,3 +151,18 @@ def test_eval_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message
     err = capsys.readouterr().err
     assert err.startswith("latok: error:") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "bench"])
+def test_a_corrupt_clip_or_missing_lpips_weights_is_one_line_and_no_results(tmp_path, capsys, monkeypatch, command):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    out = tmp_path / "out"
+    argv = [command, "--dataset", "folder", "--root", str(tmp_path / "clips"), "--out", str(out)]
+    assert main([*argv, "--no-lpips"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("latok: error:") and "broken.mp4" in err[-1] and "Traceback" not in "\n".join(err)
+    monkeypatch.setenv("LATOK_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    assert main(argv) == 2
+    assert "LPIPS weights" in capsys.readouterr().err
+    assert not (out / "results.json").exists() and not (out / "bench.json").exists()
