@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(roundtrip)
     _add_mask_options(roundtrip)
     _add_fill_option(roundtrip)
-    roundtrip.add_argument("--lpips", action="store_true", help="also compute LPIPS-VGG (about 1 s per 240p frame on CPU)")
+    roundtrip.add_argument("--lpips", action="store_true", help="also compute LPIPS-VGG (one VGG16 pass per frame: slow on CPU)")
     roundtrip.set_defaults(run=run_roundtrip)
 
     demo = commands.add_parser(
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(demo)
     _add_mask_options(demo)
     _add_fill_option(demo)
-    demo.add_argument("--lpips", action="store_true", help="also compute LPIPS-VGG (about 1 s per 240p frame on CPU)")
+    demo.add_argument("--lpips", action="store_true", help="also compute LPIPS-VGG (one VGG16 pass per frame: slow on CPU)")
     demo.set_defaults(run=run_demo)
 
     cache = commands.add_parser(
