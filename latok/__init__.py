@@ -22,6 +22,10 @@ _LAZY = {
     "read_video": "latok.io",
     "write_video": "latok.io",
     "load_clip": "latok.io",
+    "stream_clip": "latok.io",
+    "PackedTokens": "latok.packing",
+    "collate_packed": "latok.packing",
+    "block_diagonal_mask": "latok.packing",
 }
 
 __all__ = ["LatokError", "__version__", *_LAZY]
@@ -29,7 +33,8 @@ __all__ = ["LatokError", "__version__", *_LAZY]
 if TYPE_CHECKING:
     from latok.codec import LatentTokenizer
     from latok.tokens import AdaptiveLatent
-    from latok.io import load_clip, read_video, write_video
+    from latok.io import load_clip, read_video, stream_clip, write_video
+    from latok.packing import PackedTokens, block_diagonal_mask, collate_packed
     from latok.vae.base import VideoAutoencoder
     from latok.vae.registry import list_vaes, load_vae
 

@@ -15,6 +15,10 @@ Layout (all integers little-endian)::
 
 Chunks cover ``chunk_frames`` latent frames each, so a long video can be
 written and read incrementally (:class:`LatokWriter`, :class:`LatokReader`).
+A stream of unknown length is written with placeholder frame counts in HEAD; the
+writer owns its temp file until :meth:`LatokWriter.close`, where it rewrites HEAD
+in place (same length, space-padded JSON) with the counts it saw.  Readers only
+ever see complete files.
 Writes are atomic and deterministic.  Every malformed input raises
 :class:`~latok.errors.LatokFormatError`; lengths are checked against the bytes
 actually present before anything is allocated.
@@ -72,29 +76,54 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
     }
 
 
+_UNKNOWN = 0xFFFFFFFF  # placeholder frame count of an open-ended stream (as wide as any real count)
+
+
+def _header_payload(header: dict, length: int | None = None) -> bytes:
+    payload = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return payload if length is None else payload.ljust(length)
+
+
 class LatokWriter:
     """Write a ``.latok`` file chunk by chunk; the file appears at ``path`` only on :meth:`close`.
 
     Use as a context manager.  ``header`` is :func:`header_of`'s dict; chunks must
     arrive in order and cover ``chunk_frames`` latent frames each (the last may be shorter).
+    For a stream of unknown length set ``header["shape"][2]`` and ``header["source"]["frames"]``
+    to ``None`` and pass each chunk's ``video_frames``: the counts are filled in on close.
     """
 
     def __init__(self, path: str | os.PathLike, header: dict):
         self.path = Path(path)
         self.header = header
+        self.open_ended = header["shape"][2] is None
+        if self.open_ended != (header["source"]["frames"] is None):
+            raise InvalidInputError("an open-ended stream leaves both the latent and the video frame counts unset")
         self._frames_written = 0
+        self._video_frames = 0
         self._chunks = 0
         self._tokens = 0
         self._context = atomic_path(self.path)
         self._tmp = self._context.__enter__()
         self._file = open(self._tmp, "wb")
         self._file.write(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0))
-        payload = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        self._file.write(_record(b"HEAD", payload))
+        self._file.write(_record(b"HEAD", _header_payload(self._with_counts(_UNKNOWN, _UNKNOWN))))
 
-    def write_chunk(self, keep: torch.Tensor, values: torch.Tensor) -> None:
-        """``keep``: ``(1, k, h, w)`` bool; ``values``: ``(keep.sum(), C)`` in the storage dtype."""
+    def _with_counts(self, latent_frames: int, video_frames: int) -> dict:
+        if not self.open_ended:
+            return self.header
+        shape = list(self.header["shape"])
+        shape[2] = latent_frames
+        return {**self.header, "shape": shape, "source": {**self.header["source"], "frames": video_frames}}
+
+    def write_chunk(self, keep: torch.Tensor, values: torch.Tensor, video_frames: int | None = None) -> None:
+        """``keep``: ``(1, k, h, w)`` bool; ``values``: ``(keep.sum(), C)`` in the storage dtype;
+        ``video_frames``: frames of video the chunk covers (open-ended streams only)."""
         _, channels, frames, height, width = self.header["shape"]
+        if self.open_ended:
+            if video_frames is None or video_frames < 1:
+                raise InvalidInputError("chunks of an open-ended stream must say how many video frames they cover")
+            frames = _UNKNOWN
         if keep.shape[0] != 1 or keep.shape[2:] != (height, width) or keep.dtype != torch.bool:
             raise InvalidInputError(f"chunk keep must be bool (1, k, {height}, {width}), got {keep.dtype} {tuple(keep.shape)}")
         if values.shape != (int(keep.sum()), channels) or values.dtype != STORAGE_DTYPES[self.header["dtype"]]:
@@ -109,16 +138,26 @@ class LatokWriter:
         raw = values.contiguous().view(torch.uint8).numpy().tobytes()
         self._file.write(_record(b"VALS", _VALS_HEAD.pack(t_start, values.shape[0]) + raw))
         self._frames_written += t_count
+        self._video_frames += video_frames or 0
         self._chunks += 1
         self._tokens += values.shape[0]
 
+    @property
+    def tokens(self) -> int:
+        """Kept vectors written so far."""
+        return self._tokens
+
     def close(self) -> None:
-        if self._frames_written != self.header["shape"][2]:
+        expected = self._frames_written if self.open_ended else self.header["shape"][2]
+        if self._frames_written != expected or not self._frames_written:
             self.abort()
-            raise InvalidInputError(
-                f"chunks covered {self._frames_written} of {self.header['shape'][2]} latent frames"
-            )
+            raise InvalidInputError(f"chunks covered {self._frames_written} of {expected} latent frames")
         self._file.write(_record(b"END\x00", _END.pack(self._chunks, self._tokens)))
+        if self.open_ended:  # the counts are known now: rewrite HEAD in place, same length
+            length = len(_header_payload(self._with_counts(_UNKNOWN, _UNKNOWN)))
+            self.header = self._with_counts(self._frames_written, self._video_frames)
+            self._file.seek(_PREAMBLE.size)
+            self._file.write(_record(b"HEAD", _header_payload(self.header, length)))
         self._file.close()
         self._context.__exit__(None, None, None)
 

@@ -46,6 +46,11 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="storage dtype of kept values (default: %(default)s)")
 
 
+def _add_stream_options(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--stream", action="store_true", help=help)
+    parser.add_argument("--chunk", type=int, default=16, metavar="N", help="frames per chunk with --stream (default: %(default)s)")
+
+
 def _add_fill_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fill", choices=("zero", "hold", "interp", "lit"), default=None,
                         help="how dropped tokens are restored (default: hold; lit uses checkpoints/<backend>-lit-xs)")
@@ -85,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(encode)
     _add_backend_options(encode)
     _add_mask_options(encode)
+    _add_stream_options(encode, "encode chunk by chunk, writing the file as it goes: any length in the memory of one chunk")
     encode.set_defaults(run=run_encode)
 
     decode = commands.add_parser("decode", help=".latok tokens -> video", description="Decode a .latok file to mp4 (or a PNG folder).")
@@ -92,7 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv, or a folder name for PNG frames")
     _add_fill_option(decode)
     _add_backend_options(decode, backend=False)
+    decode.add_argument("--stream", action="store_true",
+                        help="decode chunk by chunk, writing the video as it goes (lit uses the causal checkpoint <backend>-lit-xs-causal)")
     decode.set_defaults(run=run_decode)
+
+    export = commands.add_parser(
+        "export", help=".latok tokens -> safetensors for a generator (dense latent or packed tokens)",
+        description="Write a .latok file's latents as safetensors: --format dense gives the restored "
+        "(1, C, t, h, w) latent and its keep mask; --format packed gives the kept tokens with their "
+        "(t, y, x) positions, staleness and cu_seqlens. The .latok header goes into the metadata.",
+    )  # fmt: skip
+    export.add_argument("input", help=".latok file")
+    export.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    export.add_argument("--format", choices=("dense", "packed"), default="dense", help="(default: %(default)s)")
+    export.add_argument("--native", action="store_true", help="dense: the autoencoder's own latent space instead of latok's normalised one")
+    _add_fill_option(export)
+    _add_backend_options(export, backend=False)
+    export.set_defaults(run=run_export)
 
     info = commands.add_parser("info", help="print a .latok file's header and statistics as JSON")
     info.add_argument("input", help=".latok file")
@@ -245,25 +267,90 @@ class _Stopwatch:
 def run_encode(args: argparse.Namespace) -> int:
     from latok.bitstream import save_latok
 
-    clip = _load_input(args)
     tokenizer = _tokenizer(args)
-    adaptive = tokenizer.encode(clip)
-    path = save_latok(adaptive, args.output)
-    print(json.dumps(_file_info(path), indent=2))
+    if args.stream:
+        _encode_stream(args, tokenizer)
+    else:
+        save_latok(tokenizer.encode(_load_input(args)), args.output)
+    print(json.dumps(_file_info(Path(args.output)), indent=2))
     return 0
 
 
+def _encode_stream(args: argparse.Namespace, tokenizer) -> None:
+    from tqdm.auto import tqdm
+
+    from latok.io import stream_clip
+
+    tokenizer.vae.progress = False  # one bar over the stream instead of one per chunk
+    chunks = stream_clip(args.input, args.chunk, frames=args.frames, start=args.start, stride=args.stride, height=args.height or None)
+    with tqdm(unit="frame", desc=f"{tokenizer.vae.name} encode --stream") as bar:
+
+        def counted():
+            for chunk in chunks:
+                yield chunk
+                bar.update(chunk.frames)
+
+        tokenizer.encode_stream(counted(), args.output)
+
+
 def run_decode(args: argparse.Namespace) -> int:
-    from latok.bitstream import load_latok
-    from latok.io import check_output_path, write_video
+    from tqdm.auto import tqdm
+
+    from latok.bitstream import LatokReader, load_latok
+    from latok.io import VideoWriter, check_output_path, write_video
 
     check_output_path(args.output)
+    if args.stream:
+        with LatokReader(args.input) as reader:
+            header = reader.header
+        tokenizer = _tokenizer(args, backend=header["backend"])
+        tokenizer.vae.progress = False
+        source = header["source"]
+        with VideoWriter(args.output, fps=source["fps"]) as out, tqdm(total=source["frames"], unit="frame", desc="decode --stream") as bar:
+            for piece in tokenizer.decode_stream(args.input):
+                out.write(piece)
+                bar.update(piece.shape[2])
+        frames, height, width = source["frames"], source["height"], source["width"]
+    else:
+        adaptive = load_latok(args.input)
+        tokenizer = _tokenizer(args, backend=adaptive.backend)
+        write_video(args.output, tokenizer.decode(adaptive), fps=adaptive.source.fps)
+        frames, height, width = adaptive.source.frames, adaptive.source.height, adaptive.source.width
+    info = _file_info(Path(args.input))
+    print(f"wrote {args.output}: {frames} frames, {width}x{height}, {info['token_usage']:.1%} tokens, fill {tokenizer.fill}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import functools
+
+    from safetensors.torch import save_file
+
+    from latok._fs import atomic_path
+    from latok.bitstream import header_of, load_latok
+
+    output = Path(args.output)
+    if output.suffix != ".safetensors":
+        raise InvalidInputError(f"{output}: export writes .safetensors files")
     adaptive = load_latok(args.input)
-    tokenizer = _tokenizer(args, backend=adaptive.backend)
-    video = tokenizer.decode(adaptive)
-    write_video(args.output, video, fps=adaptive.source.fps)
-    print(f"wrote {args.output}: {adaptive.source.frames} frames, {adaptive.source.width}x{adaptive.source.height}, "
-          f"{adaptive.token_usage:.1%} tokens, fill {tokenizer.fill}")
+    metadata = {"latok_header": json.dumps(header_of(adaptive, 0), sort_keys=True), "format": args.format}
+    if args.format == "packed":
+        packed = adaptive.packed()
+        tensors = packed.to_dict()
+        metadata["max_seqlen"] = str(packed.max_seqlen)
+    else:
+        needs_backend = args.native or args.fill == "lit"
+        tokenizer = _tokenizer(args, backend=adaptive.backend) if needs_backend else None
+        fill = args.fill or "hold"
+        if fill == "lit":
+            fill = functools.partial(tokenizer.lit_fill, tau=adaptive.tau, reference=adaptive.reference)
+        latent = adaptive.dense(fill, native=args.native, vae=tokenizer)
+        tensors = {"latent": latent.contiguous(), "keep": adaptive.keep.contiguous()}
+        metadata.update(fill=args.fill or "hold", space="native" if args.native else "latok")
+    with atomic_path(output) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
+    print(f"wrote {output}: {args.format}, {shapes}")
     return 0
 
 
@@ -273,29 +360,38 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def _file_info(path: Path) -> dict:
-    from latok.bitstream import load_latok
+    """Header and statistics of a .latok file, read chunk by chunk (validates the whole file)."""
+    from latok.bitstream import LatokReader
 
-    adaptive = load_latok(path)
-    source = adaptive.source
+    with LatokReader(path) as reader:
+        header = reader.header
+        tokens, chunks = 0, 0
+        for _, values in reader.chunks():
+            tokens += values.shape[0]
+            chunks += 1
+    source = header["source"]
+    frames, height, width, fps = source["frames"], source["height"], source["width"], source["fps"]
+    shape = header["shape"]
     size = path.stat().st_size
     return {
         "file": str(path),
-        "backend": adaptive.backend,
-        "tau": adaptive.tau,
-        "target_usage": adaptive.target_usage,
-        "reference": adaptive.reference,
-        "keyframe_interval": adaptive.keyframe_interval,
-        "frames": source.frames,
-        "height": source.height,
-        "width": source.width,
-        "fps": source.fps,
-        "latent_shape": list(adaptive.shape),
-        "tokens": adaptive.num_tokens,
-        "token_usage": adaptive.token_usage,
-        "dtype": str(adaptive.storage_dtype).removeprefix("torch."),
+        "backend": header["backend"],
+        "tau": header["tau"],
+        "target_usage": header["target_usage"],
+        "reference": header["reference"],
+        "keyframe_interval": header["keyframe_interval"],
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "fps": fps,
+        "latent_shape": shape,
+        "chunks": chunks,
+        "tokens": tokens,
+        "token_usage": tokens / (shape[2] * shape[3] * shape[4]),
+        "dtype": header["dtype"],
         "bytes": size,
-        "bpp": size * 8 / (source.frames * source.height * source.width),
-        "kbps": size * 8 / (source.frames / source.fps) / 1000,
+        "bpp": size * 8 / (frames * height * width),
+        "kbps": size * 8 / (frames / fps) / 1000,
     }
 
 

@@ -14,15 +14,16 @@ The steps are public too (``vae.encode``, :meth:`tokenize`, :meth:`restore`,
 from __future__ import annotations
 
 import functools
-
 import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from latok.bitstream import DEFAULT_CHUNK_FRAMES, load_latok, save_latok
+from latok.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, header_of, load_latok, save_latok
 from latok.errors import InvalidInputError
-from latok.fill import Fill
+from latok.fill import Fill, get_fill
 from latok.io import Clip
 from latok.masking import Reference, redundancy_mask, resolve_tau
 from latok.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
@@ -30,6 +31,7 @@ from latok.vae import VideoAutoencoder, load_vae
 
 CHECKPOINTS_ENV = "LATOK_CHECKPOINTS_DIR"
 INPAINTER_PRESET = "xs"  # the shipped CPU-sized inpainter
+STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried into the next chunk
 
 
 def checkpoints_dir() -> Path:
@@ -39,6 +41,11 @@ def checkpoints_dir() -> Path:
 
 def default_inpainter_path(backend: str) -> Path:
     return checkpoints_dir() / f"{backend}-lit-{INPAINTER_PRESET}"
+
+
+def default_stream_inpainter_path(backend: str) -> Path:
+    """The causal inpainter :meth:`LatentTokenizer.decode_stream` uses for ``fill="lit"``."""
+    return checkpoints_dir() / f"{backend}-lit-{INPAINTER_PRESET}-causal"
 
 
 def default_fill(backend: str) -> str:
@@ -65,6 +72,8 @@ class LatentTokenizer:
         fill: default fill for :meth:`decode`: ``zero``, ``hold``, ``interp``, ``lit`` or a callable;
             ``None`` picks :func:`default_fill` (``hold``).
         inpainter: a checkpoint directory or model for ``lit`` (default: ``checkpoints/<backend>-lit-xs``).
+        stream_inpainter: the causal checkpoint or model for ``lit`` in :meth:`decode_stream`
+            (default: ``checkpoints/<backend>-lit-xs-causal``).
         **vae_options: passed to :func:`latok.load_vae` when ``vae`` is a name.
     """
 
@@ -78,6 +87,7 @@ class LatentTokenizer:
         storage_dtype: torch.dtype = torch.float16,
         fill: str | Fill | None = None,
         inpainter=None,
+        stream_inpainter=None,
         **vae_options,
     ):
         self.vae = load_vae(vae, **vae_options) if isinstance(vae, str) else vae
@@ -89,6 +99,7 @@ class LatentTokenizer:
         self.storage_dtype = storage_dtype
         self.fill = fill or default_fill(self.vae.name)
         self._inpainter = inpainter
+        self._stream_inpainter = stream_inpainter
 
     @property
     def default_tau(self) -> float:
@@ -132,9 +143,12 @@ class LatentTokenizer:
         default = self.default_tau if tau is None and target_usage is None else 0.0
         tau = resolve_tau(latent, tau, target_usage, default, self.reference, self.keyframe_interval)
         mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval)
+        return self._adaptive(latent, mask.keep, tau, source, target_usage)
+
+    def _adaptive(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None) -> AdaptiveLatent:
         return AdaptiveLatent.from_dense(
             latent,
-            mask.keep,
+            keep,
             dtype=self.storage_dtype,
             backend=self.vae.name,
             backend_config=backend_config_hash(self.vae),
@@ -158,26 +172,43 @@ class LatentTokenizer:
     @property
     def inpainter(self):
         """The Latent Inpainting Transformer behind ``fill="lit"`` (loaded on first use)."""
-        from latok.inpainter import InpaintingTransformer
-
-        if not isinstance(self._inpainter, InpaintingTransformer):
-            path = self._inpainter or default_inpainter_path(self.vae.name)
-            self._inpainter = InpaintingTransformer.from_pretrained(path, device=self.vae.device)
-            if self._inpainter.config.latent_channels != self.vae.latent_channels:
-                raise InvalidInputError(
-                    f"inpainter {path} expects {self._inpainter.config.latent_channels} latent channels, "
-                    f"backend {self.vae.name} has {self.vae.latent_channels}"
-                )
+        self._inpainter = self._load_inpainter(self._inpainter, default_inpainter_path(self.vae.name), causal=False)
         return self._inpainter
 
+    @property
+    def stream_inpainter(self):
+        """The causal inpainter behind ``fill="lit"`` in :meth:`decode_stream` (loaded on first use)."""
+        self._stream_inpainter = self._load_inpainter(self._stream_inpainter, default_stream_inpainter_path(self.vae.name), causal=True)
+        return self._stream_inpainter
+
+    def _load_inpainter(self, model, default: Path, causal: bool):
+        from latok.inpainter import InpaintingTransformer
+
+        path = default if model is None else model
+        if not isinstance(model, InpaintingTransformer):
+            model = InpaintingTransformer.from_pretrained(path, device=self.vae.device)
+        if model.config.latent_channels != self.vae.latent_channels:
+            raise InvalidInputError(
+                f"inpainter {path} expects {model.config.latent_channels} latent channels, "
+                f"backend {self.vae.name} has {self.vae.latent_channels}"
+            )
+        if causal and not model.config.causal:
+            raise InvalidInputError(f"inpainter {path} is bidirectional; streaming needs a causal one (config causal: true)")
+        return model
+
     def lit_fill(
-        self, latent: torch.Tensor, keep: torch.Tensor, tau: float | None = None, reference: Reference = "last-kept"
+        self,
+        latent: torch.Tensor,
+        keep: torch.Tensor,
+        tau: float | None = None,
+        reference: Reference = "last-kept",
+        model=None,
     ) -> torch.Tensor:
-        """Fill strategy running the inpainter on the backend's device.
+        """Fill strategy running the inpainter (default :attr:`inpainter`) on the backend's device.
 
         ``tau`` and ``reference`` are those that made the mask; they bound where a dropped
         value can lie (``None``: unknown, no bound)."""
-        model = self.inpainter
+        model = model or self.inpainter
         with torch.inference_mode():
             restored = model(latent.to(self.vae.device), keep.to(self.vae.device), tau, reference)
         return restored.float().to(latent.device)
@@ -188,11 +219,117 @@ class LatentTokenizer:
         return self.vae.decode(self.restore(adaptive, fill), size=(source.frames, source.height, source.width))
 
     def _check_backend(self, adaptive: AdaptiveLatent) -> None:
-        if adaptive.backend != self.vae.name or adaptive.backend_config != backend_config_hash(self.vae):
+        self._check_backend_config(adaptive.backend, adaptive.backend_config)
+
+    def _check_backend_config(self, backend: str, config: str) -> None:
+        if backend != self.vae.name or config != backend_config_hash(self.vae):
             raise InvalidInputError(
-                f"tokens come from backend {adaptive.backend!r} ({adaptive.backend_config}); this tokenizer "
+                f"tokens come from backend {backend!r} ({config}); this tokenizer "
                 f"runs {self.vae.name!r} ({backend_config_hash(self.vae)})"
             )
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def encode_stream(
+        self,
+        chunks: Iterable[torch.Tensor | Clip],
+        path: str | os.PathLike,
+        tau: float | None = None,
+        fps: float | None = None,
+        carry_selection: bool = True,
+    ) -> StreamSummary:
+        """Encode a video of any length chunk by chunk into a ``.latok`` file, written as it goes.
+
+        Args:
+            chunks: consecutive pieces of one video, each ``(1, 3, k, H, W)`` in ``[-1, 1]``
+                or a :class:`latok.io.Clip` (e.g. from :func:`latok.io.stream_clip`).
+            path: the ``.latok`` file; it appears only when the stream ends without error.
+            tau: masking threshold (default: the tokenizer's, else the backend's calibrated one).
+                Streams need one fixed tau: a target usage would pick it per chunk.
+            fps: frame rate to record when chunks are tensors (default 24).
+            carry_selection: carry the selection cache C_sel (each position's last-kept
+                reference) across chunks, so only the stream's first frame is forced and the
+                mask equals the offline one.  ``False`` restarts masking at every chunk (for
+                ablations: every chunk then starts with a fully kept frame).
+
+        Memory stays that of one chunk however long the stream is.
+        """
+        if self.vae.temporal_ratio != 1:
+            raise InvalidInputError(
+                f"streaming needs a per-frame backend; {self.vae.name} compresses {self.vae.temporal_ratio} frames per latent frame"
+            )
+        if tau is None and self.tau is None and self.target_usage is not None:
+            raise InvalidInputError("streaming needs a fixed tau; a target usage would pick a different tau per chunk")
+        tau = tau if tau is not None else self.tau if self.tau is not None else self.default_tau
+        writer, state, first = None, None, None
+        usage: list[float] = []
+        try:
+            for chunk in chunks:
+                video, source = source_info(chunk, fps)
+                if first is None:
+                    first = source
+                elif (source.height, source.width) != (first.height, first.width):
+                    raise InvalidInputError(f"stream chunks must keep one frame size: {first.width}x{first.height}, then {source.width}x{source.height}")
+                latent = self.vae.encode(video)
+                mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval, state if carry_selection else None)
+                state = mask.state
+                adaptive = self._adaptive(latent, mask.keep, tau, replace(first, frames=None), None)
+                if writer is None:
+                    header = header_of(adaptive, chunk_frames=latent.shape[2])
+                    header["shape"][2] = None
+                    writer = LatokWriter(path, header)
+                writer.write_chunk(adaptive.keep, adaptive.values, video_frames=source.frames)
+                usage += mask.usage_per_frame[0].tolist()
+            if writer is None:
+                raise InvalidInputError("the stream holds no frames")
+            writer.close()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        return StreamSummary(path=Path(path), frames=writer.header["source"]["frames"], shape=tuple(writer.header["shape"]),
+                             tokens=writer.tokens, usage_per_frame=usage, bytes=Path(path).stat().st_size)  # fmt: skip
+
+    def decode_stream(
+        self,
+        path: str | os.PathLike,
+        fill: str | Fill | None = None,
+        context_frames: int = STREAM_CONTEXT_FRAMES,
+    ) -> Iterator[torch.Tensor]:
+        """Decode a ``.latok`` file chunk by chunk; yields ``(1, 3, k, H, W)`` video pieces in order.
+
+        The fill cache C_fill carries the last ``context_frames`` restored latent frames into
+        the next chunk: they are the fill's temporal context (marked kept), so ``hold`` continues
+        exactly as offline, and ``lit`` runs the causal :attr:`stream_inpainter` over
+        ``[C_fill, chunk]``.  ``interp`` cannot look past the chunk and holds there instead.
+        """
+        if context_frames < 1:
+            raise InvalidInputError(f"context frames must be >= 1, got {context_frames}")
+        with LatokReader(path) as reader:
+            header = reader.header
+            self._check_backend_config(header["backend"], str(header["backend_config"]))
+            fill = fill or self.fill
+            if fill == "lit":
+                fill = functools.partial(self.lit_fill, tau=float(header["tau"]), reference=header["reference"], model=self.stream_inpainter)
+            fill = get_fill(fill)
+            _, channels, _, height, width = header["shape"]
+            source = header["source"]
+            context = None  # C_fill: (1, C, <=K, h, w) restored latents
+            done = 0
+            for keep, values in reader.chunks():
+                sparse = torch.zeros(1, keep.shape[1], height, width, channels)
+                sparse[keep] = values.float()
+                sparse = sparse.permute(0, 4, 1, 2, 3)  # (1, C, k, h, w)
+                if context is None:
+                    restored = fill(sparse, keep)
+                else:
+                    known = torch.ones(1, context.shape[2], height, width, dtype=torch.bool)
+                    restored = fill(torch.cat([context, sparse], dim=2), torch.cat([known, keep], dim=1))[:, :, context.shape[2] :]
+                context = restored if context is None else torch.cat([context, restored], dim=2)
+                context = context[:, :, -context_frames:]
+                frames = min(keep.shape[1], source["frames"] - done)
+                done += frames
+                yield self.vae.decode(restored, size=(frames, source["height"], source["width"]))
 
     # -- files ----------------------------------------------------------------------------
 
@@ -221,3 +358,32 @@ def source_info(video: torch.Tensor | Clip, fps: float | None = None) -> tuple[t
         raise InvalidInputError(f"encode takes one clip (1, 3, T, H, W) or a latok.io.Clip, got {shape}")
     _, _, frames, height, width = video.shape
     return video, SourceInfo(frames=frames, height=height, width=width, fps=24.0 if fps is None else fps)
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """What :meth:`LatentTokenizer.encode_stream` wrote.
+
+    Attributes:
+        path: the ``.latok`` file.
+        frames: video frames encoded.
+        shape: ``(1, C, t, h, w)`` of the whole latent.
+        tokens: kept latent vectors.
+        usage_per_frame: kept fraction of every latent frame, in order.
+        bytes: file size.
+    """
+
+    path: Path
+    frames: int
+    shape: tuple[int, int, int, int, int]
+    tokens: int
+    usage_per_frame: list[float]
+    bytes: int
+
+    @property
+    def token_usage(self) -> float:
+        _, _, frames, height, width = self.shape
+        return self.tokens / (frames * height * width)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "path": str(self.path), "token_usage": self.token_usage}

@@ -9,6 +9,11 @@ half at a tau chosen so that usage is uniform over ``usage_range`` (the rate-tar
 regime), half at a tau drawn log-uniformly from ``tau_range`` (the fixed-tau regime,
 where small taus leave hold nearly exact), mixed with a fraction of random masks for
 robustness.  Each sample carries the tau that made its mask (``inf`` for random masks).
+
+For a causal (streaming) inpainter, ``context_frames`` > 0 turns the first K frames of
+a crop (K uniform in 0..context_frames) into the fill cache C_fill the streaming
+decoder passes in: all marked kept, holding what hold restores there, so the model
+learns to continue from restored context rather than from a fully kept first frame.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
+from latok.fill import hold_fill
 from latok.masking import redundancy_mask, tau_for_usage
 
 logger = logging.getLogger(__name__)
@@ -69,6 +75,17 @@ def random_mask(
     return redundancy_mask(latent, tau).keep, tau
 
 
+def as_stream_context(latent: torch.Tensor, keep: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make the first ``frames`` latent frames C_fill-like: hold-restored values, all marked kept."""
+    if frames < 1:
+        return latent, keep
+    restored = hold_fill(latent * keep.unsqueeze(1), keep)
+    latent, keep = latent.clone(), keep.clone()
+    latent[:, :, :frames] = restored[:, :, :frames]
+    keep[:, :frames] = True
+    return latent, keep
+
+
 class CropDataset(IterableDataset):
     """Endless random crops with masks from a stream of cached clips."""
 
@@ -81,11 +98,12 @@ class CropDataset(IterableDataset):
         random_mask_fraction: float,
         seed: int,
         tau_range: tuple[float, float] | None = None,
+        context_frames: int = 0,
     ):
         super().__init__()
         self.urls, self.crop, self.crops_per_clip = urls, crop, crops_per_clip
         self.usage_range, self.random_mask_fraction, self.seed = usage_range, random_mask_fraction, seed
-        self.tau_range = tau_range
+        self.tau_range, self.context_frames = tau_range, context_frames
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -100,6 +118,9 @@ class CropDataset(IterableDataset):
             for _ in range(self.crops_per_clip):
                 crop = self._crop(latent, rng).unsqueeze(0)  # (1, C, ct, ch, cw)
                 keep, tau = random_mask(crop, self.usage_range, self.random_mask_fraction, rng, self.tau_range)
+                if self.context_frames:
+                    context = min(rng.randint(0, self.context_frames), crop.shape[2] - 1)
+                    crop, keep = as_stream_context(crop, keep, context)
                 yield {"latent": crop[0], "keep": keep[0], "tau": tau}
 
     def _crop(self, latent: torch.Tensor, rng: random.Random) -> torch.Tensor:
@@ -135,6 +156,7 @@ class LatentDataModule(L.LightningDataModule):
         usage_min, usage_max: range of kept fractions for the rate-targeted training masks.
         tau_min, tau_max: log-uniform range of tau for the fixed-tau training masks (``tau_min`` 0: off).
         random_mask_fraction: share of masks drawn as random Bernoulli keeps instead of the rule.
+        context_frames: up to this many leading crop frames become streaming context (causal models; 0: off).
         seed: base seed of crops and masks.
     """
 
@@ -151,6 +173,7 @@ class LatentDataModule(L.LightningDataModule):
         random_mask_fraction: float = 0.2,
         tau_min: float = 0.05,
         tau_max: float = 1.0,
+        context_frames: int = 0,
         seed: int = 0,
     ):
         super().__init__()
@@ -160,7 +183,7 @@ class LatentDataModule(L.LightningDataModule):
         h = self.hparams
         dataset = CropDataset(
             shard_urls(h.train_dir), tuple(h.crop), h.crops_per_clip, (h.usage_min, h.usage_max),
-            h.random_mask_fraction, h.seed, (h.tau_min, h.tau_max) if h.tau_min > 0 else None,
+            h.random_mask_fraction, h.seed, (h.tau_min, h.tau_max) if h.tau_min > 0 else None, h.context_frames,
         )  # fmt: skip
         return DataLoader(
             dataset, batch_size=h.batch_size, num_workers=h.num_workers, collate_fn=_pad_collate,

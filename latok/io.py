@@ -110,45 +110,82 @@ def load_clip(
         InvalidInputError: an option is out of range.
     """
     path = Path(path)
-    _check_read_options(frames, start, stride, height)
+    resize = _Resizer(height)
+    source_fps, selected = _open_frames(path, frames, start, stride, resize, folder_fps)
+    kept = list(selected)
+    video = frames_to_video(np.stack(kept))  # (1, 3, T, H, W)
+    return Clip(video=video, fps=source_fps / stride, source_size=resize.source_size, resized_size=resize.resized_size, crop=resize.crop)
+
+
+def stream_clip(
+    path: str | os.PathLike,
+    chunk_frames: int,
+    frames: int | None = None,
+    start: int = 0,
+    stride: int = 1,
+    height: int | None = None,
+    folder_fps: float = DEFAULT_FOLDER_FPS,
+) -> Iterator[Clip]:
+    """Decode a video of any length as consecutive :class:`Clip` chunks of ``chunk_frames`` frames.
+
+    Only one chunk of frames is in memory at a time.  Options and errors are those of
+    :func:`load_clip`; errors are raised before the first chunk when the input cannot
+    be opened, and mid-stream when it is corrupt further in.
+    """
+    if chunk_frames < 1:
+        raise InvalidInputError(f"chunk frames must be >= 1, got {chunk_frames}")
+    path = Path(path)
+    resize = _Resizer(height)
+    source_fps, selected = _open_frames(path, frames, start, stride, resize, folder_fps)
+    chunk: list[np.ndarray] = []
+    for frame in selected:
+        chunk.append(frame)
+        if len(chunk) == chunk_frames:
+            yield Clip(frames_to_video(np.stack(chunk)), source_fps / stride, resize.source_size, resize.resized_size, resize.crop)
+            chunk = []
+    if chunk:
+        yield Clip(frames_to_video(np.stack(chunk)), source_fps / stride, resize.source_size, resize.resized_size, resize.crop)
+
+
+def _open_frames(
+    path: Path, frames: int | None, start: int, stride: int, resize: _Resizer, folder_fps: float
+) -> tuple[float, Iterator[np.ndarray]]:
+    """Open ``path``; return its frame rate and an iterator over the selected, resized uint8 frames."""
+    _check_read_options(frames, start, stride, resize.height)
     if not path.exists():
         raise VideoNotFoundError(f"{path}: no such file or directory")
     if path.is_dir():
         source_fps, decoded = folder_fps, _iter_folder(path)
     else:
         source_fps, decoded = _open_stream(path)
+    return source_fps, _select(path, decoded, frames, start, stride, resize)
 
-    resize = _Resizer(height)
-    kept: list[np.ndarray] = []
-    source_size: tuple[int, int] | None = None
-    for index, image in enumerate(decoded):
-        size = (image.height, image.width)
-        if source_size is None:
-            source_size = size
-        elif size != source_size:
-            raise FrameSizeError(
-                f"{path}: frame {index} is {size[1]}x{size[0]} but earlier frames are "
-                f"{source_size[1]}x{source_size[0]}; frame sizes must not change mid-stream"
-            )
-        if index < start or (index - start) % stride:
-            continue
-        kept.append(resize(image))
-        if frames is not None and len(kept) == frames:
-            break
-    if hasattr(decoded, "close"):
-        decoded.close()  # releases the FFmpeg container promptly when we stop early
 
-    if not kept:
-        where = "decodes to zero frames" if source_size is None else f"has no frames from index {start}"
+def _select(path: Path, decoded: Iterator, frames: int | None, start: int, stride: int, resize: _Resizer) -> Iterator[np.ndarray]:
+    count = 0
+    try:
+        for index, image in enumerate(decoded):
+            size = (image.height, image.width)
+            if resize.source_size is None:
+                resize.source_size = size
+            elif size != resize.source_size:
+                source = resize.source_size
+                raise FrameSizeError(
+                    f"{path}: frame {index} is {size[1]}x{size[0]} but earlier frames are "
+                    f"{source[1]}x{source[0]}; frame sizes must not change mid-stream"
+                )
+            if index < start or (index - start) % stride:
+                continue
+            yield resize(image)
+            count += 1
+            if frames is not None and count == frames:
+                break
+    finally:
+        if hasattr(decoded, "close"):
+            decoded.close()  # releases the FFmpeg container promptly when we stop early
+    if not count:
+        where = "decodes to zero frames" if resize.source_size is None else f"has no frames from index {start}"
         raise EmptyVideoError(f"{path}: {where}")
-    video = frames_to_video(np.stack(kept))  # (1, 3, T, H, W)
-    return Clip(
-        video=video,
-        fps=source_fps / stride,
-        source_size=source_size,
-        resized_size=resize.resized_size,
-        crop=resize.crop,
-    )
 
 
 def _check_read_options(frames: int | None, start: int, stride: int, height: int | None) -> None:
@@ -167,6 +204,7 @@ class _Resizer:
 
     def __init__(self, height: int | None):
         self.height = height
+        self.source_size: tuple[int, int] | None = None
         self.resized_size: tuple[int, int] = (0, 0)
         self.crop: tuple[int, int, int, int] = (0, 0, 0, 0)
 
@@ -286,22 +324,112 @@ def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: 
     H.264 in yuv420p needs even sizes, so odd heights/widths are padded by one
     replicated row/column.  Nothing is left at ``path`` if writing fails.
     """
-    path = Path(path)
-    frames = video if isinstance(video, np.ndarray) else video_to_frames(video)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise InvalidInputError(f"expected uint8 frames (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}")
-    if fps <= 0:
-        raise InvalidInputError(f"fps must be > 0, got {fps}")
-    suffix = path.suffix.lower()
-    if suffix in MP4_SUFFIXES:
-        _write_h264(path, frames, fps, crf)
-    elif suffix == "":
-        _write_png_folder(path, frames)
-    else:
-        raise InvalidInputError(
-            f"{path}: unsupported output format {suffix!r}; use {', '.join(MP4_SUFFIXES)} or a folder name"
-        )
-    return path
+    with VideoWriter(path, fps=fps, crf=crf) as writer:
+        writer.write(video)
+    return Path(path)
+
+
+class VideoWriter:
+    """Write a video chunk by chunk (see :func:`write_video` for formats); it appears at ``path`` only on success.
+
+    Use as a context manager: ``with VideoWriter(path, fps) as out: out.write(chunk)``.
+    An exception inside the block, or no frames at all, leaves nothing at ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = 24.0, crf: int = 12):
+        self.path = check_output_path(path)
+        if fps <= 0:
+            raise InvalidInputError(f"fps must be > 0, got {fps}")
+        self.fps, self.crf, self.frames = fps, crf, 0
+        self._size: tuple[int, int] | None = None
+        self._container = self._stream = None
+        if self.path.suffix:
+            self._context = atomic_path(self.path)
+            self._tmp = self._context.__enter__()
+        else:
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+                raise VideoWriteError(f"{self.path}: exists and is not an empty directory")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+
+    def write(self, video: torch.Tensor | np.ndarray) -> None:
+        """Append float ``(1, 3, T, H, W)`` in ``[-1, 1]`` or uint8 ``(T, H, W, 3)`` frames."""
+        frames = video if isinstance(video, np.ndarray) else video_to_frames(video)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+            raise InvalidInputError(f"expected uint8 frames (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}")
+        if self._size is None:
+            self._size = frames.shape[1:3]
+        elif frames.shape[1:3] != self._size:
+            raise InvalidInputError(f"{self.path}: frames are {frames.shape[1:3]}, earlier ones {self._size}")
+        if not self.path.suffix:
+            for index, frame in enumerate(frames, start=self.frames):
+                Image.fromarray(frame).save(self._tmp / f"{index:05d}.png")
+        else:
+            self._write_h264(frames)
+        self.frames += len(frames)
+
+    def _write_h264(self, frames: np.ndarray) -> None:
+        import av
+
+        height, width = frames.shape[1:3]
+        pad_h, pad_w = height % 2, width % 2
+        if pad_h or pad_w:
+            frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        try:
+            if self._container is None:
+                if pad_h or pad_w:
+                    logger.info("padding %dx%d to even size for yuv420p", width, height)
+                self._container = av.open(str(self._tmp), mode="w", format=_container_format(self.path))
+                self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+                self._stream.width, self._stream.height = width + pad_w, height + pad_h
+                self._stream.pix_fmt = "yuv420p"
+                self._stream.options = {"crf": str(self.crf), "preset": "medium"}
+            for frame in frames:
+                self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        except av.error.FFmpegError as error:
+            raise VideoWriteError(f"{self.path}: H.264 encoding failed ({_ffmpeg_reason(error)})") from None
+
+    def close(self) -> Path:
+        """Finish the file and move it into place."""
+        import av
+
+        if not self.frames:
+            self.abort()
+            raise InvalidInputError(f"{self.path}: no frames to write")
+        if self.path.suffix:
+            try:
+                self._container.mux(self._stream.encode())
+                self._container.close()
+            except av.error.FFmpegError as error:
+                self.abort()
+                raise VideoWriteError(f"{self.path}: H.264 encoding failed ({_ffmpeg_reason(error)})") from None
+            self._context.__exit__(None, None, None)
+        else:
+            if self.path.exists():
+                self.path.rmdir()
+            self._tmp.rename(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written so far."""
+        if self.path.suffix:
+            if self._container is not None:
+                try:
+                    self._container.close()
+                except Exception:  # noqa: BLE001 - the partial file is deleted anyway
+                    pass
+            self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        else:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = (*MP4_SUFFIXES, "")) -> Path:
@@ -315,43 +443,5 @@ def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = (*MP4
     return path
 
 
-def _write_h264(path: Path, frames: np.ndarray, fps: float, crf: int) -> None:
-    import av
-
-    height, width = frames.shape[1:3]
-    pad_h, pad_w = height % 2, width % 2
-    if pad_h or pad_w:
-        logger.info("padding %dx%d to even size for yuv420p", width, height)
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    with atomic_path(path) as tmp:
-        try:
-            with av.open(str(tmp), mode="w", format=_container_format(path)) as container:
-                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                stream.width, stream.height = width + pad_w, height + pad_h
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf), "preset": "medium"}
-                for frame in frames:
-                    container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-                container.mux(stream.encode())
-        except av.error.FFmpegError as error:
-            raise VideoWriteError(f"{path}: H.264 encoding failed ({_ffmpeg_reason(error)})") from None
-
-
 def _container_format(path: Path) -> str:
     return {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[path.suffix.lower()]
-
-
-def _write_png_folder(path: Path, frames: np.ndarray) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise VideoWriteError(f"{path}: exists and is not an empty directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        for index, frame in enumerate(frames):
-            Image.fromarray(frame).save(tmp / f"{index:05d}.png")
-        if path.exists():
-            path.rmdir()
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -32,6 +32,19 @@ _BISECTION_STEPS = 40
 
 
 @dataclass(frozen=True)
+class MaskState:
+    """What the rule carries from one chunk of a stream to the next (the selection cache, C_sel).
+
+    Attributes:
+        reference: ``(B, C, h, w)`` the reference each position is compared against next.
+        frames: latent frames masked so far (keyframes are counted from the stream's start).
+    """
+
+    reference: torch.Tensor
+    frames: int
+
+
+@dataclass(frozen=True)
 class MaskResult:
     """A keep mask and its statistics.
 
@@ -45,6 +58,7 @@ class MaskResult:
     keep: torch.Tensor
     distance: torch.Tensor
     tau: float
+    state: MaskState | None = None
 
     @property
     def usage(self) -> float:
@@ -66,6 +80,7 @@ def redundancy_mask(
     tau: float,
     reference: Reference = "last-kept",
     keyframe_interval: int | None = None,
+    state: MaskState | None = None,
 ) -> MaskResult:
     """Keep mask of the temporal-L1 rule.
 
@@ -74,22 +89,32 @@ def redundancy_mask(
         tau: threshold on the channel-mean absolute difference; ``0`` keeps everything.
         reference: ``"last-kept"`` or ``"previous"``.
         keyframe_interval: keep every position of latent frames ``0, K, 2K, ...``; ``None`` for off.
+        state: the previous chunk's :attr:`MaskResult.state` when masking a stream chunk by
+            chunk; masking then continues where it stopped (no forced first frame), so
+            chunked masks equal the mask of the whole stream.
 
     Returns:
-        A :class:`MaskResult`.
+        A :class:`MaskResult` whose ``state`` continues the stream.
     """
     _check_args(latent, tau, reference, keyframe_interval)
     latent = latent.float()
-    batch, _, frames, height, width = latent.shape
+    batch, channels, frames, height, width = latent.shape
     keep = torch.zeros(batch, frames, height, width, dtype=torch.bool, device=latent.device)
     distance = torch.full_like(keep, float("inf"), dtype=torch.float32)
-    keep[:, 0] = True
-    ref = latent[:, :, 0].clone()  # (B, C, h, w): the running reference
-    for t in range(1, frames):
+    if state is None:
+        keep[:, 0] = True
+        ref, start, offset = latent[:, :, 0].clone(), 1, 0  # ref: (B, C, h, w), the running reference
+    else:
+        if state.reference.shape != (batch, channels, height, width):
+            raise InvalidInputError(
+                f"stream chunk latent {tuple(latent.shape)} does not continue a stream of (B, C, h, w) = {tuple(state.reference.shape)}"
+            )
+        ref, start, offset = state.reference.to(latent.device, torch.float32), 0, state.frames
+    for t in range(start, frames):
         current = latent[:, :, t]
         d = (current - ref).abs().mean(dim=1)  # (B, h, w)
         kept = d >= tau
-        if keyframe_interval and t % keyframe_interval == 0:
+        if keyframe_interval and (offset + t) % keyframe_interval == 0:
             kept = torch.ones_like(kept)
         else:
             distance[:, t] = d
@@ -98,7 +123,7 @@ def redundancy_mask(
             ref = current
         else:
             ref = torch.where(kept.unsqueeze(1), current, ref)
-    return MaskResult(keep=keep, distance=distance, tau=float(tau))
+    return MaskResult(keep=keep, distance=distance, tau=float(tau), state=MaskState(ref.clone(), offset + frames))
 
 
 def tau_for_usage(

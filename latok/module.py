@@ -32,6 +32,8 @@ class InpainterModule(L.LightningModule):
         warmup_steps: linear warm-up length; then cosine decay to ``min_lr_ratio * lr`` at ``trainer.max_steps``.
         val_backend: VAE used to decode validation clips.
         val_target_usage: kept fraction of the validation masks.
+        init_from: start from this inpainter checkpoint's weights (e.g. fine-tune a causal model
+            from the bidirectional one; the architectures must match apart from ``causal``).
     """
 
     def __init__(
@@ -46,10 +48,13 @@ class InpainterModule(L.LightningModule):
         min_lr_ratio: float = 0.05,
         val_backend: str = "taef2",
         val_target_usage: float = 0.5,
+        init_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.model = InpaintingTransformer(inpainter_preset(preset, latent_channels=latent_channels, causal=causal))
+        if init_from:
+            self.model.load_state_dict(InpaintingTransformer.from_pretrained(init_from).state_dict())
         self._vae = None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

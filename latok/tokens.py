@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from latok.errors import InvalidInputError
-from latok.fill import Fill, get_fill
+from latok.fill import Fill, get_fill, last_kept_index
+
+if TYPE_CHECKING:
+    from latok.packing import PackedTokens
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -109,6 +113,55 @@ class AdaptiveLatent:
     def to_dense(self, fill: str | Fill = "hold") -> torch.Tensor:
         """Restore the full ``(B, C, t, h, w)`` float32 latent with ``fill`` (zero, hold, interp, lit, or a callable)."""
         return get_fill(fill)(self.sparse_dense(), self.keep)
+
+    def dense(self, fill: str | Fill = "hold", native: bool = False, vae=None) -> torch.Tensor:
+        """The restored ``(B, C, t, h, w)`` float32 latent, ready for a generator.
+
+        Args:
+            fill: how dropped positions are restored (``"lit"`` needs a tokenizer:
+                pass ``functools.partial(tokenizer.lit_fill, tau=a.tau)``).
+            native: ``False`` (default): latok's normalised space, roughly unit variance,
+                which for the diffusers backends is the space their pipelines' transformers
+                work in (``latents=``).  ``True``: the autoencoder's own latent space, what
+                the diffusers ``AutoencoderKL*.decode`` takes directly.
+            vae: the backend (:class:`~latok.VideoAutoencoder` or a ``LatentTokenizer``)
+                whose normalisation to undo for ``native=True``; not needed where the two
+                spaces coincide (taef2).
+        """
+        latent = self.to_dense(fill)
+        if not native:
+            return latent
+        vae = getattr(vae, "vae", vae)  # a LatentTokenizer carries its backend
+        if vae is None:
+            from latok.vae import vae_class
+            from latok.vae.base import VideoAutoencoder
+
+            if vae_class(self.backend).denormalise is not VideoAutoencoder.denormalise:
+                raise InvalidInputError(
+                    f"native latents of {self.backend} need its normalisation statistics: pass vae=tokenizer.vae"
+                )
+            return latent
+        if vae.name != self.backend or backend_config_hash(vae) != self.backend_config:
+            raise InvalidInputError(f"tokens come from {self.backend!r}, the vae given is {vae.name!r}")
+        return vae.denormalise(latent)
+
+    def packed(self) -> PackedTokens:
+        """The kept tokens as a :class:`~latok.packing.PackedTokens` sequence (one per clip of the batch)."""
+        from latok.packing import PackedTokens
+
+        index = self.keep.nonzero()  # (N, 4): batch, t, y, x, in the order of `values`
+        previous = last_kept_index(self.keep[:, :-1])  # kept index at or before t - 1
+        before = torch.cat([torch.zeros_like(self.keep[:, :1], dtype=torch.long), previous], dim=1)
+        time = torch.arange(self.keep.shape[1]).view(1, -1, 1, 1)
+        stale = torch.where(time == 0, torch.zeros_like(before), time - before)[self.keep]
+        counts = self.keep.flatten(1).sum(dim=1)
+        return PackedTokens(
+            values=self.values.float(),
+            positions=index[:, 1:].contiguous(),
+            staleness=stale,
+            cu_seqlens=torch.cat([torch.zeros(1, dtype=torch.int32), counts.cumsum(0).to(torch.int32)]),
+            max_seqlen=int(counts.max()),
+        )
 
 
 def backend_config_hash(vae) -> str:

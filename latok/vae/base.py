@@ -138,6 +138,16 @@ class VideoAutoencoder(abc.ABC):
             out = out[:, :, : size[0], : size[1], : size[2]]
         return out.clamp_(-1.0, 1.0)
 
+    # -- latent spaces ---------------------------------------------------------------------
+
+    def normalise(self, native: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's own latents -> latok's normalised latents (identity unless overridden)."""
+        return native
+
+    def denormalise(self, latent: torch.Tensor) -> torch.Tensor:
+        """latok's normalised latents -> the autoencoder's own latents (what its decoder takes)."""
+        return latent
+
     # -- chunking ------------------------------------------------------------------------
 
     def _frames_per_chunk(self, frames: int, pixels_per_frame: int) -> int:

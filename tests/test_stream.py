@@ -1,0 +1,234 @@
+"""Streaming: the selection cache C_sel, open-ended .latok writing, encode_stream / decode_stream, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import BLACKSWAN, needs_data, needs_weights
+from latok.bitstream import LatokWriter, header_of, load_latok
+from latok.cli import main
+from latok.codec import LatentTokenizer
+from latok.errors import InvalidInputError
+from latok.inpainter import InpainterConfig, InpaintingTransformer
+from latok.io import VideoWriter, frames_to_video, load_clip, stream_clip, write_video
+from latok.masking import redundancy_mask
+from latok.sample import sample_frames
+
+
+def _drifting_latent(frames: int = 13, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    steps = torch.randn(1, 4, frames, 5, 6, generator=generator) * 0.1
+    return steps.cumsum(dim=2)
+
+
+@pytest.mark.parametrize("reference", ["last-kept", "previous"])
+@pytest.mark.parametrize("splits", [(1,) * 13, (4, 4, 5), (6, 7), (13,)])
+def test_chunked_masking_with_state_equals_the_whole_stream(reference, splits):
+    latent = _drifting_latent()
+    whole = redundancy_mask(latent, 0.12, reference, keyframe_interval=5)
+    state, pieces = None, []
+    for chunk in latent.split(list(splits), dim=2):
+        result = redundancy_mask(chunk, 0.12, reference, keyframe_interval=5, state=state)
+        state = result.state
+        pieces.append(result.keep)
+    assert torch.equal(torch.cat(pieces, dim=1), whole.keep)
+    assert 0.2 < whole.usage < 0.9  # the rule really drops and keeps here
+    assert state.frames == 13
+
+
+def test_masking_without_state_forces_every_chunk_start():
+    latent = _drifting_latent()
+    keep = torch.cat([redundancy_mask(c, 0.12).keep for c in latent.split(4, dim=2)], dim=1)
+    assert bool(keep[:, [0, 4, 8, 12]].all())
+    assert keep.float().mean() > redundancy_mask(latent, 0.12).usage
+
+
+def test_state_of_another_shape_is_refused():
+    state = redundancy_mask(_drifting_latent(), 0.1).state
+    with pytest.raises(InvalidInputError, match="does not continue"):
+        redundancy_mask(torch.zeros(1, 4, 3, 2, 2), 0.1, state=state)
+
+
+# -- container ---------------------------------------------------------------------------------
+
+
+def _stream_header(adaptive) -> dict:
+    header = header_of(adaptive, chunk_frames=2)
+    header["shape"][2] = None
+    header["source"]["frames"] = None
+    return header
+
+
+def test_open_ended_writer_fills_in_the_counts(tmp_path):
+    tokenizer_free = _adaptive()
+    path = tmp_path / "s.latok"
+    with LatokWriter(path, _stream_header(tokenizer_free)) as writer:
+        for t in range(0, 5, 2):
+            keep = tokenizer_free.keep[:, t : t + 2]
+            offset = int(tokenizer_free.keep[:, :t].sum())
+            writer.write_chunk(keep, tokenizer_free.values[offset : offset + int(keep.sum())], video_frames=keep.shape[1])
+    loaded = load_latok(path)
+    assert loaded.shape == tokenizer_free.shape and loaded.source.frames == 5
+    assert torch.equal(loaded.keep, tokenizer_free.keep) and torch.equal(loaded.values, tokenizer_free.values)
+
+
+def test_open_ended_writer_without_chunks_or_counts_leaves_nothing(tmp_path):
+    adaptive = _adaptive()
+    path = tmp_path / "s.latok"
+    with pytest.raises(InvalidInputError, match="covered 0"):
+        with LatokWriter(path, _stream_header(adaptive)):
+            pass
+    with pytest.raises(InvalidInputError, match="how many video frames"):
+        with LatokWriter(path, _stream_header(adaptive)) as writer:
+            writer.write_chunk(adaptive.keep[:, :1], adaptive.values[: int(adaptive.keep[:, :1].sum())])
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def _adaptive():
+    from latok.tokens import AdaptiveLatent, SourceInfo
+
+    latent = _drifting_latent(frames=5)
+    keep = redundancy_mask(latent, 0.1).keep
+    return AdaptiveLatent.from_dense(latent, keep, backend="x", backend_config="0", tau=0.1, source=SourceInfo(5, 40, 48))
+
+
+# -- video chunks in and out -------------------------------------------------------------------
+
+
+@needs_data
+def test_stream_clip_chunks_concatenate_to_load_clip():
+    chunks = list(stream_clip(BLACKSWAN, 3, frames=7, height=64))
+    assert [c.frames for c in chunks] == [3, 3, 1]
+    whole = load_clip(BLACKSWAN, frames=7, height=64)
+    assert torch.equal(torch.cat([c.video for c in chunks], dim=2), whole.video)
+    assert chunks[0].crop == whole.crop and chunks[0].fps == whole.fps
+
+
+def test_video_writer_appends_chunks_and_aborts_cleanly(tmp_path):
+    video = frames_to_video(sample_frames(frames=6, height=32, width=48))
+    with VideoWriter(tmp_path / "a.mp4", fps=24) as out:
+        out.write(video[:, :, :4])
+        out.write(video[:, :, 4:])
+    write_video(tmp_path / "b.mp4", video)
+    assert torch.equal(load_clip(tmp_path / "a.mp4").video, load_clip(tmp_path / "b.mp4").video)
+    with VideoWriter(tmp_path / "frames") as out:
+        out.write(video[:, :, :2])
+        out.write(video[:, :, 2:])
+    assert len(list((tmp_path / "frames").iterdir())) == 6
+    with pytest.raises(RuntimeError):
+        with VideoWriter(tmp_path / "c.mp4") as out:
+            out.write(video[:, :, :2])
+            raise RuntimeError("decoder died")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4", "frames"]
+
+
+# -- codec -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(taef2):
+    return LatentTokenizer(taef2)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return frames_to_video(sample_frames(frames=10, height=64, width=112))
+
+
+@needs_weights
+def test_encode_stream_equals_offline_and_decode_stream_matches(tokenizer, sample, tmp_path):
+    path = tmp_path / "s.latok"
+    summary = tokenizer.encode_stream(sample.split(3, dim=2), path)
+    offline = tokenizer.encode(sample)
+    streamed = load_latok(path)
+    assert summary.frames == 10 and summary.shape == offline.shape and summary.tokens == offline.num_tokens
+    assert torch.equal(streamed.keep, offline.keep)
+    # The encoder sees 3-frame batches instead of 10: the same latents up to float rounding.
+    torch.testing.assert_close(streamed.values.float(), offline.values.float(), rtol=2e-3, atol=2e-3)
+    assert streamed.source.frames == 10 and len(summary.usage_per_frame) == 10
+    assert 0.0 < summary.token_usage < 1.0
+    pieces = list(tokenizer.decode_stream(path, fill="hold"))
+    assert [p.shape[2] for p in pieces] == [3, 3, 3, 1]  # one piece per chunk record
+    torch.testing.assert_close(torch.cat(pieces, dim=2), tokenizer.decode(streamed, fill="hold"), rtol=0, atol=1e-5)
+
+
+@needs_weights
+def test_without_selection_cache_every_chunk_starts_fully_kept(tokenizer, sample, tmp_path):
+    carried = tokenizer.encode_stream(sample.split(3, dim=2), tmp_path / "a.latok")
+    restarted = tokenizer.encode_stream(sample.split(3, dim=2), tmp_path / "b.latok", carry_selection=False)
+    assert [restarted.usage_per_frame[t] for t in (0, 3, 6, 9)] == [1.0] * 4
+    assert max(carried.usage_per_frame[1:]) < 1.0
+    assert restarted.tokens > carried.tokens
+
+
+@needs_weights
+def test_decode_stream_runs_the_causal_inpainter(taef2, sample, tmp_path):
+    causal = InpaintingTransformer(InpainterConfig(latent_channels=32, width=32, depth=1, heads=2, causal=True))
+    tokenizer = LatentTokenizer(taef2, stream_inpainter=causal)
+    tokenizer.encode_stream(sample.split(4, dim=2), tmp_path / "s.latok")
+    lit = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit")), dim=2)
+    hold = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="hold")), dim=2)
+    torch.testing.assert_close(lit, hold)  # an untrained model is exactly hold, context included
+    # A trained-like (random) causal model changes the result, and never looks ahead: changing the
+    # last chunk of the video leaves the earlier decoded chunks as they were.
+    from test_inpainter import randomised
+
+    randomised(causal)
+    changed = sample.clone()
+    changed[:, :, 8:] = changed[:, :, 8:].flip(-1)
+    tokenizer.encode_stream(changed.split(4, dim=2), tmp_path / "c.latok")
+    lit = list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit"))
+    lit_changed = list(tokenizer.decode_stream(tmp_path / "c.latok", fill="lit"))
+    assert not torch.allclose(torch.cat(lit, dim=2), hold, atol=1e-3)
+    torch.testing.assert_close(lit[1], lit_changed[1])
+    assert not torch.allclose(lit[2], lit_changed[2], atol=1e-3)
+    bidirectional = InpaintingTransformer(InpainterConfig(latent_channels=32, width=32, depth=1, heads=2))
+    with pytest.raises(InvalidInputError, match="causal"):
+        list(LatentTokenizer(taef2, stream_inpainter=bidirectional).decode_stream(tmp_path / "s.latok", fill="lit"))
+
+
+@needs_weights
+def test_stream_errors(tokenizer, sample, tmp_path):
+    path = tmp_path / "s.latok"
+    with pytest.raises(InvalidInputError, match="fixed tau"):
+        LatentTokenizer(tokenizer.vae, target_usage=0.3).encode_stream([sample], path)
+    with pytest.raises(InvalidInputError, match="one frame size"):
+        tokenizer.encode_stream([sample, sample[..., :32, :]], path)
+    with pytest.raises(InvalidInputError, match="no frames"):
+        tokenizer.encode_stream([], path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_temporal_backends_cannot_stream(tmp_path):
+    from conftest import tiny_diffusers_model
+    from latok.vae import load_vae
+
+    tokenizer = LatentTokenizer(load_vae("wan2.1", model=tiny_diffusers_model("wan2.1")), tau=0.1)
+    with pytest.raises(InvalidInputError, match="per-frame backend"):
+        tokenizer.encode_stream([torch.zeros(1, 3, 5, 16, 16)], tmp_path / "s.latok")
+
+
+@needs_weights
+@needs_data
+def test_cli_stream_encode_and_decode(tmp_path, capsys):
+    latok_path, mp4 = tmp_path / "b.latok", tmp_path / "b.mp4"
+    assert main(["encode", str(BLACKSWAN), "-o", str(latok_path), "--stream", "--chunk", "3", "--frames", "7", "--height", "64"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["frames"] == 7 and info["chunks"] == 3 and 0 < info["token_usage"] < 1
+    offline = tmp_path / "o.latok"
+    assert main(["encode", str(BLACKSWAN), "-o", str(offline), "--frames", "7", "--height", "64"]) == 0
+    assert torch.equal(load_latok(latok_path).keep, load_latok(offline).keep)
+    assert main(["decode", str(latok_path), "-o", str(mp4), "--stream"]) == 0
+    assert load_clip(mp4).frames == 7
+    capsys.readouterr()
+    bad = tmp_path / "bad.latok"
+    assert main(["encode", str(BLACKSWAN), "-o", str(bad), "--stream", "--target-usage", "0.3", "--frames", "3"]) == 2
+    assert main(["encode", str(BLACKSWAN), "-o", str(bad), "--stream", "--chunk", "0", "--frames", "3"]) == 2
+    assert main(["decode", str(latok_path), "-o", str(tmp_path / "x.mp4"), "--stream", "--fill", "lit",
+                 "--inpainter", str(tmp_path / "none")]) in (0, 2)  # fmt: skip
+    err = capsys.readouterr().err
+    assert "fixed tau" in err and "chunk frames must be >= 1" in err
+    assert not bad.exists()
