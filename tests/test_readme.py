@@ -9,13 +9,25 @@ from conftest import ROOT, SHARED, needs_data, needs_weights
 README = (ROOT / "README.md").read_text()
 
 
+SNIPPETS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def run_snippet(index: int, tmp_path, monkeypatch) -> dict:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(SNIPPETS[index].replace("../shared", str(SHARED)), "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_readme_has_the_three_python_examples():
+    assert len(SNIPPETS) == 3
+    assert "encode_stream" in SNIPPETS[1] and "collate_packed" in SNIPPETS[2]
+
+
 @needs_weights
 @needs_data
 def test_python_snippet_runs(tmp_path, monkeypatch):
-    (snippet,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    exec(compile(snippet.replace("../shared", str(SHARED)), "README.md", "exec"), namespace)
+    namespace = run_snippet(0, tmp_path, monkeypatch)
     assert namespace["video"].shape == namespace["clip"].video.shape == (1, 3, 17, 240, 320)
     assert namespace["latent"].shape == (1, 32, 17, 30, 40)
     assert 0.0 < namespace["adaptive"].token_usage < 0.35  # static camera: few tokens
@@ -27,3 +39,21 @@ def test_ci_runs_the_readme_test_command():
     assert ci in README and "pytest" in ci
     bash_blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
     assert len(bash_blocks) == 2 and "latok demo" in bash_blocks[0]
+
+
+@needs_weights
+@needs_data
+def test_streaming_snippet_runs(tmp_path, monkeypatch):
+    namespace = run_snippet(1, tmp_path, monkeypatch)
+    assert namespace["summary"].frames == 20 and namespace["summary"].shape[2] == 20
+    assert [p.shape[2] for p in namespace["pieces"]] == [8, 8, 4] and namespace["frames"] == 20 and (tmp_path / "goat.mp4").stat().st_size > 0
+
+
+@needs_weights
+@needs_data
+def test_generator_snippet_runs(tmp_path, monkeypatch):
+    namespace = run_snippet(2, tmp_path, monkeypatch)
+    batch, adaptive = namespace["batch"], namespace["adaptive"]
+    assert batch.num_clips == 2 and batch.values.shape == (sum(a.num_tokens for a in adaptive), 32)
+    assert namespace["out"].shape == (1, 1, batch.values.shape[0], 32)
+    assert namespace["dense"].shape == (1, 32, 5, 30, 52)

@@ -1,0 +1,187 @@
+"""Streaming codec (issue 7): memory over length, streaming vs offline quality, usage at chunk boundaries.
+
+Parts (run both by default; each rewrites its section of the outputs):
+
+- ``memory``: peak resident memory of ``latok encode --stream`` and ``latok decode --stream``
+  (each its own process, taef2 on CPU, 240p, chunks of 16) on a 600-frame input and on its
+  first 60 frames; the input is the shared DAVIS sequences at 240p played one after another
+  and written once to a temporary mp4.  For contrast, offline ``latok encode``/``decode`` at
+  60 and 120 frames.
+- ``quality``: every shared DAVIS sequence with 50+ frames, first 50 frames at 240p:
+  offline (encode + decode with fill hold and the bidirectional lit) vs streaming
+  (``encode_stream`` with chunks of 16, ``decode_stream`` with hold and the causal lit).
+  Usage per latent frame around the chunk boundaries with the selection cache C_sel and
+  without it (``carry_selection=False``).
+
+Usage:
+    python eval/stream_eval.py [--part memory|quality|all]
+writes eval/results/stream_eval.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from latok.codec import LatentTokenizer
+from latok.io import VideoWriter, load_clip, stream_clip
+from latok.metrics import psnr
+
+ROOT = Path(__file__).resolve().parents[1]
+DAVIS = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p"
+OUT = ROOT / "eval" / "results"
+CHUNK = 16
+LONG, SHORT = 600, 60
+QUALITY_FRAMES = 50
+BOUNDARY_WINDOW = 2  # latent frames either side of a boundary in the usage table
+
+# Runs argv and prints the child's peak RSS in KiB (Linux ru_maxrss) and wall seconds.
+_MEASURE = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - start, code)
+"""
+
+
+def measure(argv: list[str]) -> dict:
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True, check=True).stdout
+    rss, seconds, code = out.split()
+    if int(code):
+        raise SystemExit(f"failed: {' '.join(argv)}")
+    return {"peak_rss_mib": int(rss) / 1024, "seconds": float(seconds)}
+
+
+def long_input(path: Path, frames: int) -> Path:
+    """The shared DAVIS sequences at 240p, one after another, until ``frames`` frames."""
+    written = 0
+    with VideoWriter(path, fps=24.0, crf=12) as out:
+        while written < frames:
+            for sequence in sorted(DAVIS.iterdir()):
+                for chunk in stream_clip(sequence, CHUNK, frames=frames - written, height=240):
+                    out.write(chunk.video)
+                    written += chunk.frames
+                if written >= frames:
+                    break
+    return path
+
+
+def memory_part() -> dict:
+    latok = str(Path(sys.executable).parent / "latok")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        source = long_input(tmp / "long.mp4", LONG)
+        cases = [("stream", LONG), ("stream", SHORT), ("offline", SHORT), ("offline", 2 * SHORT)]
+        for mode, frames in tqdm(cases, desc="memory"):
+            tokens, video = tmp / f"{mode}{frames}.latok", tmp / f"{mode}{frames}.mp4"
+            flags = ["--stream", "--chunk", str(CHUNK)] if mode == "stream" else []
+            encode = measure([latok, "encode", str(source), "-o", str(tokens), "--frames", str(frames), *flags])
+            decode = measure([latok, "decode", str(tokens), "-o", str(video), *flags[:1]])
+            rows.append({"mode": mode, "frames": frames, "encode": encode, "decode": decode,
+                         "peak_rss_mib": max(encode["peak_rss_mib"], decode["peak_rss_mib"])})  # fmt: skip
+    long_peak = next(r for r in rows if r["mode"] == "stream" and r["frames"] == LONG)["peak_rss_mib"]
+    short_peak = next(r for r in rows if r["mode"] == "stream" and r["frames"] == SHORT)["peak_rss_mib"]
+    return {"runs": rows, "stream_ratio_600_vs_60": long_peak / short_peak, "target_ratio": 1.15}
+
+
+def quality_part() -> dict:
+    tokenizer = LatentTokenizer("taef2")
+    tokenizer.inpainter, tokenizer.stream_inpainter  # load both before the loop  # noqa: B018
+    sequences = [s for s in sorted(DAVIS.iterdir()) if len(list(s.iterdir())) >= QUALITY_FRAMES]
+    rows, with_sel, without_sel = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sequence in tqdm(sequences, desc="quality"):
+            clip = load_clip(sequence, frames=QUALITY_FRAMES, height=240)
+            adaptive = tokenizer.encode(clip)
+            row = {"sequence": sequence.name, "usage_offline": adaptive.token_usage}
+            for fill in ("hold", "lit"):
+                row[f"psnr_offline_{fill}"] = psnr(tokenizer.decode(adaptive, fill=fill), clip.video)
+            path = Path(tmp) / f"{sequence.name}.latok"
+            chunks = list(stream_clip(sequence, CHUNK, frames=QUALITY_FRAMES, height=240))
+            summary = tokenizer.encode_stream(chunks, path)
+            restarted = tokenizer.encode_stream(chunks, Path(tmp) / "restarted.latok", carry_selection=False)
+            row["usage_stream"], row["usage_stream_without_csel"] = summary.token_usage, restarted.token_usage
+            for fill in ("hold", "lit"):
+                decoded = torch.cat(list(tokenizer.decode_stream(path, fill=fill)), dim=2)
+                row[f"psnr_stream_{fill}"] = psnr(decoded, clip.video)
+            rows.append(row)
+            with_sel.append(summary.usage_per_frame)
+            without_sel.append(restarted.usage_per_frame)
+    boundaries = list(range(CHUNK, QUALITY_FRAMES - BOUNDARY_WINDOW, CHUNK))
+    offsets = range(-BOUNDARY_WINDOW, BOUNDARY_WINDOW + 1)
+    around = lambda usage: {o: statistics.mean(u[b + o] for u in usage for b in boundaries) for o in offsets}  # noqa: E731
+    mean = lambda key: statistics.mean(r[key] for r in rows)  # noqa: E731
+    return {
+        "frames": QUALITY_FRAMES, "chunk_frames": CHUNK, "tau": tokenizer.default_tau,
+        "sequences": rows,
+        "mean": {key: mean(key) for key in rows[0] if key != "sequence"},
+        "boundary_usage": {"boundaries": boundaries, "with_csel": around(with_sel), "without_csel": around(without_sel),
+                           "overall_with_csel": statistics.mean(statistics.mean(u[1:]) for u in with_sel)},
+    }  # fmt: skip
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Streaming codec: memory, quality, usage at chunk boundaries", "",
+             f"taef2 on {result['device']}, 240p, chunks of {CHUNK} frames. Command: `python eval/stream_eval.py`.", ""]  # fmt: skip
+    memory = result.get("memory")
+    if memory:
+        lines += ["## Peak memory (resident set, MiB; encode and decode each in its own process)", "",
+                  "| mode | frames | encode MiB | decode MiB | encode s | decode s |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in memory["runs"]:
+            lines.append(f"| {r['mode']} | {r['frames']} | {r['encode']['peak_rss_mib']:.0f} | {r['decode']['peak_rss_mib']:.0f} | "
+                         f"{r['encode']['seconds']:.0f} | {r['decode']['seconds']:.0f} |")  # fmt: skip
+        ratio = memory["stream_ratio_600_vs_60"]
+        verdict = "meets" if ratio <= memory["target_ratio"] else "MISSES"
+        lines += ["", f"Streaming peak at {LONG} frames / at {SHORT} frames: **{ratio:.3f}** ({verdict} the ≤ 1.15 target).", ""]
+    quality = result.get("quality")
+    if quality:
+        m = quality["mean"]
+        lines += [f"## Streaming vs offline PSNR ({quality['frames']} frames of each DAVIS sequence with 50+ frames, default τ {quality['tau']})", "",
+                  "| sequence | usage | offline hold | stream hold | offline lit | stream lit (causal) |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in quality["sequences"] + [{**m, "sequence": "**mean**"}]:
+            lines.append(f"| {r['sequence']} | {r['usage_stream']:.1%} | {r['psnr_offline_hold']:.2f} | {r['psnr_stream_hold']:.2f} | "
+                         f"{r['psnr_offline_lit']:.2f} | {r['psnr_stream_lit']:.2f} |")  # fmt: skip
+        lines += ["", f"Stream − offline, hold: {m['psnr_stream_hold'] - m['psnr_offline_hold']:+.3f} dB; "
+                  f"lit (causal streaming model vs bidirectional offline model): {m['psnr_stream_lit'] - m['psnr_offline_lit']:+.3f} dB "
+                  "(target: within 0.3 dB).", "",
+                  "## Token usage per latent frame around chunk boundaries", "",
+                  f"Mean over sequences and the boundaries at latent frames {quality['boundary_usage']['boundaries']} "
+                  "(offset 0 is a chunk's first frame).", "",
+                  "| offset | " + " | ".join(str(o) for o in quality["boundary_usage"]["with_csel"]) + " |",
+                  "|---|" + "---|" * len(quality["boundary_usage"]["with_csel"])]  # fmt: skip
+        for name in ("with_csel", "without_csel"):
+            label = "with C_sel" if name == "with_csel" else "without C_sel"
+            lines.append(f"| {label} | " + " | ".join(f"{v:.1%}" for v in quality["boundary_usage"][name].values()) + " |")
+        lines += ["", f"Whole-clip usage: with C_sel {m['usage_stream']:.1%} (offline {m['usage_offline']:.1%}), "
+                  f"without {m['usage_stream_without_csel']:.1%}.", ""]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("memory", "quality", "all"), default="all")
+    args = parser.parse_args()
+    json_path = OUT / "stream_eval.json"
+    result = json.loads(json_path.read_text()) if json_path.exists() else {}
+    result["device"] = f"cpu, {os.cpu_count()} cores"
+    if args.part in ("memory", "all"):
+        result["memory"] = memory_part()
+    if args.part in ("quality", "all"):
+        result["quality"] = quality_part()
+    json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (OUT / "stream_eval.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
