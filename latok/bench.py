@@ -8,6 +8,10 @@ encoder / decoder / inpainter passes, token usage, PSNR, SSIM and LPIPS.
 
 ``matched_usage``: the rate-targeted baselines (infotok, rlt, fixed) get latok's
 usage on each clip, so quality compares at equal token counts.
+
+``progress``: a JSON file that holds every finished clip's rows, rewritten after each
+clip; a rerun with the same settings continues after the last finished clip (the first
+clip a process runs is preceded by its own warm-up).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def bench(
     repeats: int = 1,
     lpips: bool = True,
     latok_tau: float | None = None,
+    progress: Path | None = None,
 ) -> dict:
     """Run every allocator on every clip; returns the bench.json dictionary."""
     from latok.codec import source_info
@@ -92,9 +97,15 @@ def bench(
         allocators = ["latok", *allocators]
     tau = tokenizer.default_tau if latok_tau is None else latok_tau
     policies = {name: get_allocator(name, tau=tau) if name == "latok" else get_allocator(name) for name in allocators}
-    per_clip = {name: [] for name in allocators}
+    settings = {"allocators": allocators, "fill": fill, "matched_usage": matched_usage, "repeats": repeats,
+                "lpips": lpips, "tau": tau, "backend": tokenizer.vae.name, "device": _device_name(tokenizer.vae.device),
+                "clips": [c.name for c in clips]}  # fmt: skip
+    done = _load_progress(progress, settings)
+    per_clip = {name: [done[c.name][name] for c in clips if c.name in done] for name in allocators}
     warmed = False
-    for clip in tqdm(clips, desc="bench", unit="clip"):
+    for clip in tqdm(clips, desc="bench", unit="clip", initial=len(done), total=len(clips)):
+        if clip.name in done:
+            continue
         video, _ = source_info(clip.load())
         video = video.to(tokenizer.vae.device)
         scorer = ReferenceScorer(video, lpips=lpips)
@@ -116,6 +127,10 @@ def bench(
                 **scorer(reconstruction),
             })  # fmt: skip
         warmed = True
+        if progress is not None:
+            done[clip.name] = {name: per_clip[name][-1] for name in allocators}
+            with atomic_path(progress) as tmp:
+                tmp.write_text(json.dumps({"settings": settings, "clips": done}, indent=1) + "\n")
     runs = []
     for name in allocators:
         rows = per_clip[name]
@@ -145,6 +160,17 @@ def bench(
             "value": (encode + 2 * decode) / (encode + decode + inpaint),
         },
     }  # fmt: skip
+
+
+def _load_progress(path: Path | None, settings: dict) -> dict:
+    """Finished clips from an earlier run with the same settings (else none)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved["clips"] if saved.get("settings") == settings else {}
 
 
 def _device_name(device: torch.device) -> str:
@@ -184,6 +210,9 @@ def markdown(result: dict, command: str) -> str:
         f"Command: `{command}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+PROGRESS_NAME = "bench_progress.json"
 
 
 def write(result: dict, out: Path, command: str) -> None:

@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="speed and quality of token allocators (latok vs ElasticTok, InfoTok, RLT, fixed rate)",
         description="Run every allocator's whole pipeline (encode, choose positions, fill, decode) on the same clips "
-        "with the same VAE and fill; print a table with speed ratios against latok; write bench.json and bench.md.",
+        "with the same VAE and fill; print a table with speed ratios against latok; write bench.json and bench.md. "
+        "Resumable: finished clips are kept in OUT/bench_progress.json and skipped by a rerun with the same settings.",
     )  # fmt: skip
     _add_dataset_options(bench, "output directory for bench.json and bench.md")
     bench.add_argument("--allocators", default="latok,elastictok,infotok,rlt,fixed", help="comma-separated (default: %(default)s)")
@@ -616,12 +617,15 @@ def run_bench(args: argparse.Namespace) -> int:
     tokenizer.vae.progress = False
     if args.fill == "lit":
         tokenizer.inpainter  # fail now if the checkpoint is missing
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     result = bench.bench(
         tokenizer, clips, allocators, fill=args.fill, matched_usage=args.matched_usage, repeats=args.repeats,
-        lpips=args.lpips, latok_tau=args.tau,
+        lpips=args.lpips, latok_tau=args.tau, progress=out / bench.PROGRESS_NAME,
     )  # fmt: skip
     command = "latok " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("latok") else "latok bench ..."
-    bench.write(result, Path(args.out), command)
+    bench.write(result, out, command)
+    (out / bench.PROGRESS_NAME).unlink(missing_ok=True)
     print(bench.markdown(result, command))
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -153,3 +154,38 @@ def test_bench_runs_every_allocator_like_for_like(tmp_path, capsys):
     assert result["infotok_bound"]["value"] > 1
     assert "| elastictok |" in (out / "bench.md").read_text() and "| latok |" in capsys.readouterr().out
     assert main([*argv[:-1], "--allocators", "latok,magic"]) == 2
+
+
+def test_bench_resumes_after_the_last_finished_clip(tmp_path, monkeypatch):
+    from latok import bench as bench_module
+    from latok.cli import main
+    from latok.io import write_video
+    from test_eval import frames
+
+    for index in range(3):
+        write_video(tmp_path / "clips" / f"c{index}.mp4", frames(3, seed=index, moving=True), fps=10)
+    out = tmp_path / "bench"
+    argv = ["bench", "--dataset", "folder", "--root", str(tmp_path / "clips"), "--out", str(out), "--frames", "3",
+            "--height", "0", "--no-lpips", "--allocators", "latok,rlt"]  # fmt: skip
+    calls = []
+    real = bench_module.run_pipeline
+
+    def dies_on_the_third_clip(tokenizer, video, *args):
+        calls.append(video.shape)
+        if len(calls) > 6:  # clip 1: warm-up + run for 2 allocators; clip 2: 2 runs; clip 3 dies
+            raise KeyboardInterrupt
+        return real(tokenizer, video, *args)
+
+    monkeypatch.setattr(bench_module, "run_pipeline", dies_on_the_third_clip)
+    assert main(argv) == 130
+    progress = json.loads((out / bench_module.PROGRESS_NAME).read_text())
+    assert sorted(progress["clips"]) == ["clips/c0", "clips/c1"] and not (out / "bench.json").exists()
+    calls.clear()
+    monkeypatch.setattr(bench_module, "run_pipeline", real)
+    counted = []
+    monkeypatch.setattr(bench_module, "run_pipeline", lambda *a: counted.append(1) or real(*a))
+    assert main(argv) == 0
+    assert len(counted) == 4  # only c2: warm-up + run, for 2 allocators
+    result = json.loads((out / "bench.json").read_text())
+    assert [r["clip"] for r in result["runs"][0]["clips"]] == ["clips/c0", "clips/c1", "clips/c2"]
+    assert not (out / bench_module.PROGRESS_NAME).exists()
