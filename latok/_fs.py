@@ -18,9 +18,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs get normal permissions
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (or a writer that recreates the file) leaves 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

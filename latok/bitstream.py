@@ -103,6 +103,7 @@ class LatokWriter:
         self._video_frames = 0
         self._chunks = 0
         self._tokens = 0
+        self._finished = False
         self._context = atomic_path(self.path)
         self._tmp = self._context.__enter__()
         self._file = open(self._tmp, "wb")
@@ -159,9 +160,14 @@ class LatokWriter:
             self._file.seek(_PREAMBLE.size)
             self._file.write(_record(b"HEAD", _header_payload(self.header, length)))
         self._file.close()
+        self._finished = True
         self._context.__exit__(None, None, None)
 
     def abort(self) -> None:
+        """Discard the file (idempotent; a no-op after a successful :meth:`close`)."""
+        if self._finished:
+            return
+        self._finished = True
         self._file.close()
         self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
