@@ -232,3 +232,13 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fixed tau" in err and "chunk frames must be >= 1" in err
     assert not bad.exists()
+
+
+@needs_weights
+def test_shipped_causal_inpainter_streams_lit(tokenizer, sample, tmp_path):
+    model = tokenizer.stream_inpainter
+    assert model.config.causal and model.num_parameters < 25e6 / 4
+    tokenizer.encode_stream(sample.split(5, dim=2), tmp_path / "s.latok", tau=0.3)
+    lit = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit")), dim=2)
+    hold = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="hold")), dim=2)
+    assert lit.shape == sample.shape and not torch.allclose(lit, hold, atol=1e-3)  # trained: it changes things
