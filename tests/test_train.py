@@ -114,3 +114,44 @@ def test_save_pretrained_keeps_the_best_validated_model(tmp_path):
     assert exported == [0, 0, 2, 2]
     callback.on_fit_end(trainer, module)  # validation ran: the best export stays
     assert InpaintingTransformer.from_pretrained(tmp_path / "best").head.bias[0].item() == 2
+
+
+def test_stream_context_crops_look_like_what_decode_stream_passes(shards):
+    from latok.data import CropDataset, as_stream_context, shard_urls
+    from latok.fill import hold_fill
+    from latok.masking import redundancy_mask
+
+    latent = (torch.randn(1, 4, 8, 3, 3, generator=torch.Generator().manual_seed(0)) * 0.3).cumsum(dim=2)
+    keep = redundancy_mask(latent, 0.3).keep
+    assert not keep[:, 1:3].all()
+    context, known = as_stream_context(latent, keep, 3)
+    assert known[:, :3].all() and torch.equal(known[:, 3:], keep[:, 3:])
+    torch.testing.assert_close(context[:, :, :3], hold_fill(latent * keep.unsqueeze(1), keep)[:, :, :3])
+    torch.testing.assert_close(context[:, :, 3:], latent[:, :, 3:])
+    # hold restores the frames after the context exactly as it did before: the context is what hold had there
+    torch.testing.assert_close(hold_fill(context * known.unsqueeze(1), known), hold_fill(latent * keep.unsqueeze(1), keep))
+    dataset = CropDataset(shard_urls(shards / "train"), (6, 4, 4), 4, (0.3, 0.6), 0.0, seed=0, context_frames=4)
+    leading = [int(item["keep"].flatten(1).all(dim=1).long().cumprod(0).sum()) for item, _ in zip(dataset, range(24))]
+    assert max(leading) >= 3 and min(leading) >= 1  # 0..4 context frames, frame 0 always kept
+
+
+@needs_weights
+def test_causal_config_fine_tunes_with_stream_context(shards, tmp_path, monkeypatch):
+    from latok.inpainter import InpaintingTransformer
+    from latok.train import train_cli
+
+    monkeypatch.chdir(tmp_path)
+    cli = train_cli([
+        "fit", "--config", str(ROOT / "configs" / "taef2_lit-xs-causal.yaml"),
+        "--model.init_from", str(ROOT / "checkpoints" / "taef2-lit-xs"),
+        "--trainer.fast_dev_run", "2", "--trainer.logger", "false",
+        "--data.train_dir", str(shards / "train"), "--data.val_dir", str(shards / "val"),
+        "--data.crop", "[5, 4, 4]", "--data.batch_size", "2", "--data.num_workers", "0",
+    ])  # fmt: skip
+    assert cli.model.model.config.causal and cli.datamodule.hparams.context_frames == 4
+    assert cli.trainer.global_step == 2 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    start = InpaintingTransformer.from_pretrained(ROOT / "checkpoints" / "taef2-lit-xs").state_dict()
+    state = cli.model.model.state_dict()
+    drift = max(float((value - start[name]).abs().max()) for name, value in state.items())
+    assert 0 < drift < 0.05  # started from the checkpoint (a fresh head is all zeros), then trained 2 steps
+    assert float(state["head.weight"].abs().max()) > 0.05
