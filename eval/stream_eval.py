@@ -96,8 +96,8 @@ def memory_part() -> dict:
     return {"runs": rows, "stream_ratio_600_vs_60": long_peak / short_peak, "target_ratio": 1.15}
 
 
-def quality_part() -> dict:
-    tokenizer = LatentTokenizer("taef2")
+def quality_part(tau: float | None = None) -> dict:
+    tokenizer = LatentTokenizer("taef2", tau=tau)
     tokenizer.inpainter, tokenizer.stream_inpainter  # load both before the loop  # noqa: B018
     sequences = [s for s in sorted(DAVIS.iterdir()) if len(list(s.iterdir())) >= QUALITY_FRAMES]
     rows, with_sel, without_sel = [], [], []
@@ -126,7 +126,7 @@ def quality_part() -> dict:
     around = lambda usage: {o: statistics.mean(u[b + o] for u in usage for b in boundaries) for o in offsets}  # noqa: E731
     mean = lambda key: statistics.mean(r[key] for r in rows)  # noqa: E731
     return {
-        "frames": QUALITY_FRAMES, "chunk_frames": CHUNK, "tau": tokenizer.default_tau,
+        "frames": QUALITY_FRAMES, "chunk_frames": CHUNK, "tau": tokenizer.default_tau if tau is None else tau,
         "sequences": rows,
         "mean": {key: mean(key) for key in rows[0] if key != "sequence"},
         "boundary_usage": {"boundaries": boundaries, "with_csel": around(with_sel), "without_csel": around(without_sel),
@@ -154,10 +154,12 @@ def markdown(result: dict) -> str:
         ratio = memory["stream_ratio_600_vs_60"]
         verdict = "meets" if ratio <= memory["target_ratio"] else "MISSES"
         lines += ["", f"Streaming peak at {LONG} frames / at {SHORT} frames: **{ratio:.3f}** ({verdict} the ≤ 1.15 target).", ""]
-    quality = result.get("quality")
-    if quality:
+    for key in sorted(k for k in result if k.startswith("quality")):
+        quality = result[key]
         m = quality["mean"]
-        lines += [f"## Streaming vs offline PSNR ({quality['frames']} frames of each DAVIS sequence with 50+ frames, default τ {quality['tau']})", "",
+        which = "default τ" if key == "quality" else "τ"
+        lines += [f"## Streaming vs offline PSNR ({quality['frames']} frames of each DAVIS sequence with 50+ frames, {which} {quality['tau']})", "",
+                  f"`python eval/stream_eval.py --part quality{'' if key == 'quality' else ' --tau ' + str(quality['tau'])}`", "",
                   "| sequence | usage | offline hold | stream hold | offline lit | stream lit (causal) |", "|---|---|---|---|---|---|"]  # fmt: skip
         for r in quality["sequences"] + [{**m, "sequence": "**mean**"}]:
             lines.append(f"| {r['sequence']} | {r['usage_stream']:.1%} | {r['psnr_offline_hold']:.2f} | {r['psnr_stream_hold']:.2f} | "
@@ -165,7 +167,7 @@ def markdown(result: dict) -> str:
         lines += ["", f"Stream − offline, hold: {m['psnr_stream_hold'] - m['psnr_offline_hold']:+.3f} dB; "
                   f"lit (causal streaming model vs bidirectional offline model): {m['psnr_stream_lit'] - m['psnr_offline_lit']:+.3f} dB "
                   "(target: within 0.3 dB).", "",
-                  "## Token usage per latent frame around chunk boundaries", "",
+                  f"### Token usage per latent frame around chunk boundaries (τ {quality['tau']})", "",
                   f"Mean over sequences and the boundaries at latent frames {quality['boundary_usage']['boundaries']} "
                   "(offset 0 is a chunk's first frame).", "",
                   "| offset | " + " | ".join(str(o) for o in quality["boundary_usage"]["with_csel"]) + " |",
@@ -181,6 +183,7 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("memory", "quality", "all"), default="all")
+    parser.add_argument("--tau", type=float, default=None, help="quality part at this tau (default: the calibrated one)")
     args = parser.parse_args()
     json_path = OUT / "stream_eval.json"
     result = json.loads(json_path.read_text()) if json_path.exists() else {}
@@ -188,7 +191,7 @@ def main() -> None:
     if args.part in ("memory", "all"):
         result["memory"] = memory_part()
     if args.part in ("quality", "all"):
-        result["quality"] = quality_part()
+        result["quality" if args.tau is None else f"quality_tau{args.tau:g}"] = quality_part(args.tau)
     json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
     (OUT / "stream_eval.md").write_text(markdown(result))
     print(markdown(result))
