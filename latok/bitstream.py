@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latok._fs import atomic_path
+from latok._fs import AtomicWriter, atomic_path
 from latok.errors import InvalidInputError, LatokFormatError
 from latok.masking import REFERENCES
 from latok.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo, dtype_name
@@ -84,7 +84,7 @@ def _header_payload(header: dict, length: int | None = None) -> bytes:
     return payload if length is None else payload.ljust(length)
 
 
-class LatokWriter:
+class LatokWriter(AtomicWriter):
     """Write a ``.latok`` file chunk by chunk; the file appears at ``path`` only on :meth:`close`.
 
     Use as a context manager.  ``header`` is :func:`header_of`'s dict; chunks must
@@ -170,15 +170,6 @@ class LatokWriter:
         self._finished = True
         self._file.close()
         self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
-    def __enter__(self) -> LatokWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def save_latok(adaptive: AdaptiveLatent, path: str | os.PathLike, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> Path:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from latok._fs import atomic_path
+from latok._fs import AtomicWriter, atomic_path
 from latok.errors import (
     CorruptVideoError,
     EmptyVideoError,
@@ -329,7 +329,7 @@ def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: 
     return Path(path)
 
 
-class VideoWriter:
+class VideoWriter(AtomicWriter):
     """Write a video chunk by chunk (see :func:`write_video` for formats); it appears at ``path`` only on success.
 
     Use as a context manager: ``with VideoWriter(path, fps) as out: out.write(chunk)``.
@@ -421,15 +421,6 @@ class VideoWriter:
             self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
         else:
             shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = (*MP4_SUFFIXES, "")) -> Path:
