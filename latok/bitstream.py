@@ -7,7 +7,8 @@ Layout (all integers little-endian)::
     flags    u16       0 (reserved)
     records  ...       each: tag (4 bytes) | length u32 | payload | crc32 u32 of tag+length+payload
 
-    HEAD  JSON header (sorted keys): backend, tau, shapes, storage dtype, source framing, chunking
+    HEAD  JSON header (sorted keys): backend, tau, shapes, storage dtype, source framing, chunking,
+          and the lit guard (``lit_frames``: one "0"/"1" per latent frame, ``lit_model``), or nulls
     MASK  one per chunk: t_start u32, t_count u32, codec u8 (0 raw, 1 zlib), keep bits
           (bit-packed, one bit per position in (t, y, x) order, little bit order)
     VALS  one per chunk: t_start u32, count u32, the chunk's kept vectors (count x C, storage dtype)
@@ -68,6 +69,8 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
         "chunk_frames": chunk_frames,
         "dtype": dtype_name(adaptive.storage_dtype),
         "keyframe_interval": adaptive.keyframe_interval,
+        "lit_frames": None if adaptive.lit_frames is None else "".join("1" if f else "0" for f in adaptive.lit_frames),
+        "lit_model": adaptive.lit_model,
         "reference": adaptive.reference,
         "shape": list(adaptive.shape),
         "source": asdict(adaptive.source),
@@ -263,6 +266,11 @@ class LatokReader:
             or not (usage is None or isinstance(usage, (int, float)))
         ):
             self._fail("malformed header (reference, backend, keyframe interval or target usage)")
+        guard, model = header.get("lit_frames"), header.get("lit_model")
+        if (guard is None) != (model is None) or not (
+            guard is None or (isinstance(guard, str) and isinstance(model, str) and len(guard) == frames and set(guard) <= {"0", "1"})
+        ):
+            self._fail("malformed header (lit guard: lit_frames must be one 0/1 per latent frame, with lit_model)")
         if batch != 1 or min(channels, frames, height, width, chunk_frames) < 1:
             self._fail(f"invalid latent shape {header['shape']} or chunk size {chunk_frames}")
         if frames * height * width > MAX_POSITIONS or channels > 1 << 16:
@@ -348,6 +356,8 @@ def load_latok(path: str | os.PathLike) -> AdaptiveLatent:
             target_usage=header["target_usage"],
             reference=header["reference"],
             keyframe_interval=header["keyframe_interval"],
+            lit_frames=None if header.get("lit_frames") is None else tuple(c == "1" for c in header["lit_frames"]),
+            lit_model=header.get("lit_model"),
         )
     except (InvalidInputError, TypeError, ValueError) as error:
         raise LatokFormatError(f"{path}: inconsistent contents ({error})") from None

@@ -44,6 +44,9 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", choices=("last-kept", "previous"), default="last-kept", help="masking reference (default: %(default)s)")
     parser.add_argument("--keyframe-interval", type=int, default=None, metavar="K", help="keep every K-th latent frame whole (default: off)")
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="storage dtype of kept values (default: %(default)s)")
+    parser.add_argument("--lit-guard", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the inpainter once at encode time and record, per latent frame, whether it beats hold "
+                        "there (1 bit per frame; needs a shipped or given inpainter; default: on)")
 
 
 def _add_stream_options(parser: argparse.ArgumentParser, help: str) -> None:
@@ -52,8 +55,9 @@ def _add_stream_options(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def _add_fill_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fill", choices=("zero", "hold", "interp", "lit"), default=None,
-                        help="how dropped tokens are restored (default: hold; lit uses checkpoints/<backend>-lit-xs)")
+    parser.add_argument("--fill", choices=("auto", "zero", "hold", "interp", "lit"), default=None,
+                        help="how dropped tokens are restored (default: auto = lit on the frames the encoder's lit guard "
+                        "allows when the tokens carry one, else hold; lit uses checkpoints/<backend>-lit-xs)")
     parser.add_argument("--inpainter", help="inpainter checkpoint directory for --fill lit (default: checkpoints/<backend>-lit-xs)")
 
 
@@ -238,6 +242,7 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
             "reference": args.reference,
             "keyframe_interval": args.keyframe_interval,
             "storage_dtype": getattr(torch, args.dtype),
+            "lit_guard": args.lit_guard,
         }
     tokenizer = LatentTokenizer(backend, fill=getattr(args, "fill", None), inpainter=getattr(args, "inpainter", None), **mask, **options)
     tokenizer.vae.progress = True
@@ -312,19 +317,19 @@ def run_decode(args: argparse.Namespace) -> int:
                 out.write(piece)
                 bar.update(piece.shape[2])
         frames, height, width = source["frames"], source["height"], source["width"]
+        fill = "hold" if tokenizer.fill == "auto" else tokenizer.fill
     else:
         adaptive = load_latok(args.input)
         tokenizer = _tokenizer(args, backend=adaptive.backend)
         write_video(args.output, tokenizer.decode(adaptive), fps=adaptive.source.fps)
         frames, height, width = adaptive.source.frames, adaptive.source.height, adaptive.source.width
+        fill = tokenizer.fill_name(adaptive)
     info = _file_info(Path(args.input))
-    print(f"wrote {args.output}: {frames} frames, {width}x{height}, {info['token_usage']:.1%} tokens, fill {tokenizer.fill}")
+    print(f"wrote {args.output}: {frames} frames, {width}x{height}, {info['token_usage']:.1%} tokens, fill {fill}")
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import functools
-
     from safetensors.torch import save_file
 
     from latok._fs import atomic_path
@@ -340,14 +345,16 @@ def run_export(args: argparse.Namespace) -> int:
         tensors = packed.to_dict()
         metadata["max_seqlen"] = str(packed.max_seqlen)
     else:
-        needs_backend = args.native or args.fill == "lit"
+        fill = args.fill or "auto"
+        needs_backend = args.native or fill == "lit" or (fill == "auto" and adaptive.lit_frames is not None)
         tokenizer = _tokenizer(args, backend=adaptive.backend) if needs_backend else None
-        fill = args.fill or "hold"
-        if fill == "lit":
-            fill = functools.partial(tokenizer.lit_fill, tau=adaptive.tau, reference=adaptive.reference)
-        latent = adaptive.dense(fill, native=args.native, vae=tokenizer)
+        if tokenizer is not None:
+            fill = tokenizer.fill_name(adaptive, fill)
+        elif fill == "auto":
+            fill = "hold"
+        latent = adaptive.dense(tokenizer.fill_for(adaptive, fill) if tokenizer else fill, native=args.native, vae=tokenizer)
         tensors = {"latent": latent.contiguous(), "keep": adaptive.keep.contiguous()}
-        metadata.update(fill=args.fill or "hold", space="native" if args.native else "latok")
+        metadata.update(fill=fill, space="native" if args.native else "latok")
     with atomic_path(output) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
@@ -381,6 +388,7 @@ def _file_info(path: Path) -> dict:
         "target_usage": header["target_usage"],
         "reference": header["reference"],
         "keyframe_interval": header["keyframe_interval"],
+        "lit_guard": None if header.get("lit_frames") is None else {"lit_frames": header["lit_frames"].count("1"), "of": len(header["lit_frames"])},
         "frames": frames,
         "height": height,
         "width": width,
@@ -410,7 +418,10 @@ def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict
     with watch("encode"):
         latent = tokenizer.vae.encode(video)
     with watch("mask"):
-        adaptive = tokenizer.tokenize(latent, source)
+        adaptive = tokenizer.tokenize(latent, source, lit_guard=False)
+    if tokenizer.lit_guard:
+        with watch("guard"):
+            adaptive = tokenizer.guard_lit(adaptive, latent)
     with tempfile.TemporaryDirectory() as tmp:
         size = save_latok(adaptive, latok_path or Path(tmp) / "clip.latok").stat().st_size
     with watch("inpaint"):
@@ -430,7 +441,7 @@ def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict
         "tau": adaptive.tau,
         "target_usage": adaptive.target_usage,
         "reference": adaptive.reference,
-        "fill": tokenizer.fill,
+        "fill": tokenizer.fill_name(adaptive),
         "tokens": adaptive.num_tokens,
         "token_usage": adaptive.token_usage,
         "bytes": size,
@@ -515,7 +526,8 @@ def _print_demo(report: dict) -> None:
         f"size          raw {report['raw_bytes'] / 1e6:.2f} MB -> .latok {report['bytes'] / 1e3:.1f} kB",
         f"bitrate       {report['kbps']:.0f} kbps, {report['bpp']:.3f} bpp",
         f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), mask {t['mask'] * 1e3:.1f} ms, "
-        f"fill ({report['fill']}) {t['inpaint'] * 1e3:.1f} ms, decode {t['decode']:.2f} s ({frames / t['decode']:.2f} fps)",
+        + (f"lit guard {t['guard'] * 1e3:.1f} ms, " if "guard" in t else "")
+        + f"fill ({report['fill']}) {t['inpaint'] * 1e3:.1f} ms, decode {t['decode']:.2f} s ({frames / t['decode']:.2f} fps)",
         f"quality       PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}"
         + (f", LPIPS {report['lpips']:.4f}" if report["lpips"] is not None else ""),
         f"outputs       {', '.join(report['outputs'].values())}",

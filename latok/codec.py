@@ -14,8 +14,9 @@ The steps are public too (``vae.encode``, :meth:`tokenize`, :meth:`restore`,
 from __future__ import annotations
 
 import functools
+import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,11 +24,13 @@ import torch
 
 from latok.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, header_of, load_latok, save_latok
 from latok.errors import InvalidInputError
-from latok.fill import Fill, get_fill
+from latok.fill import Fill, get_fill, hold_fill
 from latok.io import Clip
 from latok.masking import Reference, redundancy_mask, resolve_tau
 from latok.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
 from latok.vae import VideoAutoencoder, load_vae
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS_ENV = "LATOK_CHECKPOINTS_DIR"
 INPAINTER_PRESET = "xs"  # the shipped CPU-sized inpainter
@@ -49,14 +52,15 @@ def default_stream_inpainter_path(backend: str) -> Path:
 
 
 def default_fill(backend: str) -> str:
-    """The fill :meth:`LatentTokenizer.decode` uses unless told otherwise: ``"hold"``.
+    """The fill :meth:`LatentTokenizer.decode` uses unless told otherwise: ``"auto"``.
 
-    The shipped ``taef2-lit-xs`` beats hold by 1.1 dB on held-out DAVIS at 50 % usage and
-    is within 0.2 dB of it on 11 of 12 tokenbench-mini clips at the default tau, but loses
-    1.3 dB on one (robot_bridge_banana; eval/results/inpainter_eval_taef2-lit-xs.md), so
-    ``lit`` is opt-in until a checkpoint is never worse than hold.
+    ``auto`` is ``lit`` for tokens that carry a lit guard decided with the inpainter that
+    will run (what :meth:`LatentTokenizer.encode` records whenever the backend has one), and
+    ``hold`` otherwise (no inpainter, a stream, or tokens guarded by another checkpoint).
+    The guard makes lit fall back to hold on every latent frame where the encoder saw it
+    lose, so the default is never worse than hold in latent error on any frame.
     """
-    return "hold"
+    return "auto"
 
 
 class LatentTokenizer:
@@ -69,11 +73,16 @@ class LatentTokenizer:
         reference: ``"last-kept"`` (default) or ``"previous"``.
         keyframe_interval: force every K-th latent frame to be kept; ``None`` for off.
         storage_dtype: dtype of the kept values (fp16 default, bf16 or fp32).
-        fill: default fill for :meth:`decode`: ``zero``, ``hold``, ``interp``, ``lit`` or a callable;
-            ``None`` picks :func:`default_fill` (``hold``).
+        fill: default fill for :meth:`decode`: ``auto``, ``zero``, ``hold``, ``interp``, ``lit`` or
+            a callable; ``None`` picks :func:`default_fill` (``auto``: guarded lit where
+            possible, else hold).
         inpainter: a checkpoint directory or model for ``lit`` (default: ``checkpoints/<backend>-lit-xs``).
         stream_inpainter: the causal checkpoint or model for ``lit`` in :meth:`decode_stream`
             (default: ``checkpoints/<backend>-lit-xs-causal``).
+        lit_guard: when an inpainter is given or shipped for the backend, :meth:`tokenize` runs it
+            once and records per latent frame whether it beats hold there (the encoder has the
+            true latent; the decoder does not).  ``fill="lit"`` then falls back to hold on the
+            frames where it would not: one bit per latent frame in the ``.latok`` header.
         **vae_options: passed to :func:`latok.load_vae` when ``vae`` is a name.
     """
 
@@ -88,6 +97,7 @@ class LatentTokenizer:
         fill: str | Fill | None = None,
         inpainter=None,
         stream_inpainter=None,
+        lit_guard: bool = True,
         **vae_options,
     ):
         self.vae = load_vae(vae, **vae_options) if isinstance(vae, str) else vae
@@ -100,6 +110,7 @@ class LatentTokenizer:
         self.fill = fill or default_fill(self.vae.name)
         self._inpainter = inpainter
         self._stream_inpainter = stream_inpainter
+        self.lit_guard = lit_guard
 
     @property
     def default_tau(self) -> float:
@@ -136,14 +147,37 @@ class LatentTokenizer:
         source: SourceInfo,
         tau: float | None = None,
         target_usage: float | None = None,
+        lit_guard: bool | None = None,
     ) -> AdaptiveLatent:
-        """Mask a dense ``(1, C, t, h, w)`` latent and keep the surviving vectors."""
+        """Mask a dense ``(1, C, t, h, w)`` latent and keep the surviving vectors
+        (and, unless ``lit_guard`` or the tokenizer's setting says no, :meth:`guard_lit` them)."""
         if tau is None and target_usage is None:
             tau, target_usage = self.tau, self.target_usage
         default = self.default_tau if tau is None and target_usage is None else 0.0
         tau = resolve_tau(latent, tau, target_usage, default, self.reference, self.keyframe_interval)
         mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval)
-        return self._adaptive(latent, mask.keep, tau, source, target_usage)
+        adaptive = self._adaptive(latent, mask.keep, tau, source, target_usage)
+        return self.guard_lit(adaptive, latent) if (self.lit_guard if lit_guard is None else lit_guard) else adaptive
+
+    def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor) -> AdaptiveLatent:
+        """``adaptive`` with its lit guard: per latent frame, does the inpainter restore the
+        dropped positions closer to ``latent`` (the truth, in squared error) than hold does?
+
+        Decided on the stored (rounded) values, exactly as a decoder will see them.  Returned
+        unchanged when the backend has no inpainter."""
+        if self._inpainter is None and not (default_inpainter_path(self.vae.name) / "config.json").is_file():
+            return adaptive
+        model = self.inpainter
+        sparse, keep = adaptive.sparse_dense(), adaptive.keep
+        truth = latent.float().cpu()
+        dropped = (~keep).unsqueeze(1)
+
+        def error(restored: torch.Tensor) -> torch.Tensor:  # (t,) squared error over dropped positions
+            return ((restored - truth) ** 2 * dropped).sum(dim=(0, 1, 3, 4))
+
+        lit = self.lit_fill(sparse, keep, adaptive.tau, adaptive.reference, model=model)
+        frames = error(lit) <= error(hold_fill(sparse, keep))
+        return replace(adaptive, lit_frames=tuple(frames.tolist()), lit_model=model.fingerprint)
 
     def _adaptive(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None) -> AdaptiveLatent:
         return AdaptiveLatent.from_dense(
@@ -164,10 +198,32 @@ class LatentTokenizer:
     def restore(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> torch.Tensor:
         """The full ``(1, C, t, h, w)`` latent with dropped positions filled."""
         self._check_backend(adaptive)
+        return adaptive.to_dense(self.fill_for(adaptive, fill))
+
+    def fill_name(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> str:
+        """What ``fill`` (default: the tokenizer's) means for these tokens: ``auto`` resolved to
+        ``lit`` or ``hold``; a callable's name."""
         fill = fill or self.fill
-        if fill == "lit":
-            fill = functools.partial(self.lit_fill, tau=adaptive.tau, reference=adaptive.reference)
-        return adaptive.to_dense(fill)
+        if fill == "auto":
+            return "lit" if self._guard_matches(adaptive, self.inpainter if adaptive.lit_frames is not None else None) else "hold"
+        return fill if isinstance(fill, str) else getattr(fill, "__name__", type(fill).__name__)
+
+    def fill_for(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> Fill:
+        """The fill callable :meth:`restore` applies to ``adaptive``: ``lit`` runs the inpainter
+        with the tokens' threshold and, when it was decided with this inpainter, their lit guard."""
+        fill = fill or self.fill
+        if fill == "auto":
+            fill = self.fill_name(adaptive, fill)
+        if fill != "lit":
+            return get_fill(fill)
+        matches = self._guard_matches(adaptive, self.inpainter)
+        if adaptive.lit_frames is not None and not matches:
+            logger.warning("the lit guard of these tokens was decided with another inpainter (%s); running lit on every frame", adaptive.lit_model)
+        return functools.partial(self.lit_fill, tau=adaptive.tau, reference=adaptive.reference, frames=adaptive.lit_frames if matches else None)
+
+    @staticmethod
+    def _guard_matches(adaptive: AdaptiveLatent, model) -> bool:
+        return model is not None and adaptive.lit_frames is not None and adaptive.lit_model == model.fingerprint
 
     @property
     def inpainter(self):
@@ -203,15 +259,21 @@ class LatentTokenizer:
         tau: float | None = None,
         reference: Reference = "last-kept",
         model=None,
+        frames: Sequence[bool] | None = None,
     ) -> torch.Tensor:
         """Fill strategy running the inpainter (default :attr:`inpainter`) on the backend's device.
 
         ``tau`` and ``reference`` are those that made the mask; they bound where a dropped
-        value can lie (``None``: unknown, no bound)."""
+        value can lie (``None``: unknown, no bound).  ``frames``: a lit guard, one flag per
+        latent frame; frames flagged False are restored by hold instead."""
         model = model or self.inpainter
         with torch.inference_mode():
             restored = model(latent.to(self.vae.device), keep.to(self.vae.device), tau, reference)
-        return restored.float().to(latent.device)
+        restored = restored.float().to(latent.device)
+        if frames is None:
+            return restored
+        use = torch.tensor(list(frames), dtype=torch.bool, device=latent.device).view(1, 1, -1, 1, 1)
+        return torch.where(use, restored, hold_fill(latent, keep))
 
     def decode(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> torch.Tensor:
         """``(1, 3, T, H, W)`` float32 in ``[-1, 1]`` at the encoded video's size."""
@@ -301,7 +363,8 @@ class LatentTokenizer:
         The fill cache C_fill carries the last ``context_frames`` restored latent frames into
         the next chunk: they are the fill's temporal context (marked kept), so ``hold`` continues
         exactly as offline, and ``lit`` runs the causal :attr:`stream_inpainter` over
-        ``[C_fill, chunk]``.  ``interp`` cannot look past the chunk and holds there instead.
+        ``[C_fill, chunk]`` (unguarded: the default ``auto`` is ``hold`` here).  ``interp``
+        cannot look past the chunk and holds there instead.
         """
         if context_frames < 1:
             raise InvalidInputError(f"context frames must be >= 1, got {context_frames}")
@@ -309,6 +372,8 @@ class LatentTokenizer:
             header = reader.header
             self._check_backend_config(header["backend"], str(header["backend_config"]))
             fill = fill or self.fill
+            if fill == "auto":  # streams carry no lit guard for the causal model
+                fill = "hold"
             if fill == "lit":
                 fill = functools.partial(self.lit_fill, tau=float(header["tau"]), reference=header["reference"], model=self.stream_inpainter)
             fill = get_fill(fill)

@@ -77,8 +77,8 @@ class EvalSettings:
         return [run_key(rate, fill) for rate in self.rates for fill in self.fills]
 
     def is_current(self, run: dict) -> bool:
-        """A stored run was made by this inpainter (runs of other fills do not depend on it)."""
-        return run.get("fill") != "lit" or run.get("inpainter_sha256") == self.inpainter_sha256
+        """A stored run was made by this inpainter, with the lit guard (runs of other fills do not depend on it)."""
+        return run.get("fill") != "lit" or (run.get("inpainter_sha256") == self.inpainter_sha256 and "lit_frames" in run)
 
 
 def run_key(rate: Rate, fill: str) -> str:
@@ -135,7 +135,7 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
         fills = [fill for fill in settings.fills if run_key(rate, fill) in missing]
         if not fills:
             continue
-        adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage)
+        adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage, lit_guard="lit" in fills)
         size = _latok_size(adaptive)
         common = {
             "rate": rate.key, "tau": adaptive.tau, "target_usage": rate.target_usage,
@@ -146,7 +146,9 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
         nothing_dropped = bool(adaptive.keep.all())
         first = None
         for fill in fills:
-            extra = {"inpainter_sha256": settings.inpainter_sha256} if fill == "lit" else {}
+            extra = {}
+            if fill == "lit":  # lit decodes with the encoder's lit guard, as the codec's default does
+                extra = {"inpainter_sha256": settings.inpainter_sha256, "lit_frames": sum(adaptive.lit_frames or ())}
             if nothing_dropped and first is not None:  # every fill is the identity: score once
                 runs[run_key(rate, fill)] = {**first, "fill": fill, **extra}
                 continue

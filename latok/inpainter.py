@@ -276,6 +276,13 @@ class InpaintingTransformer(nn.Module):
         return model.to(device).eval()
 
     @property
+    def fingerprint(self) -> str:
+        """Short hash of the weights: what a ``.latok`` file's lit guard was decided with."""
+        from latok.weights import tensor_digest
+
+        return tensor_digest(self.state_dict())[:16]
+
+    @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

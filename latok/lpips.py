@@ -17,7 +17,6 @@ the canonical sources, torchvision's ``vgg16-397923af.pth`` and the lpips v0.1
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 
 import torch
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latok.errors import InvalidInputError, WeightsChecksumError, WeightsNotFoundError
-from latok.weights import WeightFile, cache_dir, find_weight, resolve_weight
+from latok.weights import WeightFile, cache_dir, find_weight, resolve_weight, tensor_digest
 
 LPIPS_WEIGHTS = WeightFile(
     "lpips_vgg16.safetensors",
@@ -94,15 +93,6 @@ class LPIPS(nn.Module):
 
 def _unit(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
-
-
-def tensor_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over ``state`` (sorted names, each name then its float32 little-endian bytes)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().to(torch.float32).contiguous().cpu().numpy().astype("<f4").tobytes())
-    return digest.hexdigest()
 
 
 def lpips_weights_path(path: str | os.PathLike | None = None) -> os.PathLike:

@@ -63,6 +63,11 @@ class AdaptiveLatent:
         reference: ``"last-kept"`` or ``"previous"``.
         keyframe_interval: forced keyframe period in latent frames, or ``None``.
         source: the encoded video's size, fps and framing.
+        lit_frames: the lit guard, one flag per latent frame: True where the encoder found the
+            inpainter closer to the true latent than hold on that frame's dropped positions
+            (``None``: not checked).  ``fill="lit"`` uses hold on the other frames.
+        lit_model: :attr:`~latok.inpainter.InpaintingTransformer.fingerprint` of the inpainter
+            the guard was decided with.
     """
 
     values: torch.Tensor
@@ -75,6 +80,8 @@ class AdaptiveLatent:
     target_usage: float | None = None
     reference: str = "last-kept"
     keyframe_interval: int | None = None
+    lit_frames: tuple[bool, ...] | None = None
+    lit_model: str | None = None
 
     def __post_init__(self):
         batch, channels, frames, height, width = self.shape
@@ -82,6 +89,10 @@ class AdaptiveLatent:
             raise InvalidInputError(f"keep must be bool {(batch, frames, height, width)}, got {self.keep.dtype} {tuple(self.keep.shape)}")
         if self.values.shape != (int(self.keep.sum()), channels):
             raise InvalidInputError(f"values must be ({int(self.keep.sum())}, {channels}), got {tuple(self.values.shape)}")
+        if (self.lit_frames is None) != (self.lit_model is None) or (
+            self.lit_frames is not None and len(self.lit_frames) != frames
+        ):
+            raise InvalidInputError(f"the lit guard needs one flag per latent frame ({frames}) and the model it was decided with")
 
     @classmethod
     def from_dense(cls, latent: torch.Tensor, keep: torch.Tensor, dtype: torch.dtype = torch.float16, **meta) -> AdaptiveLatent:

@@ -117,3 +117,15 @@ def sha256_of(path: str | os.PathLike) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def tensor_digest(state: dict) -> str:
+    """sha256 over ``state`` (sorted names, each name then its float32 little-endian bytes)."""
+    import numpy as np
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().to(torch.float32).contiguous().cpu().numpy().astype(np.dtype("<f4")).tobytes())
+    return digest.hexdigest()

@@ -31,6 +31,20 @@ def assert_same(a: AdaptiveLatent, b: AdaptiveLatent) -> None:
     assert a.values.dtype == b.values.dtype
     assert torch.equal(a.values.view(torch.uint8), b.values.view(torch.uint8))  # bit-exact, NaN-safe
     assert (a.shape, a.backend, a.backend_config, a.tau, a.source) == (b.shape, b.backend, b.backend_config, b.tau, b.source)
+    assert (a.lit_frames, a.lit_model) == (b.lit_frames, b.lit_model)
+
+
+def test_lit_guard_round_trips(tmp_path):
+    from dataclasses import replace
+
+    adaptive = make_adaptive(frames=9)
+    guarded = replace(adaptive, lit_frames=(True, False, True, True, False, False, True, True, False), lit_model="0123456789abcdef")
+    assert_same(load_latok(save_latok(guarded, tmp_path / "g.latok", chunk_frames=4)), guarded)
+    assert load_latok(save_latok(adaptive, tmp_path / "u.latok")).lit_frames is None
+    with pytest.raises(InvalidInputError, match="one flag per latent frame"):
+        replace(adaptive, lit_frames=(True,) * 8, lit_model="x")
+    with pytest.raises(InvalidInputError, match="one flag per latent frame"):
+        replace(adaptive, lit_frames=(True,) * 9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -133,17 +147,36 @@ def test_huge_claimed_length_does_not_allocate(tmp_path, valid_bytes):
         read_bytes(tmp_path, data)
 
 
-def test_valid_crc_but_absurd_shape_is_refused(tmp_path, valid_bytes):
+def forge_header(valid_bytes: bytes, **changes) -> bytes:
+    """``valid_bytes`` with its HEAD record's JSON changed (and a matching checksum)."""
     import json
 
     _, length = struct.unpack_from("<4sI", valid_bytes, 12)
-    header = json.loads(valid_bytes[20 : 20 + length])
-    header["shape"] = [1, 8, 1 << 20, 1 << 20, 1 << 20]
+    header = {**json.loads(valid_bytes[20 : 20 + length]), **changes}
     payload = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     head = struct.pack("<4sI", b"HEAD", len(payload))
-    forged = valid_bytes[:12] + head + payload + struct.pack("<I", zlib.crc32(head + payload))
+    return valid_bytes[:12] + head + payload + struct.pack("<I", zlib.crc32(head + payload)) + valid_bytes[20 + length + 4 :]
+
+
+def test_valid_crc_but_absurd_shape_is_refused(tmp_path, valid_bytes):
     with pytest.raises(LatokFormatError, match="exceeds the supported size"):
-        read_bytes(tmp_path, forged + valid_bytes[20 + length + 4 :])
+        read_bytes(tmp_path, forge_header(valid_bytes, shape=[1, 8, 1 << 20, 1 << 20, 1 << 20]))
+
+
+@pytest.mark.parametrize(
+    "guard",
+    [
+        {"lit_frames": "1011", "lit_model": "abc"},  # 4 flags for 5 latent frames
+        {"lit_frames": "10x11", "lit_model": "abc"},
+        {"lit_frames": "10111"},  # no model
+        {"lit_frames": [1, 0, 1, 1, 1], "lit_model": "abc"},
+        {"lit_model": "abc"},
+    ],
+)
+def test_malformed_lit_guard_is_refused(tmp_path, valid_bytes, guard):
+    with pytest.raises(LatokFormatError, match="lit guard"):
+        read_bytes(tmp_path, forge_header(valid_bytes, **guard))
+    assert read_bytes(tmp_path, forge_header(valid_bytes, lit_frames="10110", lit_model="abc")).lit_frames == (True, False, True, True, False)
 
 
 def test_missing_file_and_directory(tmp_path):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from conftest import DATA, needs_data, needs_weights
 from latok.cli import main
-from latok.codec import LatentTokenizer
+from latok.codec import LatentTokenizer, source_info
 from latok.errors import InvalidInputError
 from latok.io import load_clip, read_video
 from latok.metrics import psnr, ssim
@@ -91,9 +92,14 @@ def test_cli_encode_info_decode(tmp_path, capsys):
     assert {"backend", "tau", "frames", "height", "width", "latent_shape", "token_usage", "bytes", "bpp"} <= set(info)
     assert info["frames"] == 5 and info["height"] == 64 and info["bytes"] == tokens.stat().st_size
     assert info["token_usage"] == pytest.approx(0.5, abs=0.05)
+    assert info["lit_guard"]["of"] == 5 and 1 <= info["lit_guard"]["lit_frames"] <= 5  # frame 0 drops nothing: lit there
     out = tmp_path / "v.mp4"
     assert main(["decode", str(tokens), "-o", str(out), "--fill", "interp"]) == 0
     assert read_video(out).shape == (1, 3, 5, 64, 80)
+    assert main(["encode", str(source), "-o", str(tokens), "--frames", "5", "--height", "64", "--no-lit-guard"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tokens)]) == 0 and json.loads(capsys.readouterr().out)["lit_guard"] is None
+    assert main(["decode", str(tokens), "-o", str(out)]) == 0 and capsys.readouterr().out.rstrip().endswith("fill hold")
 
 
 @needs_data
@@ -104,8 +110,8 @@ def test_cli_roundtrip_writes_metrics_and_viz(tmp_path, capsys):
                  "--frames", "4", "--height", "64", "--tau", "0.2"]) == 0  # fmt: skip
     report = json.loads(metrics.read_text())
     required = {"psnr", "ssim", "lpips", "token_usage", "bytes", "bpp", "frames", "height", "width", "backend", "tau", "fill", "seconds"}
-    assert required <= set(report) and set(report["seconds"]) == {"encode", "mask", "inpaint", "decode"}
-    assert report["lpips"] is None and report["tau"] == 0.2 and report["fill"] == "hold"
+    assert required <= set(report) and set(report["seconds"]) == {"encode", "mask", "guard", "inpaint", "decode"}
+    assert report["lpips"] is None and report["tau"] == 0.2 and report["fill"] == "lit"  # auto: guarded by the shipped inpainter
     video = read_video(out)
     reference = read_video(source, frames=4, height=64)
     assert video.shape == reference.shape
@@ -161,8 +167,54 @@ def test_shipped_inpainter_loads_for_fill_lit(tokenizer, sample):
     from latok.codec import default_fill, default_inpainter_path
 
     assert (default_inpainter_path("taef2") / "model.safetensors").is_file()
-    assert default_fill("taef2") == "hold" and tokenizer.fill == "hold"  # lit is opt-in until it beats hold everywhere
+    assert default_fill("taef2") == "auto" and tokenizer.fill == "auto"
     assert tokenizer.inpainter.config.latent_channels == 32
-    adaptive = tokenizer.encode(sample, target_usage=0.5)
+    adaptive = replace(tokenizer.encode(sample, target_usage=0.5), lit_frames=None, lit_model=None)
     lit, hold = tokenizer.decode(adaptive, fill="lit"), tokenizer.decode(adaptive, fill="hold")
     assert lit.shape == hold.shape and not torch.equal(lit, hold)  # a trained model, not the hold it starts as
+    assert torch.equal(tokenizer.decode(adaptive), hold)  # auto: no guard, so hold
+
+
+def frame_errors(restored: torch.Tensor, truth: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """(t,) squared latent error over each latent frame's dropped positions."""
+    return ((restored - truth) ** 2 * (~keep).unsqueeze(1)).sum(dim=(0, 1, 3, 4))
+
+
+@needs_data
+def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
+    """robot_bridge_banana is where the unguarded shipped lit lost to hold (eval/results/inpainter_eval_*.md)."""
+    clip = load_clip(DATA / "tokenbench-mini" / "robot_bridge_banana.mp4", frames=9, height=128)
+    video, source = source_info(clip)
+    truth = tokenizer.vae.encode(video)
+    adaptive = tokenizer.tokenize(truth, source, target_usage=0.4)
+    assert adaptive.lit_model == tokenizer.inpainter.fingerprint and len(adaptive.lit_frames) == truth.shape[2]
+    hold = tokenizer.restore(adaptive, "hold")
+    guarded = tokenizer.restore(adaptive, "lit")
+    unguarded = tokenizer.restore(replace(adaptive, lit_frames=None, lit_model=None), "lit")
+    assert bool((frame_errors(guarded, truth, adaptive.keep) <= frame_errors(hold, truth, adaptive.keep) + 1e-6).all())
+    flags = torch.tensor(adaptive.lit_frames).view(1, 1, -1, 1, 1)
+    assert torch.equal(guarded, torch.where(flags, unguarded, hold))
+    # the default fill follows the guard, through a file too
+    loaded = tokenizer.load(tokenizer.save(adaptive, tmp_path / "g.latok"))
+    assert tokenizer.fill_name(loaded) == "lit" and torch.equal(tokenizer.restore(loaded), guarded)
+
+
+def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
+    from latok.inpainter import InpaintingTransformer, preset
+
+    torch.manual_seed(0)
+    broken = InpaintingTransformer(preset("xs"))
+    torch.nn.init.normal_(broken.head.weight, std=1.0)  # corrections far off the truth
+    tokenizer = LatentTokenizer(taef2, inpainter=broken)
+    adaptive = tokenizer.encode(sample, target_usage=0.5)
+    dropped_frames = (~adaptive.keep).flatten(2).any(dim=2)[0].tolist()
+    assert adaptive.lit_frames == tuple(not d for d in dropped_frames)  # lit loses wherever it acts
+    assert torch.equal(tokenizer.restore(adaptive, "lit"), tokenizer.restore(adaptive, "hold"))
+    # a guard decided with another inpainter is not trusted: lit runs everywhere, auto is hold
+    other = LatentTokenizer(taef2)
+    assert other.fill_name(adaptive) == "hold"
+    with caplog.at_level("WARNING", logger="latok.codec"):
+        everywhere = other.restore(adaptive, "lit")
+    assert "another inpainter" in caplog.text
+    assert torch.equal(everywhere, other.restore(replace(adaptive, lit_frames=None, lit_model=None), "lit"))
+    assert LatentTokenizer(taef2, inpainter=broken, lit_guard=False).encode(sample).lit_frames is None

@@ -101,7 +101,8 @@ def test_lpips_does_not_depend_on_batching_or_precision():
 def test_lpips_weights_are_the_canonical_ones():
     from safetensors.torch import load_file
 
-    from latok.lpips import CONTENT_SHA256, tensor_digest
+    from latok.lpips import CONTENT_SHA256
+    from latok.weights import tensor_digest
 
     assert tensor_digest(load_file(str(WEIGHTS / "lpips_vgg16.safetensors"))) == CONTENT_SHA256
 

@@ -111,12 +111,17 @@ def test_taef2_native_space_is_latoks_own():
 
 @needs_weights
 def test_cli_export_dense_and_packed(tmp_path, capsys):
-    adaptive = LatentTokenizer("taef2").tokenize(_real_latent(), SourceInfo(5, 32, 48))
+    tokenizer = LatentTokenizer("taef2")
+    adaptive = tokenizer.tokenize(_real_latent(), SourceInfo(5, 32, 48))
     path = save_latok(adaptive, tmp_path / "c.latok")
-    assert main(["export", str(path), "-o", str(tmp_path / "d.safetensors")]) == 0
+    assert main(["export", str(path), "-o", str(tmp_path / "d.safetensors")]) == 0  # default fill: auto
     dense = load_file(tmp_path / "d.safetensors")
-    torch.testing.assert_close(dense["latent"], adaptive.dense())
+    torch.testing.assert_close(dense["latent"], tokenizer.restore(adaptive))
     assert torch.equal(dense["keep"], adaptive.keep)
+    assert main(["export", str(path), "-o", str(tmp_path / "h.safetensors"), "--fill", "hold"]) == 0
+    torch.testing.assert_close(load_file(tmp_path / "h.safetensors")["latent"], adaptive.dense("hold"))
+    with safe_open(tmp_path / "d.safetensors", "pt") as f:
+        assert f.metadata()["fill"] == tokenizer.fill_name(adaptive) == "lit"
     assert main(["export", str(path), "-o", str(tmp_path / "p.safetensors"), "--format", "packed"]) == 0
     packed = load_file(tmp_path / "p.safetensors")
     assert torch.equal(packed["positions"], adaptive.packed().positions)
