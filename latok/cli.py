@@ -205,10 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rebind_library_handlers() -> None:
+    """Point the console handlers Lightning installs on import at the current stderr: when
+    ``main`` runs inside a longer-lived process (tests, notebooks), the stderr they were
+    bound to may have been replaced and closed since."""
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "lightning"]:
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler and handler.stream is not sys.stderr:
+                with handler.lock:  # not setStream(): it flushes the old stream, which may be closed
+                    handler.stream = sys.stderr
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latok`` script; returns the exit status (callable from tests)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s", force=True)
+    _rebind_library_handlers()
     try:
         return args.run(args) or 0
     except LatokError as error:
