@@ -194,6 +194,12 @@ def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
     assert bool((frame_errors(guarded, truth, adaptive.keep) <= frame_errors(hold, truth, adaptive.keep) + 1e-6).all())
     flags = torch.tensor(adaptive.lit_frames).view(1, 1, -1, 1, 1)
     assert torch.equal(guarded, torch.where(flags, unguarded, hold))
+    # a margin asks lit to cut hold's error by that fraction
+    strict = LatentTokenizer(tokenizer.vae, lit_guard_margin=0.5).tokenize(truth, source, target_usage=0.4)
+    lit_error, hold_error = frame_errors(unguarded, truth, adaptive.keep), frame_errors(hold, truth, adaptive.keep)
+    assert list(strict.lit_frames) == (lit_error <= 0.5 * hold_error).tolist()
+    with pytest.raises(InvalidInputError, match="lit_guard_margin"):
+        LatentTokenizer(tokenizer.vae, lit_guard_margin=1.0)
     # the default fill follows the guard, through a file too
     loaded = tokenizer.load(tokenizer.save(adaptive, tmp_path / "g.latok"))
     assert tokenizer.fill_name(loaded) == "lit" and torch.equal(tokenizer.restore(loaded), guarded)

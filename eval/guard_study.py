@@ -1,0 +1,162 @@
+"""How strict should the lit guard be?  Per-frame latent and pixel errors of hold and lit.
+
+The guard decides per latent frame, from latent error alone (the encoder has no decoded
+pixels), whether lit beats hold.  Latent and pixel error do not agree exactly, so where
+lit wins by a hair in latent space it can lose by a hair in pixels.  A margin m makes the
+guard pick lit only when its latent error is below (1 - m) x hold's.
+
+taef2 decodes every frame on its own, so a clip's PSNR under any per-frame choice follows
+from the per-frame pixel errors of hold and of lit: this script decodes each clip twice
+and scores every margin without decoding again.
+
+- ``--set tune`` (default): the margin is chosen here, on clips that are not evaluation
+  clips: the 11 DAVIS training sequences and the classic clips, at the default tau and at
+  target usage 0.5 (17 frames from frame 0, 240p).
+- ``--set tokenbench``: the tokenbench-mini evaluation clips at the default tau, to check it.
+
+Usage:
+    python eval/guard_study.py [--set tune|tokenbench] [--checkpoint DIR]
+writes eval/results/guard_study_<set>.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from latok.codec import LatentTokenizer, default_inpainter_path, source_info
+from latok.io import load_clip
+from latok.metrics import _to_255
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+DAVIS = DATA / "davis" / "JPEGImages" / "480p"
+VALIDATION = ("soapbox", "libby", "goat")  # the inpainter's held-out sequences: not used here
+MARGINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def clip_sets(name: str) -> list[tuple[str, Path, dict[str, dict]]]:
+    """(name, path, {rate label: tokenize arguments}) per clip."""
+    if name == "tokenbench":
+        return [(f"tokenbench/{p.stem}", p, {"default": {}}) for p in sorted((DATA / "tokenbench-mini").glob("*.mp4"))]
+    sources = [(f"davis/{p.name}", p) for p in sorted(DAVIS.iterdir()) if p.name not in VALIDATION]
+    sources += [(f"clips/{p.stem}", p) for p in sorted((DATA / "clips").iterdir())]
+    return [(label, path, {"default": {}, "usage0.5": {"target_usage": 0.5}}) for label, path in sources]
+
+
+def frame_errors(tokenizer: LatentTokenizer, path: Path, rates: dict[str, dict], frames: int) -> dict[str, dict]:
+    """Per rate and latent frame: latent squared error on dropped positions and decoded pixel
+    squared error (8-bit scale, as latok.metrics.psnr), for hold and for lit without a guard."""
+    clip = load_clip(path, frames=frames, height=240)
+    video, source = source_info(clip)
+    latent = tokenizer.vae.encode(video)
+    reference = _to_255(video)
+    rows = {}
+    for label, rate in rates.items():
+        adaptive = tokenizer.tokenize(latent, source, lit_guard=False, **rate)
+        dropped = (~adaptive.keep).unsqueeze(1)
+        row = {"usage": adaptive.token_usage, "pixels_per_frame": video[0, :, 0].numel()}
+        for fill in ("hold", "lit"):
+            restored = tokenizer.restore(adaptive, fill)
+            row[f"latent_{fill}"] = ((restored - latent.float().cpu()) ** 2 * dropped).sum(dim=(0, 1, 3, 4)).tolist()
+            decoded = tokenizer.vae.decode(restored, size=video.shape[-3:])
+            row[f"pixel_{fill}"] = (_to_255(decoded) - reference).pow(2).sum(dim=(0, 1, 3, 4)).tolist()
+        rows[label] = row
+    return rows
+
+
+def clip_psnr(pixel_error: list[float], pixels_per_frame: int) -> float:
+    mse = sum(pixel_error) / (len(pixel_error) * pixels_per_frame)
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def guarded_gain(row: dict, margin: float) -> float:
+    """PSNR(lit with a guard of this margin) - PSNR(hold) for one clip, in dB."""
+    chosen = [lit if latent_lit <= (1 - margin) * latent_hold else hold
+              for lit, hold, latent_lit, latent_hold in zip(row["pixel_lit"], row["pixel_hold"], row["latent_lit"], row["latent_hold"])]  # fmt: skip
+    return clip_psnr(chosen, row["pixels_per_frame"]) - clip_psnr(row["pixel_hold"], row["pixels_per_frame"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", choices=("tune", "tokenbench"), default="tune")
+    parser.add_argument("--checkpoint", default=str(default_inpainter_path("taef2")))
+    parser.add_argument("--frames", type=int, default=17)
+    args = parser.parse_args()
+
+    tokenizer = LatentTokenizer("taef2", inpainter=args.checkpoint)
+    if tokenizer.vae.temporal_ratio != 1:
+        raise SystemExit("the per-frame accounting needs a per-frame backend")
+    out = ROOT / "eval" / "results" / f"guard_study_{args.set}"
+    rows = {}
+    if out.with_suffix(".json").is_file():  # resume: keep clips measured with this checkpoint
+        previous = json.loads(out.with_suffix(".json").read_text())
+        if previous.get("inpainter") == tokenizer.inpainter.fingerprint:
+            rows = previous["clips"]
+    for name, path, rates in tqdm(clip_sets(args.set), desc=f"guard study ({args.set})"):
+        if all(f"{name}@{label}" in rows for label in rates):
+            continue
+        for label, row in frame_errors(tokenizer, path, rates, args.frames).items():
+            rows[f"{name}@{label}"] = row
+        summary = summarise(rows)
+        result = {
+            "what": "per-frame latent/pixel errors of hold and unguarded lit; clip PSNR gain of guarded lit per margin",
+            "command": f"python eval/guard_study.py --set {args.set}",
+            "checkpoint": args.checkpoint,
+            "inpainter": tokenizer.inpainter.fingerprint,
+            "frames": args.frames,
+            "margins": summary,
+            "clips": rows,
+        }
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def summarise(rows: dict) -> list[dict]:
+    summary = []
+    for margin in (*MARGINS, math.inf):  # inf: never lit (hold)
+        gains = [guarded_gain(row, margin) if math.isfinite(margin) else 0.0 for row in rows.values()]
+        unguarded = [clip_psnr(r["pixel_lit"], r["pixels_per_frame"]) - clip_psnr(r["pixel_hold"], r["pixels_per_frame"]) for r in rows.values()]
+        finite = [g for g in gains if math.isfinite(g)]
+        summary.append({
+            "margin": margin if math.isfinite(margin) else None,
+            "worst_gain_db": min(finite) if finite else 0.0,
+            "mean_gain_db": sum(finite) / len(finite) if finite else 0.0,
+            "clips_worse_than_hold": sum(g < 0 for g in finite),
+            "unguarded_worst_gain_db": min(unguarded),
+            "unguarded_mean_gain_db": sum(unguarded) / len(unguarded),
+        })  # fmt: skip
+    return summary
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# Lit guard margin study: {len(result['clips'])} clips, inpainter {result['inpainter']}",
+        "",
+        "Guarded lit picks lit on a latent frame when its latent error on the dropped positions is at most",
+        "(1 − margin) × hold's. Gains are clip PSNR(guarded lit) − PSNR(hold) from the per-frame pixel errors.",
+        "",
+        "| margin | worst clip gain (dB) | mean gain (dB) | clips worse than hold |",
+        "|---|---|---|---|",
+    ]
+    for row in result["margins"]:
+        label = "hold (never lit)" if row["margin"] is None else f"{row['margin']:g}"
+        lines.append(f"| {label} | {row['worst_gain_db']:+.3f} | {row['mean_gain_db']:+.3f} | {row['clips_worse_than_hold']} |")
+    first = result["margins"][0]
+    lines += [
+        "",
+        f"Unguarded lit: worst {first['unguarded_worst_gain_db']:+.3f} dB, mean {first['unguarded_mean_gain_db']:+.3f} dB.",
+        "",
+        f"Command: `{result['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
