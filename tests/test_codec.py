@@ -191,12 +191,13 @@ def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
     hold = tokenizer.restore(adaptive, "hold")
     guarded = tokenizer.restore(adaptive, "lit")
     unguarded = tokenizer.restore(replace(adaptive, lit_frames=None, lit_model=None), "lit")
-    assert bool((frame_errors(guarded, truth, adaptive.keep) <= frame_errors(hold, truth, adaptive.keep) + 1e-6).all())
+    hold_error = frame_errors(hold, truth, adaptive.keep)
+    assert bool((frame_errors(guarded, truth, adaptive.keep) <= hold_error * (1 + 1e-5) + 1e-6).all())  # float32 sums
     flags = torch.tensor(adaptive.lit_frames).view(1, 1, -1, 1, 1)
     assert torch.equal(guarded, torch.where(flags, unguarded, hold))
     # a margin asks lit to cut hold's error by that fraction
     strict = LatentTokenizer(tokenizer.vae, lit_guard_margin=0.5).tokenize(truth, source, target_usage=0.4)
-    lit_error, hold_error = frame_errors(unguarded, truth, adaptive.keep), frame_errors(hold, truth, adaptive.keep)
+    lit_error = frame_errors(unguarded, truth, adaptive.keep)
     assert list(strict.lit_frames) == (lit_error <= 0.5 * hold_error).tolist()
     with pytest.raises(InvalidInputError, match="lit_guard_margin"):
         LatentTokenizer(tokenizer.vae, lit_guard_margin=1.0)
