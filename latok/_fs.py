@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import os
 import tempfile
 from collections.abc import Iterator
@@ -26,14 +27,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-class AtomicWriter:
+class AtomicWriter(abc.ABC):
     """Context-manager protocol of chunked writers: :meth:`close` on success, :meth:`abort` on error."""
 
+    @abc.abstractmethod
     def close(self):
-        raise NotImplementedError
+        """Finish the output and move it into place."""
 
+    @abc.abstractmethod
     def abort(self) -> None:
-        raise NotImplementedError
+        """Drop everything written so far; idempotent."""
 
     def __enter__(self):
         return self
