@@ -48,6 +48,10 @@ class WeightsChecksumError(LatokError):
     """A weights file does not match its published sha256."""
 
 
+class CorruptWeightsError(LatokError):
+    """A checkpoint exists but cannot be read or does not fit its model."""
+
+
 class LatokFormatError(LatokError):
     """A ``.latok`` file is truncated, corrupt, or of an unknown format or version."""
 

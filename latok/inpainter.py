@@ -263,16 +263,21 @@ class InpaintingTransformer(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> InpaintingTransformer:
         """Load a checkpoint written by :meth:`save_pretrained`."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from latok.errors import WeightsNotFoundError
+        from latok.errors import CorruptWeightsError, WeightsNotFoundError
 
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
             raise WeightsNotFoundError(f"{directory}: no inpainter checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})")
-        config = InpainterConfig(**json.loads((directory / CONFIG_NAME).read_text()))
-        model = cls(config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(device)))
+        try:
+            config = InpainterConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+            model = cls(config)
+            model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(device)))
+        except (ValueError, TypeError, RuntimeError, OSError, SafetensorError) as error:  # JSONDecodeError is a ValueError
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise CorruptWeightsError(f"{directory}: unreadable inpainter checkpoint ({reason})") from None
         return model.to(device).eval()
 
     @property

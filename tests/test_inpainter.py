@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latok.errors import InvalidInputError, WeightsNotFoundError
+from latok.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError
 from latok.fill import hold_fill
 from latok.inpainter import InpainterConfig, InpaintingTransformer, preset, project_l1_ball
 from latok.masking import redundancy_mask
@@ -95,6 +95,23 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(loaded(sparse, keep), model(sparse, keep))
     with pytest.raises(WeightsNotFoundError, match="no inpainter checkpoint"):
         InpaintingTransformer.from_pretrained(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: (d / "model.safetensors").write_bytes(b"junk"),  # not a safetensors file
+        lambda d: (d / "config.json").write_text("{not json"),
+        lambda d: (d / "config.json").write_text('{"width": 96, "colour": 3}'),  # unknown field
+        lambda d: (d / "config.json").write_text('{"width": 64, "heads": 4, "depth": 1}'),  # weights do not fit
+    ],
+)
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path, damage):
+    directory = InpaintingTransformer(TINY).save_pretrained(tmp_path / "ckpt")
+    damage(directory)
+    with pytest.raises(CorruptWeightsError, match="unreadable inpainter checkpoint") as info:
+        InpaintingTransformer.from_pretrained(directory)
+    assert "\n" not in str(info.value)
 
 
 def test_presets_and_bad_inputs():
