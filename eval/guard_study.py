@@ -50,8 +50,8 @@ def clip_sets(name: str) -> list[tuple[str, Path, dict[str, dict]]]:
 
 
 def frame_errors(tokenizer: LatentTokenizer, path: Path, rates: dict[str, dict], frames: int) -> dict[str, dict]:
-    """Per rate and latent frame: latent squared error on dropped positions and decoded pixel
-    squared error (8-bit scale, as latok.metrics.psnr), for hold and for lit without a guard."""
+    """Per rate and latent frame: latent squared error on dropped positions (in the inpainter's
+    decoder metric when it has one, as the guard measures it) and decoded pixel squared error (8-bit scale, as latok.metrics.psnr), for hold and for lit without a guard."""
     clip = load_clip(path, frames=frames, height=240)
     video, source = source_info(clip)
     latent = tokenizer.vae.encode(video)
@@ -59,11 +59,10 @@ def frame_errors(tokenizer: LatentTokenizer, path: Path, rates: dict[str, dict],
     rows = {}
     for label, rate in rates.items():
         adaptive = tokenizer.tokenize(latent, source, lit_guard=False, **rate)
-        dropped = (~adaptive.keep).unsqueeze(1)
         row = {"usage": adaptive.token_usage, "pixels_per_frame": video[0, :, 0].numel()}
         for fill in ("hold", "lit"):
             restored = tokenizer.restore(adaptive, fill)
-            row[f"latent_{fill}"] = ((restored - latent.float().cpu()) ** 2 * dropped).sum(dim=(0, 1, 3, 4)).tolist()
+            row[f"latent_{fill}"] = tokenizer.inpainter.error(restored, latent.float().cpu(), adaptive.keep)[0].tolist()
             decoded = tokenizer.vae.decode(restored, size=video.shape[-3:])
             row[f"pixel_{fill}"] = (_to_255(decoded) - reference).pow(2).sum(dim=(0, 1, 3, 4)).tolist()
         rows[label] = row

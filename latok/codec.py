@@ -171,23 +171,23 @@ class LatentTokenizer:
 
     def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor) -> AdaptiveLatent:
         """``adaptive`` with its lit guard: per latent frame, does the inpainter restore the
-        dropped positions closer to ``latent`` (the truth, in squared error) than hold does,
-        by at least :attr:`lit_guard_margin` of hold's error?
+        dropped positions closer to ``latent`` (the truth) than hold does, by at least
+        :attr:`lit_guard_margin` of hold's error?
 
-        Decided on the stored (rounded) values, exactly as a decoder will see them.  Returned
-        unchanged when the backend has no inpainter."""
+        Errors are squared errors in the inpainter's decoder metric when it has one (about the
+        decoded pixel error), else in plain latent units, and are decided on the stored
+        (rounded) values, exactly as a decoder will see them.  Returned unchanged when the
+        backend has no inpainter."""
         if self._inpainter is None and not (default_inpainter_path(self.vae.name) / "config.json").is_file():
             return adaptive
         model = self.inpainter
         sparse, keep = adaptive.sparse_dense(), adaptive.keep
         truth = latent.float().cpu()
-        dropped = (~keep).unsqueeze(1)
-
-        def error(restored: torch.Tensor) -> torch.Tensor:  # (t,) squared error over dropped positions
-            return ((restored - truth) ** 2 * dropped).sum(dim=(0, 1, 3, 4))
-
         lit = self.lit_fill(sparse, keep, adaptive.tau, adaptive.reference, model=model)
-        frames = error(lit) <= (1.0 - self.lit_guard_margin) * error(hold_fill(sparse, keep))
+        with torch.inference_mode():
+            lit_error = model.error(lit, truth, keep)[0]
+            hold_error = model.error(hold_fill(sparse, keep), truth, keep)[0]
+        frames = lit_error <= (1.0 - self.lit_guard_margin) * hold_error
         return replace(adaptive, lit_frames=tuple(frames.tolist()), lit_model=model.fingerprint)
 
     def _adaptive(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None) -> AdaptiveLatent:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +61,7 @@ class InpainterConfig:
     causal: bool = False
     rope_base: float = 100.0
     patch_size: int = 2  # latent positions per token side: 2x2 patches cut attention cost 16x
+    decoder_metric: bool = False  # carries a (C, C) decoder metric buffer (see InpaintingTransformer.error)
 
     def __post_init__(self):
         if self.width % (2 * self.heads) or (self.width // self.heads) % 4:
@@ -154,6 +155,30 @@ class InpaintingTransformer(nn.Module):
         self.head = nn.Linear(width, patch * patch * (channels + 1))  # correction + interp blend per position
         nn.init.zeros_(self.head.weight)  # start as exactly hold
         nn.init.zeros_(self.head.bias)
+        if config.decoder_metric:
+            self.register_buffer("decoder_metric", torch.eye(channels))
+
+    def set_decoder_metric(self, metric: torch.Tensor) -> None:
+        """Measure errors with ``metric`` (``(C, C)``, from :meth:`VideoAutoencoder.decoder_metric`) from now on."""
+        channels = self.config.latent_channels
+        if metric.shape != (channels, channels):
+            raise InvalidInputError(f"decoder metric must be ({channels}, {channels}), got {tuple(metric.shape)}")
+        if not self.config.decoder_metric:
+            self.config = replace(self.config, decoder_metric=True)
+            self.register_buffer("decoder_metric", torch.empty(channels, channels, device=self.head.weight.device))
+        self.decoder_metric.copy_(metric)
+
+    def error(self, restored: torch.Tensor, truth: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``(B, t)`` squared error of ``restored`` on the dropped positions of every latent frame.
+
+        With a decoder metric G, a position's error e counts as e^T G e, which is about the
+        squared error it causes in decoded pixels; without one it is |e|^2.
+        """
+        difference = (restored - truth) * (~keep).unsqueeze(1)
+        if self.config.decoder_metric:
+            factor = torch.linalg.cholesky(self.decoder_metric.float()).to(difference)  # G = L L^T
+            difference = torch.einsum("bcthw,cd->bdthw", difference, factor)
+        return difference.pow(2).sum(dim=(1, 3, 4))
 
     def forward(
         self,

@@ -14,12 +14,18 @@ from latok.masking import redundancy_mask, tau_for_usage
 
 
 class InpainterModule(L.LightningModule):
-    """Latent MSE on dropped positions relative to hold's, per clip; AdamW with warm-up and cosine decay.
+    """Squared error on dropped positions relative to hold's, per clip; AdamW with warm-up and cosine decay.
 
-    The loss of a clip is its dropped-position MSE divided by hold's on the same
+    The loss of a clip is its dropped-position squared error divided by hold's on the same
     positions, averaged over clips: every clip counts by how much it beats hold (the
     log of this ratio is a gain in dB), so nearly-static crops at small tau, where the
     model must learn to leave hold alone, weigh as much as fast-moving ones.
+
+    With ``loss="decoder"`` errors are measured in the decoder's metric (see
+    :meth:`~latok.inpainter.InpaintingTransformer.error`), estimated at setup from the first
+    ``metric_frames`` frames of ``metric_dir`` (default: the data module's training shards) and
+    saved with the model, so the loss follows decoded pixel error rather than treating all
+    latent channels alike (taef2's matter to its decoder within a factor of ~40 of each other).
 
     Validation decodes whole held-out clips at ``val_target_usage`` and logs
     PSNR of lit, hold and interp against the original frames, and lit's gain over hold.
@@ -34,6 +40,8 @@ class InpainterModule(L.LightningModule):
         val_target_usage: kept fraction of the validation masks.
         init_from: start from this inpainter checkpoint's weights (e.g. fine-tune a causal model
             from the bidirectional one; the architectures must match apart from ``causal``).
+        loss: ``"latent"`` (plain squared error) or ``"decoder"`` (decoder metric).
+        metric_dir, metric_frames: latents the decoder metric is estimated on, and how many frames.
     """
 
     def __init__(
@@ -49,13 +57,49 @@ class InpainterModule(L.LightningModule):
         val_backend: str = "taef2",
         val_target_usage: float = 0.5,
         init_from: str | None = None,
+        loss: str = "latent",
+        metric_dir: str | None = None,
+        metric_frames: int = 8,
     ):
         super().__init__()
+        if loss not in ("latent", "decoder"):
+            raise ValueError(f"loss must be 'latent' or 'decoder', got {loss!r}")
         self.save_hyperparameters()
         self.model = InpaintingTransformer(inpainter_preset(preset, latent_channels=latent_channels, causal=causal))
         if init_from:
-            self.model.load_state_dict(InpaintingTransformer.from_pretrained(init_from).state_dict())
+            source = InpaintingTransformer.from_pretrained(init_from)
+            if source.config.decoder_metric:
+                self.model.set_decoder_metric(source.decoder_metric)
+            self.model.load_state_dict(source.state_dict())
         self._vae = None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        metric = checkpoint["state_dict"].get("model.decoder_metric")  # resuming a decoder-loss run
+        if metric is not None and not self.model.config.decoder_metric:
+            self.model.set_decoder_metric(metric)
+
+    def on_fit_start(self) -> None:
+        if self.hparams.loss == "decoder" and not self.model.config.decoder_metric:
+            self.model.set_decoder_metric(self._estimate_metric())
+
+    def _estimate_metric(self) -> torch.Tensor:
+        """The validation backend's decoder metric on a few frames of ``metric_dir``'s clips."""
+        from latok.data import read_samples
+        from latok.vae import load_vae
+
+        datamodule = self.trainer.datamodule
+        directory = self.hparams.metric_dir or (datamodule.hparams.get("train_dir") if datamodule is not None else None)
+        if directory is None:
+            raise ValueError("loss='decoder' needs metric_dir (or a data module with train_dir)")
+        latents = []
+        for sample in read_samples(directory):  # the first and middle frame of clips of one size: varied content
+            clip = torch.from_numpy(sample["latent.npy"]).float()  # (C, t, h, w)
+            if not latents or clip.shape[2:] == latents[0].shape[2:]:
+                latents.append(clip[:, sorted({0, clip.shape[1] // 2})])
+            if sum(z.shape[1] for z in latents) >= self.hparams.metric_frames:
+                break
+        latent = torch.cat(latents, dim=1)[:, : self.hparams.metric_frames].unsqueeze(0)
+        return load_vae(self.hparams.val_backend, device=self.device).decoder_metric(latent.to(self.device))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, hold_loss, ratio = self._losses(batch["latent"], batch["keep"], batch.get("tau"))
@@ -65,15 +109,13 @@ class InpainterModule(L.LightningModule):
     def _losses(
         self, latent: torch.Tensor, keep: torch.Tensor, tau: torch.Tensor | float | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """MSE over dropped positions for the model and for hold, and the mean per-clip ratio of the two."""
-        dropped = (~keep).unsqueeze(1).float()
+        """Mean squared error over dropped positions for the model and for hold, and the mean per-clip ratio of the two."""
         sparse = latent * keep.unsqueeze(1)
         prediction = self.model(sparse, keep, tau)
         with torch.no_grad():
-            hold_error = (hold_fill(sparse, keep) - latent) ** 2 * dropped
-        error = (prediction - latent) ** 2 * dropped
-        per_clip, hold_per_clip = error.sum(dim=(1, 2, 3, 4)), hold_error.sum(dim=(1, 2, 3, 4))
-        count = dropped.sum() * latent.shape[1]
+            hold_per_clip = self.model.error(hold_fill(sparse, keep), latent, keep).sum(dim=1)
+        per_clip = self.model.error(prediction, latent, keep).sum(dim=1)
+        count = (~keep).sum() * latent.shape[1]
         has_dropped = hold_per_clip > 0
         ratio = (per_clip / hold_per_clip.clamp(min=1e-12))[has_dropped].mean() if has_dropped.any() else per_clip.sum()
         return per_clip.sum() / count.clamp(min=1), hold_per_clip.sum() / count.clamp(min=1), ratio

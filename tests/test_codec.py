@@ -10,7 +10,7 @@ import torch
 
 from conftest import DATA, needs_data, needs_weights
 from latok.cli import main
-from latok.codec import LatentTokenizer, source_info
+from latok.codec import LIT_GUARD_MARGIN, LatentTokenizer, default_inpainter_path, source_info
 from latok.errors import InvalidInputError
 from latok.io import load_clip, read_video
 from latok.metrics import psnr, ssim
@@ -164,7 +164,7 @@ def test_cli_fill_lit_on_a_shared_clip(tmp_path):
 
 
 def test_shipped_inpainter_loads_for_fill_lit(tokenizer, sample):
-    from latok.codec import default_fill, default_inpainter_path
+    from latok.codec import default_fill
 
     assert (default_inpainter_path("taef2") / "model.safetensors").is_file()
     assert default_fill("taef2") == "auto" and tokenizer.fill == "auto"
@@ -175,19 +175,19 @@ def test_shipped_inpainter_loads_for_fill_lit(tokenizer, sample):
     assert torch.equal(tokenizer.decode(adaptive), hold)  # auto: no guard, so hold
 
 
-def frame_errors(restored: torch.Tensor, truth: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """(t,) squared latent error over each latent frame's dropped positions."""
-    return ((restored - truth) ** 2 * (~keep).unsqueeze(1)).sum(dim=(0, 1, 3, 4))
-
-
 @needs_data
 def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
-    """robot_bridge_banana is where the unguarded shipped lit lost to hold (eval/results/inpainter_eval_*.md)."""
+    """robot_bridge_banana is where the unguarded shipped lit lost to hold (eval/results/inpainter_eval_*.md).
+    Errors are measured as the guard measures them: in the inpainter's decoder metric."""
     clip = load_clip(DATA / "tokenbench-mini" / "robot_bridge_banana.mp4", frames=9, height=128)
     video, source = source_info(clip)
     truth = tokenizer.vae.encode(video)
     adaptive = tokenizer.tokenize(truth, source, target_usage=0.4)
     assert adaptive.lit_model == tokenizer.inpainter.fingerprint and len(adaptive.lit_frames) == truth.shape[2]
+
+    def frame_errors(restored: torch.Tensor, truth: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        return tokenizer.inpainter.error(restored, truth, keep)[0]
+
     hold = tokenizer.restore(adaptive, "hold")
     guarded = tokenizer.restore(adaptive, "lit")
     unguarded = tokenizer.restore(replace(adaptive, lit_frames=None, lit_model=None), "lit")
@@ -225,3 +225,18 @@ def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
     assert "another inpainter" in caplog.text
     assert torch.equal(everywhere, other.restore(replace(adaptive, lit_frames=None, lit_model=None), "lit"))
     assert LatentTokenizer(taef2, inpainter=broken, lit_guard=False).encode(sample).lit_frames is None
+
+
+def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
+    from latok.inpainter import InpaintingTransformer
+
+    model = InpaintingTransformer.from_pretrained(default_inpainter_path("taef2"))
+    model.set_decoder_metric(torch.diag(torch.logspace(-3, 3, 32)))  # errors count only in the last few channels
+    tokenizer = LatentTokenizer(taef2, inpainter=model)
+    video, source = source_info(sample)
+    latent = taef2.encode(video)
+    adaptive = tokenizer.tokenize(latent, source, target_usage=0.4)
+    unguarded = replace(adaptive, lit_frames=None, lit_model=None)
+    lit, hold = tokenizer.restore(unguarded, "lit"), tokenizer.restore(unguarded, "hold")
+    expected = model.error(lit, latent, adaptive.keep)[0] <= (1 - LIT_GUARD_MARGIN) * model.error(hold, latent, adaptive.keep)[0]
+    assert list(adaptive.lit_frames) == expected.tolist() and adaptive.lit_model == model.fingerprint

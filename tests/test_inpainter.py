@@ -97,6 +97,29 @@ def test_checkpoint_round_trip(tmp_path):
         InpaintingTransformer.from_pretrained(tmp_path / "nothing")
 
 
+def test_decoder_metric_weighs_errors_and_travels_with_the_checkpoint(tmp_path):
+    latent = walk(5)
+    sparse, keep = masked(latent)
+    model = randomised(InpaintingTransformer(TINY)).eval()
+    restored = model(sparse, keep)
+    plain = model.error(restored, latent, keep)
+    dropped = (~keep).unsqueeze(1)
+    torch.testing.assert_close(plain, ((restored - latent) ** 2 * dropped).sum(dim=(1, 3, 4)))
+    assert plain.shape == (2, latent.shape[2]) and bool((plain[:, 0] == 0).all())  # frame 0 is always kept
+    weights = torch.arange(1.0, 9.0)
+    metric = torch.diag(weights)
+    metric[0, 1] = metric[1, 0] = 0.5
+    model.set_decoder_metric(metric)
+    difference = (restored - latent) * dropped
+    expected = torch.einsum("bcthw,cd,bdthw->bt", difference, metric, difference)
+    torch.testing.assert_close(model.error(restored, latent, keep), expected)
+    loaded = InpaintingTransformer.from_pretrained(model.save_pretrained(tmp_path / "ckpt"))
+    assert loaded.config.decoder_metric and torch.equal(loaded.decoder_metric, metric)
+    assert loaded.fingerprint == model.fingerprint != randomised(InpaintingTransformer(TINY)).fingerprint
+    with pytest.raises(InvalidInputError, match=r"decoder metric must be \(8, 8\)"):
+        model.set_decoder_metric(torch.eye(3))
+
+
 @pytest.mark.parametrize(
     "damage",
     [

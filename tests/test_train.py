@@ -58,6 +58,32 @@ def test_fast_dev_run_trains_validates_and_exports_nothing(shards, tmp_path, mon
 
 
 @needs_weights
+def test_decoder_loss_estimates_the_metric_and_trains_with_it(shards, tmp_path, monkeypatch):
+    from latok.train import train_cli
+
+    monkeypatch.chdir(tmp_path)
+    cli = train_cli([
+        "fit", "--config", str(ROOT / "configs" / "taef2_lit-xs-decoder.yaml"), "--model.init_from", "null",
+        "--model.metric_frames", "2", "--trainer.fast_dev_run", "2", "--trainer.logger", "false",
+        "--data.train_dir", str(shards / "train"), "--data.val_dir", str(shards / "val"),
+        "--data.crop", "[5, 4, 4]", "--data.batch_size", "2", "--data.num_workers", "0",
+    ])  # fmt: skip
+    model = cli.model.model
+    assert cli.model.hparams.loss == "decoder" and model.config.decoder_metric
+    diagonal = model.decoder_metric.diagonal()
+    assert bool((diagonal > 0).all()) and float(diagonal.max() / diagonal.min()) > 2  # taef2's, not the identity
+    assert cli.trainer.global_step == 2 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    # resuming from a Lightning checkpoint brings the metric back instead of estimating it again
+    checkpoint = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}
+    fresh = type(cli.model)(loss="decoder")
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    assert torch.equal(fresh.model.decoder_metric, model.decoder_metric)
+    with pytest.raises(ValueError, match="loss must be"):
+        type(cli.model)(loss="pixels")
+
+
+@needs_weights
 @needs_data
 def test_cache_latents_is_resumable(tmp_path, capsys):
     inputs = [str(DATA / "davis" / "JPEGImages" / "480p" / "goat")]

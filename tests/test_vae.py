@@ -9,6 +9,7 @@ from conftest import BLACKSWAN, DIFFUSERS_BACKENDS, needs_data, tiny_diffusers_m
 from latok import LatokError, load_vae
 from latok.errors import InvalidInputError, UnknownBackendError, WeightsNotFoundError
 from latok.vae import list_vaes, vae_class
+from latok.vae.base import VideoAutoencoder
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -138,3 +139,45 @@ def test_taef2_real_weights_quality_on_blackswan(taef2):
     decoded = taef2.decode(latent)
     assert decoded.shape == video.shape
     assert psnr(decoded, video) >= 29.0
+
+
+class _LinearDecoder(VideoAutoencoder):
+    """Every latent position decodes on its own to a 2x2 block of one colour, ``weight @ z``."""
+
+    name, latent_channels, temporal_ratio, spatial_ratio = "linear", 4, 1, 2
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__(device="cpu")
+        self.weight = weight  # (3, C)
+
+    def _encode(self, video):
+        return torch.zeros(1, 4, video.shape[2], video.shape[3] // 2, video.shape[4] // 2)  # only decoding is tested
+
+    def _decode(self, latent):
+        colour = torch.einsum("kc,bcthw->bkthw", self.weight, latent)
+        return colour.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+
+def test_decoder_metric_is_exact_for_a_per_position_linear_decoder():
+    weight = torch.randn(3, 4, generator=torch.Generator().manual_seed(0)) * 0.1
+    latent = torch.rand(1, 4, 2, 3, 5, generator=torch.Generator().manual_seed(1)) - 0.5  # decodes inside [-1, 1]
+    metric = _LinearDecoder(weight).decoder_metric(latent, step=0.01)
+    # an error e at one position changes 4 pixels by weight @ e: 4 e^T W^T W e
+    torch.testing.assert_close(metric, 4 * weight.T @ weight, rtol=1e-3, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="one clip"):
+        _LinearDecoder(weight).decoder_metric(latent.expand(2, -1, -1, -1, -1))
+
+
+def test_taef2_decoder_metric_predicts_decoded_error(taef2):
+    """e^T G e summed over positions is the decoded squared error of a small latent error e,
+    and taef2's channels matter very unequally (why the inpainter's loss and guard use G)."""
+    generator = torch.Generator().manual_seed(0)
+    latent = taef2.encode(torch.rand(1, 3, 2, 64, 64, generator=generator) * 2 - 1)
+    metric = taef2.decoder_metric(latent)
+    assert metric.shape == (32, 32) and torch.allclose(metric, metric.T, atol=1e-5)
+    assert float(torch.linalg.eigvalsh(metric).min()) > 0
+    assert float(metric.diagonal().max() / metric.diagonal().min()) > 5
+    error = torch.randn(latent.shape, generator=generator) * 0.02
+    predicted = torch.einsum("bcthw,cd,bdthw->", error, metric, error)
+    measured = (taef2.decode(latent + error) - taef2.decode(latent)).pow(2).sum()
+    assert 0.6 < float(predicted / measured) < 1.6
