@@ -51,7 +51,8 @@ def clip_sets(name: str) -> list[tuple[str, Path, dict[str, dict]]]:
 
 def frame_errors(tokenizer: LatentTokenizer, path: Path, rates: dict[str, dict], frames: int) -> dict[str, dict]:
     """Per rate and latent frame: latent squared error on dropped positions (in the inpainter's
-    decoder metric when it has one, as the guard measures it) and decoded pixel squared error (8-bit scale, as latok.metrics.psnr), for hold and for lit without a guard."""
+    decoder metric when it has one, as the guard measures it) and decoded pixel squared error
+    (8-bit scale, as latok.metrics.psnr), for hold and for lit without a guard."""
     clip = load_clip(path, frames=frames, height=240)
     video, source = source_info(clip)
     latent = tokenizer.vae.encode(video)

@@ -109,7 +109,8 @@ class InpainterModule(L.LightningModule):
     def _losses(
         self, latent: torch.Tensor, keep: torch.Tensor, tau: torch.Tensor | float | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean squared error over dropped positions for the model and for hold, and the mean per-clip ratio of the two."""
+        """Mean squared error over dropped positions for the model and for hold, and the mean
+        per-clip ratio of the two."""
         sparse = latent * keep.unsqueeze(1)
         prediction = self.model(sparse, keep, tau)
         with torch.no_grad():

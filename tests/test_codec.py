@@ -238,5 +238,6 @@ def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
     adaptive = tokenizer.tokenize(latent, source, target_usage=0.4)
     unguarded = replace(adaptive, lit_frames=None, lit_model=None)
     lit, hold = tokenizer.restore(unguarded, "lit"), tokenizer.restore(unguarded, "hold")
-    expected = model.error(lit, latent, adaptive.keep)[0] <= (1 - LIT_GUARD_MARGIN) * model.error(hold, latent, adaptive.keep)[0]
+    lit_error, hold_error = model.error(lit, latent, adaptive.keep)[0], model.error(hold, latent, adaptive.keep)[0]
+    expected = lit_error <= (1 - LIT_GUARD_MARGIN) * hold_error
     assert list(adaptive.lit_frames) == expected.tolist() and adaptive.lit_model == model.fingerprint

@@ -172,7 +172,7 @@ class VideoAutoencoder(abc.ABC):
             responses.append(((self.decode(moved) - base) / step).flatten().double())
         responses = torch.stack(responses)  # (C, pixels)
         metric = responses @ responses.T / latent[0, 0].numel()
-        metric += 1e-6 * metric.diagonal().mean() * torch.eye(len(metric), dtype=metric.dtype)  # strictly positive definite
+        metric += 1e-6 * metric.diagonal().mean() * torch.eye(len(metric), dtype=metric.dtype)  # strictly pos. definite
         return metric.float()
 
     # -- latent spaces ---------------------------------------------------------------------
