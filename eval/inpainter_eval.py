@@ -114,11 +114,15 @@ def main() -> None:
     checks["inpaint_over_vae"] = speed["inpaint_over_vae"]
     checks["guard_and_inpaint_over_vae"] = speed["guard_and_inpaint_over_vae"]
     checks["pass"]["inpaint_le_10pct_of_vae"] = speed["guard_and_inpaint_over_vae"] <= 0.10
+    model = tokenizer.inpainter
+    metric = model.decoder_metric.diagonal() if model.config.decoder_metric else None
     result = {
         "what": "lit vs hold vs interp, decoded PSNR/SSIM on whole 17-frame DAVIS-240p / tokenbench-mini clips",
         "command": "python eval/inpainter_eval.py" + ("" if args.checkpoint == str(default_inpainter_path("taef2")) else f" --checkpoint {args.checkpoint}"),
         "checkpoint": args.checkpoint,
-        "parameters": tokenizer.inpainter.num_parameters,
+        "parameters": model.num_parameters,
+        "fingerprint": model.fingerprint,
+        "decoder_metric_diagonal": None if metric is None else {"min": float(metric.min()), "max": float(metric.max())},
         "device": "cpu, 2 cores" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         "target_usage": args.target_usage,
         "default_tau": tokenizer.vae.default_tau,
@@ -174,10 +178,18 @@ def markdown(result: dict) -> str:
         f"- speed: guard {t['guard']:.2f} s (at encode) + lit {t['inpaint']:.2f} s (at decode) vs taef2 encode {t['encode']:.2f} s "
         f"+ decode {t['decode']:.2f} s on blackswan: {c['guard_and_inpaint_over_vae']:.1%} "
         f"(lit alone {c['inpaint_over_vae']:.1%}; target ≤ 10%), {result['device']}",
+        f"- errors (training loss, guard) measured in {metric_note(result['decoder_metric_diagonal'])}",
         "",
         f"Command: `{result['command']}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def metric_note(diagonal: dict | None) -> str:
+    if diagonal is None:
+        return "plain latent units (no decoder metric)"
+    return (f"the decoder metric: per-channel pixel sensitivity {diagonal['min']:.3g} to {diagonal['max']:.3g} "
+            f"({diagonal['max'] / diagonal['min']:.0f}x apart)")  # fmt: skip
 
 
 if __name__ == "__main__":
