@@ -97,7 +97,7 @@ def test_cache_latents_is_resumable(tmp_path, capsys):
     assert sample["latent.npy"].shape == (32, 2, 8, 14) and sample["video.npy"].shape == (2, 64, 112, 3)
 
 
-@pytest.mark.parametrize("config", ["taef2_lit-xs.yaml", "taef2_lit-s.yaml"])
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_shipped_configs_parse(config, capsys):
     from latok.train import train_cli
 
@@ -107,6 +107,8 @@ def test_shipped_configs_parse(config, capsys):
     printed = capsys.readouterr().out
     assert "InpainterModule" not in printed or "preset" in printed
     assert f"preset: {config.split('-')[1].removesuffix('.yaml')}" in printed
+    if "decoder" in config:
+        assert "loss: decoder" in printed
 
 
 @needs_weights
