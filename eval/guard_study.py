@@ -1,7 +1,9 @@
 """How strict should the lit guard be?  Per-frame latent and pixel errors of hold and lit.
 
 The guard decides per latent frame, from latent error alone (the encoder has no decoded
-pixels), whether lit beats hold.  Latent and pixel error do not agree exactly, so where
+pixels), whether lit beats hold.  Latent error is measured in the inpainter's decoder
+metric when it has one (about the decoded pixel error).  Latent and pixel error still do
+not agree exactly, so where
 lit wins by a hair in latent space it can lose by a hair in pixels.  A margin m makes the
 guard pick lit only when its latent error is below (1 - m) x hold's.
 
@@ -38,6 +40,7 @@ DATA = ROOT.parent / "shared" / "data"
 DAVIS = DATA / "davis" / "JPEGImages" / "480p"
 VALIDATION = ("soapbox", "libby", "goat")  # the inpainter's held-out sequences: not used here
 MARGINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+WORST_ALLOWED_DB = -0.1  # the chosen margin: the best mean gain among those whose worst clip loses at most this
 
 
 def clip_sets(name: str) -> list[tuple[str, Path, dict[str, dict]]]:
@@ -109,8 +112,10 @@ def main() -> None:
             "command": f"python eval/guard_study.py --set {args.set}",
             "checkpoint": args.checkpoint,
             "inpainter": tokenizer.inpainter.fingerprint,
+            "decoder_metric": tokenizer.inpainter.config.decoder_metric,
             "frames": args.frames,
             "margins": summary,
+            "chosen_margin": choose(summary),
             "clips": rows,
         }
         out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
@@ -135,11 +140,18 @@ def summarise(rows: dict) -> list[dict]:
     return summary
 
 
+def choose(summary: list[dict]) -> float:
+    """The margin with the best mean gain among those whose worst clip loses at most WORST_ALLOWED_DB."""
+    allowed = [row for row in summary if row["margin"] is not None and row["worst_gain_db"] >= WORST_ALLOWED_DB]
+    return max(allowed, key=lambda row: row["mean_gain_db"])["margin"] if allowed else max(MARGINS)
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"# Lit guard margin study: {len(result['clips'])} clips, inpainter {result['inpainter']}",
         "",
-        "Guarded lit picks lit on a latent frame when its latent error on the dropped positions is at most",
+        "Guarded lit picks lit on a latent frame when its latent error on the dropped positions (in the inpainter's",
+        f"decoder metric: {'yes' if result.get('decoder_metric') else 'no'}) is at most",
         "(1 − margin) × hold's. Gains are clip PSNR(guarded lit) − PSNR(hold) from the per-frame pixel errors.",
         "",
         "| margin | worst clip gain (dB) | mean gain (dB) | clips worse than hold |",
@@ -152,6 +164,9 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         f"Unguarded lit: worst {first['unguarded_worst_gain_db']:+.3f} dB, mean {first['unguarded_mean_gain_db']:+.3f} dB.",
+        "",
+        f"Chosen margin (best mean gain among margins whose worst clip loses at most {-WORST_ALLOWED_DB:g} dB): "
+        f"**{result['chosen_margin']:g}** (latok.codec.LIT_GUARD_MARGIN).",
         "",
         f"Command: `{result['command']}`",
     ]
