@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import lightning as L
 import torch
@@ -22,10 +23,10 @@ class InpainterModule(L.LightningModule):
     model must learn to leave hold alone, weigh as much as fast-moving ones.
 
     With ``loss="decoder"`` errors are measured in the decoder's metric (see
-    :meth:`~latok.inpainter.InpaintingTransformer.error`), estimated at setup from the first
+    :meth:`~latok.inpainter.InpaintingTransformer.error`), estimated at fit start from
     ``metric_frames`` frames of ``metric_dir`` (default: the data module's training shards) and
     saved with the model, so the loss follows decoded pixel error rather than treating all
-    latent channels alike (taef2's matter to its decoder within a factor of ~40 of each other).
+    latent channels alike (taef2's differ 37x in how much they move its decoded pixels).
 
     Validation decodes whole held-out clips at ``val_target_usage`` and logs
     PSNR of lit, hold and interp against the original frames, and lit's gain over hold.
@@ -57,7 +58,7 @@ class InpainterModule(L.LightningModule):
         val_backend: str = "taef2",
         val_target_usage: float = 0.5,
         init_from: str | None = None,
-        loss: str = "latent",
+        loss: Literal["latent", "decoder"] = "latent",
         metric_dir: str | None = None,
         metric_frames: int = 8,
     ):
