@@ -37,7 +37,7 @@ INPAINTER_PRESET = "xs"  # the shipped CPU-sized inpainter
 STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried into the next chunk
 # The lit guard picks lit on a latent frame only when its latent error is at most (1 - margin) x hold's:
 # latent and pixel error disagree (on bikes.mp4 at usage 0.5 lit cuts the latent error by ~20 % on
-# several frames and loses 0.4-0.9 dB on each in pixels).  0.3 is the margin with the best mean gain
+# seven frames and loses 0.6-1.1 dB on each in pixels).  0.3 is the margin with the best mean gain
 # among those whose worst clip loses at most 0.1 dB, on 30 clip x rate cases that are not evaluation
 # clips, for the shipped checkpoint (eval/results/guard_study_tune.md).
 LIT_GUARD_MARGIN = 0.3

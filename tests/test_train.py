@@ -183,3 +183,18 @@ def test_causal_config_fine_tunes_with_stream_context(shards, tmp_path, monkeypa
     drift = max(float((value - start[name]).abs().max()) for name, value in state.items())
     assert 0 < drift < 0.05  # started from the checkpoint (a fresh head is all zeros), then trained 2 steps
     assert float(state["head.weight"].abs().max()) > 0.05
+
+
+def test_training_curve_covers_the_shipped_chain(tmp_path):
+    """eval/training_curve.py reads every committed log of the chain behind checkpoints/taef2-lit-xs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("training_curve", ROOT / "eval" / "training_curve.py")
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    assert curve.main(["--out", str(tmp_path)]) == 0
+    report = (tmp_path / "training_curve.md").read_text()
+    assert (tmp_path / "training_curve.png").stat().st_size > 10_000
+    for run in curve.CHAIN:
+        assert (ROOT / "configs" / f"{run}.yaml").is_file()
+        assert f"| {run} | " in report

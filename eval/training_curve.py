@@ -1,0 +1,112 @@
+"""The training curve of the shipped taef2 inpainter: every cycle of its training chain, end to end.
+
+Reads the CSV logs LightningCLI wrote to eval/results/train/<run>/version_*/metrics.csv and plots,
+against cumulative optimiser steps, the training loss (per-clip error on dropped positions over
+hold's, smoothed) and the validation PSNR gain over hold (soapbox, libby, goat at usage 0.5,
+unguarded lit). Each cycle starts from the export of the one before it: the validation step with
+the best gain (latok.train.SavePretrained), marked on the curve.
+
+Usage:
+    python eval/training_curve.py [--out eval/results/train]
+writes OUT/training_curve.{png,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / "eval" / "results" / "train"
+# The chain that produced checkpoints/taef2-lit-xs, in order (configs/<run>.yaml).
+CHAIN = (
+    "taef2_lit-xs",
+    "taef2_lit-xs-continued",
+    "taef2_lit-xs-decoder",
+    "taef2_lit-xs-decoder-2",
+    "taef2_lit-xs-decoder-3",
+    "taef2_lit-xs-decoder-4",
+    "taef2_lit-xs-decoder-5",
+)
+GAIN, LOSS = "val/psnr_gain_over_hold", "train/loss"
+SMOOTH = 20  # logged training points averaged per plotted point
+
+
+def read_log(run: str) -> list[dict[str, str]]:
+    """The rows of ``run``'s newest ``metrics.csv``."""
+    logs = sorted((LOGS / run).glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not logs:
+        raise FileNotFoundError(f"no training log for {run} under {LOGS / run}")
+    with logs[-1].open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def series(rows: list[dict[str, str]], key: str) -> list[tuple[int, float]]:
+    return [(int(row["step"]), float(row[key])) for row in rows if row.get(key)]
+
+
+def smooth(points: list[tuple[int, float]], window: int) -> list[tuple[float, float]]:
+    chunks = [points[i : i + window] for i in range(0, len(points), window)]
+    return [(sum(s for s, _ in c) / len(c), sum(v for _, v in c) / len(c)) for c in chunks]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=LOGS)
+    out = parser.parse_args(argv).out
+    out.mkdir(parents=True, exist_ok=True)
+    figure, (loss_axis, gain_axis) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    lines = [
+        "# Training curve: checkpoints/taef2-lit-xs",
+        "",
+        "Validation: PSNR gain of unguarded lit over hold on soapbox, libby and goat (DAVIS-240p, 17 frames,",
+        "usage 0.5), logged by Lightning during training. Each cycle starts from the previous cycle's export.",
+        "",
+        "| cycle (configs/…yaml) | steps | validation gain by step (dB) | export: step, gain |",
+        "|---|---|---|---|",
+    ]
+    offset = 0
+    for run in CHAIN:
+        rows = read_log(run)
+        losses, gains = series(rows, LOSS), series(rows, GAIN)
+        last = max(step for step, _ in losses + gains)
+        loss_axis.plot([offset + s for s, _ in smooth(losses, SMOOTH)], [v for _, v in smooth(losses, SMOOTH)], label=run)
+        if gains:
+            best_step, best_gain = max(gains, key=lambda point: point[1])  # first of equal maxima, like SavePretrained
+            gain_axis.plot([offset + s for s, _ in gains], [v for _, v in gains], "o-", markersize=3)
+            gain_axis.plot([offset + best_step], [best_gain], "k*", markersize=9)
+            by_step = ", ".join(f"{s + 1}: {v:+.2f}" for s, v in gains)
+            lines.append(f"| {run} | {last + 1} | {by_step} | {best_step + 1}, {best_gain:+.2f} |")
+        else:
+            lines.append(f"| {run} | {last + 1} | (no validation logged) | last step |")
+        offset += last + 1
+    loss_axis.set_ylabel("train loss (error / hold's)")
+    loss_axis.legend(fontsize=7, ncol=2)
+    gain_axis.set_ylabel("val PSNR gain over hold (dB)")
+    gain_axis.axhline(1.5, color="grey", linestyle="--", linewidth=0.8)
+    gain_axis.set_xlabel("optimiser steps, all cycles end to end (★ = export the next cycle starts from)")
+    figure.tight_layout()
+    png, md = out / "training_curve.png", out / "training_curve.md"
+    partial = png.with_suffix(".partial.png")
+    figure.savefig(partial, dpi=110)
+    partial.replace(png)
+    lines += ["", f"![curve]({png.name})", "", "Command: `python eval/training_curve.py`", ""]
+    partial_md = md.with_suffix(".partial.md")
+    partial_md.write_text("\n".join(lines))
+    partial_md.replace(md)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (OSError, KeyError, ValueError) as error:
+        sys.exit(f"error: {error}")
