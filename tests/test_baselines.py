@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import needs_weights
 from latok.baselines import AllocationContext, get_allocator
 from latok.baselines.policies import smallest_passing
 from latok.errors import InvalidInputError
@@ -156,6 +157,7 @@ def test_bench_runs_every_allocator_like_for_like(tmp_path, capsys):
     assert main([*argv[:-1], "--allocators", "latok,magic"]) == 2
 
 
+@needs_weights
 def test_bench_resumes_after_the_last_finished_clip(tmp_path, monkeypatch):
     from latok import bench as bench_module
     from latok.cli import main

@@ -153,6 +153,7 @@ def test_eval_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message
     assert not (tmp_path / "out" / "results.json").exists()
 
 
+@needs_weights  # the tokenizer loads before the first clip is read
 @pytest.mark.parametrize("command", ["eval", "bench"])
 def test_a_corrupt_clip_or_missing_lpips_weights_is_one_line_and_no_results(tmp_path, capsys, monkeypatch, command):
     (tmp_path / "clips").mkdir()
