@@ -8,7 +8,9 @@ DAVIS-240p, 17 frames from frame 0:
 
 ``lit`` is the model alone, on every frame; ``lit+guard`` is what the codec decodes by
 default: lit on the latent frames where the encoder's lit guard saw it beat hold, hold on
-the others (LatentTokenizer.guard_lit).
+the others (LatentTokenizer.guard_lit); ``lit+pixel guard`` is the opt-in ``--pixel-guard``: the
+encoder decodes the frames where lit wins in latent error with both fills and keeps lit only where its
+pixels are closer to the input (extra frame decodes at encode, none at decode).
 
 Usage:
     python eval/inpainter_eval.py [--checkpoint checkpoints/taef2-lit-xs]
@@ -35,25 +37,33 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DAVIS = DATA / "davis" / "JPEGImages" / "480p"
 VALIDATION = ("soapbox", "libby", "goat")
-FILLS = ("hold", "interp", "lit", "guarded")  # guarded: lit + the encoder's lit guard
+FILLS = ("hold", "interp", "lit", "guarded", "pixel")  # guarded: lit + the encoder's lit guard; pixel: + --pixel-guard
+GUARDED = ("lit", "guarded", "pixel")
 
 
-def scores(tokenizer: LatentTokenizer, clip, latent: torch.Tensor, **rate) -> dict:
+def flags(frames) -> str:
+    return "".join("1" if f else "0" for f in frames)
+
+
+def scores(tokenizer: LatentTokenizer, pixel: LatentTokenizer, clip, latent: torch.Tensor, **rate) -> dict:
     video, source = source_info(clip)
     guarded = tokenizer.tokenize(latent, source, lit_guard=True, **rate)
+    pixel_guarded = pixel.tokenize(latent, source, lit_guard=True, video=video, **rate)
     unguarded = replace(guarded, lit_frames=None, lit_model=None)
-    row = {"usage": guarded.token_usage, "tau": guarded.tau, "lit_frames": "".join("1" if f else "0" for f in guarded.lit_frames)}
+    row = {"usage": guarded.token_usage, "tau": guarded.tau, "lit_frames": flags(guarded.lit_frames),
+           "pixel_lit_frames": flags(pixel_guarded.lit_frames)}  # fmt: skip
     for fill in FILLS:
-        decoded = tokenizer.decode(guarded, fill="lit") if fill == "guarded" else tokenizer.decode(unguarded, fill=fill)
+        tokens = {"guarded": guarded, "pixel": pixel_guarded}.get(fill, unguarded)
+        decoded = tokenizer.decode(tokens, fill="lit" if fill in ("guarded", "pixel") else fill)
         row[f"psnr_{fill}"] = psnr(decoded, video)
         row[f"ssim_{fill}"] = ssim(decoded, video)
     return row
 
 
-def timing(tokenizer: LatentTokenizer, clip, repeats: int = 3) -> dict:
+def timing(tokenizer: LatentTokenizer, pixel: LatentTokenizer, clip, repeats: int = 3) -> dict:
     video, source = source_info(clip)
     tokenizer.inpainter  # load before timing
-    samples = {"encode": [], "guard": [], "inpaint": [], "decode": []}
+    samples = {"encode": [], "guard": [], "pixel_guard": [], "inpaint": [], "decode": []}
     for _ in range(repeats):
         start = time.perf_counter()
         latent = tokenizer.vae.encode(video)
@@ -63,6 +73,9 @@ def timing(tokenizer: LatentTokenizer, clip, repeats: int = 3) -> dict:
         adaptive = tokenizer.guard_lit(adaptive, latent)
         samples["guard"].append(time.perf_counter() - start)
         start = time.perf_counter()
+        pixel.guard_lit(adaptive, latent, video)
+        samples["pixel_guard"].append(time.perf_counter() - start)
+        start = time.perf_counter()
         dense = tokenizer.restore(adaptive, "lit")
         samples["inpaint"].append(time.perf_counter() - start)
         start = time.perf_counter()
@@ -71,6 +84,7 @@ def timing(tokenizer: LatentTokenizer, clip, repeats: int = 3) -> dict:
     median = {name: statistics.median(values) for name, values in samples.items()}
     median["inpaint_over_vae"] = median["inpaint"] / (median["encode"] + median["decode"])
     median["guard_and_inpaint_over_vae"] = (median["guard"] + median["inpaint"]) / (median["encode"] + median["decode"])
+    median["pixel_guard_over_encode"] = median["pixel_guard"] / median["encode"]
     return median
 
 
@@ -82,21 +96,22 @@ def main() -> None:
     args = parser.parse_args()
 
     tokenizer = LatentTokenizer("taef2", inpainter=args.checkpoint)
+    pixel = LatentTokenizer(tokenizer.vae, inpainter=tokenizer.inpainter, pixel_guard=True)
     validation = []
     for name in tqdm(VALIDATION, desc="validation"):
         clip = load_clip(DAVIS / name, frames=args.frames, height=240)
         latent = tokenizer.vae.encode(clip.video)
-        validation.append({"clip": f"davis/{name}", **scores(tokenizer, clip, latent, target_usage=args.target_usage)})
+        validation.append({"clip": f"davis/{name}", **scores(tokenizer, pixel, clip, latent, target_usage=args.target_usage)})
     tokenbench = []
     for path in tqdm(sorted((DATA / "tokenbench-mini").glob("*.mp4")), desc="tokenbench"):
         clip = load_clip(path, frames=args.frames, height=240)
         latent = tokenizer.vae.encode(clip.video)
-        tokenbench.append({"clip": f"tokenbench/{path.stem}", **scores(tokenizer, clip, latent)})
-    speed = timing(tokenizer, load_clip(DAVIS / "blackswan", frames=args.frames, height=240))
+        tokenbench.append({"clip": f"tokenbench/{path.stem}", **scores(tokenizer, pixel, clip, latent)})
+    speed = timing(tokenizer, pixel, load_clip(DAVIS / "blackswan", frames=args.frames, height=240))
 
     mean = {key: statistics.mean(r[key] for r in validation) for key in validation[0] if key.startswith(("psnr", "ssim"))}
     checks = {"val_mean_ssim": {fill: mean[f"ssim_{fill}"] for fill in FILLS}, "pass": {}}
-    for fill in ("lit", "guarded"):
+    for fill in GUARDED:
         gain = mean[f"psnr_{fill}"] - mean["psnr_hold"]
         over_best = statistics.mean(r[f"psnr_{fill}"] - max(r["psnr_hold"], r["psnr_interp"]) for r in validation)
         worst = min(r[f"psnr_{fill}"] - r["psnr_hold"] for r in tokenbench)
@@ -114,6 +129,7 @@ def main() -> None:
     checks["inpaint_over_vae"] = speed["inpaint_over_vae"]
     checks["guard_and_inpaint_over_vae"] = speed["guard_and_inpaint_over_vae"]
     checks["pass"]["inpaint_le_10pct_of_vae"] = speed["guard_and_inpaint_over_vae"] <= 0.10
+    checks["pixel_guard_over_encode"] = speed["pixel_guard_over_encode"]
     model = tokenizer.inpainter
     metric = model.decoder_metric.diagonal() if model.config.decoder_metric else None
     result = {
@@ -143,41 +159,47 @@ def markdown(result: dict) -> str:
         "",
         "`lit`: the model on every frame. `lit+guard`: the codec's default decode, lit only on the latent frames",
         "where the encoder saw it beat hold (lit guard string: 1 = lit, 0 = hold, one per latent frame).",
+        "`+pixel`: lit with the opt-in pixel guard (`--pixel-guard`), decided on decoded frames at encode.",
         "",
         f"Validation (DAVIS-240p, 17 frames, target usage {result['target_usage']}):",
         "",
-        "| clip | usage | PSNR hold | PSNR interp | PSNR lit | PSNR lit+guard | SSIM hold | SSIM interp | SSIM lit | SSIM lit+guard | guard |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| clip | usage | PSNR hold | PSNR interp | PSNR lit | PSNR lit+guard | PSNR +pixel | SSIM hold | SSIM interp | SSIM lit "
+        "| SSIM lit+guard | SSIM +pixel | guard | pixel guard |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["validation"]:
         lines.append(
             f"| {r['clip']} | {r['usage']:.1%} | {r['psnr_hold']:.2f} | {r['psnr_interp']:.2f} | {r['psnr_lit']:.2f} | "
-            f"{r['psnr_guarded']:.2f} | {r['ssim_hold']:.4f} | {r['ssim_interp']:.4f} | {r['ssim_lit']:.4f} | "
-            f"{r['ssim_guarded']:.4f} | `{r['lit_frames']}` |"
+            f"{r['psnr_guarded']:.2f} | {r['psnr_pixel']:.2f} | {r['ssim_hold']:.4f} | {r['ssim_interp']:.4f} | "
+            f"{r['ssim_lit']:.4f} | {r['ssim_guarded']:.4f} | {r['ssim_pixel']:.4f} | `{r['lit_frames']}` | `{r['pixel_lit_frames']}` |"
         )
     lines += ["", f"tokenbench-mini at the default tau ({result['default_tau']}):", "",
-              "| clip | usage | PSNR hold | PSNR interp | PSNR lit | PSNR lit+guard | lit − hold | lit+guard − hold | guard |",
-              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "| clip | usage | PSNR hold | PSNR interp | PSNR lit | PSNR lit+guard | PSNR +pixel | lit − hold "
+              "| lit+guard − hold | +pixel − hold | guard | pixel guard |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in result["tokenbench"]:
         lines.append(
             f"| {r['clip']} | {r['usage']:.1%} | {r['psnr_hold']:.2f} | {r['psnr_interp']:.2f} | {r['psnr_lit']:.2f} | "
-            f"{r['psnr_guarded']:.2f} | {r['psnr_lit'] - r['psnr_hold']:+.2f} | {r['psnr_guarded'] - r['psnr_hold']:+.2f} | "
-            f"`{r['lit_frames']}` |"
+            f"{r['psnr_guarded']:.2f} | {r['psnr_pixel']:.2f} | {r['psnr_lit'] - r['psnr_hold']:+.3f} | "
+            f"{r['psnr_guarded'] - r['psnr_hold']:+.3f} | {r['psnr_pixel'] - r['psnr_hold']:+.3f} | "
+            f"`{r['lit_frames']}` | `{r['pixel_lit_frames']}` |"
         )
     c, t = result["checks"], result["timing_blackswan"]
-    lines += ["", "| check (target) | lit | lit+guard |", "|---|---|---|"]
+    lines += ["", "| check (target) | lit | lit+guard | lit+pixel guard |", "|---|---|---|---|"]
     for key, label in (
         ("val_mean_gain_over_hold_db", "validation mean − hold (≥ +1.5 dB)"),
         ("val_mean_gain_over_best_simple_db", "validation mean − max(hold, interp) (≥ +0.5 dB)"),
         ("tokenbench_worst_minus_hold_db", "tokenbench worst clip − hold (≥ 0 dB)"),
         ("tokenbench_mean_minus_hold_db", "tokenbench mean − hold"),
     ):
-        lines.append(f"| {label} | {c['lit'][key]:+.2f} | {c['guarded'][key]:+.2f} |")
+        lines.append(f"| {label} | {c['lit'][key]:+.3f} | {c['guarded'][key]:+.3f} | {c['pixel'][key]:+.3f} |")
     lines += [
         "",
         f"- speed: guard {t['guard']:.2f} s (at encode) + lit {t['inpaint']:.2f} s (at decode) vs taef2 encode {t['encode']:.2f} s "
         f"+ decode {t['decode']:.2f} s on blackswan: {c['guard_and_inpaint_over_vae']:.1%} "
         f"(lit alone {c['inpaint_over_vae']:.1%}; target ≤ 10%), {result['device']}",
+        f"- the pixel guard instead of the guard: {t['pixel_guard']:.2f} s at encode on blackswan at usage 0.5 "
+        f"({c['pixel_guard_over_encode']:.0%} of the taef2 encode; decoding unchanged)",
         f"- errors (training loss, guard) measured in {metric_note(result['decoder_metric_diagonal'])}",
         "",
         f"Command: `{result['command']}`",

@@ -47,6 +47,9 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lit-guard", action=argparse.BooleanOptionalAction, default=True,
                         help="run the inpainter once at encode time and record, per latent frame, whether it beats hold "
                         "there (1 bit per frame; needs a shipped or given inpainter; default: on)")
+    parser.add_argument("--pixel-guard", action="store_true",
+                        help="decide the lit guard on decoded pixels: lit only on frames where it decodes closer to the input "
+                        "than hold (never worse than hold on any frame; up to 2 extra frame decodes per lit frame at encode)")
 
 
 def _add_stream_options(parser: argparse.ArgumentParser, help: str) -> None:
@@ -248,6 +251,8 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
         options["weights" if backend == "taef2" else "pretrained"] = args.weights
     mask = {}
     if hasattr(args, "reference"):
+        if args.pixel_guard and not args.lit_guard:
+            raise InvalidInputError("--pixel-guard decides the lit guard; it cannot be combined with --no-lit-guard")
         mask = {
             "tau": args.tau,
             "target_usage": args.target_usage,
@@ -255,6 +260,7 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
             "keyframe_interval": args.keyframe_interval,
             "storage_dtype": getattr(torch, args.dtype),
             "lit_guard": args.lit_guard,
+            "pixel_guard": args.pixel_guard,
         }
     tokenizer = LatentTokenizer(backend, fill=getattr(args, "fill", None), inpainter=getattr(args, "inpainter", None), **mask, **options)
     tokenizer.vae.progress = True
@@ -285,6 +291,8 @@ class _Stopwatch:
 def run_encode(args: argparse.Namespace) -> int:
     from latok.bitstream import save_latok
 
+    if args.stream and args.pixel_guard:
+        raise InvalidInputError("--pixel-guard does not apply to --stream: streams carry no lit guard")
     tokenizer = _tokenizer(args)
     if args.stream:
         _encode_stream(args, tokenizer)
@@ -433,7 +441,7 @@ def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict
         adaptive = tokenizer.tokenize(latent, source, lit_guard=False)
     if tokenizer.lit_guard:
         with watch("guard"):
-            adaptive = tokenizer.guard_lit(adaptive, latent)
+            adaptive = tokenizer.guard_lit(adaptive, latent, video)
     with tempfile.TemporaryDirectory() as tmp:
         size = save_latok(adaptive, latok_path or Path(tmp) / "clip.latok").stat().st_size
     with watch("inpaint"):

@@ -43,6 +43,11 @@ STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried i
 LIT_GUARD_MARGIN = 0.3
 
 
+def _to_8bit(video: torch.Tensor) -> torch.Tensor:
+    """``[-1, 1]`` video as float64 levels 0..255, as it is written and scored (latok.metrics)."""
+    return video.double().add(1.0).mul(127.5).round().clamp(0.0, 255.0)
+
+
 def checkpoints_dir() -> Path:
     """``$LATOK_CHECKPOINTS_DIR``, or ``checkpoints/`` of this source tree."""
     return Path(os.environ.get(CHECKPOINTS_ENV) or Path(__file__).resolve().parents[1] / "checkpoints")
@@ -90,6 +95,12 @@ class LatentTokenizer:
             true latent; the decoder does not).  ``fill="lit"`` then falls back to hold on the
             frames where it would not: one bit per latent frame in the ``.latok`` header.
         lit_guard_margin: lit must cut hold's latent error on a frame by this fraction to be picked.
+        pixel_guard: decide the lit guard on decoded pixels instead: every latent frame where lit's
+            latent error is below hold's is decoded with both fills, and keeps lit only where its
+            pixels are closer to the input video (the margin is then not used).  The decoded clip
+            is then never further from the input than hold's, on any frame.  Costs up to two extra
+            frame decodes per such frame at encode; decoding is unchanged.  Needs the video (so
+            :meth:`encode`, or :meth:`tokenize` with ``video``) and a per-frame backend (taef2).
         **vae_options: passed to :func:`latok.load_vae` when ``vae`` is a name.
     """
 
@@ -106,6 +117,7 @@ class LatentTokenizer:
         stream_inpainter=None,
         lit_guard: bool = True,
         lit_guard_margin: float = LIT_GUARD_MARGIN,
+        pixel_guard: bool = False,
         **vae_options,
     ):
         self.vae = load_vae(vae, **vae_options) if isinstance(vae, str) else vae
@@ -122,6 +134,11 @@ class LatentTokenizer:
         if not 0.0 <= lit_guard_margin < 1.0:
             raise InvalidInputError(f"lit_guard_margin must be in [0, 1), got {lit_guard_margin}")
         self.lit_guard_margin = lit_guard_margin
+        if pixel_guard and self.vae.temporal_ratio != 1:
+            raise InvalidInputError(
+                f"pixel_guard needs a per-frame backend (temporal ratio 1); {self.vae.name} has {self.vae.temporal_ratio}"
+            )
+        self.pixel_guard = pixel_guard
 
     @property
     def default_tau(self) -> float:
@@ -150,7 +167,7 @@ class LatentTokenizer:
             fps: frame rate to record when ``video`` is a tensor (default 24).
         """
         video, source = source_info(video, fps)
-        return self.tokenize(self.vae.encode(video), source, tau=tau, target_usage=target_usage)
+        return self.tokenize(self.vae.encode(video), source, tau=tau, target_usage=target_usage, video=video)
 
     def tokenize(
         self,
@@ -159,26 +176,29 @@ class LatentTokenizer:
         tau: float | None = None,
         target_usage: float | None = None,
         lit_guard: bool | None = None,
+        video: torch.Tensor | None = None,
     ) -> AdaptiveLatent:
         """Mask a dense ``(1, C, t, h, w)`` latent and keep the surviving vectors
-        (and, unless ``lit_guard`` or the tokenizer's setting says no, :meth:`guard_lit` them)."""
+        (and, unless ``lit_guard`` or the tokenizer's setting says no, :meth:`guard_lit` them;
+        ``video``, the ``(1, 3, T, H, W)`` input in ``[-1, 1]``, is needed by the pixel guard)."""
         if tau is None and target_usage is None:
             tau, target_usage = self.tau, self.target_usage
         default = self.default_tau if tau is None and target_usage is None else 0.0
         tau = resolve_tau(latent, tau, target_usage, default, self.reference, self.keyframe_interval)
         mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval)
         adaptive = self._adaptive(latent, mask.keep, tau, source, target_usage)
-        return self.guard_lit(adaptive, latent) if (self.lit_guard if lit_guard is None else lit_guard) else adaptive
+        return self.guard_lit(adaptive, latent, video) if (self.lit_guard if lit_guard is None else lit_guard) else adaptive
 
-    def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor) -> AdaptiveLatent:
+    def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor | None = None) -> AdaptiveLatent:
         """``adaptive`` with its lit guard: per latent frame, does the inpainter restore the
         dropped positions closer to ``latent`` (the truth) than hold does, by at least
         :attr:`lit_guard_margin` of hold's error?
 
         Errors are squared errors in the inpainter's decoder metric when it has one (about the
         decoded pixel error), else in plain latent units, and are decided on the stored
-        (rounded) values, exactly as a decoder will see them.  Returned unchanged when the
-        backend has no inpainter."""
+        (rounded) values, exactly as a decoder will see them.  With :attr:`pixel_guard`, the
+        frames where lit wins at all are decided again on decoded pixels against ``video``
+        (``(1, 3, T, H, W)`` in ``[-1, 1]``).  Returned unchanged when the backend has no inpainter."""
         if self._inpainter is None and not (default_inpainter_path(self.vae.name) / "config.json").is_file():
             return adaptive
         model = self.inpainter
@@ -187,9 +207,38 @@ class LatentTokenizer:
         lit = self.lit_fill(sparse, keep, adaptive.tau, adaptive.reference, model=model)
         with torch.inference_mode():
             lit_error = model.error(lit, truth, keep)[0]
-            hold_error = model.error(hold_fill(sparse, keep), truth, keep)[0]
-        frames = lit_error <= (1.0 - self.lit_guard_margin) * hold_error
+            hold = hold_fill(sparse, keep)
+            hold_error = model.error(hold, truth, keep)[0]
+        if self.pixel_guard:
+            if video is None:
+                raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
+            frames = self._closer_in_pixels(lit, hold, lit_error < hold_error, video)
+        else:
+            frames = lit_error <= (1.0 - self.lit_guard_margin) * hold_error
         return replace(adaptive, lit_frames=tuple(frames.tolist()), lit_model=model.fingerprint)
+
+    def _closer_in_pixels(self, lit: torch.Tensor, hold: torch.Tensor, candidates: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """``candidates`` (``(t,)`` bool) narrowed to the frames whose decoded lit pixels are closer
+        to ``video`` than hold's, on the 8-bit scale the decoded video is written at.
+
+        A per-frame backend decodes every frame on its own, so only the candidate frames are
+        decoded, and a clip's squared error is the sum of its frames': choosing per frame can
+        only lower it below hold's."""
+        index = candidates.nonzero().flatten()
+        if index.numel() == 0:
+            return candidates
+        if video.shape[2] != lit.shape[2]:
+            raise InvalidInputError(f"video has {video.shape[2]} frames, the latent {lit.shape[2]}")
+        size = (index.numel(), video.shape[-2], video.shape[-1])
+        reference = _to_8bit(video[:, :, index.to(video.device)].float().cpu())  # (1, 3, n, H, W)
+
+        def frame_errors(restored: torch.Tensor) -> torch.Tensor:
+            decoded = self.vae.decode(restored[:, :, index], size=size).float().cpu()
+            return (_to_8bit(decoded) - reference).pow(2).sum(dim=(0, 1, 3, 4))  # (n,)
+
+        chosen = candidates.clone()
+        chosen[index] = frame_errors(lit) < frame_errors(hold)  # ties keep hold
+        return chosen
 
     def _adaptive(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None) -> AdaptiveLatent:
         return AdaptiveLatent.from_dense(

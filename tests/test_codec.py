@@ -206,6 +206,45 @@ def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
     assert tokenizer.fill_name(loaded) == "lit" and torch.equal(tokenizer.restore(loaded), guarded)
 
 
+@needs_data
+def test_pixel_guard_never_decodes_worse_than_hold_on_any_frame(tokenizer):
+    """drive_udacity_solidwhiteright is where the latent-metric guard lost 0.002 dB to hold in pixels
+    (eval/results/inpainter_eval_*.md): latent and decoded error can disagree, decoded pixels cannot."""
+    from latok.metrics import _to_255
+
+    clip = load_clip(DATA / "tokenbench-mini" / "drive_udacity_solidwhiteright.mp4", frames=9, height=128)
+    video, source = source_info(clip)
+    latent = tokenizer.vae.encode(video)
+    pixel = LatentTokenizer(tokenizer.vae, inpainter=tokenizer.inpainter, pixel_guard=True)
+    adaptive = pixel.tokenize(latent, source, target_usage=0.4, video=video)
+    assert adaptive.lit_model == tokenizer.inpainter.fingerprint and any(adaptive.lit_frames)
+
+    def frame_errors(decoded: torch.Tensor) -> torch.Tensor:
+        return (_to_255(decoded) - _to_255(video)).pow(2).sum(dim=(0, 1, 3, 4))
+
+    guarded = frame_errors(pixel.decode(adaptive))  # auto: lit on the frames the pixel guard allows
+    assert pixel.fill_name(adaptive) == "lit"
+    assert bool((guarded <= frame_errors(pixel.decode(adaptive, fill="hold"))).all())
+    latent_guarded = tokenizer.tokenize(latent, source, target_usage=0.4)  # the default guard: a subset of its candidates
+    assert bool((guarded <= frame_errors(tokenizer.decode(latent_guarded))).all())
+    assert torch.equal(LatentTokenizer(tokenizer.vae, inpainter=tokenizer.inpainter, pixel_guard=True).encode(clip, target_usage=0.4).keep, adaptive.keep)
+    with pytest.raises(InvalidInputError, match="needs the input video"):
+        pixel.tokenize(latent, source, target_usage=0.4)
+
+
+@needs_data
+def test_cli_pixel_guard_options(tmp_path, capsys):
+    source, tokens = DATA / "clips" / "surveillance_vtest.avi", tmp_path / "v.latok"
+    argv = ["encode", str(source), "-o", str(tokens), "--frames", "3", "--height", "64", "--pixel-guard"]
+    assert main([*argv, "--target-usage", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["lit_guard"]["of"] == 3
+    for extra, message in ((["--no-lit-guard"], "--no-lit-guard"), (["--stream"], "--stream")):
+        assert main([*argv, "-o", str(tmp_path / "x.latok"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("latok: error:") and message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "x.latok").exists()
+
+
 def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
     from latok.inpainter import InpaintingTransformer, preset
 
