@@ -8,6 +8,7 @@
 # frames 33+, so tokenbench-mini (frames 0-16) and the three DAVIS validation sequences are unseen.
 #
 # Timing run (one tau, one fill, all 14 DAVIS sequences, from scratch): TIMING=1 eval/run_eval.sh
+# Lit with the pixel guard on tokenbench-mini (default tau and usage 0.5): PIXEL=1 eval/run_eval.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data}
@@ -19,6 +20,11 @@ if [[ "${TIMING:-0}" == 1 ]]; then
   $LATOK eval --dataset davis --root "$SHARED/davis" --taus default --fills hold --out /tmp/latok_eval_timing
   mkdir -p eval/results/eval_davis_timing
   cp /tmp/latok_eval_timing/results.json /tmp/latok_eval_timing/report.md eval/results/eval_davis_timing/
+  exit 0
+fi
+if [[ "${PIXEL:-0}" == 1 ]]; then  # lit with the pixel guard (latok encode --pixel-guard), against hold
+  $LATOK eval --dataset tokenbench --root "$SHARED/tokenbench-mini" --taus default --target-usage 0.5 --fills hold,lit \
+    --pixel-guard --frames 17 --height 240 --out eval/results/eval_tokenbench_pixel_guard
   exit 0
 fi
 $LATOK eval --dataset davis --root "$SHARED/davis" "${COMMON[@]}" --out eval/results/eval_davis

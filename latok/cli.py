@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--taus", default="0,default", help="comma-separated taus; 'default' is the backend's calibrated tau (default: %(default)s)")
     evaluate.add_argument("--target-usage", default=None, metavar="U[,U...]", help="also run at these kept fractions, tau picked per clip")
     evaluate.add_argument("--fills", default="hold", help="comma-separated fills: zero, hold, interp, lit (default: %(default)s)")
+    evaluate.add_argument("--pixel-guard", action="store_true",
+                          help="lit runs decide the lit guard on decoded pixels, as `latok encode --pixel-guard` does")
     evaluate.set_defaults(run=run_eval)
 
     bench = commands.add_parser(
@@ -617,12 +619,14 @@ def run_eval(args: argparse.Namespace) -> int:
     vae_options = {}
     if args.weights:
         vae_options["weights" if args.backend == "taef2" else "pretrained"] = args.weights
+    if args.pixel_guard and "lit" not in fills:
+        raise InvalidInputError("--pixel-guard decides the lit guard: add lit to --fills")
     settings = EvalSettings(
         backend=args.backend, rates=rates, fills=fills, lpips=args.lpips,
-        inpainter=inpainter, backend_options=tuple(sorted(vae_options.items())),
+        inpainter=inpainter, backend_options=tuple(sorted(vae_options.items())), pixel_guard=args.pixel_guard,
     )  # fmt: skip
     results = evaluate(
-        clips, args.out, settings, tokenizer_options={"inpainter": inpainter, **vae_options},
+        clips, args.out, settings, tokenizer_options={"inpainter": inpainter, "pixel_guard": args.pixel_guard, **vae_options},
         description=f"{args.dataset}: {len(clips)} clips from {args.root}",
     )  # fmt: skip
     from latok.evaluate import markdown

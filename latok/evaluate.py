@@ -61,6 +61,7 @@ class EvalSettings:
     lpips: bool
     inpainter: str | None = None
     backend_options: tuple = ()
+    pixel_guard: bool = False  # lit runs: the lit guard decided on decoded pixels (LatentTokenizer(pixel_guard=True))
 
     def fingerprint(self) -> str:
         """Identity of what every run depends on (the inpainter is checked per lit run)."""
@@ -76,9 +77,16 @@ class EvalSettings:
     def run_keys(self) -> list[str]:
         return [run_key(rate, fill) for rate in self.rates for fill in self.fills]
 
+    @property
+    def lit_guard(self) -> str:
+        return "pixel" if self.pixel_guard else "latent"
+
     def is_current(self, run: dict) -> bool:
-        """A stored run was made by this inpainter, with the lit guard (runs of other fills do not depend on it)."""
-        return run.get("fill") != "lit" or (run.get("inpainter_sha256") == self.inpainter_sha256 and "lit_frames" in run)
+        """A stored run was made by this inpainter, with this kind of lit guard (runs of other fills do not depend on it)."""
+        return run.get("fill") != "lit" or (
+            run.get("inpainter_sha256") == self.inpainter_sha256 and "lit_frames" in run
+            and run.get("lit_guard", "latent") == self.lit_guard
+        )  # fmt: skip
 
 
 def run_key(rate: Rate, fill: str) -> str:
@@ -135,7 +143,7 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
         fills = [fill for fill in settings.fills if run_key(rate, fill) in missing]
         if not fills:
             continue
-        adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage, lit_guard="lit" in fills)
+        adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage, lit_guard="lit" in fills, video=video)
         size = _latok_size(adaptive)
         common = {
             "rate": rate.key, "tau": adaptive.tau, "target_usage": rate.target_usage,
@@ -148,7 +156,8 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
         for fill in fills:
             extra = {}
             if fill == "lit":  # lit decodes with the encoder's lit guard, as the codec's default does
-                extra = {"inpainter_sha256": settings.inpainter_sha256, "lit_frames": sum(adaptive.lit_frames or ())}
+                extra = {"inpainter_sha256": settings.inpainter_sha256, "lit_frames": sum(adaptive.lit_frames or ()),
+                         "lit_guard": settings.lit_guard}  # fmt: skip
             if nothing_dropped and first is not None:  # every fill is the identity: score once
                 runs[run_key(rate, fill)] = {**first, "fill": fill, **extra}
                 continue
@@ -257,6 +266,7 @@ def collect(clips: list[EvalClip], out: Path, settings: EvalSettings) -> dict:
     return {
         "backend": settings.backend,
         "inpainter": settings.inpainter,
+        "lit_guard": settings.lit_guard if "lit" in settings.fills else None,
         "device": _device_name(),
         "protocol": done[0]["protocol"] if done else None,
         "clip_seconds_total": sum(d["seconds"] for d in done),
@@ -298,7 +308,8 @@ def markdown(results: dict) -> str:
     lines = [
         f"# latok eval: {results.get('description') or results['backend']}",
         "",
-        f"Backend {results['backend']}, inpainter {results['inpainter'] or '–'}, protocol {results['protocol']}, "
+        f"Backend {results['backend']}, inpainter {results['inpainter'] or '–'}"
+        f"{' (' + results['lit_guard'] + ' lit guard)' if results.get('lit_guard') else ''}, protocol {results['protocol']}, "
         f"{results['device']}; {len(results['runs'][0]['clips'])} clips, "
         f"{results['clip_seconds_total']:.0f} s of clip evaluation in all.",
         "",

@@ -136,6 +136,28 @@ def test_eval_writes_results_reports_and_plots_and_resumes(tmp_path, capsys):
     assert all(len(c["usage_per_frame"]) == 4 for c in json.loads((out / "results.json").read_text())["runs"][0]["clips"])
 
 
+@needs_weights
+def test_eval_with_the_pixel_guard_is_never_worse_than_hold(tmp_path):
+    root, out = tmp_path / "clips", tmp_path / "eval"
+    write_video(root / "moving.mp4", frames(5, moving=True), fps=10)
+    argv = ["eval", "--dataset", "folder", "--root", str(root), "--out", str(out), "--frames", "5", "--height", "0",
+            "--taus", "default", "--target-usage", "0.5", "--fills", "hold,lit", "--no-lpips"]  # fmt: skip
+
+    def lit_runs() -> list[dict]:
+        return [run for run in json.loads((out / "clips" / "clips__moving.json").read_text())["runs"].values() if run["fill"] == "lit"]
+
+    assert main(argv) == 0
+    assert {run["lit_guard"] for run in lit_runs()} == {"latent"}
+    assert main([*argv, "--pixel-guard"]) == 0  # another guard: the lit runs are recomputed
+    results = json.loads((out / "results.json").read_text())
+    assert results["clips_computed"] == 1 and results["lit_guard"] == "pixel" and "(pixel lit guard)" in (out / "report.md").read_text()
+    assert {run["lit_guard"] for run in lit_runs()} == {"pixel"}
+    for rate in ("tau=default", "usage=0.5"):
+        psnr = {run["fill"]: run["clips"][0]["psnr"] for run in results["runs"] if run["rate"] == rate}
+        assert psnr["lit"] >= psnr["hold"]
+    assert main([*argv[:-2], "hold", "--no-lpips", "--pixel-guard"]) == 2  # no lit run to guard
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
