@@ -192,7 +192,7 @@ def markdown(result: dict) -> str:
         f"Unguarded lit: worst {first['unguarded_worst_gain_db']:+.3f} dB, mean {first['unguarded_mean_gain_db']:+.3f} dB.",
         "",
         f"Chosen margin (best mean gain among margins whose worst clip loses at most {-WORST_ALLOWED_DB:g} dB): "
-        f"**{result['chosen_margin']:g}** (latok.codec.LIT_GUARD_MARGIN).",
+        f"**{result['chosen_margin']:g}** (latok.guard.LIT_GUARD_MARGIN).",
         "",
         f"Command: `{result['command']}`",
     ]

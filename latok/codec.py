@@ -25,6 +25,7 @@ import torch
 from latok.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, header_of, load_latok, save_latok
 from latok.errors import InvalidInputError
 from latok.fill import Fill, get_fill, hold_fill
+from latok.guard import LIT_GUARD_MARGIN, latent_guard, pixel_guard
 from latok.io import Clip
 from latok.masking import Reference, redundancy_mask, resolve_tau
 from latok.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
@@ -35,17 +36,6 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_ENV = "LATOK_CHECKPOINTS_DIR"
 INPAINTER_PRESET = "xs"  # the shipped CPU-sized inpainter
 STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried into the next chunk
-# The lit guard picks lit on a latent frame only when its latent error is at most (1 - margin) x hold's:
-# latent and pixel error disagree (on bikes.mp4 at usage 0.5 lit cuts the latent error by ~20 % on
-# seven frames and loses 0.6-1.1 dB on each in pixels).  0.3 is the margin with the best mean gain
-# among those whose worst clip loses at most 0.1 dB, on 30 clip x rate cases that are not evaluation
-# clips, for the shipped checkpoint (eval/results/guard_study_tune.md).
-LIT_GUARD_MARGIN = 0.3
-
-
-def _to_8bit(video: torch.Tensor) -> torch.Tensor:
-    """``[-1, 1]`` video as float64 levels 0..255, as it is written and scored (latok.metrics)."""
-    return video.double().add(1.0).mul(127.5).round().clamp(0.0, 255.0)
 
 
 def checkpoints_dir() -> Path:
@@ -134,7 +124,7 @@ class LatentTokenizer:
         if not 0.0 <= lit_guard_margin < 1.0:
             raise InvalidInputError(f"lit_guard_margin must be in [0, 1), got {lit_guard_margin}")
         self.lit_guard_margin = lit_guard_margin
-        if pixel_guard and self.vae.temporal_ratio != 1:
+        if pixel_guard and self.vae.temporal_ratio != 1:  # fail at construction, not after the encode
             raise InvalidInputError(
                 f"pixel_guard needs a per-frame backend (temporal ratio 1); {self.vae.name} has {self.vae.temporal_ratio}"
             )
@@ -212,33 +202,10 @@ class LatentTokenizer:
         if self.pixel_guard:
             if video is None:
                 raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
-            frames = self._closer_in_pixels(lit, hold, lit_error < hold_error, video)
+            frames = pixel_guard(self.vae, lit, hold, lit_error < hold_error, video)
         else:
-            frames = lit_error <= (1.0 - self.lit_guard_margin) * hold_error
+            frames = latent_guard(lit_error, hold_error, self.lit_guard_margin)
         return replace(adaptive, lit_frames=tuple(frames.tolist()), lit_model=model.fingerprint)
-
-    def _closer_in_pixels(self, lit: torch.Tensor, hold: torch.Tensor, candidates: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        """``candidates`` (``(t,)`` bool) narrowed to the frames whose decoded lit pixels are closer
-        to ``video`` than hold's, on the 8-bit scale the decoded video is written at.
-
-        A per-frame backend decodes every frame on its own, so only the candidate frames are
-        decoded, and a clip's squared error is the sum of its frames': choosing per frame can
-        only lower it below hold's."""
-        index = candidates.nonzero().flatten()
-        if index.numel() == 0:
-            return candidates
-        if video.shape[2] != lit.shape[2]:
-            raise InvalidInputError(f"video has {video.shape[2]} frames, the latent {lit.shape[2]}")
-        size = (index.numel(), video.shape[-2], video.shape[-1])
-        reference = _to_8bit(video[:, :, index.to(video.device)].float().cpu())  # (1, 3, n, H, W)
-
-        def frame_errors(restored: torch.Tensor) -> torch.Tensor:
-            decoded = self.vae.decode(restored[:, :, index], size=size).float().cpu()
-            return (_to_8bit(decoded) - reference).pow(2).sum(dim=(0, 1, 3, 4))  # (n,)
-
-        chosen = candidates.clone()
-        chosen[index] = frame_errors(lit) < frame_errors(hold)  # ties keep hold
-        return chosen
 
     def _adaptive(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None) -> AdaptiveLatent:
         return AdaptiveLatent.from_dense(

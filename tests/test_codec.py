@@ -10,8 +10,9 @@ import torch
 
 from conftest import DATA, needs_data, needs_weights
 from latok.cli import main
-from latok.codec import LIT_GUARD_MARGIN, LatentTokenizer, default_inpainter_path, source_info
+from latok.codec import LatentTokenizer, default_inpainter_path, source_info
 from latok.errors import InvalidInputError
+from latok.guard import LIT_GUARD_MARGIN
 from latok.io import load_clip, read_video
 from latok.metrics import psnr, ssim
 from latok.sample import sample_frames
@@ -280,3 +281,17 @@ def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
     lit_error, hold_error = model.error(lit, latent, adaptive.keep)[0], model.error(hold, latent, adaptive.keep)[0]
     expected = lit_error <= (1 - LIT_GUARD_MARGIN) * hold_error
     assert list(adaptive.lit_frames) == expected.tolist() and adaptive.lit_model == model.fingerprint
+
+
+@pytest.mark.parametrize("backend", ["wan2.1", "cogvideox"])
+def test_pixel_guard_refuses_backends_that_decode_frames_together(backend):
+    from conftest import tiny_diffusers_model
+    from latok import load_vae
+    from latok.guard import pixel_guard
+
+    vae = load_vae(backend, model=tiny_diffusers_model(backend))
+    with pytest.raises(InvalidInputError, match="per-frame backend"):
+        LatentTokenizer(vae, pixel_guard=True)
+    latent = torch.zeros(1, vae.latent_channels, 3, 2, 2)
+    with pytest.raises(InvalidInputError, match="per-frame backend"):
+        pixel_guard(vae, latent, latent, torch.ones(3, dtype=torch.bool), torch.zeros(1, 3, 9, 16, 16))
