@@ -25,7 +25,7 @@ import torch
 from latok.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, header_of, load_latok, save_latok
 from latok.errors import InvalidInputError
 from latok.fill import Fill, get_fill, hold_fill
-from latok.guard import LIT_GUARD_MARGIN, latent_guard, pixel_guard
+from latok.guard import LIT_GUARD_MARGIN, guard_by_decoded_pixels, guard_by_latent_error
 from latok.io import Clip
 from latok.masking import Reference, redundancy_mask, resolve_tau
 from latok.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
@@ -202,9 +202,9 @@ class LatentTokenizer:
         if self.pixel_guard:
             if video is None:
                 raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
-            frames = pixel_guard(self.vae, lit, hold, lit_error < hold_error, video)
+            frames = guard_by_decoded_pixels(self.vae, lit, hold, lit_error < hold_error, video)
         else:
-            frames = latent_guard(lit_error, hold_error, self.lit_guard_margin)
+            frames = guard_by_latent_error(lit_error, hold_error, self.lit_guard_margin)
         return replace(adaptive, lit_frames=tuple(frames.tolist()), lit_model=model.fingerprint)
 
     def _adaptive(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None) -> AdaptiveLatent:

@@ -27,14 +27,14 @@ from latok.vae import VideoAutoencoder
 LIT_GUARD_MARGIN = 0.3
 
 
-def latent_guard(lit_error: torch.Tensor, hold_error: torch.Tensor, margin: float = LIT_GUARD_MARGIN) -> torch.Tensor:
+def guard_by_latent_error(lit_error: torch.Tensor, hold_error: torch.Tensor, margin: float = LIT_GUARD_MARGIN) -> torch.Tensor:
     """``(t,)`` bool: lit on the frames where its error is at most ``(1 - margin)`` x hold's.
 
     ``lit_error``, ``hold_error``: ``(t,)`` squared errors on the dropped positions per latent frame."""
     return lit_error <= (1.0 - margin) * hold_error
 
 
-def pixel_guard(
+def guard_by_decoded_pixels(
     vae: VideoAutoencoder,
     lit: torch.Tensor,
     hold: torch.Tensor,

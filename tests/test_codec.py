@@ -287,11 +287,11 @@ def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
 def test_pixel_guard_refuses_backends_that_decode_frames_together(backend):
     from conftest import tiny_diffusers_model
     from latok import load_vae
-    from latok.guard import pixel_guard
+    from latok.guard import guard_by_decoded_pixels
 
     vae = load_vae(backend, model=tiny_diffusers_model(backend))
     with pytest.raises(InvalidInputError, match="per-frame backend"):
         LatentTokenizer(vae, pixel_guard=True)
     latent = torch.zeros(1, vae.latent_channels, 3, 2, 2)
     with pytest.raises(InvalidInputError, match="per-frame backend"):
-        pixel_guard(vae, latent, latent, torch.ones(3, dtype=torch.bool), torch.zeros(1, 3, 9, 16, 16))
+        guard_by_decoded_pixels(vae, latent, latent, torch.ones(3, dtype=torch.bool), torch.zeros(1, 3, 9, 16, 16))
