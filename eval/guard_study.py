@@ -32,8 +32,9 @@ import torch
 from tqdm import tqdm
 
 from latok.codec import LatentTokenizer, default_inpainter_path, source_info
+from latok.guard import LIT_GUARD_MARGIN
 from latok.io import load_clip
-from latok.metrics import _to_255
+from latok.metrics import to_8bit_levels
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -59,7 +60,7 @@ def frame_errors(tokenizer: LatentTokenizer, path: Path, rates: dict[str, dict],
     clip = load_clip(path, frames=frames, height=240)
     video, source = source_info(clip)
     latent = tokenizer.vae.encode(video)
-    reference = _to_255(video)
+    reference = to_8bit_levels(video)
     rows = {}
     for label, rate in rates.items():
         adaptive = tokenizer.tokenize(latent, source, lit_guard=False, **rate)
@@ -68,7 +69,7 @@ def frame_errors(tokenizer: LatentTokenizer, path: Path, rates: dict[str, dict],
             restored = tokenizer.restore(adaptive, fill)
             row[f"latent_{fill}"] = tokenizer.inpainter.error(restored, latent.float().cpu(), adaptive.keep)[0].tolist()
             decoded = tokenizer.vae.decode(restored, size=video.shape[-3:])
-            row[f"pixel_{fill}"] = (_to_255(decoded) - reference).pow(2).sum(dim=(0, 1, 3, 4)).tolist()
+            row[f"pixel_{fill}"] = (to_8bit_levels(decoded) - reference).pow(2).sum(dim=(0, 1, 3, 4)).tolist()
         rows[label] = row
     return rows
 
@@ -194,9 +195,26 @@ def markdown(result: dict) -> str:
         f"Chosen margin (best mean gain among margins whose worst clip loses at most {-WORST_ALLOWED_DB:g} dB): "
         f"**{result['chosen_margin']:g}** (latok.guard.LIT_GUARD_MARGIN).",
         "",
+        *disagreements(result["clips"], LIT_GUARD_MARGIN),
         f"Command: `{result['command']}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def disagreements(rows: dict, margin: float) -> list[str]:
+    """Markdown lines: the frames where a guard of this margin picks lit, whose decoded pixels are
+    further from the input than hold's (where latent and pixel error disagree)."""
+    lines = [f"Frames where the guard at margin {margin:g} picks lit and the decoded frame is further from the input "
+             "than hold's:", "", "| case | latent frame | lit / hold latent error | lit / hold pixel error |", "|---|---|---|---|"]  # fmt: skip
+    found = 0
+    for name, row in rows.items():
+        for t, (lit, hold, latent_lit, latent_hold) in enumerate(
+            zip(row["pixel_lit"], row["pixel_hold"], row["latent_lit"], row["latent_hold"])
+        ):
+            if latent_hold > 0 and latent_lit <= (1 - margin) * latent_hold and lit > hold:
+                lines.append(f"| {name} | {t} | {latent_lit / latent_hold:.3f} | {lit / hold:.4f} |")
+                found += 1
+    return [*lines, *([] if found else ["| none | | | |"]), ""]
 
 
 if __name__ == "__main__":

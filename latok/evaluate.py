@@ -333,7 +333,34 @@ def markdown(results: dict) -> str:
         for index, clip in enumerate(runs[0]["clips"]):
             cells = [f"{_fmt(r['clips'][index]['psnr'], 2)} / {_fmt(r['clips'][index]['lpips'], 3)}" for r in runs]
             lines.append(f"| {clip['name']} | {clip['token_usage']:.1%} | " + " | ".join(cells) + " |")
+    lines += against_hold(by_rate)
     return "\n".join(lines) + "\n"
+
+
+def against_hold(by_rate: dict[str, list[dict]]) -> list[str]:
+    """Markdown lines: every other fill against hold, per rate: mean differences, and on how many
+    clips (and by how much at worst) it is worse than hold in each metric."""
+    better_when = {"psnr": 1.0, "ssim": 1.0, "lpips": -1.0}  # LPIPS: lower is better
+    rows = []
+    for rate, runs in by_rate.items():
+        hold = next((r for r in runs if r["fill"] == "hold"), None)
+        for run in runs:
+            if hold is None or run["fill"] == "hold":
+                continue
+            cells = []
+            for metric, sign in better_when.items():
+                if any(c[metric] is None for c in run["clips"] + hold["clips"]):
+                    cells.append("–")
+                    continue
+                gains = [sign * (c[metric] - h[metric]) for c, h in zip(run["clips"], hold["clips"])]  # > 0: better than hold
+                cells.append(f"{round(sign * statistics.mean(gains), 4) + 0.0:+.4f}; worse on {sum(g < 0 for g in gains)}, "
+                             f"at worst by {max(0.0, -min(gains)):.4f}")  # fmt: skip
+            rows.append(f"| {rate} | {run['fill']} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    clips = len(next(iter(by_rate.values()))[0]["clips"])
+    return ["", f"## Against hold (mean difference; clips worse than hold, of {clips}; largest loss)", "",
+            "| rate | fill | PSNR | SSIM | LPIPS |", "|---|---|---|---|---|", *rows]  # fmt: skip
 
 
 def plot_rd_curve(results: dict, path: Path) -> None:

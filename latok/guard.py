@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from latok.errors import InvalidInputError
+from latok.metrics import to_8bit_levels
 from latok.vae import VideoAutoencoder
 
 # Latent and pixel error disagree (on bikes.mp4 at usage 0.5 lit cuts the latent error by ~20 % on
@@ -56,17 +57,12 @@ def guard_by_decoded_pixels(
     if index.numel() == 0:
         return candidates
     size = (index.numel(), video.shape[-2], video.shape[-1])
-    reference = _to_8bit(video[:, :, index.to(video.device)].float().cpu())  # (1, 3, n, H, W)
+    reference = to_8bit_levels(video[:, :, index.to(video.device)].float().cpu())  # (1, 3, n, H, W)
 
     def frame_errors(restored: torch.Tensor) -> torch.Tensor:
         decoded = vae.decode(restored[:, :, index], size=size).float().cpu()
-        return (_to_8bit(decoded) - reference).pow(2).sum(dim=(0, 1, 3, 4))  # (n,)
+        return (to_8bit_levels(decoded) - reference).pow(2).sum(dim=(0, 1, 3, 4))  # (n,)
 
     chosen = candidates.clone()
     chosen[index] = frame_errors(lit) < frame_errors(hold)  # ties keep hold
     return chosen
-
-
-def _to_8bit(video: torch.Tensor) -> torch.Tensor:
-    """``[-1, 1]`` video as float64 levels 0..255, as it is written and scored (latok.metrics)."""
-    return video.double().add(1.0).mul(127.5).round().clamp(0.0, 255.0)

@@ -18,13 +18,14 @@ def psnr(video: torch.Tensor, reference: torch.Tensor) -> float:
     """
     if video.shape != reference.shape:
         raise InvalidInputError(f"psnr needs equal shapes, got {tuple(video.shape)} and {tuple(reference.shape)}")
-    a = _to_255(video)
-    b = _to_255(reference)
+    a = to_8bit_levels(video)
+    b = to_8bit_levels(reference)
     mse = (a - b).pow(2).mean().item()
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-def _to_255(video: torch.Tensor) -> torch.Tensor:
+def to_8bit_levels(video: torch.Tensor) -> torch.Tensor:
+    """``[-1, 1]`` video as float64 levels 0..255: what a decoded video file holds, and what is scored."""
     return video.detach().double().add(1.0).mul(127.5).round().clamp(0.0, 255.0)
 
 
@@ -39,7 +40,7 @@ def ssim(video: torch.Tensor, reference: torch.Tensor) -> float:
         raise InvalidInputError(f"ssim needs equal shapes, got {tuple(video.shape)} and {tuple(reference.shape)}")
     if min(video.shape[-2:]) < _SSIM_WINDOW:
         raise InvalidInputError(f"ssim needs frames of at least {_SSIM_WINDOW}x{_SSIM_WINDOW}, got {tuple(video.shape[-2:])}")
-    frames = [_to_255(v).transpose(1, 2).flatten(0, 1) for v in (video, reference)]  # (B*T, 3, H, W)
+    frames = [to_8bit_levels(v).transpose(1, 2).flatten(0, 1) for v in (video, reference)]  # (B*T, 3, H, W)
     return _ssim_frames(*frames).mean().item()
 
 
@@ -109,7 +110,7 @@ class ReferenceScorer:
                 self._taps = [self._model.taps(batch) for batch in self._batches(reference)]
 
     def _batches(self, video: torch.Tensor):
-        frames = (_to_255(video).float() / 127.5 - 1.0).transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
+        frames = (to_8bit_levels(video).float() / 127.5 - 1.0).transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
         for start in range(0, frames.shape[0], self.batch_frames):
             yield frames[start : start + self.batch_frames]
 

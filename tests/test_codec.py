@@ -211,7 +211,7 @@ def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
 def test_pixel_guard_never_decodes_worse_than_hold_on_any_frame(tokenizer):
     """drive_udacity_solidwhiteright is where the latent-metric guard lost 0.002 dB to hold in pixels
     (eval/results/inpainter_eval_*.md): latent and decoded error can disagree, decoded pixels cannot."""
-    from latok.metrics import _to_255
+    from latok.metrics import to_8bit_levels
 
     clip = load_clip(DATA / "tokenbench-mini" / "drive_udacity_solidwhiteright.mp4", frames=9, height=128)
     video, source = source_info(clip)
@@ -221,7 +221,7 @@ def test_pixel_guard_never_decodes_worse_than_hold_on_any_frame(tokenizer):
     assert adaptive.lit_model == tokenizer.inpainter.fingerprint and any(adaptive.lit_frames)
 
     def frame_errors(decoded: torch.Tensor) -> torch.Tensor:
-        return (_to_255(decoded) - _to_255(video)).pow(2).sum(dim=(0, 1, 3, 4))
+        return (to_8bit_levels(decoded) - to_8bit_levels(video)).pow(2).sum(dim=(0, 1, 3, 4))
 
     guarded = frame_errors(pixel.decode(adaptive))  # auto: lit on the frames the pixel guard allows
     assert pixel.fill_name(adaptive) == "lit"

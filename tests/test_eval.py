@@ -119,6 +119,7 @@ def test_eval_writes_results_reports_and_plots_and_resumes(tmp_path, capsys):
     with open(out / "results.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 6 * 2
     assert "| usage=0.5 | per clip | hold |" in (out / "report.md").read_text()
+    assert [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| usage=0.5 | zero |")][0].count("worse on 2") >= 2
     for plot in ("rd_curve.png", "usage_over_time.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -156,6 +157,19 @@ def test_eval_with_the_pixel_guard_is_never_worse_than_hold(tmp_path):
         psnr = {run["fill"]: run["clips"][0]["psnr"] for run in results["runs"] if run["rate"] == rate}
         assert psnr["lit"] >= psnr["hold"]
     assert main([*argv[:-2], "hold", "--no-lpips", "--pixel-guard"]) == 2  # no lit run to guard
+
+
+def test_fills_against_hold_count_the_clips_where_they_lose():
+    from latok.evaluate import against_hold
+
+    def run(fill, psnr, lpips):
+        return {"fill": fill, "clips": [{"psnr": p, "ssim": 0.9, "lpips": q} for p, q in zip(psnr, lpips)]}
+
+    by_rate = {"usage=0.5": [run("hold", [20.0, 30.0], [0.2, 0.1]), run("lit", [21.0, 29.5], [0.25, 0.05])]}
+    row = against_hold(by_rate)[-1]
+    assert row.startswith("| usage=0.5 | lit | +0.2500; worse on 1, at worst by 0.5000 | +0.0000; worse on 0")
+    assert row.endswith("| +0.0000; worse on 1, at worst by 0.0500 |")  # LPIPS: lower is better
+    assert against_hold({"tau=0": [run("lit", [20.0], [0.1])]}) == []  # nothing to compare with
 
 
 @pytest.mark.parametrize(
