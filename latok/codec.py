@@ -25,7 +25,7 @@ import torch
 from latok.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, header_of, load_latok, save_latok
 from latok.errors import InvalidInputError
 from latok.fill import Fill, get_fill, hold_fill
-from latok.guard import LIT_GUARD_MARGIN, guard_by_decoded_pixels, guard_by_latent_error
+from latok.guard import LIT_GUARD_MARGIN, check_per_frame, guard_by_decoded_pixels, guard_by_latent_error
 from latok.io import Clip
 from latok.masking import Reference, redundancy_mask, resolve_tau
 from latok.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
@@ -124,10 +124,8 @@ class LatentTokenizer:
         if not 0.0 <= lit_guard_margin < 1.0:
             raise InvalidInputError(f"lit_guard_margin must be in [0, 1), got {lit_guard_margin}")
         self.lit_guard_margin = lit_guard_margin
-        if pixel_guard and self.vae.temporal_ratio != 1:  # fail at construction, not after the encode
-            raise InvalidInputError(
-                f"pixel_guard needs a per-frame backend (temporal ratio 1); {self.vae.name} has {self.vae.temporal_ratio}"
-            )
+        if pixel_guard:
+            check_per_frame(self.vae)  # fail at construction, not after the encode
         self.pixel_guard = pixel_guard
 
     @property
@@ -191,6 +189,8 @@ class LatentTokenizer:
         (``(1, 3, T, H, W)`` in ``[-1, 1]``).  Returned unchanged when the backend has no inpainter."""
         if self._inpainter is None and not (default_inpainter_path(self.vae.name) / "config.json").is_file():
             return adaptive
+        if self.pixel_guard and video is None:
+            raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
         model = self.inpainter
         sparse, keep = adaptive.sparse_dense(), adaptive.keep
         truth = latent.float().cpu()
@@ -200,8 +200,6 @@ class LatentTokenizer:
             hold = hold_fill(sparse, keep)
             hold_error = model.error(hold, truth, keep)[0]
         if self.pixel_guard:
-            if video is None:
-                raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
             frames = guard_by_decoded_pixels(self.vae, lit, hold, lit_error < hold_error, video)
         else:
             frames = guard_by_latent_error(lit_error, hold_error, self.lit_guard_margin)

@@ -35,6 +35,12 @@ def guard_by_latent_error(lit_error: torch.Tensor, hold_error: torch.Tensor, mar
     return lit_error <= (1.0 - margin) * hold_error
 
 
+def check_per_frame(vae: VideoAutoencoder) -> None:
+    """The pixel guard decodes single frames: only a backend that decodes every frame on its own allows it."""
+    if vae.temporal_ratio != 1:
+        raise InvalidInputError(f"the pixel guard needs a per-frame backend (temporal ratio 1); {vae.name} has {vae.temporal_ratio}")
+
+
 def guard_by_decoded_pixels(
     vae: VideoAutoencoder,
     lit: torch.Tensor,
@@ -49,8 +55,7 @@ def guard_by_decoded_pixels(
     A per-frame backend decodes every frame on its own, so only the candidate frames are
     decoded (twice), and a clip's squared error is the sum of its frames': choosing per frame
     can only lower it below hold's."""
-    if vae.temporal_ratio != 1:
-        raise InvalidInputError(f"the pixel guard needs a per-frame backend (temporal ratio 1); {vae.name} has {vae.temporal_ratio}")
+    check_per_frame(vae)
     if video.shape[2] != lit.shape[2]:
         raise InvalidInputError(f"video has {video.shape[2]} frames, the latent {lit.shape[2]}")
     index = candidates.nonzero().flatten()
