@@ -32,7 +32,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ import torch
 
 from latok._fs import AtomicWriter, atomic_path
 from latok.errors import InvalidInputError, LatokFormatError
-from latok.masking import REFERENCES
+from latok.header import MAX_CHUNK_POSITIONS, MAX_HEADER_BYTES, parse_header
 from latok.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo, dtype_name
 
 MAGIC = b"LATOK\r\n\x1a"
@@ -51,8 +51,6 @@ _CRC = struct.Struct("<I")
 _MASK_HEAD = struct.Struct("<IIB")
 _VALS_HEAD = struct.Struct("<II")
 _END = struct.Struct("<IQ")
-MAX_HEADER_BYTES = 1 << 20
-MAX_POSITIONS = 1 << 31  # refuse absurd shapes instead of allocating them
 DEFAULT_CHUNK_FRAMES = 16
 MASK_RAW, MASK_ZLIB = 0, 1
 
@@ -102,6 +100,14 @@ class LatokWriter(AtomicWriter):
         self.open_ended = header["shape"][2] is None
         if self.open_ended != (header["source"]["frames"] is None):
             raise InvalidInputError("an open-ended stream leaves both the latent and the video frame counts unset")
+        _, _, frames, height, width = header["shape"]
+        if height * width * min(header["chunk_frames"], frames or header["chunk_frames"]) > MAX_CHUNK_POSITIONS:
+            raise InvalidInputError(
+                f"chunks of {header['chunk_frames']} latent frames of {height}x{width} exceed the "
+                f"{MAX_CHUNK_POSITIONS} positions a chunk may hold; use shorter chunks"
+            )
+        if not self.open_ended:
+            self._check_header(header)
         self._frames_written = 0
         self._video_frames = 0
         self._chunks = 0
@@ -112,6 +118,14 @@ class LatokWriter(AtomicWriter):
         self._file = open(self._tmp, "wb")
         self._file.write(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0))
         self._file.write(_record(b"HEAD", _header_payload(self._with_counts(_UNKNOWN, _UNKNOWN))))
+
+    @staticmethod
+    def _check_header(header: dict) -> None:
+        """latok never writes a header its reader would refuse."""
+        try:
+            parse_header(_header_payload(header))
+        except LatokFormatError as error:
+            raise InvalidInputError(f"cannot write this clip: {error}") from None
 
     def _with_counts(self, latent_frames: int, video_frames: int) -> dict:
         if not self.open_ended:
@@ -133,6 +147,8 @@ class LatokWriter(AtomicWriter):
         if values.shape != (int(keep.sum()), channels) or values.dtype != STORAGE_DTYPES[self.header["dtype"]]:
             raise InvalidInputError(f"chunk values must be ({int(keep.sum())}, {channels}) {self.header['dtype']}")
         t_start, t_count = self._frames_written, keep.shape[1]
+        if t_count > self.header["chunk_frames"]:
+            raise InvalidInputError(f"a chunk covers {t_count} latent frames, more than the header's {self.header['chunk_frames']}")
         if t_start + t_count > frames:
             raise InvalidInputError(f"chunks cover {t_start + t_count} latent frames, more than the header's {frames}")
         bits = np.packbits(keep.numpy().reshape(-1), bitorder="little").tobytes()
@@ -160,6 +176,11 @@ class LatokWriter(AtomicWriter):
         if self.open_ended:  # the counts are known now: rewrite HEAD in place, same length
             length = len(_header_payload(self._with_counts(_UNKNOWN, _UNKNOWN)))
             self.header = self._with_counts(self._frames_written, self._video_frames)
+            try:
+                self._check_header(self.header)
+            except InvalidInputError:
+                self.abort()
+                raise
             self._file.seek(_PREAMBLE.size)
             self._file.write(_record(b"HEAD", _header_payload(self.header, length)))
         self._file.close()
@@ -191,8 +212,35 @@ def save_latok(adaptive: AdaptiveLatent, path: str | os.PathLike, chunk_frames: 
     return Path(path)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One validated MASK + VALS pair, still packed: what the file holds, nothing inflated to bools.
+
+    Attributes:
+        t_start, t_count: the latent frames it covers.
+        mask_bits: the keep bits, ``t_count * h * w`` of them, little bit order (``(t_count*h*w + 7) // 8`` bytes).
+        values: the kept vectors' raw bytes in the storage dtype (``count * C * itemsize``).
+        count: kept vectors, equal to the number of set bits.
+        mask_bytes, values_bytes: bytes the two records take in the file (record framing included).
+    """
+
+    t_start: int
+    t_count: int
+    mask_bits: bytes
+    values: bytes
+    count: int
+    mask_bytes: int
+    values_bytes: int
+
+
 class LatokReader:
-    """Read a ``.latok`` file incrementally: :attr:`header`, then :meth:`chunks`."""
+    """Read a ``.latok`` file incrementally: :attr:`header`, then :meth:`chunks` (or :meth:`records`).
+
+    Memory stays bounded by what the file holds: a record is read only after its length is
+    checked against the bytes present, a mask inflates to at most the bits its chunk declares
+    (capped by :data:`~latok.header.MAX_CHUNK_POSITIONS`), and its set bits are counted and
+    matched against the values present before any bool tensor is built.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -204,15 +252,26 @@ class LatokReader:
             raise LatokFormatError(f"{self.path}: cannot open ({error.strerror})") from None
         self._size = os.fstat(self._file.fileno()).st_size
         preamble = self._read_exact(_PREAMBLE.size, "file preamble")
-        magic, version, _ = _PREAMBLE.unpack(preamble)
+        magic, version, flags = _PREAMBLE.unpack(preamble)
         if magic != MAGIC:
             self._fail("not a .latok file (wrong magic bytes)")
         if version != FORMAT_VERSION:
             self._fail(f"unsupported .latok format version {version} (this latok reads version {FORMAT_VERSION})")
+        if flags != 0:  # reserved: exactly 0 is valid, so any damage to them is caught
+            self._fail(f"reserved preamble flags are {flags:#06x}, must be 0 in format version {FORMAT_VERSION}")
         tag, payload = self._read_record(limit=MAX_HEADER_BYTES)
         if tag != b"HEAD":
             self._fail(f"expected the HEAD record, found {tag!r}")
-        self.header = self._parse_header(payload)
+        self.header_bytes = _PREAMBLE.size + _RECORD.size + len(payload) + _CRC.size
+        try:
+            self.header = parse_header(payload)
+        except LatokFormatError as error:
+            self._fail(str(error))
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+        return self._size
 
     def close(self) -> None:
         self._file.close()
@@ -246,42 +305,11 @@ class LatokReader:
             self._fail(f"checksum mismatch in {tag!r} record (file corrupt)")
         return tag, payload
 
-    def _parse_header(self, payload: bytes) -> dict:
-        try:
-            header = json.loads(payload.decode())
-            batch, channels, frames, height, width = (int(v) for v in header["shape"])
-            dtype = header["dtype"]
-            chunk_frames = int(header["chunk_frames"])
-            SourceInfo(**header["source"])
-            float(header["tau"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-            self._fail(f"malformed header ({type(error).__name__}: {error})")
-        if dtype not in STORAGE_DTYPES:
-            self._fail(f"unknown storage dtype {dtype!r}")
-        interval, usage = header.get("keyframe_interval"), header.get("target_usage")
-        if (
-            header.get("reference") not in REFERENCES
-            or not isinstance(header.get("backend"), str)
-            or not (interval is None or (isinstance(interval, int) and interval >= 1))
-            or not (usage is None or isinstance(usage, (int, float)))
-        ):
-            self._fail("malformed header (reference, backend, keyframe interval or target usage)")
-        guard, model = header.get("lit_frames"), header.get("lit_model")
-        if (guard is None) != (model is None) or not (
-            guard is None or (isinstance(guard, str) and isinstance(model, str) and len(guard) == frames and set(guard) <= {"0", "1"})
-        ):
-            self._fail("malformed header (lit guard: lit_frames must be one 0/1 per latent frame, with lit_model)")
-        if batch != 1 or min(channels, frames, height, width, chunk_frames) < 1:
-            self._fail(f"invalid latent shape {header['shape']} or chunk size {chunk_frames}")
-        if frames * height * width > MAX_POSITIONS or channels > 1 << 16:
-            self._fail(f"latent shape {header['shape']} exceeds the supported size")
-        return header
-
-    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(keep (1, k, h, w) bool, values (n, C))`` per chunk, validating as it goes."""
+    def records(self) -> Iterator[Chunk]:
+        """Yield each chunk's validated, still-packed :class:`Chunk`; the END record is checked last."""
         _, channels, frames, height, width = self.header["shape"]
-        dtype = STORAGE_DTYPES[self.header["dtype"]]
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        itemsize = STORAGE_DTYPES[self.header["dtype"]].itemsize
+        chunk_frames = self.header["chunk_frames"]
         t_expected, tokens, chunks = 0, 0, 0
         while True:
             tag, payload = self._read_record()
@@ -289,75 +317,147 @@ class LatokReader:
                 break
             if tag != b"MASK":
                 self._fail(f"expected a MASK or END record, found {tag!r}")
-            keep = self._parse_mask(payload, t_expected, frames, height, width)
-            tag, payload = self._read_record()
-            if tag != b"VALS" or len(payload) < _VALS_HEAD.size:
+            mask_bytes = len(payload) + _RECORD.size + _CRC.size
+            tag, values = self._read_record()
+            if tag != b"VALS" or len(values) < _VALS_HEAD.size:
                 self._fail(f"expected a VALS record after MASK, found {tag!r}")
-            t_start, count = _VALS_HEAD.unpack_from(payload)
-            if t_start != t_expected or count != int(keep.sum()) or len(payload) - _VALS_HEAD.size != count * channels * itemsize:
+            t_start, count = _VALS_HEAD.unpack_from(values)
+            if t_start != t_expected or len(values) - _VALS_HEAD.size != count * channels * itemsize:
                 self._fail(f"VALS record at latent frame {t_start} does not match its mask")
-            raw = bytearray(payload[_VALS_HEAD.size :])
-            values = torch.frombuffer(raw, dtype=dtype).view(count, channels) if count else torch.empty(0, channels, dtype=dtype)
-            t_expected += keep.shape[1]
+            t_count, bits = self._parse_mask(payload, t_expected, frames, height, width, chunk_frames, count)
+            yield Chunk(t_start, t_count, bits, values[_VALS_HEAD.size :], count, mask_bytes, len(values) + _RECORD.size + _CRC.size)
+            t_expected += t_count
             tokens += count
             chunks += 1
-            yield keep, values
         if len(payload) != _END.size or _END.unpack(payload) != (chunks, tokens) or t_expected != frames:
             self._fail(f"END record does not match the {chunks} chunks read ({t_expected} of {frames} latent frames)")
         if self._file.tell() != self._size:
             self._fail("trailing bytes after the END record")
 
-    def _parse_mask(self, payload: bytes, t_expected: int, frames: int, height: int, width: int) -> torch.Tensor:
+    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(keep (1, k, h, w) bool, values (n, C))`` per chunk, validating as it goes."""
+        _, channels, _, height, width = self.header["shape"]
+        dtype = STORAGE_DTYPES[self.header["dtype"]]
+        for chunk in self.records():
+            positions = chunk.t_count * height * width
+            bits = np.unpackbits(np.frombuffer(chunk.mask_bits, dtype=np.uint8), count=positions, bitorder="little")
+            keep = torch.from_numpy(bits.view(np.bool_)).view(1, chunk.t_count, height, width)
+            if chunk.count:
+                values = torch.frombuffer(bytearray(chunk.values), dtype=dtype).view(chunk.count, channels)
+            else:
+                values = torch.empty(0, channels, dtype=dtype)
+            yield keep, values
+
+    def _parse_mask(
+        self, payload: bytes, t_expected: int, frames: int, height: int, width: int, chunk_frames: int, count: int
+    ) -> tuple[int, bytes]:
+        """Check a MASK record against the header and the VALS count; return ``(t_count, packed bits)``."""
         if len(payload) < _MASK_HEAD.size:
             self._fail("MASK record too short")
         t_start, t_count, codec = _MASK_HEAD.unpack_from(payload)
-        if t_start != t_expected or t_count < 1 or t_start + t_count > frames:
-            self._fail(f"MASK record covers latent frames {t_start}..{t_start + t_count}, expected to start at {t_expected}")
-        positions = t_count * height * width
+        if t_start != t_expected or t_count < 1 or t_start + t_count > frames or t_count > chunk_frames:
+            self._fail(
+                f"MASK record covers latent frames {t_start}..{t_start + t_count}, expected to start at "
+                f"{t_expected} and cover 1..{chunk_frames} of {frames}"
+            )
+        positions = t_count * height * width  # <= MAX_CHUNK_POSITIONS, checked with the header
         expected = (positions + 7) // 8
         data = payload[_MASK_HEAD.size :]
         if codec == MASK_ZLIB:
             inflater = zlib.decompressobj()
             try:
-                data = inflater.decompress(data, expected + 1)
+                data = inflater.decompress(data, expected + 1)  # never more than the chunk declares
             except zlib.error as error:
                 self._fail(f"MASK record does not inflate ({error})")
+            if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+                self._fail("MASK record does not inflate to exactly its declared bits")
         elif codec != MASK_RAW:
             self._fail(f"unknown mask codec {codec}")
         if len(data) != expected:
             self._fail(f"MASK record holds {len(data)} bytes, expected {expected}")
-        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=positions, bitorder="little")
-        keep = torch.from_numpy(bits.astype(bool)).view(1, t_count, height, width)
-        if t_start == 0 and not bool(keep[:, 0].all()):
+        packed = np.frombuffer(data, dtype=np.uint8)
+        spare = expected * 8 - positions
+        if spare and packed[-1] >> (8 - spare):
+            self._fail("MASK record sets bits past its last position")
+        if int(np.bitwise_count(packed).sum(dtype=np.int64)) != count:
+            self._fail(f"MASK record at latent frame {t_start} keeps a different number of positions than its VALS record holds")
+        if t_start == 0 and not _all_set(packed, height * width):
             self._fail("latent frame 0 must be fully kept")
-        return keep
+        return t_count, data
+
+
+def _all_set(packed: np.ndarray, bits: int) -> bool:
+    """Are the first ``bits`` bits (little bit order) of ``packed`` all 1?"""
+    whole, rest = divmod(bits, 8)
+    return bool((packed[:whole] == 0xFF).all()) and (not rest or (packed[whole] & ((1 << rest) - 1)) == (1 << rest) - 1)
+
+
+MEMORY_LIMIT_ENV = "LATOK_MAX_MEMORY_GB"
+
+
+def whole_clip_limit() -> int:
+    """Bytes a whole-clip load may plan for: ``$LATOK_MAX_MEMORY_GB``, else half the machine's memory."""
+    value = os.environ.get(MEMORY_LIMIT_ENV)
+    if value:
+        try:
+            gigabytes = float(value)
+        except ValueError:
+            raise InvalidInputError(f"{MEMORY_LIMIT_ENV}={value!r} is not a number of GiB") from None
+        if not 0 < gigabytes < 1 << 20:
+            raise InvalidInputError(f"{MEMORY_LIMIT_ENV}={value!r} must be a positive number of GiB")
+        return int(gigabytes * (1 << 30))
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a modest machine
+        return 8 << 30
+
+
+def whole_clip_bytes(header: dict) -> int:
+    """Memory a whole-clip load and decode of ``header``'s clip needs at least: its keep mask,
+    its restored float32 latent, and its decoded float32 video."""
+    _, channels, frames, height, width = header["shape"]
+    source = header["source"]
+    positions = frames * height * width
+    return positions * (1 + 4 * channels) + source["frames"] * source["height"] * source["width"] * 3 * 4
 
 
 def load_latok(path: str | os.PathLike) -> AdaptiveLatent:
-    """Read a whole ``.latok`` file into an :class:`AdaptiveLatent`."""
+    """Read a whole ``.latok`` file into an :class:`AdaptiveLatent`.
+
+    Raises:
+        LatokFormatError: the file is missing, truncated, corrupt or malformed.
+        InvalidInputError: the clip it declares needs more memory than :func:`whole_clip_limit`
+            to hold and decode at once (decode it with :meth:`~latok.LatentTokenizer.decode_stream`).
+    """
     with LatokReader(path) as reader:
         header = reader.header
+        needed, limit = whole_clip_bytes(header), whole_clip_limit()
+        if needed > limit:
+            raise InvalidInputError(
+                f"{path}: its {header['source']['frames']}-frame clip needs about {needed / (1 << 30):.1f} GiB to decode "
+                f"at once, over the {limit / (1 << 30):.1f} GiB limit ({MEMORY_LIMIT_ENV}); decode it with --stream"
+            )
         parts = list(reader.chunks())
     keep = torch.cat([k for k, _ in parts], dim=1)
     values = torch.cat([v for _, v in parts])
-    source = header["source"]
+    source = dict(header["source"])
+    for key in ("source_size", "resized_size", "crop"):
+        if source[key] is not None:
+            source[key] = tuple(source[key])
     try:
-        for key in ("source_size", "resized_size", "crop"):
-            if source.get(key) is not None:
-                source[key] = tuple(int(v) for v in source[key])
         return AdaptiveLatent(
             values=values,
             keep=keep,
             shape=tuple(header["shape"]),
             backend=header["backend"],
-            backend_config=str(header["backend_config"]),
+            backend_config=header["backend_config"],
             tau=float(header["tau"]),
             source=SourceInfo(**source),
             target_usage=header["target_usage"],
             reference=header["reference"],
             keyframe_interval=header["keyframe_interval"],
-            lit_frames=None if header.get("lit_frames") is None else tuple(c == "1" for c in header["lit_frames"]),
-            lit_model=header.get("lit_model"),
+            lit_frames=None if header["lit_frames"] is None else tuple(c == "1" for c in header["lit_frames"]),
+            lit_model=header["lit_model"],
         )
-    except (InvalidInputError, TypeError, ValueError) as error:
+    except InvalidInputError as error:
         raise LatokFormatError(f"{path}: inconsistent contents ({error})") from None

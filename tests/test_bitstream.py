@@ -160,7 +160,7 @@ def forge_header(valid_bytes: bytes, **changes) -> bytes:
 
 def test_valid_crc_but_absurd_shape_is_refused(tmp_path, valid_bytes):
     with pytest.raises(LatokFormatError, match="exceeds the supported size"):
-        read_bytes(tmp_path, forge_header(valid_bytes, shape=[1, 8, 1 << 20, 1 << 20, 1 << 20]))
+        read_bytes(tmp_path, forge_header(valid_bytes, shape=[1, 8, 1 << 14, 1 << 14, 1 << 14]))
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def test_valid_crc_but_absurd_shape_is_refused(tmp_path, valid_bytes):
     ],
 )
 def test_malformed_lit_guard_is_refused(tmp_path, valid_bytes, guard):
-    with pytest.raises(LatokFormatError, match="lit guard"):
+    with pytest.raises(LatokFormatError, match="lit guard|lit_frames|lit_model"):
         read_bytes(tmp_path, forge_header(valid_bytes, **guard))
     assert read_bytes(tmp_path, forge_header(valid_bytes, lit_frames="10110", lit_model="abc")).lit_frames == (True, False, True, True, False)
 

@@ -92,7 +92,7 @@ def _adaptive():
 
     latent = _drifting_latent(frames=5)
     keep = redundancy_mask(latent, 0.1).keep
-    return AdaptiveLatent.from_dense(latent, keep, backend="x", backend_config="0", tau=0.1, source=SourceInfo(5, 40, 48))
+    return AdaptiveLatent.from_dense(latent, keep, backend="taef2", backend_config="0", tau=0.1, source=SourceInfo(5, 40, 48))
 
 
 # -- video chunks in and out -------------------------------------------------------------------
