@@ -2,6 +2,9 @@
 
 Shards hold one sample per clip: ``latent.npy`` (C, t, h, w) float16 normalised latents,
 ``json`` metadata, and optionally ``video.npy`` (T, H, W, 3) uint8 for pixel-level validation.
+Readers decode exactly those members with :func:`decode_sample` (``numpy.load(allow_pickle=False)``
+and ``json``) and refuse any other, so a shard cannot run code: webdataset's default decoders
+would unpickle ``.pyd``/``.pickle`` members.
 
 Training samples are random latent-space crops (t, h, w) with random horizontal flips,
 masked by the real temporal-L1 rule so that training masks look like inference masks:
@@ -18,6 +21,7 @@ learns to continue from restored context rather than from a fully kept first fra
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -30,6 +34,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
+from latok.errors import ShardFormatError
 from latok.fill import hold_fill
 from latok.masking import redundancy_mask, tau_for_usage
 
@@ -39,13 +44,47 @@ logger = logging.getLogger(__name__)
 def shard_urls(directory: str | Path) -> list[str]:
     urls = sorted(str(p) for p in Path(directory).glob("*.tar"))
     if not urls:
-        raise FileNotFoundError(f"{directory}: no .tar shards (make them with `latok cache-latents`)")
+        raise ShardFormatError(f"{directory}: no .tar shards (make them with `latok cache-latents`)")
     return urls
 
 
+SHARD_MEMBERS = ("latent.npy", "video.npy", "json")  # what write_shard writes; nothing else is read
+
+
+def decode_sample(sample: dict) -> dict:
+    """A raw webdataset sample -> ``{"latent.npy": (C, t, h, w) float16, "json": dict, ["video.npy": (T, H, W, 3) uint8]}``.
+
+    Only the members :func:`write_shard` writes are decoded, and never by unpickling.
+
+    Raises:
+        ShardFormatError: one line naming the shard and the member that is unknown or unreadable.
+    """
+    where = f"{sample.get('__url__', 'shard')}: member {sample.get('__key__', '?')}"
+    decoded = {name: value for name, value in sample.items() if name.startswith("__")}
+    for name, data in sample.items():
+        if name.startswith("__"):
+            continue
+        if name not in SHARD_MEMBERS:
+            raise ShardFormatError(f"{where}.{name} is not a member latok reads ({', '.join(SHARD_MEMBERS)}); refusing the shard")
+        try:
+            if name == "json":
+                decoded[name] = json.loads(data)
+            else:
+                decoded[name] = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError, RecursionError, UnicodeDecodeError) as error:
+            raise ShardFormatError(f"{where}.{name} cannot be read ({str(error).splitlines()[0][:200]})") from None
+    latent = decoded.get("latent.npy")
+    if latent is None or latent.ndim != 4 or latent.dtype.kind != "f" or not isinstance(decoded.get("json"), dict):
+        raise ShardFormatError(f"{where}: a sample needs latent.npy (C, t, h, w) floats and a json object")
+    video = decoded.get("video.npy")
+    if video is not None and (video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3):
+        raise ShardFormatError(f"{where}.video.npy must be uint8 (T, H, W, 3), got {video.dtype} {video.shape}")
+    return decoded
+
+
 def read_samples(directory: str | Path) -> list[dict]:
-    """All samples of a shard directory in order (small sets: validation clips)."""
-    dataset = wds.WebDataset(shard_urls(directory), shardshuffle=False, empty_check=False).decode()
+    """All samples of a shard directory in order (small sets: validation clips), via :func:`decode_sample`."""
+    dataset = wds.WebDataset(shard_urls(directory), shardshuffle=False, empty_check=False).map(decode_sample)
     return [dict(sample) for sample in dataset]
 
 
@@ -111,7 +150,7 @@ class CropDataset(IterableDataset):
         clips = (
             wds.WebDataset(self.urls, resampled=True, shardshuffle=True, nodesplitter=wds.split_by_node)
             .shuffle(16, rng=rng)
-            .decode()
+            .map(decode_sample)
         )
         for sample in clips:
             latent = torch.from_numpy(sample["latent.npy"]).float()  # (C, t, h, w)

@@ -56,6 +56,10 @@ class LatokFormatError(LatokError):
     """A ``.latok`` file is truncated, corrupt, or of an unknown format or version."""
 
 
+class ShardFormatError(LatokError):
+    """A training shard holds a member latok does not write, or one it cannot read."""
+
+
 class InvalidInputError(LatokError, ValueError):
     """A tensor or argument has the wrong shape, dtype, range or value."""
 
