@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +35,10 @@ def _add_input_options(parser: argparse.ArgumentParser, frames: int | None = Non
 def _add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) -> None:
     if backend:
         parser.add_argument("--backend", default="taef2", help="VAE backend (default: %(default)s; see `latok backends`)")
-    parser.add_argument("--weights", help="backend weights: a directory or file (default: LATOK_WEIGHTS_DIR, cache, download)")
+    parser.add_argument("--weights", action="append", metavar="PATH",
+                        help="backend weights: a folder holding the backend's files; for taef2 also both files, "
+                        "--weights ENCODER.pth --weights DECODER.pth; for diffusers backends a hub id or local folder "
+                        "(default: LATOK_WEIGHTS_DIR, then the cache, then download)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
 
 
@@ -227,16 +232,48 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s", force=True)
     _rebind_library_handlers()
     try:
-        return args.run(args) or 0
+        with _terminate_as_interrupt():
+            return args.run(args) or 0
     except LatokError as error:
-        print(f"latok: error: {error}", file=sys.stderr)
+        print(f"latok: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_ERROR
+    except _Terminated:
+        print("latok: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("latok: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `latok info x.latok | head`: the reader left, nothing to report
         sys.stderr.close()
         return 0
+    except OSError as error:  # the system refused mid-way (disk full, a file vanished): outputs are atomic
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"latok: error: {where}{error.strerror or _one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is so that every writer's cleanup runs, as for Ctrl-C."""
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- codec commands ------------------------------------------------------------------------
@@ -248,9 +285,7 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
     from latok.codec import LatentTokenizer
 
     backend = backend or args.backend
-    options = {"device": args.device}
-    if args.weights:
-        options["weights" if backend == "taef2" else "pretrained"] = args.weights
+    options = {"device": args.device, **_weight_options(args, backend)}
     mask = {}
     if hasattr(args, "reference"):
         if args.pixel_guard and not args.lit_guard:
@@ -267,6 +302,16 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
     tokenizer = LatentTokenizer(backend, fill=getattr(args, "fill", None), inpainter=getattr(args, "inpainter", None), **mask, **options)
     tokenizer.vae.progress = True
     return tokenizer
+
+
+def _weight_options(args: argparse.Namespace, backend: str) -> dict:
+    """``--weights`` as the backend's constructor option: one path as is, two as an (encoder, decoder) pair."""
+    if not args.weights:
+        return {}
+    from latok.vae import vae_class
+
+    paths = tuple(args.weights)
+    return {vae_class(backend).weights_option: paths if len(paths) > 1 else paths[0]}
 
 
 def _load_input(args: argparse.Namespace):
@@ -293,8 +338,11 @@ class _Stopwatch:
 def run_encode(args: argparse.Namespace) -> int:
     from latok.bitstream import save_latok
 
+    from latok._fs import check_outputs
+
     if args.stream and args.pixel_guard:
         raise InvalidInputError("--pixel-guard does not apply to --stream: streams carry no lit guard")
+    check_outputs({"-o": args.output}, (args.input,))
     tokenizer = _tokenizer(args)
     if args.stream:
         _encode_stream(args, tokenizer)
@@ -327,7 +375,10 @@ def run_decode(args: argparse.Namespace) -> int:
     from latok.bitstream import LatokReader, load_latok
     from latok.io import VideoWriter, check_output_path, write_video
 
-    check_output_path(args.output)
+    from latok._fs import check_outputs
+
+    output = check_output_path(args.output)
+    check_outputs({"-o" if output.suffix else "-o folder": output}, (args.input,))
     if args.stream:
         with LatokReader(args.input) as reader:
             header = reader.header
@@ -354,12 +405,13 @@ def run_decode(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from latok._fs import atomic_path
+    from latok._fs import atomic_path, check_outputs
     from latok.bitstream import header_of, load_latok
 
     output = Path(args.output)
     if output.suffix != ".safetensors":
         raise InvalidInputError(f"{output}: export writes .safetensors files")
+    check_outputs({"-o": output}, (args.input,))
     adaptive = load_latok(args.input)
     metadata = {"latok_header": json.dumps(header_of(adaptive, 0), sort_keys=True), "format": args.format}
     if args.format == "packed":
@@ -385,7 +437,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    print(json.dumps(_file_info(Path(args.input)), indent=2))
+    print(json.dumps(_file_info(Path(args.input)), indent=2, allow_nan=False))  # strict JSON: the header admits no NaN
     return 0
 
 
@@ -393,16 +445,18 @@ def _file_info(path: Path) -> dict:
     """Header and statistics of a .latok file, read chunk by chunk (validates the whole file)."""
     from latok.bitstream import LatokReader
 
-    with LatokReader(path) as reader:
-        header = reader.header
-        tokens, chunks = 0, 0
-        for _, values in reader.chunks():
-            tokens += values.shape[0]
+    with LatokReader(path) as reader:  # packed records only: memory stays that of one chunk
+        header, size = reader.header, reader.size
+        tokens, chunks, mask_bytes, value_bytes = 0, 0, 0, 0
+        for chunk in reader.records():
+            tokens += chunk.count
             chunks += 1
+            mask_bytes += chunk.mask_bytes
+            value_bytes += chunk.values_bytes
+        header_bytes = reader.header_bytes
     source = header["source"]
     frames, height, width, fps = source["frames"], source["height"], source["width"], source["fps"]
     shape = header["shape"]
-    size = path.stat().st_size
     return {
         "file": str(path),
         "backend": header["backend"],
@@ -421,6 +475,8 @@ def _file_info(path: Path) -> dict:
         "token_usage": tokens / (shape[2] * shape[3] * shape[4]),
         "dtype": header["dtype"],
         "bytes": size,
+        "bytes_by_part": {"header": header_bytes, "masks": mask_bytes, "values": value_bytes, "end": size - header_bytes - mask_bytes - value_bytes},
+        "bits_per_kept_value": value_bytes * 8 / (tokens * shape[1]) if tokens else None,
         "bpp": size * 8 / (frames * height * width),
         "kbps": size * 8 / (frames / fps) / 1000,
     }
@@ -492,29 +548,31 @@ def _write_outputs(report: dict, original, output: Path | None, viz: Path | None
 
 
 def run_roundtrip(args: argparse.Namespace) -> int:
+    from latok._fs import check_outputs, staged_outputs
     from latok.io import check_output_path
 
     output = check_output_path(args.output)
     viz = check_output_path(args.viz, (".mp4", ".mov", ".mkv")) if args.viz else None
+    outputs = {"-o" if output.suffix else "-o folder": output, "--json": Path(args.json), "--viz": viz,
+               "--latok": Path(args.latok) if args.latok else None}  # fmt: skip
+    check_outputs(outputs, (args.input,))
     clip = _load_input(args)
     tokenizer = _tokenizer(args)
-    report = _codec_report(args, tokenizer, clip, Path(args.latok) if args.latok else None)
-    report = _write_outputs(report, clip.video, output, viz, Path(args.json))
+    named = {name: path for name, path in outputs.items() if path is not None}
+    with staged_outputs(*named.values()) as temps:  # all outputs appear together, or none
+        staged = dict(zip(named, temps))
+        report = _codec_report(args, tokenizer, clip, staged.get("--latok"))
+        report = _write_outputs(report, clip.video, temps[0], staged.get("--viz"), staged["--json"])
     print(json.dumps(report, indent=2))
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from latok.io import Clip, frames_to_video, load_clip
+    from latok._fs import check_outputs, staged_outputs
+    from latok.errors import OutputError
+    from latok.io import Clip, check_read_options, frames_to_video, load_clip
     from latok.sample import SAMPLE_FPS, sample_frames
 
-    if args.input:
-        clip = load_clip(args.input, frames=args.frames, height=args.height)
-    else:
-        height, width = args.height, _sample_width(args.height)
-        video = frames_to_video(sample_frames(frames=args.frames, height=height, width=width))
-        clip = Clip(video, SAMPLE_FPS, (height, width), (height, width), (0, 0, height, width))
-    tokenizer = _tokenizer(args)
     output_dir = Path(args.output_dir)
     paths = {
         "tokens": output_dir / "clip.latok",
@@ -522,11 +580,26 @@ def run_demo(args: argparse.Namespace) -> int:
         "visualisation": output_dir / "side_by_side.mp4",
         "metrics": output_dir / "metrics.json",
     }
-    report = _codec_report(args, tokenizer, clip, paths["tokens"])
-    report["input"] = args.input or "built-in synthetic sample (static texture, panning region, moving disc)"
-    report["raw_bytes"] = clip.video.numel()
-    report["outputs"] = {name: str(path) for name, path in paths.items()}
-    report = _write_outputs(report, clip.video, paths["reconstruction"], paths["visualisation"], paths["metrics"])
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"-o {output_dir}: is not a directory")
+    check_outputs({f"-o ({name})": path for name, path in paths.items()}, (args.input,))
+    if args.input:
+        clip = load_clip(args.input, frames=args.frames, height=args.height or None)
+    else:
+        check_read_options(args.frames, 0, 1, args.height)
+        if not args.height:
+            raise InvalidInputError("the built-in sample needs a --height (>= 8); 0 keeps a source size it does not have")
+        height, width = args.height, _sample_width(args.height)
+        video = frames_to_video(sample_frames(frames=args.frames, height=height, width=width))
+        clip = Clip(video, SAMPLE_FPS, (height, width), (height, width), (0, 0, height, width))
+    tokenizer = _tokenizer(args)
+    with staged_outputs(*paths.values()) as temps:  # all outputs appear together, or none
+        staged = dict(zip(paths, temps))
+        report = _codec_report(args, tokenizer, clip, staged["tokens"])
+        report["input"] = args.input or "built-in synthetic sample (static texture, panning region, moving disc)"
+        report["raw_bytes"] = clip.video.numel()
+        report["outputs"] = {name: str(path) for name, path in paths.items()}
+        report = _write_outputs(report, clip.video, staged["reconstruction"], staged["visualisation"], staged["metrics"])
     _print_demo(report)
     return 0
 
@@ -570,9 +643,7 @@ def _write_json(path: Path, payload: dict) -> None:
 def run_cache_latents(args: argparse.Namespace) -> int:
     from latok.data import cache_latents
 
-    options = {}
-    if args.weights:
-        options["weights" if args.backend == "taef2" else "pretrained"] = args.weights
+    options = _weight_options(args, args.backend)
     shards, errors = cache_latents(
         args.inputs, args.out, backend=args.backend, frames=args.frames, start=args.start, stride=args.stride,
         height=args.height or None, with_video=args.with_video, vae_options=options,
@@ -616,9 +687,7 @@ def run_eval(args: argparse.Namespace) -> int:
         from latok.inpainter import InpaintingTransformer
 
         InpaintingTransformer.from_pretrained(inpainter)  # fail now, not after an hour of encoding
-    vae_options = {}
-    if args.weights:
-        vae_options["weights" if args.backend == "taef2" else "pretrained"] = args.weights
+    vae_options = _weight_options(args, args.backend)
     if args.pixel_guard and "lit" not in fills:
         raise InvalidInputError("--pixel-guard decides the lit guard: add lit to --fills")
     settings = EvalSettings(

@@ -36,7 +36,11 @@ class FrameSizeError(VideoReadError):
     """Frame sizes change in the middle of the stream."""
 
 
-class VideoWriteError(LatokError):
+class OutputError(LatokError):
+    """An output path cannot be written: a directory, not writable, or one of the command's inputs."""
+
+
+class VideoWriteError(OutputError):
     """An output video could not be written."""
 
 

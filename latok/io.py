@@ -151,7 +151,7 @@ def _open_frames(
     path: Path, frames: int | None, start: int, stride: int, resize: _Resizer, folder_fps: float
 ) -> tuple[float, Iterator[np.ndarray]]:
     """Open ``path``; return its frame rate and an iterator over the selected, resized uint8 frames."""
-    _check_read_options(frames, start, stride, resize.height)
+    check_read_options(frames, start, stride, resize.height)
     if not path.exists():
         raise VideoNotFoundError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -188,7 +188,8 @@ def _select(path: Path, decoded: Iterator, frames: int | None, start: int, strid
         raise EmptyVideoError(f"{path}: {where}")
 
 
-def _check_read_options(frames: int | None, start: int, stride: int, height: int | None) -> None:
+def check_read_options(frames: int | None, start: int, stride: int, height: int | None) -> None:
+    """Raise :class:`InvalidInputError` for read options :func:`load_clip` would refuse."""
     if frames is not None and frames < 1:
         raise InvalidInputError(f"frames must be >= 1 or None, got {frames}")
     if start < 0:
@@ -242,9 +243,21 @@ def _iter_folder(path: Path) -> Iterator[Image.Image]:
         try:
             with Image.open(file) as image:
                 image.load()
-                yield image
+                yield _eight_bit(image, file)
         except (OSError, SyntaxError) as error:
             raise CorruptVideoError(f"{file}: unreadable frame ({error})") from None
+
+
+def _eight_bit(image: Image.Image, file: Path) -> Image.Image:
+    """Frames of more than 8 bits per sample, scaled to 8 bits (Pillow's RGB conversion would clip them)."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit greyscale PNG
+        levels = np.asarray(image).astype(np.float64)
+        if levels.min() < 0 or levels.max() > 65535:
+            raise NotAVideoError(f"{file}: {image.mode} frame holds values outside 16 bits; latok reads 8- and 16-bit frames")
+        return Image.fromarray(np.round(levels / 257.0).astype(np.uint8))  # mode L
+    if image.mode == "F":
+        raise NotAVideoError(f"{file}: floating-point frames are not supported; latok reads 8- and 16-bit frames")
+    return image
 
 
 def _open_stream(path: Path) -> tuple[float, Iterator]:
@@ -349,8 +362,11 @@ class VideoWriter(AtomicWriter):
         else:
             if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
                 raise VideoWriteError(f"{self.path}: exists and is not an empty directory")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+            except OSError as error:
+                raise VideoWriteError(f"{self.path}: cannot write ({error.strerror or error})") from None
 
     def write(self, video: torch.Tensor | np.ndarray) -> None:
         """Append float ``(1, 3, T, H, W)`` in ``[-1, 1]`` or uint8 ``(T, H, W, 3)`` frames."""
@@ -362,8 +378,11 @@ class VideoWriter(AtomicWriter):
         elif frames.shape[1:3] != self._size:
             raise InvalidInputError(f"{self.path}: frames are {frames.shape[1:3]}, earlier ones {self._size}")
         if not self.path.suffix:
-            for index, frame in enumerate(frames, start=self.frames):
-                Image.fromarray(frame).save(self._tmp / f"{index:05d}.png")
+            try:
+                for index, frame in enumerate(frames, start=self.frames):
+                    Image.fromarray(frame).save(self._tmp / f"{index:05d}.png")
+            except OSError as error:
+                raise VideoWriteError(f"{self.path}: cannot write PNG frames ({error.strerror or error})") from None
         else:
             self._write_h264(frames)
         self.frames += len(frames)
@@ -405,9 +424,13 @@ class VideoWriter(AtomicWriter):
                 raise VideoWriteError(f"{self.path}: H.264 encoding failed ({_ffmpeg_reason(error)})") from None
             self._context.__exit__(None, None, None)
         else:
-            if self.path.exists():
-                self.path.rmdir()
-            self._tmp.rename(self.path)
+            try:
+                if self.path.exists():
+                    self.path.rmdir()
+                self._tmp.rename(self.path)
+            except OSError as error:
+                self.abort()
+                raise VideoWriteError(f"{self.path}: cannot write ({error.strerror or error})") from None
         return self.path
 
     def abort(self) -> None:

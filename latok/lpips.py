@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latok.errors import InvalidInputError, WeightsChecksumError, WeightsNotFoundError
+from latok.errors import CorruptWeightsError, InvalidInputError, WeightsChecksumError, WeightsNotFoundError
 from latok.weights import WeightFile, cache_dir, find_weight, resolve_weight, tensor_digest
 
 LPIPS_WEIGHTS = WeightFile(
@@ -134,8 +134,20 @@ def load_lpips(path: str | None = None, device: str = "cpu") -> LPIPS:
     from safetensors.torch import load_file
 
     model = LPIPS()
-    state = load_file(str(lpips_weights_path(path)))
+    weights = lpips_weights_path(path)
+    try:
+        state = load_file(str(weights))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error type for every kind of damage
+        raise CorruptWeightsError(f"{weights}: not a readable safetensors file ({_one_line(error)})") from None
+    digest = tensor_digest(state)
+    if digest != CONTENT_SHA256:  # the metric is only LPIPS with exactly these weights
+        raise WeightsChecksumError(f"{weights}: tensor content sha256 {digest[:16]}... is not LPIPS-VGG v0.1's ({CONTENT_SHA256[:16]}...)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise WeightsNotFoundError(f"LPIPS weights: missing {missing}, unexpected {unexpected}")
     return model.to(device).eval()
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -7,8 +7,10 @@ Lookup order for a file ``name``:
 3. the cache, ``$LATOK_CACHE_DIR`` or ``~/.cache/latok``;
 4. download from the upstream URL into the cache, verified against its sha256.
 
-Only the download is checksummed: local files are the user's own choice and
-may legitimately be re-exported copies.
+Files found in ``$LATOK_WEIGHTS_DIR`` or the cache, and downloads, are checked against the
+published sha256 before they are used: a damaged or swapped file is one error naming it.  A
+path given explicitly is the user's own choice (a fine-tuned or re-exported copy) and is not
+checked against the published digest; it must still load as the model's weights.
 """
 
 from __future__ import annotations
@@ -63,8 +65,24 @@ def find_weight(weight: WeightFile, path: str | os.PathLike | None = None) -> Pa
         return candidate
     for directory in (os.environ.get(WEIGHTS_DIR_ENV), cache_dir()):
         if directory and (Path(directory).expanduser() / weight.name).is_file():
-            return Path(directory).expanduser() / weight.name
+            return verified(weight, Path(directory).expanduser() / weight.name)
     return None
+
+
+def verified(weight: WeightFile, path: Path) -> Path:
+    """``path`` if its sha256 matches ``weight``'s published digest (or prefix); else WeightsChecksumError."""
+    if not weight.sha256:
+        return path
+    try:
+        digest = sha256_of(path)
+    except OSError as error:
+        raise WeightsNotFoundError(f"{path}: cannot read weights ({error.strerror})") from None
+    if not digest.startswith(weight.sha256):
+        raise WeightsChecksumError(
+            f"{path}: sha256 {digest[:16]}... is not the published {weight.name} ({weight.sha256[:16]}...); "
+            f"the file is damaged or a different model: delete it, or replace it with {weight.url}"
+        )
+    return path
 
 
 def resolve_weight(weight: WeightFile, path: str | os.PathLike | None = None, download: bool = True) -> Path:

@@ -68,8 +68,8 @@ def test_lookup_order_explicit_then_env_then_cache(server, env):
     weight = good_weight(server)
     for folder in ("explicit", "weights-dir", "cache"):
         (env / folder).mkdir()
-        (env / folder / "w.bin").write_bytes(folder.encode())
-    assert resolve_weight(weight, env / "explicit") == env / "explicit" / "w.bin"
+        (env / folder / "w.bin").write_bytes(PAYLOAD if folder != "explicit" else b"a re-exported copy")
+    assert resolve_weight(weight, env / "explicit") == env / "explicit" / "w.bin"  # explicit: the user's choice
     assert resolve_weight(weight, env / "explicit" / "w.bin") == env / "explicit" / "w.bin"
     assert resolve_weight(weight) == env / "weights-dir" / "w.bin"
     (env / "weights-dir" / "w.bin").unlink()
@@ -80,3 +80,12 @@ def test_offline_never_downloads(server, env, monkeypatch):
     monkeypatch.setenv("LATOK_OFFLINE", "1")
     with pytest.raises(WeightsNotFoundError, match="offline"):
         resolve_weight(good_weight(server))
+
+
+@pytest.mark.parametrize("folder", ["weights-dir", "cache"])
+def test_damaged_local_copy_is_named_not_used(server, env, folder):
+    weight = good_weight(server)
+    (env / folder).mkdir()
+    (env / folder / "w.bin").write_bytes(PAYLOAD[:-1] + b"X")  # one byte changed
+    with pytest.raises(WeightsChecksumError, match=rf"{folder}/w.bin: sha256 .* is not the published w.bin"):
+        resolve_weight(weight)

@@ -54,6 +54,7 @@ class VideoAutoencoder(abc.ABC):
     spatial_ratio: ClassVar[int]
     spatial_multiple: ClassVar[int | None] = None
     default_tau: ClassVar[float | None] = None  # calibrated masking threshold (eval/codec_table.py)
+    weights_option: ClassVar[str] = "weights"  # the constructor option that takes a weights path
 
     def __init__(
         self,

@@ -45,6 +45,7 @@ class DiffusersVideoVAE(VideoAutoencoder):
 
     model_class: ClassVar[str]
     hub_id: ClassVar[str]
+    weights_option: ClassVar[str] = "pretrained"
 
     def __init__(
         self,
@@ -74,6 +75,8 @@ class DiffusersVideoVAE(VideoAutoencoder):
     def _from_pretrained(self, pretrained: str | os.PathLike | None, subfolder: str | None) -> torch.nn.Module:
         import diffusers
 
+        if isinstance(pretrained, (tuple, list)):
+            raise InvalidInputError(f"{self.name} takes one weights path (a hub id or a local folder), got {len(pretrained)}")
         source = str(pretrained or self.hub_id)
         local = Path(source).expanduser()
         if subfolder is None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from latok.errors import CorruptWeightsError, InvalidInputError, WeightsChecksumError
 from latok.vae.base import VideoAutoencoder
 from latok.vae.registry import register_vae
 from latok.weights import WeightFile, find_weight, resolve_weight
@@ -95,10 +97,34 @@ def build_decoder(latent_channels: int = 32) -> nn.Sequential:
     )  # fmt: skip
 
 
-def load_state(module: nn.Module, path: os.PathLike) -> nn.Module:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state)
+def load_state(module: nn.Module, path: os.PathLike, what: str) -> nn.Module:
+    """Load a published state dict (``torch.load(weights_only=True)``: tensors only, no code)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}, not a state dict")
+        module.load_state_dict(state)
+    except Exception as error:  # noqa: BLE001 - truncated zip, foreign pickle, wrong tensors: all one answer
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CorruptWeightsError(f"{path}: not a readable {what} state dict ({reason})") from None
     return module.eval().requires_grad_(False)
+
+
+def weight_paths(weights) -> tuple[os.PathLike | None, os.PathLike | None]:
+    """``weights`` as (encoder, decoder) lookup paths: ``None``, a folder, or the two files."""
+    if isinstance(weights, (tuple, list)):
+        if len(weights) == 1:
+            weights = weights[0]
+        elif len(weights) == 2:
+            return weights[0], weights[1]
+        else:
+            raise InvalidInputError(f"taef2 takes a weights folder or its two files (encoder, decoder), got {len(weights)} paths")
+    if weights is not None and Path(weights).is_file():
+        raise InvalidInputError(
+            f"{weights}: taef2 has two weight files; pass the folder holding {TAEF2_ENCODER.name} and "
+            f"{TAEF2_DECODER.name}, or both files (--weights ENCODER.pth --weights DECODER.pth)"
+        )
+    return weights, weights
 
 
 @register_vae("taef2")
@@ -106,8 +132,8 @@ class TAEF2(VideoAutoencoder):
     """The default backend: TAEF2 applied frame by frame.
 
     Options:
-        weights: a directory holding ``taef2_{encoder,decoder}.pth`` (or ``None`` for
-            ``LATOK_WEIGHTS_DIR`` -> cache -> download).
+        weights: a directory holding ``taef2_{encoder,decoder}.pth``, or the two files as an
+            ``(encoder, decoder)`` pair (or ``None`` for ``LATOK_WEIGHTS_DIR`` -> cache -> download).
         channels_last: run convolutions in channels-last memory format (default: on; ~1.2-1.3x
             faster on CPU, see eval/bench_vae.py).
         chunk_pixels: pixels per encoder/decoder call (default: one 240p frame on CPU).
@@ -133,16 +159,17 @@ class TAEF2(VideoAutoencoder):
             torch.set_num_threads(threads)
         self.channels_last = channels_last
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.encoder = load_state(build_encoder(self.latent_channels), resolve_weight(TAEF2_ENCODER, weights))
-        self.decoder = load_state(build_decoder(self.latent_channels), resolve_weight(TAEF2_DECODER, weights))
+        encoder, decoder = weight_paths(weights)
+        self.encoder = load_state(build_encoder(self.latent_channels), resolve_weight(TAEF2_ENCODER, encoder), "TAEF2 encoder")
+        self.decoder = load_state(build_decoder(self.latent_channels), resolve_weight(TAEF2_DECODER, decoder), "TAEF2 decoder")
         for module in (self.encoder, self.decoder):
             module.to(device=self.device, dtype=self.dtype, memory_format=memory_format)
 
     @classmethod
     def weights_available(cls, weights: str | os.PathLike | None = None, **options) -> bool:
         try:
-            return all(find_weight(file, weights) is not None for file in (TAEF2_ENCODER, TAEF2_DECODER))
-        except FileNotFoundError:
+            return all(find_weight(file, path) is not None for file, path in zip((TAEF2_ENCODER, TAEF2_DECODER), weight_paths(weights)))
+        except (FileNotFoundError, InvalidInputError, WeightsChecksumError):
             return False
 
     def _frames(self, x: torch.Tensor) -> torch.Tensor:
