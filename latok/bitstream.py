@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from latok._fs import AtomicWriter, atomic_path
-from latok.errors import InvalidInputError, LatokFormatError
+from latok.errors import ClipTooLargeError, InvalidInputError, LatokFormatError
 from latok.header import MAX_CHUNK_POSITIONS, MAX_HEADER_BYTES, parse_header
 from latok.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo, dtype_name
 
@@ -426,14 +426,14 @@ def load_latok(path: str | os.PathLike) -> AdaptiveLatent:
 
     Raises:
         LatokFormatError: the file is missing, truncated, corrupt or malformed.
-        InvalidInputError: the clip it declares needs more memory than :func:`whole_clip_limit`
+        ClipTooLargeError: the clip it declares needs more memory than :func:`whole_clip_limit`
             to hold and decode at once (decode it with :meth:`~latok.LatentTokenizer.decode_stream`).
     """
     with LatokReader(path) as reader:
         header = reader.header
         needed, limit = whole_clip_bytes(header), whole_clip_limit()
         if needed > limit:
-            raise InvalidInputError(
+            raise ClipTooLargeError(
                 f"{path}: its {header['source']['frames']}-frame clip needs about {needed / (1 << 30):.1f} GiB to decode "
                 f"at once, over the {limit / (1 << 30):.1f} GiB limit ({MEMORY_LIMIT_ENV}); decode it with --stream"
             )

@@ -314,6 +314,14 @@ def _weight_options(args: argparse.Namespace, backend: str) -> dict:
     return {vae_class(backend).weights_option: paths if len(paths) > 1 else paths[0]}
 
 
+def _check_lpips(args: argparse.Namespace) -> None:
+    """With ``--lpips``, load (and check) its weights now rather than after the whole encode."""
+    if args.lpips:
+        from latok.lpips import load_lpips
+
+        load_lpips()
+
+
 def _load_input(args: argparse.Namespace):
     from latok.io import load_clip
 
@@ -556,6 +564,7 @@ def run_roundtrip(args: argparse.Namespace) -> int:
     outputs = {"-o" if output.suffix else "-o folder": output, "--json": Path(args.json), "--viz": viz,
                "--latok": Path(args.latok) if args.latok else None}  # fmt: skip
     check_outputs(outputs, (args.input,))
+    _check_lpips(args)
     clip = _load_input(args)
     tokenizer = _tokenizer(args)
     named = {name: path for name, path in outputs.items() if path is not None}
@@ -583,12 +592,13 @@ def run_demo(args: argparse.Namespace) -> int:
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"-o {output_dir}: is not a directory")
     check_outputs({f"-o ({name})": path for name, path in paths.items()}, (args.input,))
+    _check_lpips(args)
     if args.input:
         clip = load_clip(args.input, frames=args.frames, height=args.height or None)
     else:
-        check_read_options(args.frames, 0, 1, args.height)
         if not args.height:
             raise InvalidInputError("the built-in sample needs a --height (>= 8); 0 keeps a source size it does not have")
+        check_read_options(args.frames, 0, 1, args.height)
         height, width = args.height, _sample_width(args.height)
         video = frames_to_video(sample_frames(frames=args.frames, height=height, width=width))
         clip = Clip(video, SAMPLE_FPS, (height, width), (height, width), (0, 0, height, width))

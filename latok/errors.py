@@ -60,6 +60,10 @@ class LatokFormatError(LatokError):
     """A ``.latok`` file is truncated, corrupt, or of an unknown format or version."""
 
 
+class ClipTooLargeError(LatokFormatError):
+    """A well-formed ``.latok`` file declares a clip too large to hold and decode at once (stream it instead)."""
+
+
 class ShardFormatError(LatokError):
     """A training shard holds a member latok does not write, or one it cannot read."""
 
