@@ -26,8 +26,9 @@ from latok.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, head
 from latok.errors import InvalidInputError
 from latok.fill import Fill, get_fill, hold_fill
 from latok.guard import LIT_GUARD_MARGIN, check_per_frame, guard_by_decoded_pixels, guard_by_latent_error
+from latok.header import MAX_TAU
 from latok.io import Clip
-from latok.masking import Reference, redundancy_mask, resolve_tau
+from latok.masking import Reference, check_rule, redundancy_mask, resolve_tau
 from latok.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
 from latok.vae import VideoAutoencoder, load_vae
 
@@ -110,8 +111,11 @@ class LatentTokenizer:
         pixel_guard: bool = False,
         **vae_options,
     ):
-        self.vae = load_vae(vae, **vae_options) if isinstance(vae, str) else vae
+        check_rule(tau, target_usage, reference, keyframe_interval)  # before loading anything
+        if tau is not None and tau > MAX_TAU:
+            raise InvalidInputError(f"tau must be at most {MAX_TAU:g} (a .latok header holds no larger), got {tau}")
         dtype_name(storage_dtype)
+        self.vae = load_vae(vae, **vae_options) if isinstance(vae, str) else vae
         self.tau = tau
         self.target_usage = target_usage
         self.reference = reference

@@ -187,8 +187,15 @@ def _check_args(latent: torch.Tensor, tau: float, reference: str, keyframe_inter
     if not isinstance(latent, torch.Tensor) or latent.ndim != 5:
         shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
         raise InvalidInputError(f"latent must be (B, C, t, h, w), got {shape}")
-    if not (tau >= 0.0) or tau == float("inf"):
+    check_rule(tau, None, reference, keyframe_interval)
+
+
+def check_rule(tau: float | None, target_usage: float | None, reference: str, keyframe_interval: int | None) -> None:
+    """Raise :class:`InvalidInputError` for settings of the rule it would refuse (``None``: not set)."""
+    if tau is not None and (not (tau >= 0.0) or tau == float("inf")):
         raise InvalidInputError(f"tau must be a finite number >= 0, got {tau}")
+    if target_usage is not None and not 0.0 < target_usage <= 1.0:
+        raise InvalidInputError(f"target usage must be in (0, 1], got {target_usage}")
     if reference not in REFERENCES:
         raise InvalidInputError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
     if keyframe_interval is not None and keyframe_interval < 1:

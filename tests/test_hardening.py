@@ -200,6 +200,11 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(work, capsys, arg
         (["demo", "--height", "7", "-o", "{w}/d"], "height must be >= 8"),
         (["demo", "--height", "-16", "-o", "{w}/d"], "height must be >= 8"),
         (["demo", "--height", "0", "-o", "{w}/d"], "needs a --height"),
+        (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--tau", "nan"], "tau must be a finite number"),
+        (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--tau", "1e9"], "tau must be at most"),
+        (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--target-usage", "2"], "target usage must be in"),
+        (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--device", "nonsense"], "is not a torch device"),
+        (["roundtrip", "{w}/in.mp4", "-o", "{w}/r.mp4", "--json", "{w}/m.json", "--keyframe-interval", "0"], "keyframe interval"),
     ],
 )
 def test_unwritable_outputs_and_bad_options_fail_before_any_work(work, capsys, argv, match):

@@ -27,6 +27,19 @@ CHUNK_PIXELS_CPU = 1 << 17  # one 416x240 frame (99,840 px)
 CHUNK_PIXELS_CUDA = 1 << 22  # ~40 frames at 416x240
 
 
+def parse_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has (default: cpu)."""
+    try:
+        parsed = torch.device(device or "cpu")
+    except (RuntimeError, TypeError) as error:
+        raise InvalidInputError(f"device {device!r} is not a torch device ({str(error).split(':')[0]})") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r}: no CUDA device is available here (use cpu)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError(f"device {device!r}: no MPS device is available here (use cpu)")
+    return parsed
+
+
 def default_chunk_pixels(device: torch.device) -> int:
     return CHUNK_PIXELS_CUDA if device.type == "cuda" else CHUNK_PIXELS_CPU
 
@@ -62,7 +75,7 @@ class VideoAutoencoder(abc.ABC):
         dtype: torch.dtype | None = None,
         chunk_pixels: int | None = None,
     ):
-        self.device = torch.device(device or "cpu")
+        self.device = parse_device(device)
         self.dtype = dtype or default_dtype(self.device)
         chunk_pixels = default_chunk_pixels(self.device) if chunk_pixels is None else chunk_pixels
         if chunk_pixels < 1:
