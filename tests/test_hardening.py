@@ -93,6 +93,26 @@ def test_training_crops_refuse_a_pickle_too(tmp_path):
 
 
 
+@needs_weights
+def test_latok_train_on_a_poisoned_shard_is_one_error_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "pwned"
+    for split, frames in (("train", 9), ("val", 5)):
+        (tmp_path / split).mkdir()
+        latent = np.random.default_rng(0).standard_normal((32, frames, 4, 6)).astype(np.float16)
+        members = {"c.latent.npy": _npy(latent), "c.json": b'{"name": "c"}', "c.pyd": pickle.dumps(_Payload(str(marker)))}
+        if split == "val":
+            members["c.video.npy"] = _npy(np.zeros((frames, 32, 48, 3), np.uint8))
+        _tar(tmp_path / split / "c.tar", members)
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "fit", "--config", str(ROOT / "configs" / "taef2_lit-xs.yaml"), "--trainer.fast_dev_run", "1",
+            "--trainer.logger", "false", "--data.train_dir", str(tmp_path / "train"), "--data.val_dir", str(tmp_path / "val"),
+            "--data.crop", "[5, 4, 4]", "--data.batch_size", "2", "--data.num_workers", "0"]  # fmt: skip
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"latok: error: .*c\.tar: member c\.pyd is not a member latok reads", last), last
+    assert not marker.exists()
+
+
 # -- the CLI contract: one line, exit 2, nothing written, nothing changed ----------------------------
 
 
