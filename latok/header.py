@@ -28,7 +28,7 @@ MAX_SIDE = 1 << 16  # pixels (or latent positions) per side
 MAX_FRAMES = 1 << 31
 MAX_TEXT = 256
 MAX_TAU = 1e6  # latok's normalised latents are O(1); a tau this large keeps frame 0 only
-MAX_FPS = 1e4
+MAX_FPS = 1e6  # containers report odd rates (time bases); refuse only the absurd
 STORAGE_DTYPE_NAMES = ("float16", "bfloat16", "float32")
 
 Check = Callable[[Any], bool]

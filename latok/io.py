@@ -246,6 +246,8 @@ def _iter_folder(path: Path) -> Iterator[Image.Image]:
                 yield _eight_bit(image, file)
         except (OSError, SyntaxError) as error:
             raise CorruptVideoError(f"{file}: unreadable frame ({error})") from None
+        except Image.DecompressionBombError as error:  # a small file that claims a gigapixel frame
+            raise NotAVideoError(f"{file}: {error}") from None
 
 
 def _eight_bit(image: Image.Image, file: Path) -> Image.Image:

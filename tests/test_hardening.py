@@ -462,3 +462,16 @@ def test_crafted_files_stay_within_memory_and_time(tmp_path, command):
         else:
             assert run["exit"] == 2 and len(lines) == 1 and lines[0].startswith("latok: error: "), (name, run)
     assert not [p for p in crafted.iterdir() if not p.name.endswith(".latok")]  # no output, no temp file
+
+
+def test_a_png_that_claims_a_gigapixel_frame_is_one_error(tmp_path, capsys):
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0)  # 900 Mpixel greyscale, in a 400-byte file
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(30_001 * 10))) + chunk(b"IEND", b"")
+    (frames / "00000.png").write_bytes(png)
+    refused(["roundtrip", frames, "-o", tmp_path / "r.mp4", "--json", tmp_path / "m.json", "--no-lit-guard"], capsys, tmp_path,
+            "00000.png: Image size .* exceeds limit")  # fmt: skip
