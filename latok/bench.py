@@ -55,7 +55,7 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
 
     context = AllocationContext(
         video=video, latent=latent, decode=decode, fill=fill_fn, fill_is_model=fill == "lit",
-        target_usage=target_usage, temporal_ratio=vae.temporal_ratio,
+        target_usage=target_usage, temporal_ratio=vae.temporal_ratio, default_tau=vae.default_tau,
     )  # fmt: skip
     start = time.perf_counter()
     allocation = allocator.allocate(context)

@@ -30,11 +30,14 @@ def to_8bit_levels(video: torch.Tensor) -> torch.Tensor:
 
 
 def ssim(video: torch.Tensor, reference: torch.Tensor) -> float:
-    """SSIM (Wang et al. 2004) per frame on the [0, 255] scale, averaged over frames and batch.
+    """SSIM per frame on the [0, 255] scale, averaged over frames and batch, exactly as TokenBench scores it.
 
-    Gaussian window 11x11 with sigma 1.5, K1 = 0.01, K2 = 0.03, computed per RGB channel
-    and averaged, over the valid region (no padding) — the common reference settings.
-    Inputs: ``(B, 3, T, H, W)`` float in ``[-1, 1]``, at least 11x11 pixels.
+    TokenBench's ``metrics_cli`` calls scikit-image's
+    ``structural_similarity(a, b, data_range=255, channel_axis=-1)`` per uint8 frame with its
+    defaults: a 7x7 uniform window, sample covariance (N / (N - 1)), K1 = 0.01, K2 = 0.03, the
+    map averaged over each channel's interior (3 pixels from every edge cropped), then over
+    channels.  This reproduces that call to 1e-6 (``tests/test_metrics.py``).
+    Inputs: ``(B, 3, T, H, W)`` float in ``[-1, 1]``, at least 7x7 pixels.
     """
     if video.shape != reference.shape:
         raise InvalidInputError(f"ssim needs equal shapes, got {tuple(video.shape)} and {tuple(reference.shape)}")
@@ -44,30 +47,26 @@ def ssim(video: torch.Tensor, reference: torch.Tensor) -> float:
     return _ssim_frames(*frames).mean().item()
 
 
-_SSIM_WINDOW = 11
-_SSIM_SIGMA = 1.5
+_SSIM_WINDOW = 7  # scikit-image's default win_size
 
 
 def _ssim_frames(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-frame SSIM of ``(N, 3, H, W)`` float64 images on [0, 255]; returns ``(N,)``."""
+    """Per-frame SSIM of ``(N, 3, H, W)`` float64 images on [0, 255]; returns ``(N,)``.
+
+    A valid (unpadded) 7x7 box filter gives exactly the interior scikit-image keeps after
+    cropping: its reflect padding only reaches the cropped border."""
     import torch.nn.functional as F
 
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    coords = torch.arange(_SSIM_WINDOW, dtype=torch.float64) - _SSIM_WINDOW // 2
-    gauss = torch.exp(-(coords**2) / (2 * _SSIM_SIGMA**2))
-    gauss = gauss / gauss.sum()
-    channels = x.shape[1]
-    kernel_h = gauss.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-    kernel_w = gauss.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    covariance = _SSIM_WINDOW**2 / (_SSIM_WINDOW**2 - 1)  # sample covariance, use_sample_covariance=True
 
-    def blur(image: torch.Tensor) -> torch.Tensor:
-        image = F.conv2d(image, kernel_h, groups=channels)
-        return F.conv2d(image, kernel_w, groups=channels)
+    def mean(image: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(image, _SSIM_WINDOW, stride=1)
 
-    mu_x, mu_y = blur(x), blur(y)
-    sigma_x = blur(x * x) - mu_x**2
-    sigma_y = blur(y * y) - mu_y**2
-    sigma_xy = blur(x * y) - mu_x * mu_y
+    mu_x, mu_y = mean(x), mean(y)
+    sigma_x = covariance * (mean(x * x) - mu_x * mu_x)
+    sigma_y = covariance * (mean(y * y) - mu_y * mu_y)
+    sigma_xy = covariance * (mean(x * y) - mu_x * mu_y)
     numerator = (2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)
     denominator = (mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2)
     return (numerator / denominator).mean(dim=(1, 2, 3))

@@ -191,3 +191,24 @@ def test_bench_resumes_after_the_last_finished_clip(tmp_path, monkeypatch):
     result = json.loads((out / "bench.json").read_text())
     assert [r["clip"] for r in result["runs"][0]["clips"]] == ["clips/c0", "clips/c1", "clips/c2"]
     assert not (out / bench_module.PROGRESS_NAME).exists()
+
+
+@pytest.mark.parametrize("name", ["latok", "elastictok", "infotok", "rlt", "fixed"])
+@pytest.mark.parametrize("usage", [None, 0.05, 0.5])
+def test_every_allocator_keeps_latent_frame_0(name, usage):
+    """Frame 0 is every fill's only reference: no allocator may drop it, at its own rate or a forced one,
+    and a forced rate counts frame 0 against the budget (so a low usage keeps only frame 0)."""
+    latent = moving_square(frames=8)
+    latent[:, :, 0, 5:, 5:] = 0.3  # frame-0 cells the decoder reproduces exactly, the router's lowest scores
+    allocation = get_allocator(name).allocate(toy_context(latent, target_usage=usage, default_tau=0.15))
+    assert allocation.keep[:, 0].all()
+    if usage is not None and name in ("infotok", "rlt", "fixed"):  # top-k allocators meet a forced rate exactly
+        assert allocation.keep.float().mean().item() == pytest.approx(max(usage, 1 / 8), abs=1 / latent[0, 0].numel())
+
+
+def test_latok_allocator_takes_the_backend_default_tau():
+    latent = moving_square(frames=8)
+    assert get_allocator("latok").allocate(toy_context(latent, default_tau=0.4)).info["tau"] == 0.4
+    assert get_allocator("latok", tau=0.2).allocate(toy_context(latent, default_tau=0.4)).info["tau"] == 0.2
+    with pytest.raises(InvalidInputError, match="needs a tau"):
+        get_allocator("latok").allocate(toy_context(latent))

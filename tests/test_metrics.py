@@ -21,7 +21,7 @@ needs_lpips = pytest.mark.skipif(
 def smooth_video(seed: int, frames: int = 3, height: int = 48, width: int = 64) -> torch.Tensor:
     """A ``(1, 3, T, H, W)`` clip in [-1, 1] with image-like structure (smooth blobs and edges)."""
     generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3 * frames, height // 8, width // 8, generator=generator)
+    coarse = torch.rand(1, 3 * frames, max(1, height // 8), max(1, width // 8), generator=generator)
     video = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
     video = video.view(1, 3, frames, height, width).clamp(0, 1) * 2 - 1
     video[..., height // 2 :, : width // 3] *= -1  # a hard edge
@@ -45,23 +45,36 @@ def test_psnr_is_float_over_the_whole_clip_without_uint8_wraparound():
     assert psnr(b, a) == pytest.approx(10 * math.log10(255**2 / mse), abs=1e-9)
 
 
-@pytest.mark.parametrize("sigma", [0.02, 0.1, 0.3])
-def test_ssim_agrees_with_scikit_image(sigma):
+@pytest.mark.parametrize("sigma", [0.0, 0.02, 0.1, 0.3])
+@pytest.mark.parametrize("size", [(24, 40), (7, 9), (33, 16)])
+def test_ssim_is_tokenbenchs_scikit_image_call(sigma, size):
+    """TokenBench's metrics_cli: structural_similarity(a, b, data_range=255, channel_axis=-1) on uint8
+    frames with scikit-image's defaults, per frame, mean over frames."""
     from skimage.metrics import structural_similarity
 
-    reference = smooth_video(1)
+    reference = smooth_video(1, height=size[0], width=size[1])
     video = noisy(reference, sigma)
-    to_uint8 = lambda v: v.add(1).mul(127.5).round().clamp(0, 255)[0].permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
+    to_uint8 = lambda v: v.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
     expected = np.mean(
-        [
-            structural_similarity(
-                a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1
-            )
-            for a, b in zip(to_uint8(video).astype(np.float64), to_uint8(reference).astype(np.float64))
-        ]
+        [structural_similarity(a, b, data_range=255, channel_axis=-1) for a, b in zip(to_uint8(video), to_uint8(reference))]
     )
-    assert abs(ssim(video, reference) - expected) < 1e-3
+    assert abs(ssim(video, reference) - expected) < 1e-6
     assert ssim(reference, reference) == pytest.approx(1.0)
+
+
+def test_ssim_refuses_frames_below_its_window():
+    with pytest.raises(InvalidInputError, match="at least 7x7"):
+        ssim(smooth_video(0, height=6, width=12), smooth_video(0, height=6, width=12))
+
+
+def test_psnr_is_one_mse_over_the_clip():
+    torch.manual_seed(0)
+    a = torch.rand(1, 3, 3, 40, 48) * 2 - 1
+    c = a.clone()
+    c[:, :, 0] = 1.0  # one wrong frame counts once, not per-frame averaged in dB
+    mse = ((((a + 1) * 127.5).round() - ((c + 1) * 127.5).round()) ** 2).mean().item()
+    assert psnr(c, a) == pytest.approx(10 * torch.log10(torch.tensor(255.0**2 / mse)).item(), abs=1e-6)
+    assert psnr(a, a) == float("inf")
 
 
 def test_metrics_reject_mismatched_shapes():

@@ -33,6 +33,9 @@ class AllocationContext:
             reconstruction too.
         fill_is_model: the fill is a network (lit): its calls count as inpainter passes.
         target_usage: kept fraction for rate-targeted allocators (``None``: their own default).
+        temporal_ratio: video frames per latent frame of the backend.
+        default_tau: the backend's calibrated tau (:attr:`~latok.VideoAutoencoder.default_tau`),
+            latok's threshold unless its allocator is given one.
     """
 
     video: torch.Tensor
@@ -42,6 +45,7 @@ class AllocationContext:
     fill_is_model: bool = False
     target_usage: float | None = None
     temporal_ratio: int = 1
+    default_tau: float | None = None
 
 
 @dataclass

@@ -15,13 +15,20 @@ from latok.masking import redundancy_mask, tau_for_usage
 
 @register_allocator("latok")
 class TemporalL1:
-    """latok: drop positions whose latent barely changed (mean_c |dz| < tau).  No decoder pass."""
+    """latok: drop positions whose latent barely changed (mean_c |dz| < tau).  No decoder pass.
 
-    def __init__(self, tau: float = 0.15, reference: str = "last-kept"):
+    ``tau``: the threshold (default: the backend's calibrated one, ``context.default_tau``)."""
+
+    def __init__(self, tau: float | None = None, reference: str = "last-kept"):
         self.tau, self.reference = tau, reference
 
     def allocate(self, context: AllocationContext) -> Allocation:
-        tau = self.tau if context.target_usage is None else tau_for_usage(context.latent, context.target_usage, self.reference)
+        if context.target_usage is not None:
+            tau = tau_for_usage(context.latent, context.target_usage, self.reference)
+        elif self.tau is not None or context.default_tau is not None:
+            tau = self.tau if self.tau is not None else context.default_tau
+        else:
+            raise InvalidInputError("latok's allocator needs a tau: the backend has no calibrated one")
         keep = redundancy_mask(context.latent, tau, self.reference).keep
         return Allocation(keep, final_passes(context), {"tau": tau})
 
