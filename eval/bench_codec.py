@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from latok.bitstream import save_latok
-from latok.codec import LatentTokenizer, source_info
+from latok.codec.bitstream import save_latok
+from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.io import load_clip
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,10 +34,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from latok.bitstream import save_latok
-from latok.codec import LatentTokenizer, source_info
+from latok.codec.bitstream import save_latok
+from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.io import load_clip
-from latok.metrics import psnr
+from latok.evaluation.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

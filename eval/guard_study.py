@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latok.codec import LatentTokenizer, default_inpainter_path, source_info
-from latok.guard import LIT_GUARD_MARGIN
+from latok.codec.tokenizer import LatentTokenizer, default_inpainter_path, source_info
+from latok.codec.guard import LIT_GUARD_MARGIN
 from latok.io import load_clip
-from latok.metrics import to_8bit_levels
+from latok.io import to_8bit_levels
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -56,7 +56,7 @@ def clip_sets(name: str) -> list[tuple[str, Path, dict[str, dict]]]:
 def frame_errors(tokenizer: LatentTokenizer, path: Path, rates: dict[str, dict], frames: int) -> dict[str, dict]:
     """Per rate and latent frame: latent squared error on dropped positions (in the inpainter's
     decoder metric when it has one, as the guard measures it) and decoded pixel squared error
-    (8-bit scale, as latok.metrics.psnr), for hold and for lit without a guard."""
+    (8-bit scale, as latok.evaluation.metrics.psnr), for hold and for lit without a guard."""
     clip = load_clip(path, frames=frames, height=240)
     video, source = source_info(clip)
     latent = tokenizer.vae.encode(video)
@@ -193,7 +193,7 @@ def markdown(result: dict) -> str:
         f"Unguarded lit: worst {first['unguarded_worst_gain_db']:+.3f} dB, mean {first['unguarded_mean_gain_db']:+.3f} dB.",
         "",
         f"Chosen margin (best mean gain among margins whose worst clip loses at most {-WORST_ALLOWED_DB:g} dB): "
-        f"**{result['chosen_margin']:g}** (latok.guard.LIT_GUARD_MARGIN).",
+        f"**{result['chosen_margin']:g}** (latok.codec.guard.LIT_GUARD_MARGIN).",
         "",
         *disagreements(result["clips"], LIT_GUARD_MARGIN),
         f"Command: `{result['command']}`",

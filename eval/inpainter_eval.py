@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latok.codec import LatentTokenizer, default_inpainter_path, source_info
+from latok.codec.tokenizer import LatentTokenizer, default_inpainter_path, source_info
 from latok.io import load_clip
-from latok.metrics import psnr, ssim
+from latok.evaluation.metrics import psnr, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

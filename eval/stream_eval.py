@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latok.codec import LatentTokenizer, source_info
+from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.io import VideoWriter, load_clip, stream_clip
-from latok.masking import redundancy_mask
-from latok.metrics import psnr
+from latok.codec.masking import redundancy_mask
+from latok.evaluation.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 DAVIS = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p"
@@ -135,7 +135,7 @@ def quality_part(tau: float | None = None) -> dict:
 
 
 def summary_tau(path: Path) -> float:
-    from latok.bitstream import LatokReader
+    from latok.codec.bitstream import LatokReader
 
     with LatokReader(path) as reader:
         return float(reader.header["tau"])

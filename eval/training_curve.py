@@ -4,7 +4,7 @@ Reads the CSV logs LightningCLI wrote to eval/results/train/<run>/version_*/metr
 against cumulative optimiser steps, the training loss (per-clip error on dropped positions over
 hold's, smoothed) and the validation PSNR gain over hold (soapbox, libby, goat at usage 0.5,
 unguarded lit). Each cycle starts from the export of the one before it: the validation step with
-the best gain (latok.train.SavePretrained), marked on the curve.
+the best gain (latok.training.train.SavePretrained), marked on the curve.
 
 Usage:
     python eval/training_curve.py [--out eval/results/train]

@@ -14,8 +14,8 @@ from latok.errors import LatokError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "LatentTokenizer": "latok.codec",
-    "AdaptiveLatent": "latok.tokens",
+    "LatentTokenizer": "latok.codec.tokenizer",
+    "AdaptiveLatent": "latok.codec.tokens",
     "load_vae": "latok.vae.registry",
     "list_vaes": "latok.vae.registry",
     "VideoAutoencoder": "latok.vae.base",
@@ -23,18 +23,18 @@ _LAZY = {
     "write_video": "latok.io",
     "load_clip": "latok.io",
     "stream_clip": "latok.io",
-    "PackedTokens": "latok.packing",
-    "collate_packed": "latok.packing",
-    "block_diagonal_mask": "latok.packing",
+    "PackedTokens": "latok.codec.packing",
+    "collate_packed": "latok.codec.packing",
+    "block_diagonal_mask": "latok.codec.packing",
 }
 
 __all__ = ["LatokError", "__version__", *_LAZY]
 
 if TYPE_CHECKING:
-    from latok.codec import LatentTokenizer
-    from latok.tokens import AdaptiveLatent
+    from latok.codec.tokenizer import LatentTokenizer
+    from latok.codec.tokens import AdaptiveLatent
     from latok.io import load_clip, read_video, stream_clip, write_video
-    from latok.packing import PackedTokens, block_diagonal_mask, collate_packed
+    from latok.codec.packing import PackedTokens, block_diagonal_mask, collate_packed
     from latok.vae.base import VideoAutoencoder
     from latok.vae.registry import list_vaes, load_vae
 

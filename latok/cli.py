@@ -282,7 +282,7 @@ def _terminate_as_interrupt():
 def _tokenizer(args: argparse.Namespace, backend: str | None = None):
     import torch
 
-    from latok.codec import LatentTokenizer
+    from latok.codec.tokenizer import LatentTokenizer
 
     backend = backend or args.backend
     options = {"device": args.device, **_weight_options(args, backend)}
@@ -317,7 +317,7 @@ def _weight_options(args: argparse.Namespace, backend: str) -> dict:
 def _check_lpips(args: argparse.Namespace) -> None:
     """With ``--lpips``, load (and check) its weights now rather than after the whole encode."""
     if args.lpips:
-        from latok.lpips import load_lpips
+        from latok.evaluation.lpips import load_lpips
 
         load_lpips()
 
@@ -344,7 +344,7 @@ class _Stopwatch:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from latok.bitstream import save_latok
+    from latok.codec.bitstream import save_latok
 
     from latok._fs import check_outputs
 
@@ -380,7 +380,7 @@ def _encode_stream(args: argparse.Namespace, tokenizer) -> None:
 def run_decode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from latok.bitstream import LatokReader, load_latok
+    from latok.codec.bitstream import LatokReader, load_latok
     from latok.io import VideoWriter, check_output_path, write_video
 
     from latok._fs import check_outputs
@@ -414,7 +414,7 @@ def run_export(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from latok._fs import atomic_path, check_outputs
-    from latok.bitstream import header_of, load_latok
+    from latok.codec.bitstream import header_of, load_latok
 
     output = Path(args.output)
     if output.suffix != ".safetensors":
@@ -451,7 +451,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 def _file_info(path: Path) -> dict:
     """Header and statistics of a .latok file, read chunk by chunk (validates the whole file)."""
-    from latok.bitstream import LatokReader
+    from latok.codec.bitstream import LatokReader
 
     with LatokReader(path) as reader:  # packed records only: memory stays that of one chunk
         header, size = reader.header, reader.size
@@ -495,9 +495,9 @@ def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict
     and keep mask under "video" and "keep".  The .latok file is kept at ``latok_path`` if given."""
     import tempfile
 
-    from latok.bitstream import save_latok
-    from latok.codec import source_info
-    from latok.metrics import lpips, psnr, ssim
+    from latok.codec.bitstream import save_latok
+    from latok.codec.tokenizer import source_info
+    from latok.evaluation.metrics import lpips, psnr, ssim
 
     watch = _Stopwatch()
     video, source = source_info(clip)
@@ -544,7 +544,7 @@ def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict
 
 def _write_outputs(report: dict, original, output: Path | None, viz: Path | None, json_path: Path) -> dict:
     from latok.io import write_video
-    from latok.viz import side_by_side
+    from latok.evaluation.viz import side_by_side
 
     reconstruction, keep = report.pop("video"), report.pop("keep")
     if output is not None:
@@ -651,7 +651,7 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def run_cache_latents(args: argparse.Namespace) -> int:
-    from latok.data import cache_latents
+    from latok.training.data import cache_latents
 
     options = _weight_options(args, args.backend)
     shards, errors = cache_latents(
@@ -666,7 +666,7 @@ def run_cache_latents(args: argparse.Namespace) -> int:
 
 def _dataset_clips(args: argparse.Namespace) -> list:
     """The clips of ``--dataset/--root`` under the protocol options; checks LPIPS weights up front."""
-    from latok.datasets import ClipProtocol, load_dataset
+    from latok.evaluation.datasets import ClipProtocol, load_dataset
 
     if args.limit is not None and args.limit < 1:
         raise InvalidInputError(f"--limit must be >= 1, got {args.limit}")
@@ -674,16 +674,16 @@ def _dataset_clips(args: argparse.Namespace) -> list:
     options = {"year": args.year, "split": args.split, "resolution": args.resolution} if args.dataset == "davis" else {}
     clips = load_dataset(args.dataset, args.root, protocol, **options)[: args.limit]
     if args.lpips:
-        from latok.lpips import lpips_weights_path
+        from latok.evaluation.lpips import lpips_weights_path
 
         lpips_weights_path()  # fail now, not after an hour of encoding
     return clips
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from latok.codec import default_inpainter_path
-    from latok.evaluate import EvalSettings, evaluate, parse_rates
-    from latok.fill import list_fills
+    from latok.codec.tokenizer import default_inpainter_path
+    from latok.evaluation.evaluate import EvalSettings, evaluate, parse_rates
+    from latok.codec.fill import list_fills
 
     fills = tuple(dict.fromkeys(f.strip() for f in args.fills.split(",") if f.strip()))
     unknown = [f for f in fills if f not in (*list_fills(), "lit")]
@@ -694,7 +694,7 @@ def run_eval(args: argparse.Namespace) -> int:
     inpainter = None
     if "lit" in fills:
         inpainter = str(Path(args.inpainter or default_inpainter_path(args.backend)).resolve())
-        from latok.inpainter import InpaintingTransformer
+        from latok.codec.inpainter import InpaintingTransformer
 
         InpaintingTransformer.from_pretrained(inpainter)  # fail now, not after an hour of encoding
     vae_options = _weight_options(args, args.backend)
@@ -708,7 +708,7 @@ def run_eval(args: argparse.Namespace) -> int:
         clips, args.out, settings, tokenizer_options={"inpainter": inpainter, "pixel_guard": args.pixel_guard, **vae_options},
         description=f"{args.dataset}: {len(clips)} clips from {args.root}",
     )  # fmt: skip
-    from latok.evaluate import markdown
+    from latok.evaluation.evaluate import markdown
 
     print(markdown(results))
     print(f"wrote {Path(args.out) / 'report.md'} (and results.json, results.csv, rd_curve.png, usage_over_time.png)")
@@ -718,8 +718,8 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     import shlex
 
-    from latok import bench
-    from latok.baselines import ALLOCATORS
+    from latok.evaluation import bench
+    from latok.evaluation.baselines import ALLOCATORS
 
     allocators = list(dict.fromkeys(a.strip() for a in args.allocators.split(",") if a.strip()))
     unknown = [a for a in allocators if a not in ALLOCATORS]
@@ -746,7 +746,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from latok.train import train_cli
+    from latok.training.train import train_cli
 
     train_cli(args.lightning_args)
     return 0

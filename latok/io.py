@@ -309,6 +309,11 @@ def frames_to_video(frames: np.ndarray) -> torch.Tensor:
     return video.unsqueeze(0).float().div_(127.5).sub_(1.0)
 
 
+def to_8bit_levels(video: torch.Tensor) -> torch.Tensor:
+    """``[-1, 1]`` video as float64 levels 0..255: what a decoded video file holds, and what is scored."""
+    return video.detach().double().add(1.0).mul(127.5).round().clamp(0.0, 255.0)
+
+
 def video_to_frames(video: torch.Tensor) -> np.ndarray:
     """float ``(1, 3, T, H, W)`` or ``(3, T, H, W)`` in ``[-1, 1]`` -> uint8 ``(T, H, W, 3)``.
 

@@ -39,7 +39,7 @@ class WeightFile:
 
     ``sha256`` may be a prefix of the digest, as torchvision publishes in its file names
     (``vgg16-397923af.pth``); empty only where the caller verifies the loaded tensors
-    itself (the LPIPS heads, see :mod:`latok.lpips`)."""
+    itself (the LPIPS heads, see :mod:`latok.evaluation.lpips`)."""
 
     name: str
     url: str

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-from latok.bitstream import LatokReader, load_latok, save_latok
+from latok.codec.bitstream import LatokReader, load_latok, save_latok
 from latok.errors import LatokFormatError
-from latok.masking import redundancy_mask
-from latok.tokens import AdaptiveLatent, SourceInfo
+from latok.codec.masking import redundancy_mask
+from latok.codec.tokens import AdaptiveLatent, SourceInfo
 
 PREAMBLE = struct.Struct("<8sHH")
 RECORD = struct.Struct("<4sI")

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import needs_weights
-from latok.baselines import AllocationContext, get_allocator
-from latok.baselines.policies import smallest_passing
+from latok.evaluation.baselines import AllocationContext, get_allocator
+from latok.evaluation.baselines.policies import smallest_passing
 from latok.errors import InvalidInputError
-from latok.fill import hold_fill
-from latok.masking import redundancy_mask
+from latok.codec.fill import hold_fill
+from latok.codec.masking import redundancy_mask
 
 SCALE = 2  # toy "decoder": each latent cell covers 2x2 pixels
 
@@ -159,7 +159,7 @@ def test_bench_runs_every_allocator_like_for_like(tmp_path, capsys):
 
 @needs_weights
 def test_bench_resumes_after_the_last_finished_clip(tmp_path, monkeypatch):
-    from latok import bench as bench_module
+    from latok.evaluation import bench as bench_module
     from latok.cli import main
     from latok.io import write_video
     from test_eval import frames

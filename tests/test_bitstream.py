@@ -10,10 +10,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from latok.bitstream import FORMAT_VERSION, MAGIC, LatokReader, LatokWriter, header_of, load_latok, save_latok
+from latok.codec.bitstream import FORMAT_VERSION, MAGIC, LatokReader, LatokWriter, header_of, load_latok, save_latok
 from latok.errors import InvalidInputError, LatokFormatError
-from latok.masking import redundancy_mask
-from latok.tokens import AdaptiveLatent, SourceInfo
+from latok.codec.masking import redundancy_mask
+from latok.codec.tokens import AdaptiveLatent, SourceInfo
 
 
 def make_adaptive(seed: int = 0, frames: int = 9, dtype=torch.float16, tau: float = 0.3) -> AdaptiveLatent:

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, needs_weights
 from latok.cli import main
 from latok.io import load_clip
-from latok.metrics import psnr
+from latok.evaluation.metrics import psnr
 from latok.io import frames_to_video
 from latok.sample import sample_frames
 

@@ -10,11 +10,11 @@ import torch
 
 from conftest import DATA, needs_data, needs_weights
 from latok.cli import main
-from latok.codec import LatentTokenizer, default_inpainter_path, source_info
+from latok.codec.tokenizer import LatentTokenizer, default_inpainter_path, source_info
 from latok.errors import InvalidInputError
-from latok.guard import LIT_GUARD_MARGIN
+from latok.codec.guard import LIT_GUARD_MARGIN
 from latok.io import load_clip, read_video
-from latok.metrics import psnr, ssim
+from latok.evaluation.metrics import psnr, ssim
 from latok.sample import sample_frames
 from latok.io import frames_to_video
 
@@ -150,7 +150,7 @@ def test_cli_tau_and_target_usage_are_exclusive(capsys):
 
 @needs_data
 def test_cli_fill_lit_on_a_shared_clip(tmp_path):
-    from latok.inpainter import InpainterConfig, InpaintingTransformer
+    from latok.codec.inpainter import InpainterConfig, InpaintingTransformer
 
     checkpoint = InpaintingTransformer(InpainterConfig(width=32, depth=1, heads=2)).save_pretrained(tmp_path / "lit")
     metrics = tmp_path / "m.json"
@@ -165,7 +165,7 @@ def test_cli_fill_lit_on_a_shared_clip(tmp_path):
 
 
 def test_shipped_inpainter_loads_for_fill_lit(tokenizer, sample):
-    from latok.codec import default_fill
+    from latok.codec.tokenizer import default_fill
 
     assert (default_inpainter_path("taef2") / "model.safetensors").is_file()
     assert default_fill("taef2") == "auto" and tokenizer.fill == "auto"
@@ -211,7 +211,7 @@ def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
 def test_pixel_guard_never_decodes_worse_than_hold_on_any_frame(tokenizer):
     """drive_udacity_solidwhiteright is where the latent-metric guard lost 0.002 dB to hold in pixels
     (eval/results/inpainter_eval_*.md): latent and decoded error can disagree, decoded pixels cannot."""
-    from latok.metrics import to_8bit_levels
+    from latok.evaluation.metrics import to_8bit_levels
 
     clip = load_clip(DATA / "tokenbench-mini" / "drive_udacity_solidwhiteright.mp4", frames=9, height=128)
     video, source = source_info(clip)
@@ -247,7 +247,7 @@ def test_cli_pixel_guard_options(tmp_path, capsys):
 
 
 def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
-    from latok.inpainter import InpaintingTransformer, preset
+    from latok.codec.inpainter import InpaintingTransformer, preset
 
     torch.manual_seed(0)
     broken = InpaintingTransformer(preset("xs"))
@@ -260,7 +260,7 @@ def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
     # a guard decided with another inpainter is not trusted: lit runs everywhere, auto is hold
     other = LatentTokenizer(taef2)
     assert other.fill_name(adaptive) == "hold"
-    with caplog.at_level("WARNING", logger="latok.codec"):
+    with caplog.at_level("WARNING", logger="latok.codec.tokenizer"):
         everywhere = other.restore(adaptive, "lit")
     assert "another inpainter" in caplog.text
     assert torch.equal(everywhere, other.restore(replace(adaptive, lit_frames=None, lit_model=None), "lit"))
@@ -268,7 +268,7 @@ def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
 
 
 def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
-    from latok.inpainter import InpaintingTransformer
+    from latok.codec.inpainter import InpaintingTransformer
 
     model = InpaintingTransformer.from_pretrained(default_inpainter_path("taef2"))
     model.set_decoder_metric(torch.diag(torch.logspace(-3, 3, 32)))  # errors count only in the last few channels
@@ -287,7 +287,7 @@ def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
 def test_pixel_guard_refuses_backends_that_decode_frames_together(backend):
     from conftest import tiny_diffusers_model
     from latok import load_vae
-    from latok.guard import guard_by_decoded_pixels
+    from latok.codec.guard import guard_by_decoded_pixels
 
     vae = load_vae(backend, model=tiny_diffusers_model(backend))
     with pytest.raises(InvalidInputError, match="per-frame backend"):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import needs_weights
 from latok.cli import main
-from latok.datasets import ClipProtocol, davis, load_dataset, tokenbench, video_folder
+from latok.evaluation.datasets import ClipProtocol, davis, load_dataset, tokenbench, video_folder
 from latok.errors import InvalidInputError, VideoNotFoundError
 from latok.io import write_video
 
@@ -160,7 +160,7 @@ def test_eval_with_the_pixel_guard_is_never_worse_than_hold(tmp_path):
 
 
 def test_fills_against_hold_count_the_clips_where_they_lose():
-    from latok.evaluate import against_hold
+    from latok.evaluation.evaluate import against_hold
 
     def run(fill, psnr, lpips):
         return {"fill": fill, "clips": [{"psnr": p, "ssim": 0.9, "lpips": q} for p, q in zip(psnr, lpips)]}

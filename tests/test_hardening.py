@@ -27,7 +27,7 @@ import torch
 from conftest import ROOT, WEIGHTS, needs_weights
 
 from latok.cli import main
-from latok.data import read_samples, write_shard
+from latok.training.data import read_samples, write_shard
 from latok.errors import ShardFormatError
 
 
@@ -81,7 +81,7 @@ def test_shard_members_latok_writes_still_read(tmp_path):
 
 
 def test_training_crops_refuse_a_pickle_too(tmp_path):
-    from latok.data import CropDataset
+    from latok.training.data import CropDataset
 
     marker = tmp_path / "pwned"
     _tar(tmp_path / "s.tar", {"c.latent.npy": _npy(np.zeros((2, 3, 4, 4), np.float16)), "c.json": b"{}",
@@ -146,16 +146,16 @@ def refused(argv: list[str], capsys, root: Path, match: str) -> str:
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
     """A folder with a short mp4 and a valid .latok (no weights needed to make either)."""
-    from latok.bitstream import save_latok
+    from latok.codec.bitstream import save_latok
     from latok.io import write_video
-    from latok.tokens import AdaptiveLatent, SourceInfo
+    from latok.codec.tokens import AdaptiveLatent, SourceInfo
 
     root = tmp_path_factory.mktemp("clip")
     frames = np.random.default_rng(0).integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
     write_video(root / "in.mp4", frames, fps=24)
     latent = torch.randn(1, 32, 3, 4, 6)
     keep = torch.ones(1, 3, 4, 6, dtype=torch.bool)
-    from latok.tokens import backend_config_hash
+    from latok.codec.tokens import backend_config_hash
     from latok.vae import vae_class
 
     config = backend_config_hash(vae_class("taef2"))

@@ -22,7 +22,7 @@ from latok.errors import (
     VideoWriteError,
 )
 from latok.io import frames_to_video, load_clip, read_video, video_to_frames, write_video
-from latok.metrics import psnr
+from latok.evaluation.metrics import psnr
 from latok.sample import sample_frames
 
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from latok.errors import InvalidInputError
-from latok.fill import get_fill, hold_fill, interp_fill, staleness, zero_fill
-from latok.masking import redundancy_mask, resolve_tau, tau_for_usage
+from latok.codec.fill import get_fill, hold_fill, interp_fill, staleness, zero_fill
+from latok.codec.masking import redundancy_mask, resolve_tau, tau_for_usage
 
 
 def random_latent(seed: int, frames: int = 6, size: int = 5, channels: int = 4) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from latok.errors import InvalidInputError
-from latok.metrics import lpips, psnr, ssim
+from latok.evaluation.metrics import lpips, psnr, ssim
 
 from conftest import WEIGHTS
 
@@ -96,7 +96,7 @@ def test_lpips_is_zero_for_identical_clips_and_grows_with_distortion():
 
 @needs_lpips
 def test_lpips_does_not_depend_on_batching_or_precision():
-    from latok.lpips import load_lpips
+    from latok.evaluation.lpips import load_lpips
 
     reference = smooth_video(3, frames=5)
     video = noisy(reference, 0.1)
@@ -114,7 +114,7 @@ def test_lpips_does_not_depend_on_batching_or_precision():
 def test_lpips_weights_are_the_canonical_ones():
     from safetensors.torch import load_file
 
-    from latok.lpips import CONTENT_SHA256
+    from latok.evaluation.lpips import CONTENT_SHA256
     from latok.weights import tensor_digest
 
     assert tensor_digest(load_file(str(WEIGHTS / "lpips_vgg16.safetensors"))) == CONTENT_SHA256
@@ -122,7 +122,7 @@ def test_lpips_weights_are_the_canonical_ones():
 
 def test_lpips_build_from_downloads_checks_the_contents(tmp_path):
     from latok.errors import WeightsChecksumError
-    from latok.lpips import LPIPS, _build
+    from latok.evaluation.lpips import LPIPS, _build
 
     state = LPIPS().state_dict()  # random weights: not the canonical contents
     vgg = {name: tensor for name, tensor in state.items() if name.startswith("features.")}

@@ -11,13 +11,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from conftest import needs_weights, tiny_diffusers_model
-from latok.bitstream import save_latok
+from latok.codec.bitstream import save_latok
 from latok.cli import main
-from latok.codec import LatentTokenizer
+from latok.codec.tokenizer import LatentTokenizer
 from latok.errors import InvalidInputError
-from latok.masking import redundancy_mask
-from latok.packing import PackedTokens, block_diagonal_mask, collate_packed
-from latok.tokens import AdaptiveLatent, SourceInfo
+from latok.codec.masking import redundancy_mask
+from latok.codec.packing import PackedTokens, block_diagonal_mask, collate_packed
+from latok.codec.tokens import AdaptiveLatent, SourceInfo
 from latok.vae import load_vae
 
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from conftest import BLACKSWAN, needs_data, needs_weights
-from latok.bitstream import LatokWriter, header_of, load_latok
+from latok.codec.bitstream import LatokWriter, header_of, load_latok
 from latok.cli import main
-from latok.codec import LatentTokenizer
+from latok.codec.tokenizer import LatentTokenizer
 from latok.errors import InvalidInputError
-from latok.inpainter import InpainterConfig, InpaintingTransformer
+from latok.codec.inpainter import InpainterConfig, InpaintingTransformer
 from latok.io import VideoWriter, frames_to_video, load_clip, stream_clip, write_video
-from latok.masking import redundancy_mask
+from latok.codec.masking import redundancy_mask
 from latok.sample import sample_frames
 
 
@@ -88,7 +88,7 @@ def test_open_ended_writer_without_chunks_or_counts_leaves_nothing(tmp_path):
 
 
 def _adaptive():
-    from latok.tokens import AdaptiveLatent, SourceInfo
+    from latok.codec.tokens import AdaptiveLatent, SourceInfo
 
     latent = _drifting_latent(frames=5)
     keep = redundancy_mask(latent, 0.1).keep

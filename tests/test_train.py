@@ -8,7 +8,7 @@ import torch
 
 from conftest import DATA, ROOT, needs_data, needs_weights
 from latok.cli import main
-from latok.data import LatentDataModule, read_samples, write_shard
+from latok.training.data import LatentDataModule, read_samples, write_shard
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_training_crops_carry_rule_masks(shards):
 
 @needs_weights
 def test_fast_dev_run_trains_validates_and_exports_nothing(shards, tmp_path, monkeypatch):
-    from latok.train import train_cli
+    from latok.training.train import train_cli
 
     monkeypatch.chdir(tmp_path)
     cli = train_cli([
@@ -59,7 +59,7 @@ def test_fast_dev_run_trains_validates_and_exports_nothing(shards, tmp_path, mon
 
 @needs_weights
 def test_decoder_loss_estimates_the_metric_and_trains_with_it(shards, tmp_path, monkeypatch):
-    from latok.train import train_cli
+    from latok.training.train import train_cli
 
     monkeypatch.chdir(tmp_path)
     cli = train_cli([
@@ -99,7 +99,7 @@ def test_cache_latents_is_resumable(tmp_path, capsys):
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_shipped_configs_parse(config, capsys):
-    from latok.train import train_cli
+    from latok.training.train import train_cli
 
     with pytest.raises(SystemExit) as info:
         train_cli(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
@@ -126,8 +126,8 @@ def test_cache_latents_reports_bad_inputs_and_caches_the_rest(tmp_path, capsys):
 def test_save_pretrained_keeps_the_best_validated_model(tmp_path):
     from types import SimpleNamespace
 
-    from latok.inpainter import InpainterConfig, InpaintingTransformer
-    from latok.train import SavePretrained
+    from latok.codec.inpainter import InpainterConfig, InpaintingTransformer
+    from latok.training.train import SavePretrained
 
     model = InpaintingTransformer(InpainterConfig(latent_channels=8, width=32, depth=1, heads=2))
     module = SimpleNamespace(model=model)
@@ -145,9 +145,9 @@ def test_save_pretrained_keeps_the_best_validated_model(tmp_path):
 
 
 def test_stream_context_crops_look_like_what_decode_stream_passes(shards):
-    from latok.data import CropDataset, as_stream_context, shard_urls
-    from latok.fill import hold_fill
-    from latok.masking import redundancy_mask
+    from latok.training.data import CropDataset, as_stream_context, shard_urls
+    from latok.codec.fill import hold_fill
+    from latok.codec.masking import redundancy_mask
 
     latent = (torch.randn(1, 4, 8, 3, 3, generator=torch.Generator().manual_seed(0)) * 0.3).cumsum(dim=2)
     keep = redundancy_mask(latent, 0.3).keep
@@ -165,8 +165,8 @@ def test_stream_context_crops_look_like_what_decode_stream_passes(shards):
 
 @needs_weights
 def test_causal_config_fine_tunes_with_stream_context(shards, tmp_path, monkeypatch):
-    from latok.inpainter import InpaintingTransformer
-    from latok.train import train_cli
+    from latok.codec.inpainter import InpaintingTransformer
+    from latok.training.train import train_cli
 
     monkeypatch.chdir(tmp_path)
     cli = train_cli([

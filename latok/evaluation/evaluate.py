@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from latok._fs import atomic_path
-from latok.datasets import EvalClip
+from latok.evaluation.datasets import EvalClip
 from latok.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -128,8 +128,8 @@ def clip_file(out: Path, clip: EvalClip) -> Path:
 def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict | None = None) -> dict:
     """Encode ``clip`` once, then mask, fill, decode and score it under every run of ``settings``
     that ``done`` (a previous result for this clip) does not already hold."""
-    from latok.codec import source_info
-    from latok.metrics import ReferenceScorer
+    from latok.codec.tokenizer import source_info
+    from latok.evaluation.metrics import ReferenceScorer
 
     started = time.perf_counter()
     runs = dict(done["runs"]) if done else {}
@@ -174,7 +174,7 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
 def _latok_size(adaptive) -> int:
     import tempfile
 
-    from latok.bitstream import save_latok
+    from latok.codec.bitstream import save_latok
 
     with tempfile.TemporaryDirectory() as tmp:
         return save_latok(adaptive, Path(tmp) / "clip.latok").stat().st_size
@@ -212,7 +212,7 @@ class ClipEvaluator(L.LightningModule):
         return batch  # a clip is loaded inside the step, straight onto this rank's device
 
     def predict_step(self, clip: EvalClip, batch_idx: int) -> str:
-        from latok.codec import LatentTokenizer
+        from latok.codec.tokenizer import LatentTokenizer
 
         if self._tokenizer is None:
             self._tokenizer = LatentTokenizer(self.settings.backend, device=self.device, **self.tokenizer_options)

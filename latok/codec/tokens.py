@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from latok.errors import InvalidInputError
-from latok.fill import Fill, get_fill, last_kept_index
+from latok.codec.fill import Fill, get_fill, last_kept_index
 
 if TYPE_CHECKING:
-    from latok.packing import PackedTokens
+    from latok.codec.packing import PackedTokens
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -66,7 +66,7 @@ class AdaptiveLatent:
         lit_frames: the lit guard, one flag per latent frame: True where the encoder found the
             inpainter closer to the true latent than hold on that frame's dropped positions
             (``None``: not checked).  ``fill="lit"`` uses hold on the other frames.
-        lit_model: :attr:`~latok.inpainter.InpaintingTransformer.fingerprint` of the inpainter
+        lit_model: :attr:`~latok.codec.inpainter.InpaintingTransformer.fingerprint` of the inpainter
             the guard was decided with.
     """
 
@@ -157,8 +157,8 @@ class AdaptiveLatent:
         return vae.denormalise(latent)
 
     def packed(self) -> PackedTokens:
-        """The kept tokens as a :class:`~latok.packing.PackedTokens` sequence (one per clip of the batch)."""
-        from latok.packing import PackedTokens
+        """The kept tokens as a :class:`~latok.codec.packing.PackedTokens` sequence (one per clip of the batch)."""
+        from latok.codec.packing import PackedTokens
 
         index = self.keep.nonzero()  # (N, 4): batch, t, y, x, in the order of `values`
         previous = last_kept_index(self.keep[:, :-1])  # kept index at or before t - 1

@@ -35,8 +35,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
 from latok.errors import ShardFormatError
-from latok.fill import hold_fill
-from latok.masking import redundancy_mask, tau_for_usage
+from latok.codec.fill import hold_fill
+from latok.codec.masking import redundancy_mask, tau_for_usage
 
 logger = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-from latok.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, header_of, load_latok, save_latok
+from latok.codec.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, header_of, load_latok, save_latok
 from latok.errors import InvalidInputError
-from latok.fill import Fill, get_fill, hold_fill
-from latok.guard import LIT_GUARD_MARGIN, check_per_frame, guard_by_decoded_pixels, guard_by_latent_error
-from latok.header import MAX_TAU
+from latok.codec.fill import Fill, get_fill, hold_fill
+from latok.codec.guard import LIT_GUARD_MARGIN, check_per_frame, guard_by_decoded_pixels, guard_by_latent_error
+from latok.codec.header import MAX_TAU
 from latok.io import Clip
-from latok.masking import Reference, check_rule, redundancy_mask, resolve_tau
-from latok.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
+from latok.codec.masking import Reference, check_rule, redundancy_mask, resolve_tau
+from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
 from latok.vae import VideoAutoencoder, load_vae
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried i
 
 def checkpoints_dir() -> Path:
     """``$LATOK_CHECKPOINTS_DIR``, or ``checkpoints/`` of this source tree."""
-    return Path(os.environ.get(CHECKPOINTS_ENV) or Path(__file__).resolve().parents[1] / "checkpoints")
+    return Path(os.environ.get(CHECKPOINTS_ENV) or Path(__file__).resolve().parents[2] / "checkpoints")
 
 
 def default_inpainter_path(backend: str) -> Path:
@@ -268,7 +268,7 @@ class LatentTokenizer:
         return self._stream_inpainter
 
     def _load_inpainter(self, model, default: Path, causal: bool):
-        from latok.inpainter import InpaintingTransformer
+        from latok.codec.inpainter import InpaintingTransformer
 
         path = default if model is None else model
         if not isinstance(model, InpaintingTransformer):

@@ -7,7 +7,7 @@ non-finite or out-of-range numbers, unknown storage dtypes, references and backe
 shapes larger than latok reads.  Every refusal is one :class:`~latok.errors.LatokFormatError`.
 
 The size caps bound what a header may *declare*; the reader then bounds every allocation
-by the bytes the file actually holds (see :mod:`latok.bitstream`).
+by the bytes the file actually holds (see :mod:`latok.codec.bitstream`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from latok.errors import LatokFormatError
-from latok.masking import REFERENCES
+from latok.codec.masking import REFERENCES
 
 MAX_HEADER_BYTES = 1 << 20
 MAX_POSITIONS = 1 << 31  # latent positions t*h*w of one file

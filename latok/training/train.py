@@ -1,7 +1,7 @@
 """Training entry point: ``latok train fit --config configs/taef2_lit-xs.yaml`` (LightningCLI).
 
 Everything the CLI sets comes from the YAML files in ``configs/`` and the type
-hints of :class:`~latok.module.InpainterModule` and :class:`~latok.data.LatentDataModule`;
+hints of :class:`~latok.training.module.InpainterModule` and :class:`~latok.training.data.LatentDataModule`;
 any value can be overridden on the command line (``--trainer.max_steps 500``,
 ``--trainer.strategy ddp``, ``--model.preset s``).
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import lightning as L
 
-from latok.data import LatentDataModule
-from latok.module import InpainterModule
+from latok.training.data import LatentDataModule
+from latok.training.module import InpainterModule
 
 
 class SavePretrained(L.Callback):

@@ -7,11 +7,12 @@ from typing import Literal
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
-from latok.fill import hold_fill, interp_fill
-from latok.inpainter import InpaintingTransformer
-from latok.inpainter import preset as inpainter_preset
-from latok.masking import redundancy_mask, tau_for_usage
+from latok.codec.fill import hold_fill, interp_fill
+from latok.codec.inpainter import InpaintingTransformer
+from latok.codec.inpainter import preset as inpainter_preset
+from latok.codec.masking import redundancy_mask, tau_for_usage
 
 
 class InpainterModule(L.LightningModule):
@@ -23,7 +24,7 @@ class InpainterModule(L.LightningModule):
     model must learn to leave hold alone, weigh as much as fast-moving ones.
 
     With ``loss="decoder"`` errors are measured in the decoder's metric (see
-    :meth:`~latok.inpainter.InpaintingTransformer.error`), estimated at fit start from
+    :meth:`~latok.codec.inpainter.InpaintingTransformer.error`), estimated at fit start from
     ``metric_frames`` frames of ``metric_dir`` (default: the data module's training shards) and
     saved with the model, so the loss follows decoded pixel error rather than treating all
     latent channels alike (taef2's differ 37x in how much they move its decoded pixels).
@@ -73,6 +74,8 @@ class InpainterModule(L.LightningModule):
                 self.model.set_decoder_metric(source.decoder_metric)
             self.model.load_state_dict(source.state_dict())
         self._vae = None
+        # per-clip validation PSNRs, averaged over clips and reduced across DDP ranks by torchmetrics
+        self.val_psnr = torch.nn.ModuleDict({name: MeanMetric() for name in ("lit", "hold", "interp", "gain_over_hold")})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         metric = checkpoint["state_dict"].get("model.decoder_metric")  # resuming a decoder-loss run
@@ -85,7 +88,7 @@ class InpainterModule(L.LightningModule):
 
     def _estimate_metric(self) -> torch.Tensor:
         """The validation backend's decoder metric on a few frames of ``metric_dir``'s clips."""
-        from latok.data import read_samples
+        from latok.training.data import read_samples
         from latok.vae import load_vae
 
         datamodule = self.trainer.datamodule
@@ -133,8 +136,12 @@ class InpainterModule(L.LightningModule):
         return self._vae
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        from latok.io import frames_to_video
-        from latok.metrics import psnr
+        from torchmetrics.functional.image import peak_signal_noise_ratio
+
+        from latok.io import frames_to_video, to_8bit_levels
+
+        def psnr(decoded: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:  # one MSE over the clip, 8-bit levels
+            return peak_signal_noise_ratio(to_8bit_levels(decoded), to_8bit_levels(reference), data_range=255.0)
 
         latent = batch["latent"].unsqueeze(0).to(self.device)  # (1, C, t, h, w)
         video = frames_to_video(batch["video"].cpu().numpy())  # (1, 3, T, H, W)
@@ -148,9 +155,12 @@ class InpainterModule(L.LightningModule):
             ("hold", hold_fill(sparse, keep)),
             ("interp", interp_fill(sparse, keep)),
         ):
-            scores[name] = psnr(self.vae.decode(restored.float(), size=size), video)
-        self.log_dict({f"val/psnr_{k}": v for k, v in scores.items()}, batch_size=1)
-        self.log("val/psnr_gain_over_hold", scores["lit"] - scores["hold"], prog_bar=True, batch_size=1)
+            scores[name] = psnr(self.vae.decode(restored.float(), size=size).cpu(), video)
+        scores["gain_over_hold"] = scores["lit"] - scores["hold"]
+        for name, value in scores.items():
+            self.val_psnr[name].update(value)
+            key = "val/psnr_gain_over_hold" if name == "gain_over_hold" else f"val/psnr_{name}"
+            self.log(key, self.val_psnr[name], prog_bar=name == "gain_over_hold", batch_size=1)
         _, _, ratio = self._losses(latent, keep, tau)
         self.log("val/latent_loss_vs_hold", ratio, batch_size=1)
 

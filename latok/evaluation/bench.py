@@ -25,9 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from latok._fs import atomic_path
-from latok.baselines import AllocationContext, get_allocator
-from latok.datasets import EvalClip
-from latok.fill import get_fill
+from latok.evaluation.baselines import AllocationContext, get_allocator
+from latok.evaluation.datasets import EvalClip
+from latok.codec.fill import get_fill
 
 RATE_TARGETED = ("infotok", "rlt", "fixed")
 
@@ -90,8 +90,8 @@ def bench(
     progress: Path | None = None,
 ) -> dict:
     """Run every allocator on every clip; returns the bench.json dictionary."""
-    from latok.codec import source_info
-    from latok.metrics import ReferenceScorer
+    from latok.codec.tokenizer import source_info
+    from latok.evaluation.metrics import ReferenceScorer
 
     if "latok" not in allocators:
         allocators = ["latok", *allocators]

@@ -7,6 +7,7 @@ import math
 import torch
 
 from latok.errors import InvalidInputError
+from latok.io import to_8bit_levels
 
 
 def psnr(video: torch.Tensor, reference: torch.Tensor) -> float:
@@ -22,11 +23,6 @@ def psnr(video: torch.Tensor, reference: torch.Tensor) -> float:
     b = to_8bit_levels(reference)
     mse = (a - b).pow(2).mean().item()
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def to_8bit_levels(video: torch.Tensor) -> torch.Tensor:
-    """``[-1, 1]`` video as float64 levels 0..255: what a decoded video file holds, and what is scored."""
-    return video.detach().double().add(1.0).mul(127.5).round().clamp(0.0, 255.0)
 
 
 def ssim(video: torch.Tensor, reference: torch.Tensor) -> float:
@@ -102,7 +98,7 @@ class ReferenceScorer:
         self._model = None
         self._taps: list[list[torch.Tensor]] = []
         if lpips:
-            from latok.lpips import load_lpips
+            from latok.evaluation.lpips import load_lpips
 
             self._model = load_lpips(None if lpips_weights is None else str(lpips_weights), str(reference.device))
             with torch.inference_mode():

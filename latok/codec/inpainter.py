@@ -41,7 +41,7 @@ from einops import rearrange
 from torch import nn
 
 from latok.errors import InvalidInputError
-from latok.fill import hold_fill, interp_fill, last_kept_index, next_kept_index
+from latok.codec.fill import hold_fill, interp_fill, last_kept_index, next_kept_index
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -2,7 +2,7 @@
 
 The encoder has the true latent and the decoder does not, so the encoder decides, once,
 on which latent frames the inpainter beats hold, and stores one bit per frame in the
-``.latok`` header (:meth:`latok.codec.LatentTokenizer.guard_lit`).  Two ways to decide:
+``.latok`` header (:meth:`latok.codec.tokenizer.LatentTokenizer.guard_lit`).  Two ways to decide:
 
 - **latent** (default, no decoder pass): lit's squared error on the dropped positions, in
   the inpainter's decoder metric, must be at most ``(1 - margin)`` x hold's.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from latok.errors import InvalidInputError
-from latok.metrics import to_8bit_levels
+from latok.io import to_8bit_levels
 from latok.vae import VideoAutoencoder
 
 # Latent and pixel error disagree (on bikes.mp4 at usage 0.5 lit cuts the latent error by ~20 % on

@@ -40,8 +40,8 @@ import torch
 
 from latok._fs import AtomicWriter, atomic_path
 from latok.errors import ClipTooLargeError, InvalidInputError, LatokFormatError
-from latok.header import MAX_CHUNK_POSITIONS, MAX_HEADER_BYTES, parse_header
-from latok.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo, dtype_name
+from latok.codec.header import MAX_CHUNK_POSITIONS, MAX_HEADER_BYTES, parse_header
+from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo, dtype_name
 
 MAGIC = b"LATOK\r\n\x1a"
 FORMAT_VERSION = 1
@@ -238,7 +238,7 @@ class LatokReader:
 
     Memory stays bounded by what the file holds: a record is read only after its length is
     checked against the bytes present, a mask inflates to at most the bits its chunk declares
-    (capped by :data:`~latok.header.MAX_CHUNK_POSITIONS`), and its set bits are counted and
+    (capped by :data:`~latok.codec.header.MAX_CHUNK_POSITIONS`), and its set bits are counted and
     matched against the values present before any bool tensor is built.
     """
 
