@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latok.codec.tokenizer import LatentTokenizer, default_inpainter_path, source_info
-from latok.codec.guard import LIT_GUARD_MARGIN
+from latok.codec.restoration import LIT_GUARD_MARGIN, default_inpainter_path
+from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.io import load_clip
 from latok.io import to_8bit_levels
 
@@ -193,7 +193,7 @@ def markdown(result: dict) -> str:
         f"Unguarded lit: worst {first['unguarded_worst_gain_db']:+.3f} dB, mean {first['unguarded_mean_gain_db']:+.3f} dB.",
         "",
         f"Chosen margin (best mean gain among margins whose worst clip loses at most {-WORST_ALLOWED_DB:g} dB): "
-        f"**{result['chosen_margin']:g}** (latok.codec.guard.LIT_GUARD_MARGIN).",
+        f"**{result['chosen_margin']:g}** (latok.codec.restoration.LIT_GUARD_MARGIN).",
         "",
         *disagreements(result["clips"], LIT_GUARD_MARGIN),
         f"Command: `{result['command']}`",

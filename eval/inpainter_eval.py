@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latok.codec.tokenizer import LatentTokenizer, default_inpainter_path, source_info
+from latok.codec.restoration import default_inpainter_path
+from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.io import load_clip
 from latok.evaluation.metrics import psnr, ssim
 

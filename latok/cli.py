@@ -328,25 +328,10 @@ def _load_input(args: argparse.Namespace):
     return load_clip(args.input, frames=args.frames, start=args.start, stride=args.stride, height=args.height or None)
 
 
-class _Stopwatch:
-    """Named wall-clock sections: ``with watch("encode"): ...``; ``watch.seconds`` holds the totals."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
 def run_encode(args: argparse.Namespace) -> int:
-    from latok.codec.bitstream import save_latok
-
     from latok._fs import check_outputs
+    from latok.codec.bitstream import save_latok
+    from latok.evaluation.reports import file_info
 
     if args.stream and args.pixel_guard:
         raise InvalidInputError("--pixel-guard does not apply to --stream: streams carry no lit guard")
@@ -356,7 +341,7 @@ def run_encode(args: argparse.Namespace) -> int:
         _encode_stream(args, tokenizer)
     else:
         save_latok(tokenizer.encode(_load_input(args)), args.output)
-    print(json.dumps(_file_info(Path(args.output)), indent=2))
+    print(json.dumps(file_info(args.output), indent=2))
     return 0
 
 
@@ -381,6 +366,7 @@ def run_decode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from latok.codec.bitstream import LatokReader, load_latok
+    from latok.evaluation.reports import file_info
     from latok.io import VideoWriter, check_output_path, write_video
 
     from latok._fs import check_outputs
@@ -398,15 +384,15 @@ def run_decode(args: argparse.Namespace) -> int:
                 out.write(piece)
                 bar.update(piece.shape[2])
         frames, height, width = source["frames"], source["height"], source["width"]
-        fill = "hold" if tokenizer.fill == "auto" else tokenizer.fill
+        fill = tokenizer.resolve_stream(header)
     else:
         adaptive = load_latok(args.input)
         tokenizer = _tokenizer(args, backend=adaptive.backend)
-        write_video(args.output, tokenizer.decode(adaptive), fps=adaptive.source.fps)
+        fill = tokenizer.resolve(adaptive)
+        write_video(args.output, tokenizer.decode(adaptive, fill), fps=adaptive.source.fps)
         frames, height, width = adaptive.source.frames, adaptive.source.height, adaptive.source.width
-        fill = tokenizer.fill_name(adaptive)
-    info = _file_info(Path(args.input))
-    print(f"wrote {args.output}: {frames} frames, {width}x{height}, {info['token_usage']:.1%} tokens, fill {fill}")
+    info = file_info(args.input)
+    print(f"wrote {args.output}: {frames} frames, {width}x{height}, {info['token_usage']:.1%} tokens, fill {fill.name}")
     return 0
 
 
@@ -415,6 +401,9 @@ def run_export(args: argparse.Namespace) -> int:
 
     from latok._fs import atomic_path, check_outputs
     from latok.codec.bitstream import header_of, load_latok
+    from latok.codec.restoration import Inpainters, resolve
+    from latok.vae import load_vae
+    from latok.vae.base import parse_device
 
     output = Path(args.output)
     if output.suffix != ".safetensors":
@@ -427,16 +416,13 @@ def run_export(args: argparse.Namespace) -> int:
         tensors = packed.to_dict()
         metadata["max_seqlen"] = str(packed.max_seqlen)
     else:
-        fill = args.fill or "auto"
-        needs_backend = args.native or fill == "lit" or (fill == "auto" and adaptive.lit_frames is not None)
-        tokenizer = _tokenizer(args, backend=adaptive.backend) if needs_backend else None
-        if tokenizer is not None:
-            fill = tokenizer.fill_name(adaptive, fill)
-        elif fill == "auto":
-            fill = "hold"
-        latent = adaptive.dense(tokenizer.fill_for(adaptive, fill) if tokenizer else fill, native=args.native, vae=tokenizer)
+        device = parse_device(args.device)
+        inpainters = Inpainters(adaptive.backend, adaptive.shape[1], device, args.inpainter)  # loaded only if the fill runs it
+        fill = resolve(adaptive, args.fill, inpainters)
+        vae = load_vae(adaptive.backend, device=device, **_weight_options(args, adaptive.backend)) if args.native else None
+        latent = adaptive.dense(fill, native=args.native, vae=vae)
         tensors = {"latent": latent.contiguous(), "keep": adaptive.keep.contiguous()}
-        metadata.update(fill=fill, space="native" if args.native else "latok")
+        metadata.update(fill=fill.name, space="native" if args.native else "latok")
     with atomic_path(output) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
@@ -445,118 +431,15 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    print(json.dumps(_file_info(Path(args.input)), indent=2, allow_nan=False))  # strict JSON: the header admits no NaN
+    from latok.evaluation.reports import file_info
+
+    print(json.dumps(file_info(args.input), indent=2, allow_nan=False))  # strict JSON: the header admits no NaN
     return 0
-
-
-def _file_info(path: Path) -> dict:
-    """Header and statistics of a .latok file, read chunk by chunk (validates the whole file)."""
-    from latok.codec.bitstream import LatokReader
-
-    with LatokReader(path) as reader:  # packed records only: memory stays that of one chunk
-        header, size = reader.header, reader.size
-        tokens, chunks, mask_bytes, value_bytes = 0, 0, 0, 0
-        for chunk in reader.records():
-            tokens += chunk.count
-            chunks += 1
-            mask_bytes += chunk.mask_bytes
-            value_bytes += chunk.values_bytes
-        header_bytes = reader.header_bytes
-    source = header["source"]
-    frames, height, width, fps = source["frames"], source["height"], source["width"], source["fps"]
-    shape = header["shape"]
-    return {
-        "file": str(path),
-        "backend": header["backend"],
-        "tau": header["tau"],
-        "target_usage": header["target_usage"],
-        "reference": header["reference"],
-        "keyframe_interval": header["keyframe_interval"],
-        "lit_guard": None if header.get("lit_frames") is None else {"lit_frames": header["lit_frames"].count("1"), "of": len(header["lit_frames"])},
-        "frames": frames,
-        "height": height,
-        "width": width,
-        "fps": fps,
-        "latent_shape": shape,
-        "chunks": chunks,
-        "tokens": tokens,
-        "token_usage": tokens / (shape[2] * shape[3] * shape[4]),
-        "dtype": header["dtype"],
-        "bytes": size,
-        "bytes_by_part": {"header": header_bytes, "masks": mask_bytes, "values": value_bytes, "end": size - header_bytes - mask_bytes - value_bytes},
-        "bits_per_kept_value": value_bytes * 8 / (tokens * shape[1]) if tokens else None,
-        "bpp": size * 8 / (frames * height * width),
-        "kbps": size * 8 / (frames / fps) / 1000,
-    }
-
-
-def _codec_report(args, tokenizer, clip, latok_path: Path | None = None) -> dict:
-    """Encode -> pack -> fill -> decode ``clip``; returns the metrics, plus the reconstruction
-    and keep mask under "video" and "keep".  The .latok file is kept at ``latok_path`` if given."""
-    import tempfile
-
-    from latok.codec.bitstream import save_latok
-    from latok.codec.tokenizer import source_info
-    from latok.evaluation.metrics import lpips, psnr, ssim
-
-    watch = _Stopwatch()
-    video, source = source_info(clip)
-    with watch("encode"):
-        latent = tokenizer.vae.encode(video)
-    with watch("mask"):
-        adaptive = tokenizer.tokenize(latent, source, lit_guard=False)
-    if tokenizer.lit_guard:
-        with watch("guard"):
-            adaptive = tokenizer.guard_lit(adaptive, latent, video)
-    with tempfile.TemporaryDirectory() as tmp:
-        size = save_latok(adaptive, latok_path or Path(tmp) / "clip.latok").stat().st_size
-    with watch("inpaint"):
-        dense = tokenizer.restore(adaptive)
-    with watch("decode"):
-        reconstruction = tokenizer.vae.decode(dense, size=(source.frames, source.height, source.width))
-    frames, height, width = source.frames, source.height, source.width
-    return {
-        "input": str(args.input) if args.input else None,
-        "backend": tokenizer.vae.name,
-        "device": str(tokenizer.vae.device),
-        "frames": frames,
-        "height": height,
-        "width": width,
-        "fps": source.fps,
-        "latent_shape": list(adaptive.shape),
-        "tau": adaptive.tau,
-        "target_usage": adaptive.target_usage,
-        "reference": adaptive.reference,
-        "fill": tokenizer.fill_name(adaptive),
-        "tokens": adaptive.num_tokens,
-        "token_usage": adaptive.token_usage,
-        "bytes": size,
-        "bpp": size * 8 / (frames * height * width),
-        "kbps": size * 8 / (frames / source.fps) / 1000,
-        "psnr": psnr(reconstruction, video),
-        "ssim": ssim(reconstruction, video),
-        "lpips": lpips(reconstruction, video) if getattr(args, "lpips", False) else None,
-        "seconds": dict(watch.seconds),
-        "video": reconstruction,
-        "keep": adaptive.keep,
-    }
-
-
-def _write_outputs(report: dict, original, output: Path | None, viz: Path | None, json_path: Path) -> dict:
-    from latok.io import write_video
-    from latok.evaluation.viz import side_by_side
-
-    reconstruction, keep = report.pop("video"), report.pop("keep")
-    if output is not None:
-        write_video(output, reconstruction, fps=report["fps"])
-    if viz is not None:
-        write_video(viz, side_by_side(original, reconstruction, keep), fps=report["fps"])
-    _write_json(json_path, report)
-    return report
 
 
 def run_roundtrip(args: argparse.Namespace) -> int:
     from latok._fs import check_outputs, staged_outputs
+    from latok.evaluation.reports import roundtrip, write_outputs
     from latok.io import check_output_path
 
     output = check_output_path(args.output)
@@ -570,14 +453,15 @@ def run_roundtrip(args: argparse.Namespace) -> int:
     named = {name: path for name, path in outputs.items() if path is not None}
     with staged_outputs(*named.values()) as temps:  # all outputs appear together, or none
         staged = dict(zip(named, temps))
-        report = _codec_report(args, tokenizer, clip, staged.get("--latok"))
-        report = _write_outputs(report, clip.video, temps[0], staged.get("--viz"), staged["--json"])
+        report = {"input": args.input, **roundtrip(tokenizer, clip, staged.get("--latok"), with_lpips=args.lpips)}
+        report = write_outputs(report, clip.video, temps[0], staged.get("--viz"), staged["--json"])
     print(json.dumps(report, indent=2))
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from latok._fs import check_outputs, staged_outputs
+    from latok.evaluation.reports import demo_text, roundtrip, write_outputs
     from latok.errors import OutputError
     from latok.io import Clip, check_read_options, frames_to_video, load_clip
     from latok.sample import SAMPLE_FPS, sample_frames
@@ -605,46 +489,18 @@ def run_demo(args: argparse.Namespace) -> int:
     tokenizer = _tokenizer(args)
     with staged_outputs(*paths.values()) as temps:  # all outputs appear together, or none
         staged = dict(zip(paths, temps))
-        report = _codec_report(args, tokenizer, clip, staged["tokens"])
-        report["input"] = args.input or "built-in synthetic sample (static texture, panning region, moving disc)"
+        report = {"input": args.input or "built-in synthetic sample (static texture, panning region, moving disc)",
+                  **roundtrip(tokenizer, clip, staged["tokens"], with_lpips=args.lpips)}  # fmt: skip
         report["raw_bytes"] = clip.video.numel()
         report["outputs"] = {name: str(path) for name, path in paths.items()}
-        report = _write_outputs(report, clip.video, staged["reconstruction"], staged["visualisation"], staged["metrics"])
-    _print_demo(report)
+        report = write_outputs(report, clip.video, staged["reconstruction"], staged["visualisation"], staged["metrics"])
+    print(demo_text(report))
     return 0
 
 
 def _sample_width(height: int) -> int:
     """16:9 frames cropped to a multiple of 16, as the 240p protocol crops DAVIS (416 at 240)."""
     return max(16, round(height * 16 / 9) // 16 * 16)
-
-
-def _print_demo(report: dict) -> None:
-    t = report["seconds"]
-    frames = report["frames"]
-    lines = [
-        f"input         {report['input']}",
-        f"clip          {frames} frames, {report['width']}x{report['height']} @ {report['fps']:.2f} fps",
-        f"backend       {report['backend']} on {report['device']}, latent {tuple(report['latent_shape'])}",
-        f"tokens        {report['tokens']} kept, usage {report['token_usage']:.1%} "
-        f"(tau {report['tau']:.3g}, {report['reference']} reference)",
-        f"size          raw {report['raw_bytes'] / 1e6:.2f} MB -> .latok {report['bytes'] / 1e3:.1f} kB",
-        f"bitrate       {report['kbps']:.0f} kbps, {report['bpp']:.3f} bpp",
-        f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), mask {t['mask'] * 1e3:.1f} ms, "
-        + (f"lit guard {t['guard'] * 1e3:.1f} ms, " if "guard" in t else "")
-        + f"fill ({report['fill']}) {t['inpaint'] * 1e3:.1f} ms, decode {t['decode']:.2f} s ({frames / t['decode']:.2f} fps)",
-        f"quality       PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}"
-        + (f", LPIPS {report['lpips']:.4f}" if report["lpips"] is not None else ""),
-        f"outputs       {', '.join(report['outputs'].values())}",
-    ]
-    print("\n".join(lines))
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    from latok._fs import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 # -- training ------------------------------------------------------------------------------
@@ -681,24 +537,23 @@ def _dataset_clips(args: argparse.Namespace) -> list:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from latok.codec.tokenizer import default_inpainter_path
+    from latok.codec.restoration import check_fills, default_inpainter_path, uses_inpainter
     from latok.evaluation.evaluate import EvalSettings, evaluate, parse_rates
-    from latok.codec.fill import list_fills
 
-    fills = tuple(dict.fromkeys(f.strip() for f in args.fills.split(",") if f.strip()))
-    unknown = [f for f in fills if f not in (*list_fills(), "lit")]
-    if unknown or not fills:
-        raise InvalidInputError(f"--fills: unknown fill {unknown[0] if unknown else '(none)'}; choose from zero, hold, interp, lit")
+    try:
+        fills = check_fills([f.strip() for f in args.fills.split(",") if f.strip()])
+    except InvalidInputError as error:
+        raise InvalidInputError(f"--fills: {error}") from None
     rates = parse_rates(args.taus, args.target_usage)
     clips = _dataset_clips(args)
     inpainter = None
-    if "lit" in fills:
+    if any(uses_inpainter(fill) for fill in fills):
         inpainter = str(Path(args.inpainter or default_inpainter_path(args.backend)).resolve())
         from latok.codec.inpainter import InpaintingTransformer
 
         InpaintingTransformer.from_pretrained(inpainter)  # fail now, not after an hour of encoding
     vae_options = _weight_options(args, args.backend)
-    if args.pixel_guard and "lit" not in fills:
+    if args.pixel_guard and inpainter is None:
         raise InvalidInputError("--pixel-guard decides the lit guard: add lit to --fills")
     settings = EvalSettings(
         backend=args.backend, rates=rates, fills=fills, lpips=args.lpips,
@@ -718,6 +573,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     import shlex
 
+    from latok.codec.restoration import fill_for_mask
     from latok.evaluation import bench
     from latok.evaluation.baselines import ALLOCATORS
 
@@ -730,8 +586,8 @@ def run_bench(args: argparse.Namespace) -> int:
     clips = _dataset_clips(args)
     tokenizer = _tokenizer(args)
     tokenizer.vae.progress = False
-    if args.fill == "lit":
-        tokenizer.inpainter  # fail now if the checkpoint is missing
+    if fill_for_mask(args.fill, tokenizer.inpainters).uses_model:
+        tokenizer.inpainter  # fail now if the checkpoint is missing  # noqa: B018
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = bench.bench(

@@ -10,9 +10,9 @@ import torch
 
 from conftest import DATA, needs_data, needs_weights
 from latok.cli import main
-from latok.codec.tokenizer import LatentTokenizer, default_inpainter_path, source_info
+from latok.codec.restoration import LIT_GUARD_MARGIN, default_inpainter_path
+from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.errors import InvalidInputError
-from latok.codec.guard import LIT_GUARD_MARGIN
 from latok.io import load_clip, read_video
 from latok.evaluation.metrics import psnr, ssim
 from latok.sample import sample_frames
@@ -165,10 +165,10 @@ def test_cli_fill_lit_on_a_shared_clip(tmp_path):
 
 
 def test_shipped_inpainter_loads_for_fill_lit(tokenizer, sample):
-    from latok.codec.tokenizer import default_fill
+    from latok.codec.restoration import DEFAULT_FILL
 
     assert (default_inpainter_path("taef2") / "model.safetensors").is_file()
-    assert default_fill("taef2") == "auto" and tokenizer.fill == "auto"
+    assert DEFAULT_FILL == "auto" and tokenizer.fill == "auto"
     assert tokenizer.inpainter.config.latent_channels == 32
     adaptive = replace(tokenizer.encode(sample, target_usage=0.5), lit_frames=None, lit_model=None)
     lit, hold = tokenizer.decode(adaptive, fill="lit"), tokenizer.decode(adaptive, fill="hold")
@@ -204,7 +204,7 @@ def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
         LatentTokenizer(tokenizer.vae, lit_guard_margin=1.0)
     # the default fill follows the guard, through a file too
     loaded = tokenizer.load(tokenizer.save(adaptive, tmp_path / "g.latok"))
-    assert tokenizer.fill_name(loaded) == "lit" and torch.equal(tokenizer.restore(loaded), guarded)
+    assert tokenizer.resolve(loaded).name == "lit" and torch.equal(tokenizer.restore(loaded), guarded)
 
 
 @needs_data
@@ -224,7 +224,7 @@ def test_pixel_guard_never_decodes_worse_than_hold_on_any_frame(tokenizer):
         return (to_8bit_levels(decoded) - to_8bit_levels(video)).pow(2).sum(dim=(0, 1, 3, 4))
 
     guarded = frame_errors(pixel.decode(adaptive))  # auto: lit on the frames the pixel guard allows
-    assert pixel.fill_name(adaptive) == "lit"
+    assert pixel.resolve(adaptive).name == "lit"
     assert bool((guarded <= frame_errors(pixel.decode(adaptive, fill="hold"))).all())
     latent_guarded = tokenizer.tokenize(latent, source, target_usage=0.4)  # the default guard: a subset of its candidates
     assert bool((guarded <= frame_errors(tokenizer.decode(latent_guarded))).all())
@@ -259,7 +259,7 @@ def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
     assert torch.equal(tokenizer.restore(adaptive, "lit"), tokenizer.restore(adaptive, "hold"))
     # a guard decided with another inpainter is not trusted: lit runs everywhere, auto is hold
     other = LatentTokenizer(taef2)
-    assert other.fill_name(adaptive) == "hold"
+    assert other.resolve(adaptive).name == "hold"
     with caplog.at_level("WARNING", logger="latok.codec.tokenizer"):
         everywhere = other.restore(adaptive, "lit")
     assert "another inpainter" in caplog.text
@@ -287,7 +287,7 @@ def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
 def test_pixel_guard_refuses_backends_that_decode_frames_together(backend):
     from conftest import tiny_diffusers_model
     from latok import load_vae
-    from latok.codec.guard import guard_by_decoded_pixels
+    from latok.codec.restoration import guard_by_decoded_pixels
 
     vae = load_vae(backend, model=tiny_diffusers_model(backend))
     with pytest.raises(InvalidInputError, match="per-frame backend"):

@@ -362,13 +362,13 @@ def test_weights_forms_for_taef2(work, capsys, weights_copy):
 
 @needs_weights
 def test_a_failing_roundtrip_leaves_none_of_its_outputs(work, capsys, monkeypatch):
-    from latok import cli
     from latok.errors import OutputError
+    from latok.evaluation import reports
 
     def fail(path, payload):
         raise OutputError(f"{path}: simulated failure after the video was written")
 
-    monkeypatch.setattr(cli, "_write_json", fail)
+    monkeypatch.setattr(reports, "write_json", fail)
     before = snapshot(work)
     argv = ["roundtrip", work / "in.mp4", "-o", work / "r.mp4", "--json", work / "m.json", "--viz", work / "v.mp4",
             "--latok", work / "r.latok", "--height", "32", "--no-lit-guard", "--fill", "hold"]  # fmt: skip

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from latok.errors import InvalidInputError
-from latok.codec.fill import get_fill, hold_fill, interp_fill, staleness, zero_fill
+from latok.codec.fill import hold_fill, interp_fill, staleness, zero_fill
+from latok.codec.restoration import get_fill
 from latok.codec.masking import redundancy_mask, resolve_tau, tau_for_usage
 
 

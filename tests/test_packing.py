@@ -33,7 +33,7 @@ def _adaptive(seed: int = 0, frames: int = 6, batch: int = 1) -> AdaptiveLatent:
 def test_packed_tokens_are_the_kept_values_at_their_positions():
     adaptive = _adaptive(batch=2)
     packed = adaptive.packed()
-    dense = adaptive.sparse_dense()
+    dense = adaptive.dense("zero")
     assert packed.num_clips == 2 and sum(packed.seqlens) == adaptive.num_tokens
     assert packed.max_seqlen == max(packed.seqlens)
     batch_of = torch.repeat_interleave(torch.arange(2), torch.tensor(packed.seqlens))
@@ -92,7 +92,7 @@ def test_native_latents_round_trip_and_decode_like_diffusers(backend):
     torch.manual_seed(0)
     video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
     adaptive = tokenizer.encode(video)
-    normalised, native = adaptive.dense(), adaptive.dense(native=True, vae=tokenizer)
+    normalised, native = adaptive.dense(), adaptive.dense(native=True, vae=tokenizer.vae)
     assert not torch.allclose(native, normalised)  # the two spaces differ for these backends
     torch.testing.assert_close(vae.normalise(native), normalised, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(vae.denormalise(vae.normalise(native)), native, rtol=1e-5, atol=1e-5)
@@ -121,7 +121,7 @@ def test_cli_export_dense_and_packed(tmp_path, capsys):
     assert main(["export", str(path), "-o", str(tmp_path / "h.safetensors"), "--fill", "hold"]) == 0
     torch.testing.assert_close(load_file(tmp_path / "h.safetensors")["latent"], adaptive.dense("hold"))
     with safe_open(tmp_path / "d.safetensors", "pt") as f:
-        assert f.metadata()["fill"] == tokenizer.fill_name(adaptive) == "lit"
+        assert f.metadata()["fill"] == tokenizer.resolve(adaptive).name == "lit"
     assert main(["export", str(path), "-o", str(tmp_path / "p.safetensors"), "--format", "packed"]) == 0
     packed = load_file(tmp_path / "p.safetensors")
     assert torch.equal(packed["positions"], adaptive.packed().positions)

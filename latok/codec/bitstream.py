@@ -233,6 +233,19 @@ class Chunk:
     values_bytes: int
 
 
+def encoded_size(adaptive: AdaptiveLatent, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> int:
+    """Bytes ``adaptive`` takes as a ``.latok`` file (written once to a temporary folder)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_latok(adaptive, Path(tmp) / "clip.latok", chunk_frames).stat().st_size
+
+
+def bitrate(size: int, frames: int, height: int, width: int, fps: float) -> dict[str, float]:
+    """``{"bpp", "kbps"}`` of ``size`` bytes for a ``frames`` x ``height`` x ``width`` video at ``fps``."""
+    return {"bpp": size * 8 / (frames * height * width), "kbps": size * 8 / (frames / fps) / 1000}
+
+
 class LatokReader:
     """Read a ``.latok`` file incrementally: :attr:`header`, then :meth:`chunks` (or :meth:`records`).
 

@@ -1,11 +1,12 @@
-"""Fill strategies: restore dropped latent positions from the kept ones.
+"""Closed-form fills: restore dropped latent positions from the kept ones.
 
 A fill is any callable ``fill(latent, keep) -> latent`` where ``latent`` is
 ``(B, C, t, h, w)`` float with kept values in place (dropped positions hold
 zeros) and ``keep`` is ``(B, t, h, w)`` bool with every position of frame 0
 kept.  It returns the restored ``(B, C, t, h, w)`` latent; kept positions must
-come back unchanged.  Register new ones with :func:`register_fill` (the
-Latent Inpainting Transformer plugs in this way as ``"lit"``).
+come back unchanged.  Which fill restores a clip, by name, including the
+inpainter (``lit``) and the guarded default (``auto``), is decided in
+:mod:`latok.codec.restoration`.
 """
 
 from __future__ import annotations
@@ -14,46 +15,19 @@ from collections.abc import Callable
 
 import torch
 
-from latok.errors import InvalidInputError
-
 Fill = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-_FILLS: dict[str, Fill] = {}
 
 
-def register_fill(name: str):
-    def decorate(fn: Fill) -> Fill:
-        _FILLS[name] = fn
-        return fn
-
-    return decorate
-
-
-def get_fill(fill: str | Fill) -> Fill:
-    if callable(fill):
-        return fill
-    try:
-        return _FILLS[fill]
-    except KeyError:
-        raise InvalidInputError(f"unknown fill {fill!r}; available: {', '.join(list_fills())}") from None
-
-
-def list_fills() -> list[str]:
-    return sorted(_FILLS)
-
-
-@register_fill("zero")
 def zero_fill(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Dropped positions take the latent mean: zero after normalisation."""
     return latent * keep.unsqueeze(1)
 
 
-@register_fill("hold")
 def hold_fill(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Zero-order hold: each dropped position repeats its last kept value (RLT's run-length repeat)."""
     return latent.gather(2, _expand(last_kept_index(keep), latent))
 
 
-@register_fill("interp")
 def interp_fill(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Per position, linear interpolation in time between the kept values before and after;
     hold after the last kept value."""

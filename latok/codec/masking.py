@@ -168,19 +168,27 @@ def tau_for_usage(
 
 
 def resolve_tau(
-    latent: torch.Tensor,
+    latent: torch.Tensor | None,
     tau: float | None,
     target_usage: float | None,
-    default_tau: float,
+    default_tau: float | None,
+    backend: str = "this backend",
     reference: Reference = "last-kept",
     keyframe_interval: int | None = None,
 ) -> float:
-    """tau from exactly one of: an explicit ``tau``, a ``target_usage``, or the backend default."""
+    """tau from exactly one of: an explicit ``tau``, a ``target_usage`` (picked for ``latent``),
+    or ``default_tau``, the backend's calibrated threshold."""
     if tau is not None and target_usage is not None:
         raise InvalidInputError("give either tau or target usage, not both")
     if target_usage is not None:
+        if latent is None:
+            raise InvalidInputError("a target usage picks tau per clip: it needs the clip's latent")
         return tau_for_usage(latent, target_usage, reference, keyframe_interval)
-    return default_tau if tau is None else float(tau)
+    if tau is not None:
+        return float(tau)
+    if default_tau is None:
+        raise InvalidInputError(f"backend {backend} has no calibrated default tau; pass tau or target usage")
+    return default_tau
 
 
 def _check_args(latent: torch.Tensor, tau: float, reference: str, keyframe_interval: int | None) -> None:

@@ -13,56 +13,28 @@ The steps are public too (``vae.encode``, :meth:`tokenize`, :meth:`restore`,
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
+from latok.codec import restoration
 from latok.codec.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, header_of, load_latok, save_latok
-from latok.errors import InvalidInputError
-from latok.codec.fill import Fill, get_fill, hold_fill
-from latok.codec.guard import LIT_GUARD_MARGIN, check_per_frame, guard_by_decoded_pixels, guard_by_latent_error
+from latok.codec.fill import Fill
 from latok.codec.header import MAX_TAU
-from latok.io import Clip
 from latok.codec.masking import Reference, check_rule, redundancy_mask, resolve_tau
+from latok.codec.restoration import LIT_GUARD_MARGIN, Inpainters, NamedFill
 from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
+from latok.errors import InvalidInputError
+from latok.io import Clip
 from latok.vae import VideoAutoencoder, load_vae
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS_ENV = "LATOK_CHECKPOINTS_DIR"
-INPAINTER_PRESET = "xs"  # the shipped CPU-sized inpainter
 STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried into the next chunk
-
-
-def checkpoints_dir() -> Path:
-    """``$LATOK_CHECKPOINTS_DIR``, or ``checkpoints/`` of this source tree."""
-    return Path(os.environ.get(CHECKPOINTS_ENV) or Path(__file__).resolve().parents[2] / "checkpoints")
-
-
-def default_inpainter_path(backend: str) -> Path:
-    return checkpoints_dir() / f"{backend}-lit-{INPAINTER_PRESET}"
-
-
-def default_stream_inpainter_path(backend: str) -> Path:
-    """The causal inpainter :meth:`LatentTokenizer.decode_stream` uses for ``fill="lit"``."""
-    return checkpoints_dir() / f"{backend}-lit-{INPAINTER_PRESET}-causal"
-
-
-def default_fill(backend: str) -> str:
-    """The fill :meth:`LatentTokenizer.decode` uses unless told otherwise: ``"auto"``.
-
-    ``auto`` is ``lit`` for tokens that carry a lit guard decided with the inpainter that
-    will run (what :meth:`LatentTokenizer.encode` records whenever the backend has one), and
-    ``hold`` otherwise (no inpainter, a stream, or tokens guarded by another checkpoint).
-    The guard makes lit fall back to hold on every latent frame where the encoder saw it
-    lose, so the default is never worse than hold in latent error on any frame.
-    """
-    return "auto"
 
 
 class LatentTokenizer:
@@ -75,9 +47,9 @@ class LatentTokenizer:
         reference: ``"last-kept"`` (default) or ``"previous"``.
         keyframe_interval: force every K-th latent frame to be kept; ``None`` for off.
         storage_dtype: dtype of the kept values (fp16 default, bf16 or fp32).
-        fill: default fill for :meth:`decode`: ``auto``, ``zero``, ``hold``, ``interp``, ``lit`` or
-            a callable; ``None`` picks :func:`default_fill` (``auto``: guarded lit where
-            possible, else hold).
+        fill: default fill for :meth:`decode`: ``auto`` (the default: guarded lit where possible,
+            else hold), ``zero``, ``hold``, ``interp``, ``lit`` or a callable
+            (see :mod:`latok.codec.restoration`).
         inpainter: a checkpoint directory or model for ``lit`` (default: ``checkpoints/<backend>-lit-xs``).
         stream_inpainter: the causal checkpoint or model for ``lit`` in :meth:`decode_stream`
             (default: ``checkpoints/<backend>-lit-xs-causal``).
@@ -121,25 +93,27 @@ class LatentTokenizer:
         self.reference = reference
         self.keyframe_interval = keyframe_interval
         self.storage_dtype = storage_dtype
-        self.fill = fill or default_fill(self.vae.name)
-        self._inpainter = inpainter
-        self._stream_inpainter = stream_inpainter
+        self.fill = fill or restoration.DEFAULT_FILL
+        self.inpainters = Inpainters(self.vae.name, self.vae.latent_channels, self.vae.device, inpainter, stream_inpainter)
         self.lit_guard = lit_guard
         if not 0.0 <= lit_guard_margin < 1.0:
             raise InvalidInputError(f"lit_guard_margin must be in [0, 1), got {lit_guard_margin}")
         self.lit_guard_margin = lit_guard_margin
         if pixel_guard:
-            check_per_frame(self.vae)  # fail at construction, not after the encode
+            restoration.check_per_frame(self.vae)  # fail at construction, not after the encode
         self.pixel_guard = pixel_guard
 
     @property
-    def default_tau(self) -> float:
-        tau = getattr(self.vae, "default_tau", None)
-        if tau is None:
-            raise InvalidInputError(
-                f"backend {self.vae.name} has no calibrated default tau; pass tau or target usage"
-            )
-        return tau
+    def default_tau(self) -> float | None:
+        """The backend's calibrated tau (``None`` if it has none)."""
+        return getattr(self.vae, "default_tau", None)
+
+    def resolve_tau(self, latent: torch.Tensor | None = None, tau: float | None = None, target_usage: float | None = None) -> float:
+        """The one place tau is settled: ``tau`` or ``target_usage`` if given (for ``latent``), else the
+        tokenizer's own setting, else the backend's calibrated default."""
+        if tau is None and target_usage is None:
+            tau, target_usage = self.tau, self.target_usage
+        return resolve_tau(latent, tau, target_usage, self.default_tau, self.vae.name, self.reference, self.keyframe_interval)
 
     # -- encode ---------------------------------------------------------------------------
 
@@ -175,8 +149,7 @@ class LatentTokenizer:
         ``video``, the ``(1, 3, T, H, W)`` input in ``[-1, 1]``, is needed by the pixel guard)."""
         if tau is None and target_usage is None:
             tau, target_usage = self.tau, self.target_usage
-        default = self.default_tau if tau is None and target_usage is None else 0.0
-        tau = resolve_tau(latent, tau, target_usage, default, self.reference, self.keyframe_interval)
+        tau = self.resolve_tau(latent, tau, target_usage)
         mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval)
         adaptive = self._adaptive(latent, mask.keep, tau, source, target_usage)
         return self.guard_lit(adaptive, latent, video) if (self.lit_guard if lit_guard is None else lit_guard) else adaptive
@@ -191,23 +164,13 @@ class LatentTokenizer:
         (rounded) values, exactly as a decoder will see them.  With :attr:`pixel_guard`, the
         frames where lit wins at all are decided again on decoded pixels against ``video``
         (``(1, 3, T, H, W)`` in ``[-1, 1]``).  Returned unchanged when the backend has no inpainter."""
-        if self._inpainter is None and not (default_inpainter_path(self.vae.name) / "config.json").is_file():
+        if not self.inpainters.available:
             return adaptive
         if self.pixel_guard and video is None:
             raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
-        model = self.inpainter
-        sparse, keep = adaptive.sparse_dense(), adaptive.keep
-        truth = latent.float().cpu()
-        lit = self.lit_fill(sparse, keep, adaptive.tau, adaptive.reference, model=model)
-        with torch.inference_mode():
-            lit_error = model.error(lit, truth, keep)[0]
-            hold = hold_fill(sparse, keep)
-            hold_error = model.error(hold, truth, keep)[0]
-        if self.pixel_guard:
-            frames = guard_by_decoded_pixels(self.vae, lit, hold, lit_error < hold_error, video)
-        else:
-            frames = guard_by_latent_error(lit_error, hold_error, self.lit_guard_margin)
-        return replace(adaptive, lit_frames=tuple(frames.tolist()), lit_model=model.fingerprint)
+        return restoration.decide_lit_guard(
+            adaptive, latent, self.inpainters, self.vae, video if self.pixel_guard else None, self.lit_guard_margin
+        )
 
     def _adaptive(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None) -> AdaptiveLatent:
         return AdaptiveLatent.from_dense(
@@ -225,85 +188,26 @@ class LatentTokenizer:
 
     # -- decode ---------------------------------------------------------------------------
 
-    def restore(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> torch.Tensor:
-        """The full ``(1, C, t, h, w)`` latent with dropped positions filled."""
-        self._check_backend(adaptive)
-        return adaptive.to_dense(self.fill_for(adaptive, fill))
-
-    def fill_name(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> str:
-        """What ``fill`` (default: the tokenizer's) means for these tokens: ``auto`` resolved to
-        ``lit`` or ``hold``; a callable's name."""
-        fill = fill or self.fill
-        if fill == "auto":
-            return "lit" if self._guard_matches(adaptive, self.inpainter if adaptive.lit_frames is not None else None) else "hold"
-        return fill if isinstance(fill, str) else getattr(fill, "__name__", type(fill).__name__)
-
-    def fill_for(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> Fill:
-        """The fill callable :meth:`restore` applies to ``adaptive``: ``lit`` runs the inpainter
-        with the tokens' threshold and, when it was decided with this inpainter, their lit guard."""
-        fill = fill or self.fill
-        if fill == "auto":
-            fill = self.fill_name(adaptive, fill)
-        if fill != "lit":
-            return get_fill(fill)
-        matches = self._guard_matches(adaptive, self.inpainter)
-        if adaptive.lit_frames is not None and not matches:
-            logger.warning("the lit guard of these tokens was decided with another inpainter (%s); running lit on every frame", adaptive.lit_model)
-        return functools.partial(self.lit_fill, tau=adaptive.tau, reference=adaptive.reference, frames=adaptive.lit_frames if matches else None)
-
-    @staticmethod
-    def _guard_matches(adaptive: AdaptiveLatent, model) -> bool:
-        return model is not None and adaptive.lit_frames is not None and adaptive.lit_model == model.fingerprint
-
     @property
     def inpainter(self):
         """The Latent Inpainting Transformer behind ``fill="lit"`` (loaded on first use)."""
-        self._inpainter = self._load_inpainter(self._inpainter, default_inpainter_path(self.vae.name), causal=False)
-        return self._inpainter
+        return self.inpainters.model
 
     @property
     def stream_inpainter(self):
         """The causal inpainter behind ``fill="lit"`` in :meth:`decode_stream` (loaded on first use)."""
-        self._stream_inpainter = self._load_inpainter(self._stream_inpainter, default_stream_inpainter_path(self.vae.name), causal=True)
-        return self._stream_inpainter
+        return self.inpainters.stream_model
 
-    def _load_inpainter(self, model, default: Path, causal: bool):
-        from latok.codec.inpainter import InpaintingTransformer
+    def resolve(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> NamedFill:
+        """The fill that restores ``adaptive`` (default: the tokenizer's), resolved once:
+        ``auto`` becomes ``lit`` or ``hold``, ``lit`` carries the tokens' tau and lit guard.
+        Its ``name`` is what reports call it."""
+        return restoration.resolve(adaptive, fill or self.fill, self.inpainters)
 
-        path = default if model is None else model
-        if not isinstance(model, InpaintingTransformer):
-            model = InpaintingTransformer.from_pretrained(path, device=self.vae.device)
-        if model.config.latent_channels != self.vae.latent_channels:
-            raise InvalidInputError(
-                f"inpainter {path} expects {model.config.latent_channels} latent channels, "
-                f"backend {self.vae.name} has {self.vae.latent_channels}"
-            )
-        if causal and not model.config.causal:
-            raise InvalidInputError(f"inpainter {path} is bidirectional; streaming needs a causal one (config causal: true)")
-        return model
-
-    def lit_fill(
-        self,
-        latent: torch.Tensor,
-        keep: torch.Tensor,
-        tau: float | None = None,
-        reference: Reference = "last-kept",
-        model=None,
-        frames: Sequence[bool] | None = None,
-    ) -> torch.Tensor:
-        """Fill strategy running the inpainter (default :attr:`inpainter`) on the backend's device.
-
-        ``tau`` and ``reference`` are those that made the mask; they bound where a dropped
-        value can lie (``None``: unknown, no bound).  ``frames``: a lit guard, one flag per
-        latent frame; frames flagged False are restored by hold instead."""
-        model = model or self.inpainter
-        with torch.inference_mode():
-            restored = model(latent.to(self.vae.device), keep.to(self.vae.device), tau, reference)
-        restored = restored.float().to(latent.device)
-        if frames is None:
-            return restored
-        use = torch.tensor(list(frames), dtype=torch.bool, device=latent.device).view(1, 1, -1, 1, 1)
-        return torch.where(use, restored, hold_fill(latent, keep))
+    def restore(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> torch.Tensor:
+        """The full ``(1, C, t, h, w)`` latent with dropped positions filled."""
+        self._check_backend(adaptive)
+        return adaptive.dense(self.resolve(adaptive, fill))
 
     def decode(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> torch.Tensor:
         """``(1, 3, T, H, W)`` float32 in ``[-1, 1]`` at the encoded video's size."""
@@ -352,7 +256,7 @@ class LatentTokenizer:
             )
         if tau is None and self.tau is None and self.target_usage is not None:
             raise InvalidInputError("streaming needs a fixed tau; a target usage would pick a different tau per chunk")
-        tau = tau if tau is not None else self.tau if self.tau is not None else self.default_tau
+        tau = self.resolve_tau(tau=tau if tau is not None else self.tau)
         writer, state, first = None, None, None
         usage: list[float] = []
         try:
@@ -401,12 +305,7 @@ class LatentTokenizer:
         with LatokReader(path) as reader:
             header = reader.header
             self._check_backend_config(header["backend"], str(header["backend_config"]))
-            fill = fill or self.fill
-            if fill == "auto":  # streams carry no lit guard for the causal model
-                fill = "hold"
-            if fill == "lit":
-                fill = functools.partial(self.lit_fill, tau=float(header["tau"]), reference=header["reference"], model=self.stream_inpainter)
-            fill = get_fill(fill)
+            fill = self.resolve_stream(header, fill)
             _, channels, _, height, width = header["shape"]
             source = header["source"]
             context = None  # C_fill: (1, C, <=K, h, w) restored latents
@@ -425,6 +324,10 @@ class LatentTokenizer:
                 frames = min(keep.shape[1], source["frames"] - done)
                 done += frames
                 yield self.vae.decode(restored, size=(frames, source["height"], source["width"]))
+
+    def resolve_stream(self, header: dict, fill: str | Fill | None = None) -> NamedFill:
+        """The fill :meth:`decode_stream` restores the stream of ``header`` with (the streaming rule)."""
+        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters)
 
     # -- files ----------------------------------------------------------------------------
 

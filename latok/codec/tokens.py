@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from latok.errors import InvalidInputError
-from latok.codec.fill import Fill, get_fill, last_kept_index
+from latok.codec.fill import Fill, last_kept_index
 
 if TYPE_CHECKING:
     from latok.codec.packing import PackedTokens
+    from latok.vae.base import VideoAutoencoder
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -114,35 +115,29 @@ class AdaptiveLatent:
     def storage_dtype(self) -> torch.dtype:
         return self.values.dtype
 
-    def sparse_dense(self) -> torch.Tensor:
-        """``(B, C, t, h, w)`` float32 with kept values in place and zeros elsewhere."""
-        batch, channels, frames, height, width = self.shape
-        dense = torch.zeros(batch, frames, height, width, channels)
-        dense[self.keep] = self.values.float()
-        return dense.permute(0, 4, 1, 2, 3)  # (B, C, t, h, w)
-
-    def to_dense(self, fill: str | Fill = "hold") -> torch.Tensor:
-        """Restore the full ``(B, C, t, h, w)`` float32 latent with ``fill`` (zero, hold, interp, lit, or a callable)."""
-        return get_fill(fill)(self.sparse_dense(), self.keep)
-
-    def dense(self, fill: str | Fill = "hold", native: bool = False, vae=None) -> torch.Tensor:
-        """The restored ``(B, C, t, h, w)`` float32 latent, ready for a generator.
+    def dense(self, fill: str | Fill = "hold", native: bool = False, vae: VideoAutoencoder | None = None) -> torch.Tensor:
+        """The restored ``(B, C, t, h, w)`` float32 latent, e.g. for a generator.
 
         Args:
-            fill: how dropped positions are restored (``"lit"`` needs a tokenizer:
-                pass ``functools.partial(tokenizer.lit_fill, tau=a.tau)``).
+            fill: how dropped positions come back: ``"zero"`` (the kept values in place, zeros
+                elsewhere), ``"hold"``, ``"interp"``, or any fill callable, such as
+                ``tokenizer.resolve(adaptive, "lit")`` for the inpainter (see
+                :mod:`latok.codec.restoration`).
             native: ``False`` (default): latok's normalised space, roughly unit variance,
                 which for the diffusers backends is the space their pipelines' transformers
                 work in (``latents=``).  ``True``: the autoencoder's own latent space, what
                 the diffusers ``AutoencoderKL*.decode`` takes directly.
-            vae: the backend (:class:`~latok.VideoAutoencoder` or a ``LatentTokenizer``)
-                whose normalisation to undo for ``native=True``; not needed where the two
-                spaces coincide (taef2).
+            vae: the backend (``tokenizer.vae``) whose normalisation to undo for ``native=True``;
+                not needed where the two spaces coincide (taef2).
         """
-        latent = self.to_dense(fill)
+        from latok.codec.restoration import resolve
+
+        batch, channels, frames, height, width = self.shape
+        scattered = torch.zeros(batch, frames, height, width, channels)
+        scattered[self.keep] = self.values.float()
+        latent = resolve(self, fill)(scattered.permute(0, 4, 1, 2, 3), self.keep)  # (B, C, t, h, w)
         if not native:
             return latent
-        vae = getattr(vae, "vae", vae)  # a LatentTokenizer carries its backend
         if vae is None:
             from latok.vae import vae_class
             from latok.vae.base import VideoAutoencoder

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from latok._fs import atomic_path
 from latok.evaluation.baselines import AllocationContext, get_allocator
 from latok.evaluation.datasets import EvalClip
-from latok.codec.fill import get_fill
+from latok.codec.restoration import fill_for_mask
 
 RATE_TARGETED = ("infotok", "rlt", "fixed")
 
@@ -41,7 +41,7 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
     """encode -> allocate -> fill -> decode; returns (reconstruction, allocation, seconds by stage)."""
     vae = tokenizer.vae
     device = vae.device
-    fill_fn = tokenizer.lit_fill if fill == "lit" else get_fill(fill)
+    fill_fn = fill_for_mask(fill, tokenizer.inpainters)
     seconds = {}
     _sync(device)
     start = time.perf_counter()
@@ -54,7 +54,7 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
         return vae.decode(z[:, :, frames], size=(frames.stop - frames.start, *size[1:]))
 
     context = AllocationContext(
-        video=video, latent=latent, decode=decode, fill=fill_fn, fill_is_model=fill == "lit",
+        video=video, latent=latent, decode=decode, fill=fill_fn, fill_is_model=fill_fn.uses_model,
         target_usage=target_usage, temporal_ratio=vae.temporal_ratio, default_tau=vae.default_tau,
     )  # fmt: skip
     start = time.perf_counter()
@@ -64,11 +64,8 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
     start = time.perf_counter()
     keep = allocation.keep
     sparse = latent * keep.unsqueeze(1)
-    if fill == "lit":
-        tau = allocation.info.get("tau") if allocator.name == "latok" else None
-        dense = tokenizer.lit_fill(sparse, keep, tau=tau)
-    else:
-        dense = fill_fn(sparse, keep)
+    tau = allocation.info.get("tau") if allocator.name == "latok" else None  # bounds lit where latok's rule made the mask
+    dense = fill_for_mask(fill, tokenizer.inpainters, tau)(sparse, keep)
     _sync(device)
     seconds["fill"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -95,7 +92,7 @@ def bench(
 
     if "latok" not in allocators:
         allocators = ["latok", *allocators]
-    tau = tokenizer.default_tau if latok_tau is None else latok_tau
+    tau = tokenizer.resolve_tau(tau=latok_tau)
     policies = {name: get_allocator(name, tau=tau) if name == "latok" else get_allocator(name) for name in allocators}
     settings = {"allocators": allocators, "fill": fill, "matched_usage": matched_usage, "repeats": repeats,
                 "lpips": lpips, "tau": tau, "backend": tokenizer.vae.name, "device": _device_name(tokenizer.vae.device),

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from latok._fs import atomic_path
+from latok.codec.restoration import uses_inpainter
 from latok.evaluation.datasets import EvalClip
 from latok.errors import InvalidInputError
 
@@ -83,7 +84,7 @@ class EvalSettings:
 
     def is_current(self, run: dict) -> bool:
         """A stored run was made by this inpainter, with this kind of lit guard (runs of other fills do not depend on it)."""
-        return run.get("fill") != "lit" or (
+        return not uses_inpainter(run.get("fill")) or (
             run.get("inpainter_sha256") == self.inpainter_sha256 and "lit_frames" in run
             and run.get("lit_guard", "latent") == self.lit_guard
         )  # fmt: skip
@@ -143,7 +144,8 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
         fills = [fill for fill in settings.fills if run_key(rate, fill) in missing]
         if not fills:
             continue
-        adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage, lit_guard="lit" in fills, video=video)
+        model_fills = any(uses_inpainter(fill) for fill in fills)
+        adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage, lit_guard=model_fills, video=video)
         size = _latok_size(adaptive)
         common = {
             "rate": rate.key, "tau": adaptive.tau, "target_usage": rate.target_usage,
@@ -155,7 +157,7 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
         first = None
         for fill in fills:
             extra = {}
-            if fill == "lit":  # lit decodes with the encoder's lit guard, as the codec's default does
+            if uses_inpainter(fill):  # lit decodes with the encoder's lit guard, as the codec's default does
                 extra = {"inpainter_sha256": settings.inpainter_sha256, "lit_frames": sum(adaptive.lit_frames or ()),
                          "lit_guard": settings.lit_guard}  # fmt: skip
             if nothing_dropped and first is not None:  # every fill is the identity: score once
@@ -266,7 +268,7 @@ def collect(clips: list[EvalClip], out: Path, settings: EvalSettings) -> dict:
     return {
         "backend": settings.backend,
         "inpainter": settings.inpainter,
-        "lit_guard": settings.lit_guard if "lit" in settings.fills else None,
+        "lit_guard": settings.lit_guard if any(uses_inpainter(fill) for fill in settings.fills) else None,
         "device": _device_name(),
         "protocol": done[0]["protocol"] if done else None,
         "clip_seconds_total": sum(d["seconds"] for d in done),

@@ -1,0 +1,161 @@
+"""What the codec commands report: a ``.latok`` file's statistics, and one clip's round trip.
+
+``latok info`` prints :func:`file_info`; ``latok roundtrip`` and ``latok demo`` run
+:func:`roundtrip`, write its outputs with :func:`write_outputs`, and ``demo`` prints
+:func:`demo_text`.  The CLI only parses arguments and calls these.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from latok._fs import atomic_path
+from latok.codec.bitstream import LatokReader, bitrate, encoded_size, save_latok
+
+
+def file_info(path: str | Path) -> dict:
+    """Header and statistics of a ``.latok`` file, read chunk by chunk (validates the whole file;
+    memory stays that of one packed chunk)."""
+    path = Path(path)
+    with LatokReader(path) as reader:
+        header, size, header_bytes = reader.header, reader.size, reader.header_bytes
+        tokens, chunks, mask_bytes, value_bytes = 0, 0, 0, 0
+        for chunk in reader.records():
+            tokens += chunk.count
+            chunks += 1
+            mask_bytes += chunk.mask_bytes
+            value_bytes += chunk.values_bytes
+    source, shape = header["source"], header["shape"]
+    guard = header["lit_frames"]
+    return {
+        "file": str(path),
+        "backend": header["backend"],
+        "tau": header["tau"],
+        "target_usage": header["target_usage"],
+        "reference": header["reference"],
+        "keyframe_interval": header["keyframe_interval"],
+        "lit_guard": None if guard is None else {"lit_frames": guard.count("1"), "of": len(guard)},
+        "frames": source["frames"],
+        "height": source["height"],
+        "width": source["width"],
+        "fps": source["fps"],
+        "latent_shape": shape,
+        "chunks": chunks,
+        "tokens": tokens,
+        "token_usage": tokens / (shape[2] * shape[3] * shape[4]),
+        "dtype": header["dtype"],
+        "bytes": size,
+        "bytes_by_part": {"header": header_bytes, "masks": mask_bytes, "values": value_bytes, "end": size - header_bytes - mask_bytes - value_bytes},
+        "bits_per_kept_value": value_bytes * 8 / (tokens * shape[1]) if tokens else None,
+        **bitrate(size, source["frames"], source["height"], source["width"], source["fps"]),
+    }
+
+
+class Stopwatch:
+    """Named wall-clock sections: ``with watch("encode"): ...``; ``watch.seconds`` holds the totals."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def roundtrip(tokenizer, clip, latok_path: Path | None = None, with_lpips: bool = False) -> dict:
+    """Encode -> pack -> fill -> decode ``clip`` (a :class:`latok.io.Clip`), timing each stage.
+
+    Returns the metrics, plus the reconstruction ``(1, 3, T, H, W)`` and the keep mask under
+    ``"video"`` and ``"keep"``.  The ``.latok`` file is written to ``latok_path`` if given."""
+    from latok.codec.tokenizer import source_info
+    from latok.evaluation.metrics import lpips, psnr, ssim
+
+    watch = Stopwatch()
+    video, source = source_info(clip)
+    with watch("encode"):
+        latent = tokenizer.vae.encode(video)
+    with watch("mask"):
+        adaptive = tokenizer.tokenize(latent, source, lit_guard=False)
+    if tokenizer.lit_guard:
+        with watch("guard"):
+            adaptive = tokenizer.guard_lit(adaptive, latent, video)
+    size = save_latok(adaptive, latok_path).stat().st_size if latok_path else encoded_size(adaptive)
+    with watch("inpaint"):
+        fill = tokenizer.resolve(adaptive)
+        dense = tokenizer.restore(adaptive, fill)
+    with watch("decode"):
+        reconstruction = tokenizer.vae.decode(dense, size=(source.frames, source.height, source.width))
+    return {
+        "backend": tokenizer.vae.name,
+        "device": str(tokenizer.vae.device),
+        "frames": source.frames,
+        "height": source.height,
+        "width": source.width,
+        "fps": source.fps,
+        "latent_shape": list(adaptive.shape),
+        "tau": adaptive.tau,
+        "target_usage": adaptive.target_usage,
+        "reference": adaptive.reference,
+        "fill": fill.name,
+        "tokens": adaptive.num_tokens,
+        "token_usage": adaptive.token_usage,
+        "bytes": size,
+        **bitrate(size, source.frames, source.height, source.width, source.fps),
+        "psnr": psnr(reconstruction, video),
+        "ssim": ssim(reconstruction, video),
+        "lpips": lpips(reconstruction, video) if with_lpips else None,
+        "seconds": dict(watch.seconds),
+        "video": reconstruction,
+        "keep": adaptive.keep,
+    }
+
+
+def write_outputs(report: dict, original: torch.Tensor, output: Path | None, viz: Path | None, json_path: Path) -> dict:
+    """Write the reconstruction (``output``), the side-by-side view (``viz``) and the metrics JSON;
+    returns the report without its tensors."""
+    from latok.evaluation.viz import side_by_side
+    from latok.io import write_video
+
+    reconstruction, keep = report.pop("video"), report.pop("keep")
+    if output is not None:
+        write_video(output, reconstruction, fps=report["fps"])
+    if viz is not None:
+        write_video(viz, side_by_side(original, reconstruction, keep), fps=report["fps"])
+    write_json(json_path, report)
+    return report
+
+
+def write_json(path: Path, payload: dict) -> None:
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def demo_text(report: dict) -> str:
+    """The demo's summary: clip, tokens, size, bitrate, timings, quality, outputs."""
+    t = report["seconds"]
+    frames = report["frames"]
+    lines = [
+        f"input         {report['input']}",
+        f"clip          {frames} frames, {report['width']}x{report['height']} @ {report['fps']:.2f} fps",
+        f"backend       {report['backend']} on {report['device']}, latent {tuple(report['latent_shape'])}",
+        f"tokens        {report['tokens']} kept, usage {report['token_usage']:.1%} "
+        f"(tau {report['tau']:.3g}, {report['reference']} reference)",
+        f"size          raw {report['raw_bytes'] / 1e6:.2f} MB -> .latok {report['bytes'] / 1e3:.1f} kB",
+        f"bitrate       {report['kbps']:.0f} kbps, {report['bpp']:.3f} bpp",
+        f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), mask {t['mask'] * 1e3:.1f} ms, "
+        + (f"lit guard {t['guard'] * 1e3:.1f} ms, " if "guard" in t else "")
+        + f"fill ({report['fill']}) {t['inpaint'] * 1e3:.1f} ms, decode {t['decode']:.2f} s ({frames / t['decode']:.2f} fps)",
+        f"quality       PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}"
+        + (f", LPIPS {report['lpips']:.4f}" if report["lpips"] is not None else ""),
+        f"outputs       {', '.join(report['outputs'].values())}",
+    ]
+    return "\n".join(lines)
