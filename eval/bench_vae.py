@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from latok.io import read_video
 from latok.evaluation.metrics import psnr
+from latok.io import read_video
 from latok.vae.taesd import TAEF2, TAEF2_DECODER, TAEF2_ENCODER, build_decoder, build_encoder, load_state
 from latok.weights import resolve_weight
 

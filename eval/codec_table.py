@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from latok.codec.bitstream import save_latok
 from latok.codec.tokenizer import LatentTokenizer, source_info
-from latok.io import load_clip
 from latok.evaluation.metrics import psnr
+from latok.io import load_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

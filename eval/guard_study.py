@@ -28,13 +28,11 @@ import json
 import math
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from latok.codec.restoration import LIT_GUARD_MARGIN, default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
-from latok.io import load_clip
-from latok.io import to_8bit_levels
+from latok.io import load_clip, to_8bit_levels
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from latok.codec.restoration import default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
-from latok.io import load_clip
 from latok.evaluation.metrics import psnr, ssim
+from latok.io import load_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

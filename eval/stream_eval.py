@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latok.codec.tokenizer import LatentTokenizer, source_info
-from latok.io import VideoWriter, load_clip, stream_clip
 from latok.codec.masking import redundancy_mask
+from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr
+from latok.io import VideoWriter, load_clip, stream_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 DAVIS = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p"

@@ -31,10 +31,10 @@ _LAZY = {
 __all__ = ["LatokError", "__version__", *_LAZY]
 
 if TYPE_CHECKING:
+    from latok.codec.packing import PackedTokens, block_diagonal_mask, collate_packed
     from latok.codec.tokenizer import LatentTokenizer
     from latok.codec.tokens import AdaptiveLatent
     from latok.io import load_clip, read_video, stream_clip, write_video
-    from latok.codec.packing import PackedTokens, block_diagonal_mask, collate_packed
     from latok.vae.base import VideoAutoencoder
     from latok.vae.registry import list_vaes, load_vae
 

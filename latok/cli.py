@@ -13,7 +13,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -365,11 +364,10 @@ def _encode_stream(args: argparse.Namespace, tokenizer) -> None:
 def run_decode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from latok._fs import check_outputs
     from latok.codec.bitstream import LatokReader, load_latok
     from latok.evaluation.reports import file_info
     from latok.io import VideoWriter, check_output_path, write_video
-
-    from latok._fs import check_outputs
 
     output = check_output_path(args.output)
     check_outputs({"-o" if output.suffix else "-o folder": output}, (args.input,))
@@ -461,8 +459,8 @@ def run_roundtrip(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     from latok._fs import check_outputs, staged_outputs
-    from latok.evaluation.reports import demo_text, roundtrip, write_outputs
     from latok.errors import OutputError
+    from latok.evaluation.reports import demo_text, roundtrip, write_outputs
     from latok.io import Clip, check_read_options, frames_to_video, load_clip
     from latok.sample import SAMPLE_FPS, sample_frames
 

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from latok._fs import AtomicWriter, atomic_path
-from latok.errors import ClipTooLargeError, InvalidInputError, LatokFormatError
 from latok.codec.header import MAX_CHUNK_POSITIONS, MAX_HEADER_BYTES, parse_header
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo, dtype_name
+from latok.errors import ClipTooLargeError, InvalidInputError, LatokFormatError
 
 MAGIC = b"LATOK\r\n\x1a"
 FORMAT_VERSION = 1

@@ -17,8 +17,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from latok.errors import LatokFormatError
 from latok.codec.masking import REFERENCES
+from latok.errors import LatokFormatError
 
 MAX_HEADER_BYTES = 1 << 20
 MAX_POSITIONS = 1 << 31  # latent positions t*h*w of one file

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latok.errors import InvalidInputError
 from latok.codec.fill import hold_fill, interp_fill, last_kept_index, next_kept_index
+from latok.errors import InvalidInputError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

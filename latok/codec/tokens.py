@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latok.errors import InvalidInputError
 from latok.codec.fill import Fill, last_kept_index
+from latok.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from latok.codec.packing import PackedTokens

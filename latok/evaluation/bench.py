@@ -25,9 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from latok._fs import atomic_path
+from latok.codec.restoration import fill_for_mask
 from latok.evaluation.baselines import AllocationContext, get_allocator
 from latok.evaluation.datasets import EvalClip
-from latok.codec.restoration import fill_for_mask
 
 RATE_TARGETED = ("infotok", "rlt", "fixed")
 

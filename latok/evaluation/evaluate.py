@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader
 
 from latok._fs import atomic_path
 from latok.codec.restoration import uses_inpainter
-from latok.evaluation.datasets import EvalClip
 from latok.errors import InvalidInputError
+from latok.evaluation.datasets import EvalClip
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ import functools
 import os
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from latok.errors import CorruptWeightsError, InvalidInputError, WeightsChecksumError, WeightsNotFoundError

@@ -34,9 +34,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
-from latok.errors import ShardFormatError
 from latok.codec.fill import hold_fill
 from latok.codec.masking import redundancy_mask, tau_for_usage
+from latok.errors import ShardFormatError
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ clip counts 0.25).
 
 from __future__ import annotations
 
-from latok.evaluation.baselines.base import ALLOCATORS, Allocation, AllocationContext, Allocator, Passes, get_allocator
 from latok.evaluation.baselines import policies as _policies  # noqa: F401  (registers the allocators)
+from latok.evaluation.baselines.base import ALLOCATORS, Allocation, AllocationContext, Allocator, Passes, get_allocator
 
 __all__ = ["ALLOCATORS", "Allocation", "AllocationContext", "Allocator", "Passes", "get_allocator"]

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from latok.evaluation.baselines.base import Allocation, AllocationContext, Passes, final_passes, register_allocator, top_fraction
-from latok.errors import InvalidInputError
 from latok.codec.masking import redundancy_mask, tau_for_usage
+from latok.errors import InvalidInputError
+from latok.evaluation.baselines.base import Allocation, AllocationContext, final_passes, register_allocator, top_fraction
 
 
 @register_allocator("latok")
