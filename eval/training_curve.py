@@ -25,7 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "eval" / "results" / "train"
-# The chain that produced checkpoints/taef2-lit-xs, in order (configs/<run>.yaml).
+# The chain that produced checkpoints/taef2-lit-xs, in order (eval/train_shipped.sh: configs/taef2_lit-xs.yaml,
+# then configs/history/<run>.yaml).
 CHAIN = (
     "taef2_lit-xs",
     "taef2_lit-xs-continued",
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "Validation: PSNR gain of unguarded lit over hold on soapbox, libby and goat (DAVIS-240p, 17 frames,",
         "usage 0.5), logged by Lightning during training. Each cycle starts from the previous cycle's export.",
         "",
-        "| cycle (configs/…yaml) | steps | validation gain by step (dB) | export: step, gain |",
+        "| cycle (configs/[history/]…yaml) | steps | validation gain by step (dB) | export: step, gain |",
         "|---|---|---|---|",
     ]
     offset = 0

@@ -63,6 +63,7 @@ def test_causal_outputs_ignore_the_future():
     assert not torch.allclose(bidirectional(sparse, keep)[:, :, :4], bidirectional(changed, changed_keep)[:, :, :4])
 
 
+@pytest.mark.slow
 def test_overfits_a_tiny_fixed_batch():
     torch.manual_seed(0)
     latent = walk(3, (2, 8, 8, 8, 8))

@@ -51,7 +51,17 @@ class SavePretrained(L.Callback):
 
 
 def train_cli(args: list[str] | None = None):
-    """Run LightningCLI on ``args`` (``fit --config ...``); returns it for inspection."""
-    from lightning.pytorch.cli import LightningCLI
+    """Run LightningCLI on ``args`` (``fit --config ...``); returns it for inspection.
 
-    return LightningCLI(InpainterModule, LatentDataModule, args=args, save_config_kwargs={"overwrite": True})
+    The resolved config is saved next to the logger's files; a run without a logger saves none,
+    rather than dropping ``config.yaml`` into the working directory."""
+    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+    class SaveConfigWithLogs(SaveConfigCallback):
+        def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+            if trainer.logger is not None:
+                super().setup(trainer, pl_module, stage)
+
+    return LightningCLI(
+        InpainterModule, LatentDataModule, args=args, save_config_callback=SaveConfigWithLogs, save_config_kwargs={"overwrite": True}
+    )
