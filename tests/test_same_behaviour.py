@@ -1,10 +1,10 @@
 """The restructuring of issue 18 changes no behaviour: ``.latok`` bytes and decoded frames are pinned by digest.
 
-Three shared clips (a static camera, a robot, a DAVIS sequence), 5 frames at 240p, encoded at
+Three shared clips (a static camera, a robot, a DAVIS sequence), 3 frames at 128p, encoded at
 the default tau and at usage 0.5 (default lit guard); each file is decoded with every fill. The
 digests were recorded before the move with::
 
-    python tests/test_same_behaviour.py --record
+    python tests/test_same_behaviour.py --record   # recorded at commit 79f52da, before the move (latok/codec.py)
 
 Float results depend on the CPU kernels and the thread count (``eval/results/thread_determinism.json``),
 so the test compares only on a machine whose torch build, CPU capability and thread count match
@@ -48,7 +48,7 @@ def compute() -> dict:
     digests = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in CLIPS.items():
-            clip = load_clip(path, frames=5, height=240)
+            clip = load_clip(path, frames=3, height=128)
             for rate, options in RATES.items():
                 tokenizer = LatentTokenizer("taef2", **options)
                 tokenizer.vae.progress = False
