@@ -135,7 +135,7 @@ def quality_part(tau: float | None = None) -> dict:
 
 
 def summary_tau(path: Path) -> float:
-    from latok.codec.bitstream import LatokReader
+    from latok.codec.reader import LatokReader
 
     with LatokReader(path) as reader:
         return float(reader.header["tau"])

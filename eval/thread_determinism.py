@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from latok.codec.bitstream import load_latok
+from latok.codec.reader import load_latok
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and usage_over_time.png into --out. Runs as a Lightning predict over all visible devices.",
     )  # fmt: skip
     _add_dataset_options(evaluate, "output directory")
-    evaluate.add_argument("--taus", default="0,default", help="comma-separated taus; 'default' is the backend's calibrated tau (default: %(default)s)")
+    evaluate.add_argument("--tau", "--taus", dest="taus", default="0,default", metavar="T[,T...]", help="comma-separated taus, as --tau takes one elsewhere; 'default' is the backend's calibrated tau (default: %(default)s)")
     evaluate.add_argument("--target-usage", default=None, metavar="U[,U...]", help="also run at these kept fractions, tau picked per clip")
     evaluate.add_argument("--fills", default="hold", help="comma-separated fills: zero, hold, interp, lit (default: %(default)s)")
     evaluate.add_argument("--pixel-guard", action="store_true",
@@ -365,7 +365,7 @@ def run_decode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from latok._fs import check_outputs
-    from latok.codec.bitstream import LatokReader, load_latok
+    from latok.codec.reader import LatokReader, load_latok
     from latok.evaluation.reports import file_info
     from latok.io import VideoWriter, check_output_path, write_video
 
@@ -398,7 +398,8 @@ def run_export(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from latok._fs import atomic_path, check_outputs
-    from latok.codec.bitstream import header_of, load_latok
+    from latok.codec.bitstream import header_of
+    from latok.codec.reader import load_latok
     from latok.codec.restoration import Inpainters, resolve
     from latok.vae import load_vae
     from latok.vae.base import parse_device

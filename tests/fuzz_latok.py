@@ -29,7 +29,9 @@ from pathlib import Path
 
 import torch
 
-from latok.codec.bitstream import LatokReader, load_latok, save_latok
+from latok.codec.bitstream import save_latok
+
+from latok.codec.reader import LatokReader, load_latok
 from latok.errors import LatokFormatError
 from latok.codec.masking import redundancy_mask
 from latok.codec.tokens import AdaptiveLatent, SourceInfo

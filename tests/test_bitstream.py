@@ -10,7 +10,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from latok.codec.bitstream import FORMAT_VERSION, MAGIC, LatokReader, LatokWriter, header_of, load_latok, save_latok
+from latok.codec.bitstream import FORMAT_VERSION, MAGIC, LatokWriter, header_of, save_latok
+
+from latok.codec.reader import LatokReader, load_latok
 from latok.errors import InvalidInputError, LatokFormatError
 from latok.codec.masking import redundancy_mask
 from latok.codec.tokens import AdaptiveLatent, SourceInfo

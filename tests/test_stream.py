@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import BLACKSWAN, needs_data, needs_weights
-from latok.codec.bitstream import LatokWriter, header_of, load_latok
+from latok.codec.bitstream import LatokWriter, header_of
+from latok.codec.reader import load_latok
 from latok.cli import main
 from latok.codec.tokenizer import LatentTokenizer
 from latok.errors import InvalidInputError

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from latok.codec import restoration
-from latok.codec.bitstream import DEFAULT_CHUNK_FRAMES, LatokReader, LatokWriter, header_of, load_latok, save_latok
+from latok.codec.bitstream import DEFAULT_CHUNK_FRAMES, LatokWriter, header_of, save_latok
+from latok.codec.reader import LatokReader, load_latok
 from latok.codec.fill import Fill
 from latok.codec.header import MAX_TAU
 from latok.codec.masking import Reference, check_rule, redundancy_mask, resolve_tau

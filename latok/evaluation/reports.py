@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from latok._fs import atomic_path
-from latok.codec.bitstream import LatokReader, bitrate, encoded_size, save_latok
+from latok.codec.bitstream import bitrate, encoded_size, save_latok
+from latok.codec.reader import LatokReader
 
 
 def file_info(path: str | Path) -> dict:

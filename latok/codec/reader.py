@@ -1,0 +1,284 @@
+"""Reading ``.latok`` files (the layout is in :mod:`latok.codec.bitstream`), with memory bounded by the file.
+
+:class:`LatokReader` validates as it goes and yields one chunk at a time, still packed
+(:meth:`LatokReader.records`) or as tensors (:meth:`LatokReader.chunks`); :func:`load_latok` reads a
+whole clip after checking that holding and decoding it fits :func:`whole_clip_limit`.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latok.codec.bitstream import (
+    CRC,
+    END_RECORD,
+    FORMAT_VERSION,
+    MAGIC,
+    MASK_HEAD,
+    MASK_RAW,
+    MASK_ZLIB,
+    PREAMBLE,
+    RECORD,
+    VALS_HEAD,
+)
+from latok.codec.header import MAX_HEADER_BYTES, parse_header
+from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo
+from latok.errors import ClipTooLargeError, InvalidInputError, LatokFormatError
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One validated MASK + VALS pair, still packed: what the file holds, nothing inflated to bools.
+
+    Attributes:
+        t_start, t_count: the latent frames it covers.
+        mask_bits: the keep bits, ``t_count * h * w`` of them, little bit order (``(t_count*h*w + 7) // 8`` bytes).
+        values: the kept vectors' raw bytes in the storage dtype (``count * C * itemsize``).
+        count: kept vectors, equal to the number of set bits.
+        mask_bytes, values_bytes: bytes the two records take in the file (record framing included).
+    """
+
+    t_start: int
+    t_count: int
+    mask_bits: bytes
+    values: bytes
+    count: int
+    mask_bytes: int
+    values_bytes: int
+
+
+class LatokReader:
+    """Read a ``.latok`` file incrementally: :attr:`header`, then :meth:`chunks` (or :meth:`records`).
+
+    Memory stays bounded by what the file holds: a record is read only after its length is
+    checked against the bytes present, a mask inflates to at most the bits its chunk declares
+    (capped by :data:`~latok.codec.header.MAX_CHUNK_POSITIONS`), and its set bits are counted and
+    matched against the values present before any bool tensor is built.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._file = open(self.path, "rb")
+        except FileNotFoundError:
+            raise LatokFormatError(f"{self.path}: no such file") from None
+        except OSError as error:
+            raise LatokFormatError(f"{self.path}: cannot open ({error.strerror})") from None
+        self._size = os.fstat(self._file.fileno()).st_size
+        preamble = self._read_exact(PREAMBLE.size, "file preamble")
+        magic, version, flags = PREAMBLE.unpack(preamble)
+        if magic != MAGIC:
+            self._fail("not a .latok file (wrong magic bytes)")
+        if version != FORMAT_VERSION:
+            self._fail(f"unsupported .latok format version {version} (this latok reads version {FORMAT_VERSION})")
+        if flags != 0:  # reserved: exactly 0 is valid, so any damage to them is caught
+            self._fail(f"reserved preamble flags are {flags:#06x}, must be 0 in format version {FORMAT_VERSION}")
+        tag, payload = self._read_record(limit=MAX_HEADER_BYTES)
+        if tag != b"HEAD":
+            self._fail(f"expected the HEAD record, found {tag!r}")
+        self.header_bytes = PREAMBLE.size + RECORD.size + len(payload) + CRC.size
+        try:
+            self.header = parse_header(payload)
+        except LatokFormatError as error:
+            self._fail(str(error))
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+        return self._size
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> LatokReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _fail(self, reason: str):
+        self._file.close()
+        raise LatokFormatError(f"{self.path}: {reason}")
+
+    def _read_exact(self, size: int, what: str) -> bytes:
+        if size > self._size - self._file.tell():
+            self._fail(f"truncated: {what} needs {size} bytes, file ends first")
+        data = self._file.read(size)
+        if len(data) != size:
+            self._fail(f"truncated while reading {what}")
+        return data
+
+    def _read_record(self, limit: int | None = None) -> tuple[bytes, bytes]:
+        head = self._read_exact(RECORD.size, "record header")
+        tag, length = RECORD.unpack(head)
+        if limit is not None and length > limit:
+            self._fail(f"{tag!r} record claims {length} bytes, more than the {limit} allowed")
+        payload = self._read_exact(length, f"{tag!r} record")
+        (crc,) = CRC.unpack(self._read_exact(CRC.size, "record checksum"))
+        if zlib.crc32(head + payload) != crc:
+            self._fail(f"checksum mismatch in {tag!r} record (file corrupt)")
+        return tag, payload
+
+    def records(self) -> Iterator[Chunk]:
+        """Yield each chunk's validated, still-packed :class:`Chunk`; the END record is checked last."""
+        _, channels, frames, height, width = self.header["shape"]
+        itemsize = STORAGE_DTYPES[self.header["dtype"]].itemsize
+        chunk_frames = self.header["chunk_frames"]
+        t_expected, tokens, chunks = 0, 0, 0
+        while True:
+            tag, payload = self._read_record()
+            if tag == b"END\x00":
+                break
+            if tag != b"MASK":
+                self._fail(f"expected a MASK or END record, found {tag!r}")
+            mask_bytes = len(payload) + RECORD.size + CRC.size
+            tag, values = self._read_record()
+            if tag != b"VALS" or len(values) < VALS_HEAD.size:
+                self._fail(f"expected a VALS record after MASK, found {tag!r}")
+            t_start, count = VALS_HEAD.unpack_from(values)
+            if t_start != t_expected or len(values) - VALS_HEAD.size != count * channels * itemsize:
+                self._fail(f"VALS record at latent frame {t_start} does not match its mask")
+            t_count, bits = self._parse_mask(payload, t_expected, frames, height, width, chunk_frames, count)
+            yield Chunk(t_start, t_count, bits, values[VALS_HEAD.size :], count, mask_bytes, len(values) + RECORD.size + CRC.size)
+            t_expected += t_count
+            tokens += count
+            chunks += 1
+        if len(payload) != END_RECORD.size or END_RECORD.unpack(payload) != (chunks, tokens) or t_expected != frames:
+            self._fail(f"END record does not match the {chunks} chunks read ({t_expected} of {frames} latent frames)")
+        if self._file.tell() != self._size:
+            self._fail("trailing bytes after the END record")
+
+    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(keep (1, k, h, w) bool, values (n, C))`` per chunk, validating as it goes."""
+        _, channels, _, height, width = self.header["shape"]
+        dtype = STORAGE_DTYPES[self.header["dtype"]]
+        for chunk in self.records():
+            positions = chunk.t_count * height * width
+            bits = np.unpackbits(np.frombuffer(chunk.mask_bits, dtype=np.uint8), count=positions, bitorder="little")
+            keep = torch.from_numpy(bits.view(np.bool_)).view(1, chunk.t_count, height, width)
+            if chunk.count:
+                values = torch.frombuffer(bytearray(chunk.values), dtype=dtype).view(chunk.count, channels)
+            else:
+                values = torch.empty(0, channels, dtype=dtype)
+            yield keep, values
+
+    def _parse_mask(
+        self, payload: bytes, t_expected: int, frames: int, height: int, width: int, chunk_frames: int, count: int
+    ) -> tuple[int, bytes]:
+        """Check a MASK record against the header and the VALS count; return ``(t_count, packed bits)``."""
+        if len(payload) < MASK_HEAD.size:
+            self._fail("MASK record too short")
+        t_start, t_count, codec = MASK_HEAD.unpack_from(payload)
+        if t_start != t_expected or t_count < 1 or t_start + t_count > frames or t_count > chunk_frames:
+            self._fail(
+                f"MASK record covers latent frames {t_start}..{t_start + t_count}, expected to start at "
+                f"{t_expected} and cover 1..{chunk_frames} of {frames}"
+            )
+        positions = t_count * height * width  # <= MAX_CHUNK_POSITIONS, checked with the header
+        expected = (positions + 7) // 8
+        data = payload[MASK_HEAD.size :]
+        if codec == MASK_ZLIB:
+            inflater = zlib.decompressobj()
+            try:
+                data = inflater.decompress(data, expected + 1)  # never more than the chunk declares
+            except zlib.error as error:
+                self._fail(f"MASK record does not inflate ({error})")
+            if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+                self._fail("MASK record does not inflate to exactly its declared bits")
+        elif codec != MASK_RAW:
+            self._fail(f"unknown mask codec {codec}")
+        if len(data) != expected:
+            self._fail(f"MASK record holds {len(data)} bytes, expected {expected}")
+        packed = np.frombuffer(data, dtype=np.uint8)
+        spare = expected * 8 - positions
+        if spare and packed[-1] >> (8 - spare):
+            self._fail("MASK record sets bits past its last position")
+        if int(np.bitwise_count(packed).sum(dtype=np.int64)) != count:
+            self._fail(f"MASK record at latent frame {t_start} keeps a different number of positions than its VALS record holds")
+        if t_start == 0 and not _all_set(packed, height * width):
+            self._fail("latent frame 0 must be fully kept")
+        return t_count, data
+
+
+def _all_set(packed: np.ndarray, bits: int) -> bool:
+    """Are the first ``bits`` bits (little bit order) of ``packed`` all 1?"""
+    whole, rest = divmod(bits, 8)
+    return bool((packed[:whole] == 0xFF).all()) and (not rest or (packed[whole] & ((1 << rest) - 1)) == (1 << rest) - 1)
+
+
+MEMORY_LIMIT_ENV = "LATOK_MAX_MEMORY_GB"
+
+
+def whole_clip_limit() -> int:
+    """Bytes a whole-clip load may plan for: ``$LATOK_MAX_MEMORY_GB``, else half the machine's memory."""
+    value = os.environ.get(MEMORY_LIMIT_ENV)
+    if value:
+        try:
+            gigabytes = float(value)
+        except ValueError:
+            raise InvalidInputError(f"{MEMORY_LIMIT_ENV}={value!r} is not a number of GiB") from None
+        if not 0 < gigabytes < 1 << 20:
+            raise InvalidInputError(f"{MEMORY_LIMIT_ENV}={value!r} must be a positive number of GiB")
+        return int(gigabytes * (1 << 30))
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a modest machine
+        return 8 << 30
+
+
+def whole_clip_bytes(header: dict) -> int:
+    """Memory a whole-clip load and decode of ``header``'s clip needs at least: its keep mask,
+    its restored float32 latent, and its decoded float32 video."""
+    _, channels, frames, height, width = header["shape"]
+    source = header["source"]
+    positions = frames * height * width
+    return positions * (1 + 4 * channels) + source["frames"] * source["height"] * source["width"] * 3 * 4
+
+
+def load_latok(path: str | os.PathLike) -> AdaptiveLatent:
+    """Read a whole ``.latok`` file into an :class:`AdaptiveLatent`.
+
+    Raises:
+        LatokFormatError: the file is missing, truncated, corrupt or malformed.
+        ClipTooLargeError: the clip it declares needs more memory than :func:`whole_clip_limit`
+            to hold and decode at once (decode it with :meth:`~latok.LatentTokenizer.decode_stream`).
+    """
+    with LatokReader(path) as reader:
+        header = reader.header
+        needed, limit = whole_clip_bytes(header), whole_clip_limit()
+        if needed > limit:
+            raise ClipTooLargeError(
+                f"{path}: its {header['source']['frames']}-frame clip needs about {needed / (1 << 30):.1f} GiB to decode "
+                f"at once, over the {limit / (1 << 30):.1f} GiB limit ({MEMORY_LIMIT_ENV}); decode it with --stream"
+            )
+        parts = list(reader.chunks())
+    keep = torch.cat([k for k, _ in parts], dim=1)
+    values = torch.cat([v for _, v in parts])
+    source = dict(header["source"])
+    for key in ("source_size", "resized_size", "crop"):
+        if source[key] is not None:
+            source[key] = tuple(source[key])
+    try:
+        return AdaptiveLatent(
+            values=values,
+            keep=keep,
+            shape=tuple(header["shape"]),
+            backend=header["backend"],
+            backend_config=header["backend_config"],
+            tau=float(header["tau"]),
+            source=SourceInfo(**source),
+            target_usage=header["target_usage"],
+            reference=header["reference"],
+            keyframe_interval=header["keyframe_interval"],
+            lit_frames=None if header["lit_frames"] is None else tuple(c == "1" for c in header["lit_frames"]),
+            lit_model=header["lit_model"],
+        )
+    except InvalidInputError as error:
+        raise LatokFormatError(f"{path}: inconsistent contents ({error})") from None
