@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from latok._fs import atomic_path
+from latok.codec.bitstream import bitrate, encoded_size
 from latok.codec.restoration import uses_inpainter
 from latok.errors import InvalidInputError
 from latok.evaluation.datasets import EvalClip
@@ -146,11 +147,11 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
             continue
         model_fills = any(uses_inpainter(fill) for fill in fills)
         adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage, lit_guard=model_fills, video=video)
-        size = _latok_size(adaptive)
+        size = encoded_size(adaptive)
         common = {
             "rate": rate.key, "tau": adaptive.tau, "target_usage": rate.target_usage,
             "token_usage": adaptive.token_usage, "bytes": size,
-            "bpp": size * 8 / (source.frames * source.height * source.width),
+            "bpp": bitrate(size, source.frames, source.height, source.width, source.fps)["bpp"],
             "usage_per_frame": adaptive.keep.float().mean(dim=(-2, -1))[0].tolist(),
         }  # fmt: skip
         nothing_dropped = bool(adaptive.keep.all())
@@ -171,15 +172,6 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
         "latent_shape": list(latent.shape), "seconds": (done or {}).get("seconds", 0.0) + time.perf_counter() - started,
         "settings": settings.fingerprint(), "runs": runs,
     }  # fmt: skip
-
-
-def _latok_size(adaptive) -> int:
-    import tempfile
-
-    from latok.codec.bitstream import save_latok
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return save_latok(adaptive, Path(tmp) / "clip.latok").stat().st_size
 
 
 def previous_result(clip: EvalClip, out: Path, settings: EvalSettings) -> dict | None:
