@@ -252,8 +252,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """The error's message as one line.  An error re-raised from a DataLoader worker carries the
+    worker's traceback in its message: its last line is the original message."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if len(lines) > 1 and "Original Traceback" in str(error):
+        return lines[-1].split(": ", 1)[-1] if lines[-1].startswith(("latok.errors.", type(error).__name__)) else lines[-1]
+    return lines[0]
 
 
 class _Terminated(BaseException):
