@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from latok.codec.motion import warp
+
 Fill = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -42,6 +44,17 @@ def interp_fill(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     span = (following - previous).clamp(min=1)
     weight = torch.where(has_next, (time - previous) / span, torch.zeros((), device=keep.device))
     return torch.lerp(before, after, weight.unsqueeze(1).to(latent.dtype))
+
+
+def motion_hold_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """Hold along the motion: each dropped position repeats the previous *restored* frame warped by
+    its frame's translation ``motion`` ``(B, t, 2)`` (:mod:`latok.codec.motion`).  A zero motion is
+    exactly :func:`hold_fill`."""
+    restored = [latent[:, :, 0]]
+    for t in range(1, latent.shape[2]):
+        moved = warp(restored[-1], motion[:, t])
+        restored.append(torch.where(keep[:, t].unsqueeze(1), latent[:, :, t], moved))
+    return torch.stack(restored, dim=2)  # (B, C, t, h, w)
 
 
 def last_kept_index(keep: torch.Tensor) -> torch.Tensor:

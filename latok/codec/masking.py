@@ -24,6 +24,7 @@ from typing import Literal
 
 import torch
 
+from latok.codec.motion import warp
 from latok.errors import InvalidInputError
 
 Reference = Literal["last-kept", "previous"]
@@ -81,6 +82,7 @@ def redundancy_mask(
     reference: Reference = "last-kept",
     keyframe_interval: int | None = None,
     state: MaskState | None = None,
+    motion: torch.Tensor | None = None,
 ) -> MaskResult:
     """Keep mask of the temporal-L1 rule.
 
@@ -92,6 +94,9 @@ def redundancy_mask(
         state: the previous chunk's :attr:`MaskResult.state` when masking a stream chunk by
             chunk; masking then continues where it stopped (no forced first frame), so
             chunked masks equal the mask of the whole stream.
+        motion: ``(B, t, 2)`` per-frame translations (:func:`latok.codec.motion.estimate_motion`);
+            the reference is warped by each frame's translation before it is compared, so
+            content that only moved is dropped.  ``None``: positions are compared in place.
 
     Returns:
         A :class:`MaskResult` whose ``state`` continues the stream.
@@ -110,8 +115,12 @@ def redundancy_mask(
                 f"stream chunk latent {tuple(latent.shape)} does not continue a stream of (B, C, h, w) = {tuple(state.reference.shape)}"
             )
         ref, start, offset = state.reference.to(latent.device, torch.float32), 0, state.frames
+    if motion is not None and motion.shape != (batch, frames, 2):
+        raise InvalidInputError(f"motion must be (B, t, 2) = {(batch, frames, 2)}, got {tuple(motion.shape)}")
     for t in range(start, frames):
         current = latent[:, :, t]
+        if motion is not None:
+            ref = warp(ref, motion[:, t].to(latent.device))
         d = (current - ref).abs().mean(dim=1)  # (B, h, w)
         kept = d >= tau
         if keyframe_interval and (offset + t) % keyframe_interval == 0:
@@ -131,8 +140,10 @@ def tau_for_usage(
     target_usage: float,
     reference: Reference = "last-kept",
     keyframe_interval: int | None = None,
+    motion: torch.Tensor | None = None,
 ) -> float:
-    """The tau at which :func:`redundancy_mask` keeps about ``target_usage`` of the positions.
+    """The tau at which :func:`redundancy_mask` keeps about ``target_usage`` of the positions
+    (with ``motion``, of the motion-compensated rule).
 
     With ``"previous"`` d does not depend on tau, so tau is read off the sorted d
     exactly.  With ``"last-kept"`` it is found by bisection on tau (about 40 cheap
@@ -143,7 +154,7 @@ def tau_for_usage(
         raise InvalidInputError(f"target usage must be in (0, 1], got {target_usage}")
     if target_usage >= 1.0:
         return 0.0
-    previous = redundancy_mask(latent, 0.0, "previous", keyframe_interval)
+    previous = redundancy_mask(latent, 0.0, "previous", keyframe_interval, motion=motion)
     free = previous.distance[torch.isfinite(previous.distance)]
     if free.numel() == 0:
         return 0.0
@@ -151,7 +162,10 @@ def tau_for_usage(
     wanted = round(target_usage * total) - (total - free.numel())  # positions to keep beyond the forced ones
     # Above this tau nothing after frame 0 is kept in either mode: no d against the previous
     # frame, nor against frame 0 (the last-kept reference when nothing else is kept), reaches it.
-    from_first = (latent.float() - latent[:, :, :1].float()).abs().mean(dim=1).max()
+    if motion is None:
+        from_first = (latent.float() - latent[:, :, :1].float()).abs().mean(dim=1).max()
+    else:  # a warped reference is a convex combination of latent values: no d exceeds twice the largest |z|
+        from_first = 2 * latent.float().abs().max()
     ceiling = max(float(free.max()), float(from_first)) * (1 + 1e-6) + 1e-6
     if wanted <= 0:
         return ceiling
@@ -160,7 +174,7 @@ def tau_for_usage(
     low, high = 0.0, ceiling
     for _ in range(_BISECTION_STEPS):
         middle = 0.5 * (low + high)
-        if redundancy_mask(latent, middle, reference, keyframe_interval).usage > target_usage:
+        if redundancy_mask(latent, middle, reference, keyframe_interval, motion=motion).usage > target_usage:
             low = middle
         else:
             high = middle
