@@ -64,9 +64,11 @@ def estimate_shift(current: torch.Tensor, previous: torch.Tensor, radius: int = 
     candidates = sorted(((dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)), key=lambda v: (abs(v[0]) + abs(v[1]), v))
     best = torch.zeros(batch, 2, device=current.device)
     best_error = _mismatch(current, previous, best, margin)
-    for dy, dx in candidates[1:]:
+    inner = current[:, :, margin : height - margin, margin : width - margin]
+    for dy, dx in candidates[1:]:  # integer shifts of the interior are slices: what warp gives there, exactly
         shift = torch.tensor([[dy, dx]], dtype=torch.float32, device=current.device).expand(batch, 2)
-        error = _mismatch(current, previous, shift, margin)
+        moved = previous[:, :, margin - dy : height - margin - dy, margin - dx : width - margin - dx]
+        error = (inner - moved).abs().mean(dim=(1, 2, 3))
         better = error < best_error
         best = torch.where(better.unsqueeze(1), shift, best)
         best_error = torch.minimum(error, best_error)
