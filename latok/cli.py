@@ -47,6 +47,9 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     rate.add_argument("--target-usage", type=float, metavar="U", help="keep about this fraction of tokens, tau picked per clip")
     parser.add_argument("--reference", choices=("last-kept", "previous"), default="last-kept", help="masking reference (default: %(default)s)")
     parser.add_argument("--keyframe-interval", type=int, default=None, metavar="K", help="keep every K-th latent frame whole (default: off)")
+    parser.add_argument("--motion", choices=("none", "global"), default="none",
+                        help="compare each position with the reference warped by the frame's global translation, estimated from "
+                        "the latents (stored in the file; such files restore with the motion-compensated hold) (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="storage dtype of kept values (default: %(default)s)")
     parser.add_argument("--lit-guard", action=argparse.BooleanOptionalAction, default=True,
                         help="run the inpainter once at encode time and record, per latent frame, whether it beats hold "
@@ -303,6 +306,7 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
             "storage_dtype": getattr(torch, args.dtype),
             "lit_guard": args.lit_guard,
             "pixel_guard": args.pixel_guard,
+            "motion": args.motion,
         }
     tokenizer = LatentTokenizer(backend, fill=getattr(args, "fill", None), inpainter=getattr(args, "inpainter", None), **mask, **options)
     tokenizer.vae.progress = True

@@ -30,23 +30,27 @@ from pathlib import Path
 import torch
 
 from latok.codec.bitstream import save_latok
-
-from latok.codec.reader import LatokReader, load_latok
-from latok.errors import LatokFormatError
 from latok.codec.masking import redundancy_mask
+from latok.codec.reader import LatokReader, load_latok
 from latok.codec.tokens import AdaptiveLatent, SourceInfo
+from latok.errors import LatokFormatError
 
 PREAMBLE = struct.Struct("<8sHH")
 RECORD = struct.Struct("<4sI")
 CASE_SECONDS = 2.0
 
 
-def valid_file(frames: int = 6, chunk_frames: int = 2) -> bytes:
+def valid_file(frames: int = 6, chunk_frames: int = 2, motion: bool = False) -> bytes:
+    """A small valid file: format version 1, or version 2 with MOTN records when ``motion``."""
     generator = torch.Generator().manual_seed(0)
     latent = (torch.randn(1, 8, frames, 6, 10, generator=generator) * 0.4).cumsum(dim=2)
+    vectors = torch.rand(1, frames, 2, generator=generator) * 2 - 1 if motion else None
+    if vectors is not None:
+        vectors[:, 0] = 0
     adaptive = AdaptiveLatent.from_dense(
-        latent, redundancy_mask(latent, 0.3).keep, backend="taef2", backend_config="abc123", tau=0.3,
+        latent, redundancy_mask(latent, 0.3, motion=vectors).keep, backend="taef2", backend_config="abc123", tau=0.3,
         source=SourceInfo(frames=frames, height=48, width=80, fps=25.0, source_size=(96, 160), crop=(0, 0, 48, 80)),
+        motion=vectors,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         return save_latok(adaptive, Path(tmp) / "v.latok", chunk_frames=chunk_frames).read_bytes()
@@ -141,6 +145,9 @@ def mutate_records(records: list[tuple[bytes, bytes]], rng: random.Random) -> li
             payload = struct.pack("<II", t_start, count) + payload[8:]
         elif action == 3:  # lengths: cut or pad the payload
             payload = payload[: rng.randrange(len(payload) + 1)] if rng.random() < 0.5 else payload + bytes(rng.randint(1, 64))
+        elif action == 2 and tag == b"MOTN" and len(payload) >= 8:  # translations: huge, non-finite, wrong extent
+            value = rng.choice([float("nan"), float("inf"), 1e30, -1e3, 0.5])
+            payload = payload[:8] + struct.pack("<f", value) * ((len(payload) - 8) // 4) if rng.random() < 0.7 else struct.pack("<II", rng.randrange(9), rng.randrange(9)) + payload[8:]
         elif action == 4 and tag == b"END\x00":
             payload = struct.pack("<IQ", rng.choice([0, 1, 2**32 - 1]), rng.choice([0, 1, 2**64 - 1]))
         elif action == 5:
@@ -149,7 +156,7 @@ def mutate_records(records: list[tuple[bytes, bytes]], rng: random.Random) -> li
         elif action == 6:
             records.insert(index, (tag, payload))
         else:
-            tag = rng.choice([b"MASK", b"VALS", b"END\x00", b"HEAD", b"JUNK"])
+            tag = rng.choice([b"MASK", b"VALS", b"MOTN", b"END\x00", b"HEAD", b"JUNK"])
         records[index] = (tag, payload)
     return records
 
@@ -164,13 +171,14 @@ def read(path: Path) -> None:
 
 def fuzz(cases: int, seed: int) -> dict:
     rng = random.Random(seed)
-    preamble, header, records = split(valid_file())
+    bases = [split(valid_file()), split(valid_file(motion=True))]
     outcomes: dict[str, int] = {}
     slowest = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "case.latok"
         for case in range(cases):
             raw: list[str] = []
+            preamble, header, records = bases[case % 2]
             kind = rng.random()
             case_preamble, case_header, case_records = preamble, header, records
             if kind < 0.55:

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import needs_weights
-from latok.evaluation.baselines import AllocationContext, get_allocator
-from latok.evaluation.baselines.policies import smallest_passing
-from latok.errors import InvalidInputError
+
 from latok.codec.fill import hold_fill
 from latok.codec.masking import redundancy_mask
+from latok.errors import InvalidInputError
+from latok.evaluation.baselines import AllocationContext, get_allocator
+from latok.evaluation.baselines.policies import smallest_passing
 
 SCALE = 2  # toy "decoder": each latent cell covers 2x2 pixels
 
@@ -130,9 +130,10 @@ def test_fixed_rate_random_and_frames():
 def test_bench_runs_every_allocator_like_for_like(tmp_path, capsys):
     import json
 
+    from test_eval import frames
+
     from latok.cli import main
     from latok.io import write_video
-    from test_eval import frames
 
     write_video(tmp_path / "clips" / "moving.mp4", frames(5, moving=True), fps=10)
     write_video(tmp_path / "clips" / "still.mp4", frames(5, seed=3, moving=False), fps=10)
@@ -159,10 +160,11 @@ def test_bench_runs_every_allocator_like_for_like(tmp_path, capsys):
 
 @needs_weights
 def test_bench_resumes_after_the_last_finished_clip(tmp_path, monkeypatch):
-    from latok.evaluation import bench as bench_module
-    from latok.cli import main
-    from latok.io import write_video
     from test_eval import frames
+
+    from latok.cli import main
+    from latok.evaluation import bench as bench_module
+    from latok.io import write_video
 
     for index in range(3):
         write_video(tmp_path / "clips" / f"c{index}.mp4", frames(3, seed=index, moving=True), fps=10)

@@ -11,11 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from latok.codec.bitstream import FORMAT_VERSION, MAGIC, LatokWriter, header_of, save_latok
-
-from latok.codec.reader import LatokReader, load_latok
-from latok.errors import InvalidInputError, LatokFormatError
 from latok.codec.masking import redundancy_mask
+from latok.codec.reader import LatokReader, load_latok
 from latok.codec.tokens import AdaptiveLatent, SourceInfo
+from latok.errors import InvalidInputError, LatokFormatError
 
 
 def make_adaptive(seed: int = 0, frames: int = 9, dtype=torch.float16, tau: float = 0.3) -> AdaptiveLatent:
@@ -83,7 +82,7 @@ def test_chunks_stream_in_order(tmp_path):
     adaptive = make_adaptive(frames=10)
     path = save_latok(adaptive, tmp_path / "a.latok", chunk_frames=4)
     with LatokReader(path) as reader:
-        sizes = [keep.shape[1] for keep, _ in reader.chunks()]
+        sizes = [keep.shape[1] for keep, _, _ in reader.chunks()]
     assert sizes == [4, 4, 2]
 
 
@@ -127,7 +126,7 @@ def read_bytes(tmp_path, data: bytes, name: str = "x.latok") -> AdaptiveLatent:
     "damage, message",
     [
         (lambda d: b"NOTLATOK" + d[8:], "wrong magic"),
-        (lambda d: d[:8] + struct.pack("<H", FORMAT_VERSION + 1) + d[10:], "unsupported .latok format version 2"),
+        (lambda d: d[:8] + struct.pack("<H", FORMAT_VERSION + 1) + d[10:], "unsupported .latok format version 3"),
         (lambda d: d[:-1], "truncated"),
         (lambda d: d[: len(d) // 2], "truncated"),
         (lambda d: d[:5], "truncated"),

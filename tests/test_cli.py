@@ -7,12 +7,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, needs_weights
+
 from latok.cli import main
-from latok.io import load_clip
 from latok.evaluation.metrics import psnr
-from latok.io import frames_to_video
+from latok.io import frames_to_video, load_clip
 from latok.sample import sample_frames
 
 

@@ -7,16 +7,15 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from conftest import DATA, needs_data, needs_weights
+
 from latok.cli import main
 from latok.codec.restoration import LIT_GUARD_MARGIN, default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.errors import InvalidInputError
-from latok.io import load_clip, read_video
 from latok.evaluation.metrics import psnr, ssim
+from latok.io import frames_to_video, load_clip, read_video
 from latok.sample import sample_frames
-from latok.io import frames_to_video
 
 pytestmark = needs_weights
 
@@ -286,6 +285,7 @@ def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
 @pytest.mark.parametrize("backend", ["wan2.1", "cogvideox"])
 def test_pixel_guard_refuses_backends_that_decode_frames_together(backend):
     from conftest import tiny_diffusers_model
+
     from latok import load_vae
     from latok.codec.restoration import guard_by_decoded_pixels
 

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import needs_weights
 from PIL import Image
 
-from conftest import needs_weights
 from latok.cli import main
-from latok.evaluation.datasets import ClipProtocol, davis, load_dataset, tokenbench, video_folder
 from latok.errors import InvalidInputError, VideoNotFoundError
+from latok.evaluation.datasets import ClipProtocol, davis, load_dataset, tokenbench, video_folder
 from latok.io import write_video
 
 

@@ -27,8 +27,8 @@ import torch
 from conftest import ROOT, WEIGHTS, needs_weights
 
 from latok.cli import main
-from latok.training.data import read_samples, write_shard
 from latok.errors import ShardFormatError
+from latok.training.data import read_samples, write_shard
 
 
 class _Payload:
@@ -149,8 +149,8 @@ def refused(argv: list[str], capsys, root: Path, match: str) -> str:
 def clip_dir(tmp_path_factory) -> Path:
     """A folder with a short mp4 and a valid .latok (no weights needed to make either)."""
     from latok.codec.bitstream import save_latok
-    from latok.io import write_video
     from latok.codec.tokens import AdaptiveLatent, SourceInfo
+    from latok.io import write_video
 
     root = tmp_path_factory.mktemp("clip")
     frames = np.random.default_rng(0).integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
@@ -284,6 +284,7 @@ BAD_HEADERS = [
     ("source.fps", 0), ("source.fps", "=NaN"), ("source.fps", "=Infinity"), ("source.frames", 0),
     ("source.crop", [0, 0, "=Infinity", 48]), ("source.crop", "=[0,0,Infinity,48]"), ("source.height", 10**6),
     ("source.frames", 1000), ("extra_key", 1), ("source", "=" + "[" * 50_000 + "]" * 50_000),
+    ("motion", "local"), ("motion", 1), ("motion", "global"),  # the last: a version-1 file cannot carry motion
 ]
 
 
@@ -294,7 +295,7 @@ def test_headers_with_a_valid_crc_but_bad_values_are_one_error(work, capsys, com
     (work / "bad.latok").write_bytes(forge(data, _edit(_header(data), field, value)))
     argv = {"info": ["info", work / "bad.latok"], "decode": ["decode", work / "bad.latok", "-o", work / "o.mp4"],
             "export": ["export", work / "bad.latok", "-o", work / "o.safetensors"]}[command]  # fmt: skip
-    refused(argv, capsys, work, "bad.latok: .*(malformed header|exceeds|larger than)")
+    refused(argv, capsys, work, "bad.latok: .*(malformed header|exceeds|larger than|cannot carry motion)")
 
 
 @pytest.mark.parametrize("flags", [1, 0x8000])

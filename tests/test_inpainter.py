@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latok.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError
 from latok.codec.fill import hold_fill
 from latok.codec.inpainter import InpainterConfig, InpaintingTransformer, preset, project_l1_ball
 from latok.codec.masking import redundancy_mask
+from latok.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError
 
 TINY = InpainterConfig(latent_channels=8, width=32, depth=1, heads=2)
 

@@ -8,9 +8,9 @@ import av
 import numpy as np
 import pytest
 import torch
+from conftest import BLACKSWAN, DATA, needs_data
 from PIL import Image
 
-from conftest import BLACKSWAN, DATA, needs_data
 from latok.errors import (
     CorruptVideoError,
     EmptyVideoError,
@@ -21,8 +21,8 @@ from latok.errors import (
     VideoNotFoundError,
     VideoWriteError,
 )
-from latok.io import frames_to_video, load_clip, read_video, video_to_frames, write_video
 from latok.evaluation.metrics import psnr
+from latok.io import frames_to_video, load_clip, read_video, video_to_frames, write_video
 from latok.sample import sample_frames
 
 

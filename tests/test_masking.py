@@ -7,10 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latok.errors import InvalidInputError
 from latok.codec.fill import hold_fill, interp_fill, staleness, zero_fill
-from latok.codec.restoration import get_fill
 from latok.codec.masking import redundancy_mask, resolve_tau, tau_for_usage
+from latok.codec.restoration import get_fill
+from latok.errors import InvalidInputError
 
 
 def random_latent(seed: int, frames: int = 6, size: int = 5, channels: int = 4) -> torch.Tensor:

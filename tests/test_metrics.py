@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import WEIGHTS
 
 from latok.errors import InvalidInputError
 from latok.evaluation.metrics import lpips, psnr, ssim
-
-from conftest import WEIGHTS
 
 needs_lpips = pytest.mark.skipif(
     not (WEIGHTS / "lpips_vgg16.safetensors").is_file(), reason=f"LPIPS weights not found in {WEIGHTS}"

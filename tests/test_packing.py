@@ -7,17 +7,17 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_weights, tiny_diffusers_model
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import needs_weights, tiny_diffusers_model
-from latok.codec.bitstream import save_latok
 from latok.cli import main
-from latok.codec.tokenizer import LatentTokenizer
-from latok.errors import InvalidInputError
+from latok.codec.bitstream import save_latok
 from latok.codec.masking import redundancy_mask
 from latok.codec.packing import PackedTokens, block_diagonal_mask, collate_packed
+from latok.codec.tokenizer import LatentTokenizer
 from latok.codec.tokens import AdaptiveLatent, SourceInfo
+from latok.errors import InvalidInputError
 from latok.vae import load_vae
 
 

@@ -6,16 +6,16 @@ import json
 
 import pytest
 import torch
-
 from conftest import BLACKSWAN, needs_data, needs_weights
-from latok.codec.bitstream import LatokWriter, header_of
-from latok.codec.reader import load_latok
+
 from latok.cli import main
+from latok.codec.bitstream import LatokWriter, header_of
+from latok.codec.inpainter import InpainterConfig, InpaintingTransformer
+from latok.codec.masking import redundancy_mask
+from latok.codec.reader import load_latok
 from latok.codec.tokenizer import LatentTokenizer
 from latok.errors import InvalidInputError
-from latok.codec.inpainter import InpainterConfig, InpaintingTransformer
 from latok.io import VideoWriter, frames_to_video, load_clip, stream_clip, write_video
-from latok.codec.masking import redundancy_mask
 from latok.sample import sample_frames
 
 
@@ -205,6 +205,7 @@ def test_stream_errors(tokenizer, sample, tmp_path):
 
 def test_temporal_backends_cannot_stream(tmp_path):
     from conftest import tiny_diffusers_model
+
     from latok.vae import load_vae
 
     tokenizer = LatentTokenizer(load_vae("wan2.1", model=tiny_diffusers_model("wan2.1")), tau=0.1)

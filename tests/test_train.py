@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATA, ROOT, needs_data, needs_weights
+
 from latok.cli import main
 from latok.training.data import LatentDataModule, read_samples, write_shard
 
@@ -151,9 +151,9 @@ def test_save_pretrained_keeps_the_best_validated_model(tmp_path):
 
 
 def test_stream_context_crops_look_like_what_decode_stream_passes(shards):
-    from latok.training.data import CropDataset, as_stream_context, shard_urls
     from latok.codec.fill import hold_fill
     from latok.codec.masking import redundancy_mask
+    from latok.training.data import CropDataset, as_stream_context, shard_urls
 
     latent = (torch.randn(1, 4, 8, 3, 3, generator=torch.Generator().manual_seed(0)) * 0.3).cumsum(dim=2)
     keep = redundancy_mask(latent, 0.3).keep

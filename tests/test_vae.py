@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import BLACKSWAN, DIFFUSERS_BACKENDS, needs_data, tiny_diffusers_model
+
 from latok import LatokError, load_vae
 from latok.errors import InvalidInputError, UnknownBackendError, WeightsNotFoundError
 from latok.vae import list_vaes, vae_class

@@ -8,11 +8,16 @@ Layout (all integers little-endian)::
     records  ...       each: tag (4 bytes) | length u32 | payload | crc32 u32 of tag+length+payload
 
     HEAD  JSON header (sorted keys): backend, tau, shapes, storage dtype, source framing, chunking,
-          and the lit guard (``lit_frames``: one "0"/"1" per latent frame, ``lit_model``), or nulls
+          and the lit guard (``lit_frames``: one "0"/"1" per latent frame, ``lit_model``), or nulls;
+          in version 2, ``motion`` ("global") when the rule was motion-compensated
     MASK  one per chunk: t_start u32, t_count u32, codec u8 (0 raw, 1 zlib), keep bits
           (bit-packed, one bit per position in (t, y, x) order, little bit order)
     VALS  one per chunk: t_start u32, count u32, the chunk's kept vectors (count x C, storage dtype)
+    MOTN  version 2 with motion, one per chunk: t_start u32, t_count u32, (dy, dx) float32 per latent frame
     END   chunk count u32, total kept vectors u64
+
+A file without motion is written as version 1, byte for byte what earlier latok wrote; readers
+take both versions.
 
 Chunks cover ``chunk_frames`` latent frames each, so a long video can be
 written and read incrementally (:class:`LatokWriter`, :class:`LatokReader`).
@@ -43,13 +48,15 @@ from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, dtype_name
 from latok.errors import InvalidInputError, LatokFormatError
 
 MAGIC = b"LATOK\r\n\x1a"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version written (for files with motion); version 1 has no motion
+VERSIONS = (1, 2)
 PREAMBLE = struct.Struct("<8sHH")
 RECORD = struct.Struct("<4sI")
 CRC = struct.Struct("<I")
 MASK_HEAD = struct.Struct("<IIB")
 VALS_HEAD = struct.Struct("<II")
 END_RECORD = struct.Struct("<IQ")
+MOTN_HEAD = struct.Struct("<II")
 DEFAULT_CHUNK_FRAMES = 16
 MASK_RAW, MASK_ZLIB = 0, 1
 
@@ -68,6 +75,7 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
         "keyframe_interval": adaptive.keyframe_interval,
         "lit_frames": None if adaptive.lit_frames is None else "".join("1" if f else "0" for f in adaptive.lit_frames),
         "lit_model": adaptive.lit_model,
+        **({"motion": "global"} if adaptive.motion is not None else {}),  # absent, not null: version-1 bytes stay as they were
         "reference": adaptive.reference,
         "shape": list(adaptive.shape),
         "source": asdict(adaptive.source),
@@ -115,7 +123,8 @@ class LatokWriter(AtomicWriter):
         self._context = atomic_path(self.path)
         self._tmp = self._context.__enter__()
         self._file = open(self._tmp, "wb")
-        self._file.write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0))
+        self.motion = header.get("motion") is not None
+        self._file.write(PREAMBLE.pack(MAGIC, FORMAT_VERSION if self.motion else 1, 0))
         self._file.write(_record(b"HEAD", _header_payload(self._with_counts(_UNKNOWN, _UNKNOWN))))
 
     @staticmethod
@@ -133,9 +142,10 @@ class LatokWriter(AtomicWriter):
         shape[2] = latent_frames
         return {**self.header, "shape": shape, "source": {**self.header["source"], "frames": video_frames}}
 
-    def write_chunk(self, keep: torch.Tensor, values: torch.Tensor, video_frames: int | None = None) -> None:
+    def write_chunk(self, keep: torch.Tensor, values: torch.Tensor, video_frames: int | None = None, motion: torch.Tensor | None = None) -> None:
         """``keep``: ``(1, k, h, w)`` bool; ``values``: ``(keep.sum(), C)`` in the storage dtype;
-        ``video_frames``: frames of video the chunk covers (open-ended streams only)."""
+        ``video_frames``: frames of video the chunk covers (open-ended streams only);
+        ``motion``: ``(1, k, 2)`` float32 per-frame translations, exactly when the header has ``motion``."""
         _, channels, frames, height, width = self.header["shape"]
         if self.open_ended:
             if video_frames is None or video_frames < 1:
@@ -150,12 +160,17 @@ class LatokWriter(AtomicWriter):
             raise InvalidInputError(f"a chunk covers {t_count} latent frames, more than the header's {self.header['chunk_frames']}")
         if t_start + t_count > frames:
             raise InvalidInputError(f"chunks cover {t_start + t_count} latent frames, more than the header's {frames}")
+        if (motion is not None) != self.motion or (motion is not None and (motion.shape != (1, t_count, 2) or not bool(motion.isfinite().all()))):
+            raise InvalidInputError(f"chunk motion must be finite (1, {t_count}, 2) exactly when the header says motion")
         bits = np.packbits(keep.numpy().reshape(-1), bitorder="little").tobytes()
         packed = zlib.compress(bits, 9)
         codec, data = (MASK_ZLIB, packed) if len(packed) < len(bits) else (MASK_RAW, bits)
         self._file.write(_record(b"MASK", MASK_HEAD.pack(t_start, t_count, codec) + data))
         raw = values.contiguous().view(torch.uint8).numpy().tobytes()
         self._file.write(_record(b"VALS", VALS_HEAD.pack(t_start, values.shape[0]) + raw))
+        if motion is not None:
+            vectors = motion.detach().to(torch.float32).contiguous().cpu().numpy().astype("<f4").tobytes()
+            self._file.write(_record(b"MOTN", MOTN_HEAD.pack(t_start, t_count) + vectors))
         self._frames_written += t_count
         self._video_frames += video_frames or 0
         self._chunks += 1
@@ -206,7 +221,8 @@ def save_latok(adaptive: AdaptiveLatent, path: str | os.PathLike, chunk_frames: 
         offset = 0
         for t in range(0, adaptive.shape[2], chunk_frames):
             count = int(sum(counts[t : t + chunk_frames]))
-            writer.write_chunk(adaptive.keep[:, t : t + chunk_frames], adaptive.values[offset : offset + count])
+            motion = None if adaptive.motion is None else adaptive.motion[:, t : t + chunk_frames]
+            writer.write_chunk(adaptive.keep[:, t : t + chunk_frames], adaptive.values[offset : offset + count], motion=motion)
             offset += count
     return Path(path)
 

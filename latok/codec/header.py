@@ -30,6 +30,7 @@ MAX_TEXT = 256
 MAX_TAU = 1e6  # latok's normalised latents are O(1); a tau this large keeps frame 0 only
 MAX_FPS = 1e6  # containers report odd rates (time bases); refuse only the absurd
 STORAGE_DTYPE_NAMES = ("float16", "bfloat16", "float32")
+MOTION_MODELS = ("global",)  # what a file's MOTN records hold: one (dy, dx) per latent frame
 
 Check = Callable[[Any], bool]
 
@@ -94,10 +95,11 @@ HEADER_SCHEMA: dict[str, Check] = {
     "reference": _one_of(*REFERENCES),
     "shape": _integers((1, 1), (1, MAX_CHANNELS), (1, MAX_FRAMES), (1, MAX_SIDE), (1, MAX_SIDE)),
     "source": lambda v: type(v) is dict,  # its own schema below
+    "motion": _optional(_one_of(*MOTION_MODELS)),
     "target_usage": _optional(_number(0.0, 1.0)),
     "tau": _number(0.0, MAX_TAU),
 }
-OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None}  # absent in files written before the lit guard
+OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None}  # absent in older files (and "motion" when unused)
 
 
 def _refuse_constant(name: str):

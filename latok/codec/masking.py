@@ -189,15 +189,16 @@ def resolve_tau(
     backend: str = "this backend",
     reference: Reference = "last-kept",
     keyframe_interval: int | None = None,
+    motion: torch.Tensor | None = None,
 ) -> float:
-    """tau from exactly one of: an explicit ``tau``, a ``target_usage`` (picked for ``latent``),
-    or ``default_tau``, the backend's calibrated threshold."""
+    """tau from exactly one of: an explicit ``tau``, a ``target_usage`` (picked for ``latent``, and
+    its ``motion`` if the rule is motion-compensated), or ``default_tau``, the backend's calibrated threshold."""
     if tau is not None and target_usage is not None:
         raise InvalidInputError("give either tau or target usage, not both")
     if target_usage is not None:
         if latent is None:
             raise InvalidInputError("a target usage picks tau per clip: it needs the clip's latent")
-        return tau_for_usage(latent, target_usage, reference, keyframe_interval)
+        return tau_for_usage(latent, target_usage, reference, keyframe_interval, motion)
     if tau is not None:
         return float(tau)
     if default_tau is None:

@@ -24,9 +24,11 @@ from latok.codec.bitstream import (
     MASK_HEAD,
     MASK_RAW,
     MASK_ZLIB,
+    MOTN_HEAD,
     PREAMBLE,
     RECORD,
     VALS_HEAD,
+    VERSIONS,
 )
 from latok.codec.header import MAX_HEADER_BYTES, parse_header
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo
@@ -43,6 +45,7 @@ class Chunk:
         values: the kept vectors' raw bytes in the storage dtype (``count * C * itemsize``).
         count: kept vectors, equal to the number of set bits.
         mask_bytes, values_bytes: bytes the two records take in the file (record framing included).
+        motion: ``(1, t_count, 2)`` float32 translations of the chunk's latent frames, or ``None``.
     """
 
     t_start: int
@@ -52,6 +55,7 @@ class Chunk:
     count: int
     mask_bytes: int
     values_bytes: int
+    motion: torch.Tensor | None = None
 
 
 class LatokReader:
@@ -76,8 +80,9 @@ class LatokReader:
         magic, version, flags = PREAMBLE.unpack(preamble)
         if magic != MAGIC:
             self._fail("not a .latok file (wrong magic bytes)")
-        if version != FORMAT_VERSION:
-            self._fail(f"unsupported .latok format version {version} (this latok reads version {FORMAT_VERSION})")
+        if version not in VERSIONS:
+            self._fail(f"unsupported .latok format version {version} (this latok reads versions {', '.join(map(str, VERSIONS))})")
+        self.version = version
         if flags != 0:  # reserved: exactly 0 is valid, so any damage to them is caught
             self._fail(f"reserved preamble flags are {flags:#06x}, must be 0 in format version {FORMAT_VERSION}")
         tag, payload = self._read_record(limit=MAX_HEADER_BYTES)
@@ -88,6 +93,8 @@ class LatokReader:
             self.header = parse_header(payload)
         except LatokFormatError as error:
             self._fail(str(error))
+        if version == 1 and self.header["motion"] is not None:
+            self._fail("a version-1 file cannot carry motion")
 
     @property
     def size(self) -> int:
@@ -146,7 +153,8 @@ class LatokReader:
             if t_start != t_expected or len(values) - VALS_HEAD.size != count * channels * itemsize:
                 self._fail(f"VALS record at latent frame {t_start} does not match its mask")
             t_count, bits = self._parse_mask(payload, t_expected, frames, height, width, chunk_frames, count)
-            yield Chunk(t_start, t_count, bits, values[VALS_HEAD.size :], count, mask_bytes, len(values) + RECORD.size + CRC.size)
+            motion = self._read_motion(t_start, t_count, max(height, width)) if self.header["motion"] is not None else None
+            yield Chunk(t_start, t_count, bits, values[VALS_HEAD.size :], count, mask_bytes, len(values) + RECORD.size + CRC.size, motion)
             t_expected += t_count
             tokens += count
             chunks += 1
@@ -155,8 +163,18 @@ class LatokReader:
         if self._file.tell() != self._size:
             self._fail("trailing bytes after the END record")
 
-    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(keep (1, k, h, w) bool, values (n, C))`` per chunk, validating as it goes."""
+    def _read_motion(self, t_start: int, t_count: int, bound: int) -> torch.Tensor:
+        tag, payload = self._read_record()
+        if tag != b"MOTN" or len(payload) != MOTN_HEAD.size + 8 * t_count or MOTN_HEAD.unpack_from(payload) != (t_start, t_count):
+            self._fail(f"expected a MOTN record for latent frames {t_start}..{t_start + t_count}, found {tag!r}")
+        vectors = np.frombuffer(payload, dtype="<f4", offset=MOTN_HEAD.size).astype(np.float32)
+        if not np.isfinite(vectors).all() or np.abs(vectors).max(initial=0.0) > bound:
+            self._fail(f"MOTN record at latent frame {t_start} holds a translation that is not finite or exceeds the frame")
+        return torch.from_numpy(vectors.copy()).view(1, t_count, 2)
+
+    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Yield ``(keep (1, k, h, w) bool, values (n, C), motion (1, k, 2) float32 or None)`` per chunk,
+        validating as it goes."""
         _, channels, _, height, width = self.header["shape"]
         dtype = STORAGE_DTYPES[self.header["dtype"]]
         for chunk in self.records():
@@ -167,7 +185,7 @@ class LatokReader:
                 values = torch.frombuffer(bytearray(chunk.values), dtype=dtype).view(chunk.count, channels)
             else:
                 values = torch.empty(0, channels, dtype=dtype)
-            yield keep, values
+            yield keep, values, chunk.motion
 
     def _parse_mask(
         self, payload: bytes, t_expected: int, frames: int, height: int, width: int, chunk_frames: int, count: int
@@ -259,8 +277,9 @@ def load_latok(path: str | os.PathLike) -> AdaptiveLatent:
                 f"at once, over the {limit / (1 << 30):.1f} GiB limit ({MEMORY_LIMIT_ENV}); decode it with --stream"
             )
         parts = list(reader.chunks())
-    keep = torch.cat([k for k, _ in parts], dim=1)
-    values = torch.cat([v for _, v in parts])
+    keep = torch.cat([k for k, _, _ in parts], dim=1)
+    values = torch.cat([v for _, v, _ in parts])
+    motion = None if header["motion"] is None else torch.cat([m for _, _, m in parts], dim=1)
     source = dict(header["source"])
     for key in ("source_size", "resized_size", "crop"):
         if source[key] is not None:
@@ -279,6 +298,7 @@ def load_latok(path: str | os.PathLike) -> AdaptiveLatent:
             keyframe_interval=header["keyframe_interval"],
             lit_frames=None if header["lit_frames"] is None else tuple(c == "1" for c in header["lit_frames"]),
             lit_model=header["lit_model"],
+            motion=motion,
         )
     except InvalidInputError as error:
         raise LatokFormatError(f"{path}: inconsistent contents ({error})") from None

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latok.codec.fill import Fill, hold_fill, interp_fill, zero_fill
+from latok.codec.fill import Fill, hold_fill, interp_fill, motion_hold_fill, zero_fill
 from latok.errors import InvalidInputError
 from latok.io import to_8bit_levels
 
@@ -103,9 +103,10 @@ class NamedFill:
     name: str
     function: Fill
     uses_model: bool = False
+    uses_motion: bool = False  # called with the frames' translations: fill(latent, keep, motion)
 
-    def __call__(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        return self.function(latent, keep)
+    def __call__(self, latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        return self.function(latent, keep, motion) if self.uses_motion else self.function(latent, keep)
 
 
 # -- the inpainters -------------------------------------------------------------------------------
@@ -210,6 +211,8 @@ def resolve(adaptive: AdaptiveLatent, fill: str | Fill | None = None, inpainters
         return fill
     if callable(fill):
         return NamedFill(getattr(fill, "__name__", type(fill).__name__), fill)
+    if adaptive.motion is not None:
+        return _with_motion(fill, adaptive.motion)
     if fill == "auto":
         fill = "lit" if adaptive.lit_frames is not None and guard_matches(adaptive, inpainters) else "hold"
     if fill != "lit":
@@ -222,12 +225,27 @@ def resolve(adaptive: AdaptiveLatent, fill: str | Fill | None = None, inpainters
     return inpainters.lit(adaptive.tau, adaptive.reference, adaptive.lit_frames if matches else None)
 
 
-def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainters: Inpainters) -> NamedFill:
+def _with_motion(fill: str, motion: torch.Tensor | None) -> NamedFill:
+    """Fills of motion-compensated tokens: ``auto`` and ``hold`` follow the motion, ``zero`` needs none.
+    ``interp`` and ``lit`` do not follow motion yet, and are refused rather than run on the wrong references."""
+    if fill in ("auto", "hold"):
+        if motion is None:
+            return NamedFill("hold", motion_hold_fill, uses_motion=True)
+        return NamedFill("hold", functools.partial(motion_hold_fill, motion=motion))
+    if fill == "zero":
+        return NamedFill("zero", zero_fill)
+    raise InvalidInputError(f"fill {fill} does not follow motion yet; motion-compensated tokens restore with hold (or zero)")
+
+
+def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainters: Inpainters, motion: bool = False) -> NamedFill:
     """The streaming rule: streams carry no lit guard for the causal model, so ``auto`` is ``hold``
-    and ``lit`` runs :attr:`Inpainters.stream_model` on every frame."""
+    and ``lit`` runs :attr:`Inpainters.stream_model` on every frame.  A stream with ``motion`` restores
+    with the motion-compensated hold (called with each chunk's translations)."""
     fill = fill or DEFAULT_FILL
     if isinstance(fill, NamedFill):
         return fill
+    if motion and isinstance(fill, str):
+        return _with_motion(fill, None)
     if fill == "auto":
         fill = "hold"
     if fill == "lit":

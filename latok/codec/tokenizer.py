@@ -23,10 +23,11 @@ import torch
 
 from latok.codec import restoration
 from latok.codec.bitstream import DEFAULT_CHUNK_FRAMES, LatokWriter, header_of, save_latok
-from latok.codec.reader import LatokReader, load_latok
 from latok.codec.fill import Fill
 from latok.codec.header import MAX_TAU
 from latok.codec.masking import Reference, check_rule, redundancy_mask, resolve_tau
+from latok.codec.motion import estimate_motion
+from latok.codec.reader import LatokReader, load_latok
 from latok.codec.restoration import LIT_GUARD_MARGIN, Inpainters, NamedFill
 from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
 from latok.errors import InvalidInputError
@@ -36,6 +37,7 @@ from latok.vae import VideoAutoencoder, load_vae
 logger = logging.getLogger(__name__)
 
 STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried into the next chunk
+MOTIONS = ("none", "global")  # the rule's reference in place, or warped by one translation per latent frame
 
 
 class LatentTokenizer:
@@ -65,6 +67,10 @@ class LatentTokenizer:
             is then never further from the input than hold's, on any frame.  Costs up to two extra
             frame decodes per such frame at encode; decoding is unchanged.  Needs the video (so
             :meth:`encode`, or :meth:`tokenize` with ``video``) and a per-frame backend (taef2).
+        motion: ``"none"`` (default) compares positions in place; ``"global"`` estimates one translation
+            per latent frame from the latents (:mod:`latok.codec.motion`), compares against the warped
+            reference and stores the translations (format version 2).  Such tokens restore with the
+            motion-compensated hold; lit and interp do not follow motion yet, so no lit guard is recorded.
         **vae_options: passed to :func:`latok.load_vae` when ``vae`` is a name.
     """
 
@@ -82,9 +88,12 @@ class LatentTokenizer:
         lit_guard: bool = True,
         lit_guard_margin: float = LIT_GUARD_MARGIN,
         pixel_guard: bool = False,
+        motion: str = "none",
         **vae_options,
     ):
         check_rule(tau, target_usage, reference, keyframe_interval)  # before loading anything
+        if motion not in MOTIONS:
+            raise InvalidInputError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
         if tau is not None and tau > MAX_TAU:
             raise InvalidInputError(f"tau must be at most {MAX_TAU:g} (a .latok header holds no larger), got {tau}")
         dtype_name(storage_dtype)
@@ -103,18 +112,21 @@ class LatentTokenizer:
         if pixel_guard:
             restoration.check_per_frame(self.vae)  # fail at construction, not after the encode
         self.pixel_guard = pixel_guard
+        self.motion = motion
 
     @property
     def default_tau(self) -> float | None:
         """The backend's calibrated tau (``None`` if it has none)."""
         return getattr(self.vae, "default_tau", None)
 
-    def resolve_tau(self, latent: torch.Tensor | None = None, tau: float | None = None, target_usage: float | None = None) -> float:
-        """The one place tau is settled: ``tau`` or ``target_usage`` if given (for ``latent``), else the
-        tokenizer's own setting, else the backend's calibrated default."""
+    def resolve_tau(
+        self, latent: torch.Tensor | None = None, tau: float | None = None, target_usage: float | None = None, motion: torch.Tensor | None = None
+    ) -> float:
+        """The one place tau is settled: ``tau`` or ``target_usage`` if given (for ``latent`` and its
+        ``motion``), else the tokenizer's own setting, else the backend's calibrated default."""
         if tau is None and target_usage is None:
             tau, target_usage = self.tau, self.target_usage
-        return resolve_tau(latent, tau, target_usage, self.default_tau, self.vae.name, self.reference, self.keyframe_interval)
+        return resolve_tau(latent, tau, target_usage, self.default_tau, self.vae.name, self.reference, self.keyframe_interval, motion)
 
     # -- encode ---------------------------------------------------------------------------
 
@@ -150,9 +162,10 @@ class LatentTokenizer:
         ``video``, the ``(1, 3, T, H, W)`` input in ``[-1, 1]``, is needed by the pixel guard)."""
         if tau is None and target_usage is None:
             tau, target_usage = self.tau, self.target_usage
-        tau = self.resolve_tau(latent, tau, target_usage)
-        mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval)
-        adaptive = self._adaptive(latent, mask.keep, tau, source, target_usage)
+        motion = estimate_motion(latent) if self.motion == "global" else None
+        tau = self.resolve_tau(latent, tau, target_usage, motion)
+        mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval, motion=motion)
+        adaptive = self._adaptive(latent, mask.keep, tau, source, target_usage, motion)
         return self.guard_lit(adaptive, latent, video) if (self.lit_guard if lit_guard is None else lit_guard) else adaptive
 
     def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor | None = None) -> AdaptiveLatent:
@@ -165,7 +178,7 @@ class LatentTokenizer:
         (rounded) values, exactly as a decoder will see them.  With :attr:`pixel_guard`, the
         frames where lit wins at all are decided again on decoded pixels against ``video``
         (``(1, 3, T, H, W)`` in ``[-1, 1]``).  Returned unchanged when the backend has no inpainter."""
-        if not self.inpainters.available:
+        if not self.inpainters.available or adaptive.motion is not None:  # lit does not follow motion yet
             return adaptive
         if self.pixel_guard and video is None:
             raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
@@ -173,7 +186,9 @@ class LatentTokenizer:
             adaptive, latent, self.inpainters, self.vae, video if self.pixel_guard else None, self.lit_guard_margin
         )
 
-    def _adaptive(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None) -> AdaptiveLatent:
+    def _adaptive(
+        self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None, motion: torch.Tensor | None = None
+    ) -> AdaptiveLatent:
         return AdaptiveLatent.from_dense(
             latent,
             keep,
@@ -185,6 +200,7 @@ class LatentTokenizer:
             target_usage=target_usage,
             reference=self.reference,
             keyframe_interval=self.keyframe_interval,
+            motion=None if motion is None else motion.float().cpu(),
         )
 
     # -- decode ---------------------------------------------------------------------------
@@ -258,7 +274,7 @@ class LatentTokenizer:
         if tau is None and self.tau is None and self.target_usage is not None:
             raise InvalidInputError("streaming needs a fixed tau; a target usage would pick a different tau per chunk")
         tau = self.resolve_tau(tau=tau if tau is not None else self.tau)
-        writer, state, first = None, None, None
+        writer, state, first, before = None, None, None, None
         usage: list[float] = []
         try:
             for chunk in chunks:
@@ -268,14 +284,18 @@ class LatentTokenizer:
                 elif (source.height, source.width) != (first.height, first.width):
                     raise InvalidInputError(f"stream chunks must keep one frame size: {first.width}x{first.height}, then {source.width}x{source.height}")
                 latent = self.vae.encode(video)
-                mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval, state if carry_selection else None)
+                motion = None
+                if self.motion == "global":  # the frame before the chunk is all the estimate carries across
+                    motion = estimate_motion(latent, previous=before if carry_selection else None)
+                    before = latent[:, :, -1]
+                mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval, state if carry_selection else None, motion=motion)
                 state = mask.state
-                adaptive = self._adaptive(latent, mask.keep, tau, replace(first, frames=None), None)
+                adaptive = self._adaptive(latent, mask.keep, tau, replace(first, frames=None), None, motion)
                 if writer is None:
                     header = header_of(adaptive, chunk_frames=latent.shape[2])
                     header["shape"][2] = None
                     writer = LatokWriter(path, header)
-                writer.write_chunk(adaptive.keep, adaptive.values, video_frames=source.frames)
+                writer.write_chunk(adaptive.keep, adaptive.values, video_frames=source.frames, motion=adaptive.motion)
                 usage += mask.usage_per_frame[0].tolist()
             if writer is None:
                 raise InvalidInputError("the stream holds no frames")
@@ -311,15 +331,17 @@ class LatentTokenizer:
             source = header["source"]
             context = None  # C_fill: (1, C, <=K, h, w) restored latents
             done = 0
-            for keep, values in reader.chunks():
+            for keep, values, motion in reader.chunks():
                 sparse = torch.zeros(1, keep.shape[1], height, width, channels)
                 sparse[keep] = values.float()
                 sparse = sparse.permute(0, 4, 1, 2, 3)  # (1, C, k, h, w)
                 if context is None:
-                    restored = fill(sparse, keep)
+                    restored = fill(sparse, keep, motion)
                 else:
                     known = torch.ones(1, context.shape[2], height, width, dtype=torch.bool)
-                    restored = fill(torch.cat([context, sparse], dim=2), torch.cat([known, keep], dim=1))[:, :, context.shape[2] :]
+                    if motion is not None:  # context frames are kept: their translations never move anything
+                        motion = torch.cat([torch.zeros(1, context.shape[2], 2), motion], dim=1)
+                    restored = fill(torch.cat([context, sparse], dim=2), torch.cat([known, keep], dim=1), motion)[:, :, context.shape[2] :]
                 context = restored if context is None else torch.cat([context, restored], dim=2)
                 context = context[:, :, -context_frames:]
                 frames = min(keep.shape[1], source["frames"] - done)
@@ -328,7 +350,7 @@ class LatentTokenizer:
 
     def resolve_stream(self, header: dict, fill: str | Fill | None = None) -> NamedFill:
         """The fill :meth:`decode_stream` restores the stream of ``header`` with (the streaming rule)."""
-        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters)
+        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters, header["motion"] is not None)
 
     # -- files ----------------------------------------------------------------------------
 

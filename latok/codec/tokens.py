@@ -69,6 +69,8 @@ class AdaptiveLatent:
             (``None``: not checked).  ``fill="lit"`` uses hold on the other frames.
         lit_model: :attr:`~latok.codec.inpainter.InpaintingTransformer.fingerprint` of the inpainter
             the guard was decided with.
+        motion: ``(B, t, 2)`` float32, each latent frame's global translation (dy, dx) from the one
+            before, when the rule was motion-compensated (:mod:`latok.codec.motion`); ``None``: in place.
     """
 
     values: torch.Tensor
@@ -83,6 +85,7 @@ class AdaptiveLatent:
     keyframe_interval: int | None = None
     lit_frames: tuple[bool, ...] | None = None
     lit_model: str | None = None
+    motion: torch.Tensor | None = None
 
     def __post_init__(self):
         batch, channels, frames, height, width = self.shape
@@ -94,6 +97,8 @@ class AdaptiveLatent:
             self.lit_frames is not None and len(self.lit_frames) != frames
         ):
             raise InvalidInputError(f"the lit guard needs one flag per latent frame ({frames}) and the model it was decided with")
+        if self.motion is not None and (self.motion.shape != (batch, frames, 2) or self.motion.dtype != torch.float32):
+            raise InvalidInputError(f"motion must be float32 {(batch, frames, 2)}, got {self.motion.dtype} {tuple(self.motion.shape)}")
 
     @classmethod
     def from_dense(cls, latent: torch.Tensor, keep: torch.Tensor, dtype: torch.dtype = torch.float16, **meta) -> AdaptiveLatent:
