@@ -3,7 +3,8 @@
 Per clip (taef2, 240p, 17 frames from frame 0): one encode, one global translation per latent frame
 (:func:`latok.codec.motion.estimate_motion`), then at usage 0.5 with each reference, the plain rule +
 hold against the motion-compensated rule + motion-compensated hold, both decoded and scored (PSNR),
-plus the mean d of the two rules and the time the motion estimate takes against the encode.
+and the same for interp against the motion-compensated interp, plus the mean d of the two rules and
+the time the motion estimate takes against the encode.
 
 Usage:
     python eval/motion_probe.py [--clips blackswan,goat,...] [--usage 0.5]
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from latok.codec.fill import hold_fill, motion_hold_fill
+from latok.codec.fill import hold_fill, interp_fill, motion_hold_fill, motion_interp_fill
 from latok.codec.masking import redundancy_mask, tau_for_usage
 from latok.codec.motion import estimate_motion
 from latok.evaluation.metrics import psnr
@@ -50,13 +51,17 @@ def probe(vae, name: str, usage: float) -> dict:
             tau = tau_for_usage(latent, usage, reference, motion=frame_motion)
             mask = redundancy_mask(latent, tau, reference, motion=frame_motion)
             sparse = latent * mask.keep.unsqueeze(1)
-            restored = hold_fill(sparse, mask.keep) if frame_motion is None else motion_hold_fill(sparse, mask.keep, frame_motion)
+            if frame_motion is None:
+                held, interpolated = hold_fill(sparse, mask.keep), interp_fill(sparse, mask.keep)
+            else:
+                held, interpolated = motion_hold_fill(sparse, mask.keep, frame_motion), motion_interp_fill(sparse, mask.keep, frame_motion)
             free = torch.isfinite(mask.distance)
             row[f"{reference}/{label}"] = {
                 "usage": mask.usage,
                 "tau": tau,
                 "mean_d": float(mask.distance[free].mean()),
-                "psnr": psnr(vae.decode(restored, size=size), video),
+                "psnr": psnr(vae.decode(held, size=size), video),
+                "psnr_interp": psnr(vae.decode(interpolated, size=size), video),
             }
     return row
 
@@ -78,16 +83,19 @@ def main() -> None:
     out = ROOT / "eval" / "results"
     (out / "motion_probe.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Motion-compensated rule and hold at usage {args.usage}", "", f"`{report['command']}` on {report['device']}; {report['setting']}.", "",
-             "| clip | mean shift (dy, dx) | ref | hold PSNR | MC hold PSNR | gain | mean d plain → MC |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| clip | mean shift (dy, dx) | ref | hold | MC hold | gain | interp | MC interp | gain | mean d plain → MC |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in rows:
         for reference in ("previous", "last-kept"):
             plain, moved = row[f"{reference}/plain"], row[f"{reference}/motion"]
             shift = ", ".join(f"{v:.2f}" for v in row["mean_shift"])
             lines.append(f"| {row['clip']} | {shift} | {reference} | {plain['psnr']:.2f} | {moved['psnr']:.2f} | "
-                         f"{moved['psnr'] - plain['psnr']:+.2f} | {plain['mean_d']:.3f} → {moved['mean_d']:.3f} |")  # fmt: skip
+                         f"{moved['psnr'] - plain['psnr']:+.2f} | {plain['psnr_interp']:.2f} | {moved['psnr_interp']:.2f} | "
+                         f"{moved['psnr_interp'] - plain['psnr_interp']:+.2f} | {plain['mean_d']:.3f} → {moved['mean_d']:.3f} |")  # fmt: skip
     for reference in ("previous", "last-kept"):
         gains = [row[f"{reference}/motion"]["psnr"] - row[f"{reference}/plain"]["psnr"] for row in rows]
-        lines.append(f"| **mean** | | {reference} | | | **{statistics.mean(gains):+.2f}** | |")
+        interp_gains = [row[f"{reference}/motion"]["psnr_interp"] - row[f"{reference}/plain"]["psnr_interp"] for row in rows]
+        lines.append(f"| **mean** | | {reference} | | | **{statistics.mean(gains):+.2f}** | | | **{statistics.mean(interp_gains):+.2f}** | |")
     share = statistics.mean(row["motion_s"] / row["encode_s"] for row in rows)
     lines += ["", f"Motion estimation costs {share:.1%} of the taef2 encode (mean over clips)."]
     (out / "motion_probe.md").write_text("\n".join(lines) + "\n")

@@ -49,7 +49,7 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyframe-interval", type=int, default=None, metavar="K", help="keep every K-th latent frame whole (default: off)")
     parser.add_argument("--motion", choices=("none", "global"), default="none",
                         help="compare each position with the reference warped by the frame's global translation, estimated from "
-                        "the latents (stored in the file; such files restore with the motion-compensated hold) (default: %(default)s)")
+                        "the latents (stored in the file; such files restore with the motion-compensated hold or interp) (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="storage dtype of kept values (default: %(default)s)")
     parser.add_argument("--lit-guard", action=argparse.BooleanOptionalAction, default=True,
                         help="run the inpainter once at encode time and record, per latent frame, whether it beats hold "

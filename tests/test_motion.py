@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latok.codec.fill import hold_fill, motion_hold_fill
+from latok.codec.fill import hold_fill, interp_fill, motion_hold_fill, motion_interp_fill
 from latok.codec.masking import redundancy_mask, tau_for_usage
 from latok.codec.motion import estimate_motion, estimate_shift, warp
 
@@ -64,6 +64,18 @@ def test_motion_hold_beats_hold_on_a_pan():
     held = (hold_fill(sparse, keep) - latent).pow(2).mean()
     assert moved < 0.2 * held
     assert torch.equal(motion_hold_fill(sparse, keep, torch.zeros(1, 6, 2)), hold_fill(sparse, keep))
+
+
+def test_motion_interp_beats_interp_on_a_pan_and_is_interp_without_motion():
+    latent = panning(9, (0.5, 1.5), seed=5)
+    motion = estimate_motion(latent)
+    keep = redundancy_mask(latent, 0.15, motion=motion).keep
+    sparse = latent * keep.unsqueeze(1)
+    moved = (motion_interp_fill(sparse, keep, motion) - latent).pow(2).mean()
+    plain = (interp_fill(sparse, keep) - latent).pow(2).mean()
+    assert moved < 0.5 * plain
+    still = redundancy_mask(latent, 0.15).keep
+    assert torch.equal(motion_interp_fill(latent * still.unsqueeze(1), still, torch.zeros(1, 9, 2)), interp_fill(latent * still.unsqueeze(1), still))
 
 
 def test_target_usage_with_motion():
@@ -128,6 +140,8 @@ def test_motion_tokens_round_trip_and_decode_with_motion_hold(taef2, pan_clip, t
     assert compensated > held + 0.5  # same usage, the pan followed
     with pytest.raises(Exception, match="does not follow motion"):
         moving.resolve(loaded, "lit")
+    assert moving.resolve(loaded, "interp").name == "interp"
+    torch.testing.assert_close(moving.restore(loaded, "interp"), motion_interp_fill(loaded.dense("zero"), loaded.keep, loaded.motion))
     plain_file = save_latok(plain.encode(pan_clip), tmp_path / "p.latok")
     with LatokReader(plain_file) as reader:
         assert reader.version == 1 and reader.header["motion"] is None  # no motion: the version-1 bytes of before

@@ -57,6 +57,36 @@ def motion_hold_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Ten
     return torch.stack(restored, dim=2)  # (B, C, t, h, w)
 
 
+def motion_interp_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """Interpolation along the motion: the motion-compensated hold forward from the last kept value and
+    backward from the next (warped by the inverse translations), blended by how many frames each lies
+    away; hold where no kept value follows.  A zero motion is :func:`interp_fill`."""
+    frames = latent.shape[2]
+    mask = keep.unsqueeze(1).to(latent.dtype)  # (B, 1, t, h, w)
+    forward, age_forward = [latent[:, :, 0]], [torch.zeros_like(mask[:, :, 0])]
+    for t in range(1, frames):
+        kept = keep[:, t].unsqueeze(1)
+        forward.append(torch.where(kept, latent[:, :, t], warp(forward[-1], motion[:, t])))
+        age_forward.append(torch.where(kept, 0.0, warp(age_forward[-1], motion[:, t]) + 1))
+    inf = torch.full_like(mask[:, :, 0], float("inf"))
+    backward, age_backward = [None] * frames, [None] * frames
+    backward[-1] = latent[:, :, -1]
+    age_backward[-1] = torch.where(keep[:, -1].unsqueeze(1), 0.0, inf)
+    for t in range(frames - 2, -1, -1):
+        kept = keep[:, t].unsqueeze(1)
+        back = -motion[:, t + 1]
+        backward[t] = torch.where(kept, latent[:, :, t], warp(backward[t + 1], back))
+        age = warp(torch.where(torch.isinf(age_backward[t + 1]), -1.0, age_backward[t + 1]), back)
+        age_backward[t] = torch.where(kept, 0.0, torch.where(age < 0, inf, age + 1))
+    restored = []
+    for t in range(frames):
+        has_next = torch.isfinite(age_backward[t])
+        span = torch.where(has_next, age_forward[t] + age_backward[t], 1.0).clamp(min=1)
+        weight = torch.where(has_next, age_forward[t] / span, 0.0)
+        restored.append(torch.lerp(forward[t], backward[t], weight))
+    return torch.stack(restored, dim=2)  # (B, C, t, h, w)
+
+
 def last_kept_index(keep: torch.Tensor) -> torch.Tensor:
     """``(B, t, h, w)`` int64: index of the most recent kept frame at or before t."""
     frames = keep.shape[1]

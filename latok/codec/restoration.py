@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latok.codec.fill import Fill, hold_fill, interp_fill, motion_hold_fill, zero_fill
+from latok.codec.fill import Fill, hold_fill, interp_fill, motion_hold_fill, motion_interp_fill, zero_fill
 from latok.errors import InvalidInputError
 from latok.io import to_8bit_levels
 
@@ -225,16 +225,22 @@ def resolve(adaptive: AdaptiveLatent, fill: str | Fill | None = None, inpainters
     return inpainters.lit(adaptive.tau, adaptive.reference, adaptive.lit_frames if matches else None)
 
 
+_MOTION_FILLS = {"hold": motion_hold_fill, "interp": motion_interp_fill}
+
+
 def _with_motion(fill: str, motion: torch.Tensor | None) -> NamedFill:
-    """Fills of motion-compensated tokens: ``auto`` and ``hold`` follow the motion, ``zero`` needs none.
-    ``interp`` and ``lit`` do not follow motion yet, and are refused rather than run on the wrong references."""
-    if fill in ("auto", "hold"):
+    """Fills of motion-compensated tokens: ``auto`` (hold), ``hold`` and ``interp`` follow the motion,
+    ``zero`` needs none.  ``lit`` does not follow motion yet, and is refused rather than run on the
+    wrong references.  ``motion`` ``None``: the fill is called with each chunk's translations."""
+    name = "hold" if fill == "auto" else fill
+    if name in _MOTION_FILLS:
+        function = _MOTION_FILLS[name]
         if motion is None:
-            return NamedFill("hold", motion_hold_fill, uses_motion=True)
-        return NamedFill("hold", functools.partial(motion_hold_fill, motion=motion))
-    if fill == "zero":
+            return NamedFill(name, function, uses_motion=True)
+        return NamedFill(name, functools.partial(function, motion=motion))
+    if name == "zero":
         return NamedFill("zero", zero_fill)
-    raise InvalidInputError(f"fill {fill} does not follow motion yet; motion-compensated tokens restore with hold (or zero)")
+    raise InvalidInputError(f"fill {fill} does not follow motion yet; motion-compensated tokens restore with hold, interp or zero")
 
 
 def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainters: Inpainters, motion: bool = False) -> NamedFill:

@@ -70,7 +70,7 @@ class LatentTokenizer:
         motion: ``"none"`` (default) compares positions in place; ``"global"`` estimates one translation
             per latent frame from the latents (:mod:`latok.codec.motion`), compares against the warped
             reference and stores the translations (format version 2).  Such tokens restore with the
-            motion-compensated hold; lit and interp do not follow motion yet, so no lit guard is recorded.
+            motion-compensated hold (or interp); lit does not follow motion yet, so no lit guard is recorded.
         **vae_options: passed to :func:`latok.load_vae` when ``vae`` is a name.
     """
 
