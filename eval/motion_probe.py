@@ -3,8 +3,9 @@
 Per clip (taef2, 240p, 17 frames from frame 0): one encode, one global translation per latent frame
 (:func:`latok.codec.motion.estimate_motion`), then at usage 0.5 with each reference, the plain rule +
 hold against the motion-compensated rule + motion-compensated hold, both decoded and scored (PSNR),
-and the same for interp against the motion-compensated interp, plus the mean d of the two rules and
-the time the motion estimate takes against the encode.
+and the same for interp, and for the shipped inpainter with its lit guard (decided against the
+truth, as the encoder does; the model was trained without motion), plus the mean d of the two rules
+and the time the motion estimate takes against the encode.
 
 Usage:
     python eval/motion_probe.py [--clips blackswan,goat,...] [--usage 0.5]
@@ -25,6 +26,8 @@ import torch
 from latok.codec.fill import hold_fill, interp_fill, motion_hold_fill, motion_interp_fill
 from latok.codec.masking import redundancy_mask, tau_for_usage
 from latok.codec.motion import estimate_motion
+from latok.codec.restoration import Inpainters, decide_lit_guard, resolve
+from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash
 from latok.evaluation.metrics import psnr
 from latok.io import load_clip
 from latok.vae import load_vae
@@ -35,7 +38,7 @@ DAVIS = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p"
 CLIPS = "paragliding-launch,drift-straight,blackswan,goat,soapbox,car-roundabout"
 
 
-def probe(vae, name: str, usage: float) -> dict:
+def probe(vae, inpainters, name: str, usage: float) -> dict:
     video = load_clip(DAVIS / name, frames=17, height=240).video
     start = time.perf_counter()
     latent = vae.encode(video)
@@ -55,8 +58,16 @@ def probe(vae, name: str, usage: float) -> dict:
                 held, interpolated = hold_fill(sparse, mask.keep), interp_fill(sparse, mask.keep)
             else:
                 held, interpolated = motion_hold_fill(sparse, mask.keep, frame_motion), motion_interp_fill(sparse, mask.keep, frame_motion)
+            adaptive = AdaptiveLatent.from_dense(
+                latent, mask.keep, backend="taef2", backend_config=backend_config_hash(vae), tau=tau, reference=reference,
+                source=SourceInfo(*size, fps=24.0), motion=None if frame_motion is None else frame_motion.float(),
+            )  # fmt: skip
+            guarded = decide_lit_guard(adaptive, latent, inpainters)
+            lit = resolve(guarded, "lit", inpainters)(guarded.dense("zero"), guarded.keep)
             free = torch.isfinite(mask.distance)
             row[f"{reference}/{label}"] = {
+                "psnr_lit": psnr(vae.decode(lit, size=size), video),
+                "lit_frames": sum(guarded.lit_frames),
                 "usage": mask.usage,
                 "tau": tau,
                 "mean_d": float(mask.distance[free].mean()),
@@ -73,7 +84,8 @@ def main() -> None:
     args = parser.parse_args()
     vae = load_vae("taef2")
     vae.progress = False
-    rows = [probe(vae, name, args.usage) for name in args.clips.split(",")]
+    inpainters = Inpainters("taef2", vae.latent_channels)  # the shipped checkpoint, trained without motion
+    rows = [probe(vae, inpainters, name, args.usage) for name in args.clips.split(",")]
     report = {
         "command": "python eval/motion_probe.py" + ("" if args.clips == CLIPS else f" --clips {args.clips}") + f" --usage {args.usage}",
         "device": f"cpu, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
@@ -83,19 +95,22 @@ def main() -> None:
     out = ROOT / "eval" / "results"
     (out / "motion_probe.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Motion-compensated rule and hold at usage {args.usage}", "", f"`{report['command']}` on {report['device']}; {report['setting']}.", "",
-             "| clip | mean shift (dy, dx) | ref | hold | MC hold | gain | interp | MC interp | gain | mean d plain → MC |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| clip | mean shift (dy, dx) | ref | hold | MC hold | gain | interp | MC interp | gain | lit+guard | MC lit+guard | gain | mean d plain → MC |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in rows:
         for reference in ("previous", "last-kept"):
             plain, moved = row[f"{reference}/plain"], row[f"{reference}/motion"]
             shift = ", ".join(f"{v:.2f}" for v in row["mean_shift"])
             lines.append(f"| {row['clip']} | {shift} | {reference} | {plain['psnr']:.2f} | {moved['psnr']:.2f} | "
                          f"{moved['psnr'] - plain['psnr']:+.2f} | {plain['psnr_interp']:.2f} | {moved['psnr_interp']:.2f} | "
-                         f"{moved['psnr_interp'] - plain['psnr_interp']:+.2f} | {plain['mean_d']:.3f} → {moved['mean_d']:.3f} |")  # fmt: skip
+                         f"{moved['psnr_interp'] - plain['psnr_interp']:+.2f} | {plain['psnr_lit']:.2f} | {moved['psnr_lit']:.2f} | "
+                         f"{moved['psnr_lit'] - plain['psnr_lit']:+.2f} | {plain['mean_d']:.3f} → {moved['mean_d']:.3f} |")  # fmt: skip
     for reference in ("previous", "last-kept"):
         gains = [row[f"{reference}/motion"]["psnr"] - row[f"{reference}/plain"]["psnr"] for row in rows]
         interp_gains = [row[f"{reference}/motion"]["psnr_interp"] - row[f"{reference}/plain"]["psnr_interp"] for row in rows]
-        lines.append(f"| **mean** | | {reference} | | | **{statistics.mean(gains):+.2f}** | | | **{statistics.mean(interp_gains):+.2f}** | |")
+        lit_gains = [row[f"{reference}/motion"]["psnr_lit"] - row[f"{reference}/plain"]["psnr_lit"] for row in rows]
+        lines.append(f"| **mean** | | {reference} | | | **{statistics.mean(gains):+.2f}** | | | **{statistics.mean(interp_gains):+.2f}** "
+                     f"| | | **{statistics.mean(lit_gains):+.2f}** | |")  # fmt: skip
     share = statistics.mean(row["motion_s"] / row["encode_s"] for row in rows)
     lines += ["", f"Motion estimation costs {share:.1%} of the taef2 encode (mean over clips)."]
     (out / "motion_probe.md").write_text("\n".join(lines) + "\n")

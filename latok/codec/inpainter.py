@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latok.codec.fill import hold_fill, interp_fill, last_kept_index, next_kept_index
+from latok.codec.fill import hold_fill, interp_fill, last_kept_index, motion_hold_fill, motion_interp_fill, next_kept_index
 from latok.errors import InvalidInputError
 
 CONFIG_NAME = "config.json"
@@ -134,10 +134,12 @@ class Block(nn.Module):
 class InpaintingTransformer(nn.Module):
     """Predicts every dropped latent position from the kept ones.
 
-    ``forward(latent, keep, tau, reference)``: ``latent`` is ``(B, C, t, h, w)``
+    ``forward(latent, keep, tau, reference, motion)``: ``latent`` is ``(B, C, t, h, w)``
     normalised with kept values in place (dropped positions are ignored), ``keep`` is
     ``(B, t, h, w)`` bool with frame 0 kept, ``tau`` the threshold that made the mask
-    (a float or one per clip; ``None`` or ``inf`` when unknown, e.g. a random mask).
+    (a float or one per clip; ``None`` or ``inf`` when unknown, e.g. a random mask), and ``motion``
+    the frames' translations ``(B, t, 2)`` when the rule was motion-compensated (hold and interp,
+    its inputs and the centre of its L1 ball, then follow the motion).
     Returns the restored ``(B, C, t, h, w)`` latent; kept positions are passed
     through bit-exactly.
     """
@@ -186,13 +188,18 @@ class InpaintingTransformer(nn.Module):
         keep: torch.Tensor,
         tau: float | torch.Tensor | None = None,
         reference: str = "last-kept",
+        motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         self._check(latent, keep)
         _, channels, frames, height, width = latent.shape
         p = self.config.patch_size
         tau = self._tau(tau, latent)
-        hold = hold_fill(latent, keep)
-        future = hold if self.config.causal else interp_fill(latent, keep)
+        if motion is None:
+            hold = hold_fill(latent, keep)
+            future = hold if self.config.causal else interp_fill(latent, keep)
+        else:  # the references follow the frames' translations (latok.codec.motion), as the rule's did
+            hold = motion_hold_fill(latent, keep, motion.to(latent.device))
+            future = hold if self.config.causal else motion_interp_fill(latent, keep, motion.to(latent.device))
         features = self._features(keep, hold, future, tau)  # (B, t, h, w, F)
         features = torch.where(keep.unsqueeze(-1), features, features + self.mask_token)
         pad_h, pad_w = -height % p, -width % p

@@ -173,24 +173,28 @@ class Inpainters:
         reference: str = "last-kept",
         model=None,
         frames: Sequence[bool] | None = None,
+        motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The inpainter (default :attr:`model`) on ``latent`` ``(B, C, t, h, w)`` with ``keep``, on its device.
 
-        ``tau`` and ``reference`` are those that made the mask; they bound where a dropped
+        ``tau``, ``reference`` and ``motion`` are those that made the mask; they bound where a dropped
         value can lie (``None``: unknown, no bound).  ``frames``: a lit guard, one flag per
-        latent frame; frames flagged False are restored by hold instead."""
+        latent frame; frames flagged False are restored by hold (following ``motion``) instead."""
         model = model or self.model
         with torch.inference_mode():
-            restored = model(latent.to(self.device), keep.to(self.device), tau, reference)
+            restored = model(latent.to(self.device), keep.to(self.device), tau, reference, motion)
         restored = restored.float().to(latent.device)
         if frames is None:
             return restored
         use = torch.tensor(list(frames), dtype=torch.bool, device=latent.device).view(1, 1, -1, 1, 1)
-        return torch.where(use, restored, hold_fill(latent, keep))
+        return torch.where(use, restored, hold_fill(latent, keep) if motion is None else motion_hold_fill(latent, keep, motion))
 
-    def lit(self, tau: float | None = None, reference: str = "last-kept", frames: Sequence[bool] | None = None, model=None) -> NamedFill:
-        """``lit`` as a fill for masks made with ``tau`` and ``reference`` (guarded by ``frames`` if given)."""
-        return NamedFill("lit", functools.partial(self.run, tau=tau, reference=reference, model=model, frames=frames), uses_model=True)
+    def lit(
+        self, tau: float | None = None, reference: str = "last-kept", frames: Sequence[bool] | None = None, model=None, motion: torch.Tensor | None = None
+    ) -> NamedFill:
+        """``lit`` as a fill for masks made with ``tau``, ``reference`` and ``motion`` (guarded by ``frames`` if given)."""
+        run = functools.partial(self.run, tau=tau, reference=reference, model=model, frames=frames, motion=motion)
+        return NamedFill("lit", run, uses_model=True)
 
 
 # -- resolving a fill ---------------------------------------------------------------------------------
@@ -211,18 +215,18 @@ def resolve(adaptive: AdaptiveLatent, fill: str | Fill | None = None, inpainters
         return fill
     if callable(fill):
         return NamedFill(getattr(fill, "__name__", type(fill).__name__), fill)
-    if adaptive.motion is not None:
+    if adaptive.motion is not None and fill not in MODEL_FILLS:
         return _with_motion(fill, adaptive.motion)
     if fill == "auto":
         fill = "lit" if adaptive.lit_frames is not None and guard_matches(adaptive, inpainters) else "hold"
     if fill != "lit":
-        return NamedFill(fill, get_fill(fill))
+        return _with_motion(fill, adaptive.motion) if adaptive.motion is not None else NamedFill(fill, get_fill(fill))
     if inpainters is None:
         raise InvalidInputError("fill lit needs the inpainter: use LatentTokenizer.resolve(adaptive, 'lit')")
     matches = guard_matches(adaptive, inpainters)
     if adaptive.lit_frames is not None and not matches:
         logger.warning("the lit guard of these tokens was decided with another inpainter (%s); running lit on every frame", adaptive.lit_model)
-    return inpainters.lit(adaptive.tau, adaptive.reference, adaptive.lit_frames if matches else None)
+    return inpainters.lit(adaptive.tau, adaptive.reference, adaptive.lit_frames if matches else None, motion=adaptive.motion)
 
 
 _MOTION_FILLS = {"hold": motion_hold_fill, "interp": motion_interp_fill}
@@ -240,7 +244,7 @@ def _with_motion(fill: str, motion: torch.Tensor | None) -> NamedFill:
         return NamedFill(name, functools.partial(function, motion=motion))
     if name == "zero":
         return NamedFill("zero", zero_fill)
-    raise InvalidInputError(f"fill {fill} does not follow motion yet; motion-compensated tokens restore with hold, interp or zero")
+    raise InvalidInputError(f"fill {fill} does not follow motion in streams yet; stream motion-compensated tokens with hold, interp or zero")
 
 
 def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainters: Inpainters, motion: bool = False) -> NamedFill:
@@ -291,10 +295,10 @@ def decide_lit_guard(
     keep = adaptive.keep
     sparse = adaptive.dense("zero")
     truth = latent.float().cpu()
-    lit = inpainters.run(sparse, keep, adaptive.tau, adaptive.reference, model=model)
+    lit = inpainters.run(sparse, keep, adaptive.tau, adaptive.reference, model=model, motion=adaptive.motion)
     with torch.inference_mode():
         lit_error = model.error(lit, truth, keep)[0]
-        hold = hold_fill(sparse, keep)
+        hold = hold_fill(sparse, keep) if adaptive.motion is None else motion_hold_fill(sparse, keep, adaptive.motion)
         hold_error = model.error(hold, truth, keep)[0]
     if video is not None:
         frames = guard_by_decoded_pixels(vae, lit, hold, lit_error < hold_error, video)

@@ -69,8 +69,8 @@ class LatentTokenizer:
             :meth:`encode`, or :meth:`tokenize` with ``video``) and a per-frame backend (taef2).
         motion: ``"none"`` (default) compares positions in place; ``"global"`` estimates one translation
             per latent frame from the latents (:mod:`latok.codec.motion`), compares against the warped
-            reference and stores the translations (format version 2).  Such tokens restore with the
-            motion-compensated hold (or interp); lit does not follow motion yet, so no lit guard is recorded.
+            reference and stores the translations (format version 2).  hold, interp, the inpainter's
+            inputs and the lit guard then all follow the motion.
         **vae_options: passed to :func:`latok.load_vae` when ``vae`` is a name.
     """
 
@@ -178,7 +178,7 @@ class LatentTokenizer:
         (rounded) values, exactly as a decoder will see them.  With :attr:`pixel_guard`, the
         frames where lit wins at all are decided again on decoded pixels against ``video``
         (``(1, 3, T, H, W)`` in ``[-1, 1]``).  Returned unchanged when the backend has no inpainter."""
-        if not self.inpainters.available or adaptive.motion is not None:  # lit does not follow motion yet
+        if not self.inpainters.available:
             return adaptive
         if self.pixel_guard and video is None:
             raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
