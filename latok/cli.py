@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tau", "--taus", dest="taus", default="0,default", metavar="T[,T...]", help="comma-separated taus, as --tau takes one elsewhere; 'default' is the backend's calibrated tau (default: %(default)s)")
     evaluate.add_argument("--target-usage", default=None, metavar="U[,U...]", help="also run at these kept fractions, tau picked per clip")
     evaluate.add_argument("--fills", default="hold", help="comma-separated fills: zero, hold, interp, lit (default: %(default)s)")
+    evaluate.add_argument("--motion", choices=("none", "global"), default="none",
+                          help="the rule follows one global translation per latent frame, as `latok encode --motion` (default: %(default)s)")
     evaluate.add_argument("--pixel-guard", action="store_true",
                           help="lit runs decide the lit guard on decoded pixels, as `latok encode --pixel-guard` does")
     evaluate.set_defaults(run=run_eval)
@@ -566,10 +568,11 @@ def run_eval(args: argparse.Namespace) -> int:
         raise InvalidInputError("--pixel-guard decides the lit guard: add lit to --fills")
     settings = EvalSettings(
         backend=args.backend, rates=rates, fills=fills, lpips=args.lpips,
-        inpainter=inpainter, backend_options=tuple(sorted(vae_options.items())), pixel_guard=args.pixel_guard,
+        inpainter=inpainter, backend_options=tuple(sorted(vae_options.items())), pixel_guard=args.pixel_guard, motion=args.motion,
     )  # fmt: skip
     results = evaluate(
-        clips, args.out, settings, tokenizer_options={"inpainter": inpainter, "pixel_guard": args.pixel_guard, **vae_options},
+        clips, args.out, settings,
+        tokenizer_options={"inpainter": inpainter, "pixel_guard": args.pixel_guard, "motion": args.motion, **vae_options},
         description=f"{args.dataset}: {len(clips)} clips from {args.root}",
     )  # fmt: skip
     from latok.evaluation.evaluate import markdown

@@ -193,3 +193,12 @@ def test_lit_and_its_guard_follow_motion(taef2, pan_clip):
         from latok.codec.restoration import resolve_stream
 
         resolve_stream(0.15, "last-kept", "lit", tokenizer.inpainters, motion=True)
+
+
+def test_eval_with_motion_is_its_own_run(tmp_path):
+    from latok.evaluation.evaluate import EvalSettings, Rate
+
+    plain = EvalSettings(backend="taef2", rates=(Rate(),), fills=("hold",), lpips=False)
+    moving = EvalSettings(backend="taef2", rates=(Rate(),), fills=("hold",), lpips=False, motion="global")
+    assert plain.fingerprint() != moving.fingerprint()  # a clip evaluated without motion is recomputed with it
+    assert plain.fingerprint() == EvalSettings(backend="taef2", rates=(Rate(),), fills=("hold",), lpips=False, motion="none").fingerprint()

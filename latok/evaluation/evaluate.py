@@ -64,10 +64,13 @@ class EvalSettings:
     inpainter: str | None = None
     backend_options: tuple = ()
     pixel_guard: bool = False  # lit runs: the lit guard decided on decoded pixels (LatentTokenizer(pixel_guard=True))
+    motion: str = "none"  # the rule's reference in place, or following one translation per latent frame
 
     def fingerprint(self) -> str:
         """Identity of what every run depends on (the inpainter is checked per lit run)."""
         identity = {"backend": self.backend, "lpips": self.lpips, "backend_options": list(self.backend_options)}
+        if self.motion != "none":  # results made before motion existed keep their identity
+            identity["motion"] = self.motion
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     @functools.cached_property
@@ -261,6 +264,7 @@ def collect(clips: list[EvalClip], out: Path, settings: EvalSettings) -> dict:
         "backend": settings.backend,
         "inpainter": settings.inpainter,
         "lit_guard": settings.lit_guard if any(uses_inpainter(fill) for fill in settings.fills) else None,
+        "motion": settings.motion,
         "device": _device_name(),
         "protocol": done[0]["protocol"] if done else None,
         "clip_seconds_total": sum(d["seconds"] for d in done),
@@ -303,7 +307,8 @@ def markdown(results: dict) -> str:
         f"# latok eval: {results.get('description') or results['backend']}",
         "",
         f"Backend {results['backend']}, inpainter {results['inpainter'] or '–'}"
-        f"{' (' + results['lit_guard'] + ' lit guard)' if results.get('lit_guard') else ''}, protocol {results['protocol']}, "
+        f"{' (' + results['lit_guard'] + ' lit guard)' if results.get('lit_guard') else ''}, "
+        f"{'motion ' + results['motion'] + ', ' if results.get('motion', 'none') != 'none' else ''}protocol {results['protocol']}, "
         f"{results['device']}; {len(results['runs'][0]['clips'])} clips, "
         f"{results['clip_seconds_total']:.0f} s of clip evaluation in all.",
         "",
