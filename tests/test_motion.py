@@ -55,27 +55,19 @@ def test_motion_compensated_rule_drops_a_pan_the_plain_rule_keeps():
     assert torch.equal(zero.keep, plain.keep)  # no motion is the plain rule, bit for bit
 
 
-def test_motion_hold_beats_hold_on_a_pan():
-    latent = panning(6, (0.0, 2.0))
+@pytest.mark.parametrize(
+    "compensated, plain, frames, velocity, tau, factor",
+    [(motion_hold_fill, hold_fill, 6, (0.0, 2.0), 0.1, 0.2), (motion_interp_fill, interp_fill, 9, (0.5, 1.5), 0.15, 0.5)],
+)
+def test_motion_fills_beat_their_plain_fill_on_a_pan_and_equal_it_without_motion(compensated, plain, frames, velocity, tau, factor):
+    latent = panning(frames, velocity, seed=frames)
     motion = estimate_motion(latent)
-    keep = redundancy_mask(latent, 0.1, motion=motion).keep
+    keep = redundancy_mask(latent, tau, motion=motion).keep
     sparse = latent * keep.unsqueeze(1)
-    moved = (motion_hold_fill(sparse, keep, motion) - latent).pow(2).mean()
-    held = (hold_fill(sparse, keep) - latent).pow(2).mean()
-    assert moved < 0.2 * held
-    assert torch.equal(motion_hold_fill(sparse, keep, torch.zeros(1, 6, 2)), hold_fill(sparse, keep))
-
-
-def test_motion_interp_beats_interp_on_a_pan_and_is_interp_without_motion():
-    latent = panning(9, (0.5, 1.5), seed=5)
-    motion = estimate_motion(latent)
-    keep = redundancy_mask(latent, 0.15, motion=motion).keep
-    sparse = latent * keep.unsqueeze(1)
-    moved = (motion_interp_fill(sparse, keep, motion) - latent).pow(2).mean()
-    plain = (interp_fill(sparse, keep) - latent).pow(2).mean()
-    assert moved < 0.5 * plain
-    still = redundancy_mask(latent, 0.15).keep
-    assert torch.equal(motion_interp_fill(latent * still.unsqueeze(1), still, torch.zeros(1, 9, 2)), interp_fill(latent * still.unsqueeze(1), still))
+    moved = (compensated(sparse, keep, motion) - latent).pow(2).mean()
+    assert moved < factor * (plain(sparse, keep) - latent).pow(2).mean()
+    still = redundancy_mask(latent, tau).keep
+    assert torch.equal(compensated(latent * still.unsqueeze(1), still, torch.zeros(1, frames, 2)), plain(latent * still.unsqueeze(1), still))
 
 
 def test_target_usage_with_motion():
