@@ -7,7 +7,7 @@ repeated records), then re-seals every CRC, so each case reaches the validation 
 
     python tests/fuzz_latok.py fuzz --cases 300 --seed 0   # prints a JSON summary; exit 1 on a failing case
     python tests/fuzz_latok.py craft DIR                   # writes the crafted files (each under 1 MB) into DIR
-    python tests/fuzz_latok.py cli COMMAND DIR             # `latok COMMAND` on every crafted file, in this process
+    python tests/fuzz_latok.py cli info,decode,export DIR  # those commands on every crafted file, in this process
 
 A case fails when reading raises anything but :class:`~latok.errors.LatokFormatError` or takes
 over 2 s; the test that runs this script checks the process's peak memory (``os.wait4``).
@@ -247,19 +247,21 @@ def craft(directory: Path) -> list[Path]:
     return paths
 
 
-def run_cli(command: str, directory: Path) -> dict:
+def run_cli(commands: list[str], directory: Path) -> dict:
+    """``latok COMMAND FILE`` for every command and crafted file, in this one process."""
     from latok.cli import main
 
-    seconds = {}
-    for path in sorted(directory.glob("*.latok")):
-        argv = {"info": ["info", str(path)], "decode": ["decode", str(path), "-o", str(directory / "out.mp4")],
-                "export": ["export", str(path), "-o", str(directory / "out.safetensors")]}[command]  # fmt: skip
-        start = time.perf_counter()
-        stderr = io.StringIO()
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
-            code = main(argv)
-        seconds[path.name] = {"seconds": round(time.perf_counter() - start, 3), "exit": code, "stderr": stderr.getvalue()}
-    return seconds
+    runs = {}
+    for command in commands:
+        for path in sorted(directory.glob("*.latok")):
+            argv = {"info": ["info", str(path)], "decode": ["decode", str(path), "-o", str(directory / "out.mp4")],
+                    "export": ["export", str(path), "-o", str(directory / "out.safetensors")]}[command]  # fmt: skip
+            start = time.perf_counter()
+            stderr = io.StringIO()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+                code = main(argv)
+            runs[f"{command} {path.name}"] = {"seconds": round(time.perf_counter() - start, 3), "exit": code, "stderr": stderr.getvalue()}
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     crafted = commands.add_parser("craft")
     crafted.add_argument("directory", type=Path)
     cli = commands.add_parser("cli")
-    cli.add_argument("cli_command", choices=("info", "decode", "export"))
+    cli.add_argument("cli_commands", help="comma-separated: info, decode, export")
     cli.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
     if args.command == "fuzz":
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "craft":
         result = {"files": {p.name: p.stat().st_size for p in craft(args.directory)}}
     else:
-        result = run_cli(args.cli_command, args.directory)
+        result = run_cli(args.cli_commands.split(","), args.directory)
     result["peak_rss_bytes"] = peak_rss()
     print(json.dumps(result))
     return 1 if "failed_case" in result else 0

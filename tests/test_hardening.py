@@ -450,31 +450,19 @@ def test_structure_aware_fuzz_long(tmp_path):
     assert result["cases"] == 10000 and result["slowest_s"] < 2.0 and peak < PEAK_BYTES, (result, peak)
 
 
-@pytest.mark.parametrize("command", ["info", "decode", "export"])
-def test_crafted_files_stay_within_memory_and_time(tmp_path, command):
+def test_crafted_files_stay_within_memory_and_time(tmp_path):
+    """latok info, decode and export on every crafted file (each under 1 MB), in one process whose peak is measured."""
     crafted = tmp_path / "crafted"
     files, _ = run_measured(tmp_path, "craft", str(crafted))
     assert files["files"] and max(files["files"].values()) < 1 << 20
-    runs, peak = run_measured(tmp_path, "cli", command, str(crafted))
-    assert peak < PEAK_BYTES, f"latok {command} peaked at {peak / 2**20:.0f} MiB"
+    runs, peak = run_measured(tmp_path, "cli", "info,decode,export", str(crafted))
+    assert peak < PEAK_BYTES, f"latok info/decode/export peaked at {peak / 2**20:.0f} MiB"
+    assert len(runs) == 3 * len(files["files"])
     for name, run in runs.items():
         assert run["seconds"] < 5.0, (name, run)
         lines = run["stderr"].strip().splitlines()
-        if name == "tall_valid.latok" and command == "info":  # well-formed: info reads it in bounded memory
+        if name == "info tall_valid.latok":  # well-formed: info reads it in bounded memory
             assert run["exit"] == 0 and not lines
         else:
             assert run["exit"] == 2 and len(lines) == 1 and lines[0].startswith("latok: error: "), (name, run)
     assert not [p for p in crafted.iterdir() if not p.name.endswith(".latok")]  # no output, no temp file
-
-
-def test_a_png_that_claims_a_gigapixel_frame_is_one_error(tmp_path, capsys):
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0)  # 900 Mpixel greyscale, in a 400-byte file
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(30_001 * 10))) + chunk(b"IEND", b"")
-    (frames / "00000.png").write_bytes(png)
-    refused(["roundtrip", frames, "-o", tmp_path / "r.mp4", "--json", tmp_path / "m.json", "--no-lit-guard"], capsys, tmp_path,
-            "00000.png: Image size .* exceeds limit")  # fmt: skip

@@ -68,7 +68,7 @@ def test_decoder_loss_estimates_the_metric_and_trains_with_it(shards, tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     cli = train_cli([
-        "fit", "--config", str(ROOT / "configs" / "taef2_lit-xs-decoder.yaml"), "--model.init_from", "null",
+        "fit", "--config", str(ROOT / "configs" / "history" / "taef2_lit-xs-decoder.yaml"), "--model.init_from", "null",
         "--model.metric_frames", "2", "--trainer.fast_dev_run", "2", "--trainer.logger", "false",
         "--data.train_dir", str(shards / "train"), "--data.val_dir", str(shards / "val"),
         "--data.crop", "[5, 4, 4]", "--data.batch_size", "2", "--data.num_workers", "0",
