@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the rule follows one global translation per latent frame, as `latok encode --motion` (default: %(default)s)")
     evaluate.add_argument("--pixel-guard", action="store_true",
                           help="lit runs decide the lit guard on decoded pixels, as `latok encode --pixel-guard` does")
+    evaluate.add_argument("--compare-to", metavar="DIR", default=None,
+                          help="another eval's output folder (e.g. the same clips with another --motion): write comparison.md and "
+                          "comparison.json, the Bjøntegaard-style mean PSNR difference of the two --target-usage curves per fill")
     evaluate.set_defaults(run=run_eval)
 
     bench = commands.add_parser(
@@ -556,6 +559,7 @@ def run_eval(args: argparse.Namespace) -> int:
     except InvalidInputError as error:
         raise InvalidInputError(f"--fills: {error}") from None
     rates = parse_rates(args.taus, args.target_usage)
+    baseline = _results_to_compare(args.compare_to, rates) if args.compare_to else None
     clips = _dataset_clips(args)
     inpainter = None
     if any(uses_inpainter(fill) for fill in fills):
@@ -579,7 +583,45 @@ def run_eval(args: argparse.Namespace) -> int:
 
     print(markdown(results))
     print(f"wrote {Path(args.out) / 'report.md'} (and results.json, results.csv, rd_curve.png, usage_over_time.png)")
+    if baseline is not None:
+        _write_comparison(results, baseline, args)
     return 0
+
+
+def _results_to_compare(folder: str, rates) -> dict:
+    """``folder``'s results.json, checked before any work: readable, and this run can make a curve."""
+    import json
+
+    if sum(rate.target_usage is not None for rate in rates) < 2:
+        raise InvalidInputError("--compare-to compares --target-usage curves: give at least two usages, e.g. --target-usage 0.3,0.5,0.7,0.9")
+    path = Path(folder) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+        runs = results["runs"]
+        if not isinstance(runs, list) or not all(isinstance(run, dict) and "fill" in run and "summary" in run for run in runs):
+            raise ValueError("no runs")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InvalidInputError(f"--compare-to: {path} is not a latok eval results.json ({str(error).splitlines()[0][:120]})") from None
+    return results
+
+
+def _write_comparison(results: dict, baseline: dict, args: argparse.Namespace) -> None:
+    import json
+
+    from latok._fs import atomic_path
+    from latok.evaluation import rd
+
+    label = f"motion {args.motion}"
+    other = f"{args.compare_to} (motion {baseline.get('motion', 'none')})"
+    comparison = rd.compare(results, baseline)
+    out = Path(args.out)
+    with atomic_path(out / "comparison.json") as tmp:
+        tmp.write_text(json.dumps({"this": str(out), "compared_to": args.compare_to, "fills": comparison}, indent=1) + "\n")
+    text = rd.markdown(comparison, f"{out} ({label})", other)
+    with atomic_path(out / "comparison.md") as tmp:
+        tmp.write_text(text)
+    print(text)
+    print(f"wrote {out / 'comparison.md'} and comparison.json")
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -179,6 +179,8 @@ def test_fills_against_hold_count_the_clips_where_they_lose():
         (["--taus", "0,big"], "'big' is not a number"),
         (["--target-usage", "1.5"], "must be in (0, 1]"),
         (["--root", "/nonexistent/davis"], "not a DAVIS root"),
+        (["--compare-to", "/nonexistent"], "compares --target-usage curves"),
+        (["--target-usage", "0.3,0.6", "--compare-to", "/nonexistent"], "is not a latok eval results.json"),
     ],
 )
 def test_eval_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
@@ -203,3 +205,43 @@ def test_a_corrupt_clip_or_missing_lpips_weights_is_one_line_and_no_results(tmp_
     assert main(argv) == 2
     assert "LPIPS weights" in capsys.readouterr().err
     assert not (out / "results.json").exists() and not (out / "bench.json").exists()
+
+
+def test_mean_psnr_difference_is_the_mean_gap_over_the_shared_usage_range():
+    from latok.evaluation.rd import mean_psnr_difference
+
+    lower = [(0.3, 20.0), (0.5, 22.0), (0.9, 26.0)]
+    higher = [(u, p + 1.5) for u, p in lower]
+    assert mean_psnr_difference(higher, lower) == pytest.approx(1.5)
+    assert mean_psnr_difference(lower, higher) == pytest.approx(-1.5)
+    assert mean_psnr_difference(list(reversed(higher)), lower) == pytest.approx(1.5)  # point order does not matter
+    # only the overlap counts: a curve that is better only where the other has no points gains nothing there
+    assert mean_psnr_difference([(0.5, 22.0), (0.9, 26.0), (0.95, 40.0)], lower) == pytest.approx(0.0, abs=1e-9)
+    assert mean_psnr_difference([(0.1, 30.0), (0.2, 31.0)], lower) is None
+    with pytest.raises(InvalidInputError, match="two points"):
+        mean_psnr_difference([(0.5, 22.0)], lower)
+
+
+@needs_weights
+def test_eval_compares_curves_with_and_without_motion(tmp_path, capsys):
+    """Two evals of a pan, without and with motion; the second writes the BD-style comparison, and the
+    motion-compensated curve is above the plain one on a pan."""
+    root = tmp_path / "clips"
+    write_video(root / "pan.mp4", panned_frames(6), fps=10)
+    common = ["eval", "--dataset", "folder", "--root", str(root), "--frames", "6", "--height", "0", "--taus", "0",
+              "--target-usage", "0.4,0.7", "--fills", "hold", "--no-lpips"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--out", str(tmp_path / "moving"), "--motion", "global", "--compare-to", str(tmp_path / "plain")]) == 0
+    comparison = json.loads((tmp_path / "moving" / "comparison.json").read_text())
+    row = comparison["fills"]["hold"]
+    assert set(row["clips"]) == {"clips/pan"} and row["delta_psnr_db"] == pytest.approx(row["clips"]["clips/pan"])
+    assert row["delta_psnr_db"] > 1.0 and row["clips_worse"] == 0
+    assert "| hold |" in (tmp_path / "moving" / "comparison.md").read_text()
+
+
+def panned_frames(count: int) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8: a textured picture panning 8 pixels (one taef2 latent pixel) a frame."""
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, size=(12, 24, 3)).astype(np.uint8)
+    picture = np.asarray(Image.fromarray(coarse).resize((384, 192), Image.BICUBIC))
+    return np.stack([picture[32:160, 16 + 8 * t : 208 + 8 * t] for t in range(count)])

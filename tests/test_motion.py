@@ -194,3 +194,45 @@ def test_eval_with_motion_is_its_own_run(tmp_path):
     moving = EvalSettings(backend="taef2", rates=(Rate(),), fills=("hold",), lpips=False, motion="global")
     assert plain.fingerprint() != moving.fingerprint()  # a clip evaluated without motion is recomputed with it
     assert plain.fingerprint() == EvalSettings(backend="taef2", rates=(Rate(),), fills=("hold",), lpips=False, motion="none").fingerprint()
+
+
+def test_training_crops_of_a_pan_carry_its_motion_and_compensated_masks(tmp_path):
+    """With motion_fraction 1 every crop of a panning clip carries the clip's translation (dx negated
+    when flipped, frame 0's zero) and the motion-compensated rule's sparser mask; with 0, zeros and the plain rule."""
+    from latok.training.data import LatentDataModule, write_shard
+
+    write_shard(tmp_path / "pan.tar", "pan", panning(8, (0.0, 2.0)).squeeze(0), {"name": "pan"})
+    usages = {}
+    for fraction in (0.0, 1.0):
+        data = LatentDataModule(
+            train_dir=str(tmp_path), val_dir=None, crop=(6, 24, 24), batch_size=8, num_workers=0,
+            random_mask_fraction=0.0, tau_min=0.1, tau_max=0.1001, usage_min=0.5, usage_max=0.5, motion_fraction=fraction,
+        )  # fmt: skip
+        batch = next(iter(data.train_dataloader()))
+        motion = batch["motion"]
+        assert motion.shape == (8, 6, 2) and torch.equal(motion[:, 0], torch.zeros(8, 2))
+        if fraction == 0.0:
+            assert torch.equal(motion, torch.zeros_like(motion))
+        else:
+            assert torch.allclose(motion[:, 1:, 0], torch.zeros(8, 5), atol=0.26)
+            assert torch.allclose(motion[:, 1:, 1].abs(), torch.full((8, 5), 2.0), atol=0.26)  # a flip negates dx
+            assert {float(v) for v in motion[:, 1, 1].sign()} <= {-1.0, 1.0}
+        fixed_tau = batch["tau"] < 0.2  # the fixed-tau half: compare the rules at one tau
+        usages[fraction] = batch["keep"][fixed_tau].float().mean().item()
+    assert usages[1.0] < usages[0.0] - 0.2
+
+
+def test_training_on_motion_batches_scores_against_the_compensated_hold(tmp_path):
+    """A fresh inpainter is exactly hold, so on motion-compensated crops its loss ratio against the
+    motion-compensated hold is 1; against the plain hold it would be far from it."""
+    from latok.training.module import InpainterModule
+
+    latent = panning(6, (0.0, 2.0))[:, :, :, 8:32, 8:32]
+    motion = estimate_motion(latent)
+    tau = tau_for_usage(latent, 0.4, motion=motion)
+    keep = redundancy_mask(latent, tau, motion=motion).keep
+    module = InpainterModule(preset="xs", latent_channels=8)
+    _, hold_mse, ratio = module._losses(latent, keep, tau, motion)
+    assert float(hold_mse) > 0 and abs(float(ratio.detach()) - 1.0) < 1e-4
+    _, plain_hold_mse, _ = module._losses(latent, keep, tau, None)
+    assert float(plain_hold_mse) > 2 * float(hold_mse)

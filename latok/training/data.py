@@ -13,6 +13,11 @@ regime), half at a tau drawn log-uniformly from ``tau_range`` (the fixed-tau reg
 where small taus leave hold nearly exact), mixed with a fraction of random masks for
 robustness.  Each sample carries the tau that made its mask (``inf`` for random masks).
 
+With ``motion_fraction`` > 0, each clip's per-frame translations are estimated once
+(:func:`latok.codec.motion.estimate_motion`, as the encoder does) and that share of the crops
+is masked by the motion-compensated rule; those crops carry their frames' translations (zeros
+otherwise), so the inpainter learns on the motion-compensated hold and interp it sees at inference.
+
 For a causal (streaming) inpainter, ``context_frames`` > 0 turns the first K frames of
 a crop (K uniform in 0..context_frames) into the fill cache C_fill the streaming
 decoder passes in: all marked kept, holding what hold restores there, so the model
@@ -36,6 +41,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from latok.codec.fill import hold_fill
 from latok.codec.masking import redundancy_mask, tau_for_usage
+from latok.codec.motion import estimate_motion
 from latok.errors import ShardFormatError
 
 logger = logging.getLogger(__name__)
@@ -94,12 +100,14 @@ def random_mask(
     random_fraction: float,
     rng: random.Random,
     tau_range: tuple[float, float] | None = None,
+    motion: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
     """A ``(1, t, h, w)`` keep mask for a ``(1, C, t, h, w)`` crop, and the tau that made it.
 
     With probability ``random_fraction``: Bernoulli keeps at a random usage (tau ``inf``:
-    no bound).  Otherwise the temporal-L1 rule, at a random usage or, half of the time
-    when ``tau_range`` is given, at a log-uniform random tau.  Frame 0 is always kept.
+    no bound).  Otherwise the temporal-L1 rule (motion-compensated with ``motion`` ``(1, t, 2)``),
+    at a random usage or, half of the time when ``tau_range`` is given, at a log-uniform random tau.
+    Frame 0 is always kept.
     """
     usage = rng.uniform(*usage_range)
     if rng.random() < random_fraction:
@@ -110,8 +118,8 @@ def random_mask(
     if tau_range is not None and rng.random() < 0.5:
         tau = math.exp(rng.uniform(math.log(tau_range[0]), math.log(tau_range[1])))
     else:
-        tau = tau_for_usage(latent, usage)
-    return redundancy_mask(latent, tau).keep, tau
+        tau = tau_for_usage(latent, usage, motion=motion)
+    return redundancy_mask(latent, tau, motion=motion).keep, tau
 
 
 def as_stream_context(latent: torch.Tensor, keep: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,11 +146,12 @@ class CropDataset(IterableDataset):
         seed: int,
         tau_range: tuple[float, float] | None = None,
         context_frames: int = 0,
+        motion_fraction: float = 0.0,
     ):
         super().__init__()
         self.urls, self.crop, self.crops_per_clip = urls, crop, crops_per_clip
         self.usage_range, self.random_mask_fraction, self.seed = usage_range, random_mask_fraction, seed
-        self.tau_range, self.context_frames = tau_range, context_frames
+        self.tau_range, self.context_frames, self.motion_fraction = tau_range, context_frames, motion_fraction
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -154,33 +163,47 @@ class CropDataset(IterableDataset):
         )
         for sample in clips:
             latent = torch.from_numpy(sample["latent.npy"]).float()  # (C, t, h, w)
+            motion = estimate_motion(latent.unsqueeze(0))[0] if self.motion_fraction > 0 else None  # (t, 2), whole frames
             for _ in range(self.crops_per_clip):
-                crop = self._crop(latent, rng).unsqueeze(0)  # (1, C, ct, ch, cw)
-                keep, tau = random_mask(crop, self.usage_range, self.random_mask_fraction, rng, self.tau_range)
+                crop, crop_motion = self._crop(latent, motion, rng)
+                crop = crop.unsqueeze(0)  # (1, C, ct, ch, cw)
+                compensated = motion is not None and rng.random() < self.motion_fraction
+                if not compensated:
+                    crop_motion = torch.zeros(crop.shape[2], 2)
+                keep, tau = random_mask(
+                    crop, self.usage_range, self.random_mask_fraction, rng, self.tau_range, crop_motion.unsqueeze(0) if compensated else None
+                )
                 if self.context_frames:
                     context = min(rng.randint(0, self.context_frames), crop.shape[2] - 1)
                     crop, keep = as_stream_context(crop, keep, context)
-                yield {"latent": crop[0], "keep": keep[0], "tau": tau}
+                yield {"latent": crop[0], "keep": keep[0], "tau": tau, "motion": crop_motion}
 
-    def _crop(self, latent: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    def _crop(self, latent: torch.Tensor, motion: torch.Tensor | None, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random (flipped) crop and its frames' translations (frame 0's zero: the crop starts there)."""
         _, frames, height, width = latent.shape
         ct, ch, cw = (min(c, s) for c, s in zip(self.crop, (frames, height, width)))
         t0, y0, x0 = rng.randint(0, frames - ct), rng.randint(0, height - ch), rng.randint(0, width - cw)
         crop = latent[:, t0 : t0 + ct, y0 : y0 + ch, x0 : x0 + cw]
-        return crop.flip(-1) if rng.random() < 0.5 else crop
+        shifts = torch.zeros(ct, 2) if motion is None else motion[t0 : t0 + ct].clone()
+        shifts[0] = 0.0
+        if rng.random() < 0.5:
+            crop, shifts = crop.flip(-1), shifts * torch.tensor([1.0, -1.0])
+        return crop, shifts
 
 
 def _pad_collate(items: list[dict]) -> dict:
     """Stack crops; crops from small clips are zero-padded, padding flagged as kept (so it carries no loss)."""
     shape = [max(item["latent"].shape[d] for item in items) for d in range(4)]
-    latents, keeps = [], []
+    latents, keeps, motions = [], [], []
     for item in items:
         latent, keep = item["latent"], item["keep"]
         pad = [0, shape[3] - latent.shape[3], 0, shape[2] - latent.shape[2], 0, shape[1] - latent.shape[1]]
         latents.append(torch.nn.functional.pad(latent, pad))
         keeps.append(torch.nn.functional.pad(keep, pad, value=True))
+        motion = item.get("motion", torch.zeros(latent.shape[1], 2))
+        motions.append(torch.nn.functional.pad(motion, [0, 0, 0, shape[1] - motion.shape[0]]))
     taus = torch.tensor([item.get("tau", float("inf")) for item in items], dtype=torch.float32)
-    return {"latent": torch.stack(latents), "keep": torch.stack(keeps), "tau": taus}
+    return {"latent": torch.stack(latents), "keep": torch.stack(keeps), "tau": taus, "motion": torch.stack(motions)}
 
 
 class LatentDataModule(L.LightningDataModule):
@@ -196,6 +219,7 @@ class LatentDataModule(L.LightningDataModule):
         tau_min, tau_max: log-uniform range of tau for the fixed-tau training masks (``tau_min`` 0: off).
         random_mask_fraction: share of masks drawn as random Bernoulli keeps instead of the rule.
         context_frames: up to this many leading crop frames become streaming context (causal models; 0: off).
+        motion_fraction: share of crops masked by the motion-compensated rule (0: none).
         seed: base seed of crops and masks.
     """
 
@@ -213,6 +237,7 @@ class LatentDataModule(L.LightningDataModule):
         tau_min: float = 0.05,
         tau_max: float = 1.0,
         context_frames: int = 0,
+        motion_fraction: float = 0.0,
         seed: int = 0,
     ):
         super().__init__()
@@ -223,6 +248,7 @@ class LatentDataModule(L.LightningDataModule):
         dataset = CropDataset(
             shard_urls(h.train_dir), tuple(h.crop), h.crops_per_clip, (h.usage_min, h.usage_max),
             h.random_mask_fraction, h.seed, (h.tau_min, h.tau_max) if h.tau_min > 0 else None, h.context_frames,
+            h.motion_fraction,
         )  # fmt: skip
         return DataLoader(
             dataset, batch_size=h.batch_size, num_workers=h.num_workers, collate_fn=_pad_collate,

@@ -9,10 +9,11 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from latok.codec.fill import hold_fill, interp_fill
+from latok.codec.fill import hold_fill, interp_fill, motion_hold_fill, motion_interp_fill
 from latok.codec.inpainter import InpaintingTransformer
 from latok.codec.inpainter import preset as inpainter_preset
 from latok.codec.masking import redundancy_mask, tau_for_usage
+from latok.codec.motion import estimate_motion
 
 
 class InpainterModule(L.LightningModule):
@@ -30,7 +31,11 @@ class InpainterModule(L.LightningModule):
     latent channels alike (taef2's differ 37x in how much they move its decoded pixels).
 
     Validation decodes whole held-out clips at ``val_target_usage`` and logs
-    PSNR of lit, hold and interp against the original frames, and lit's gain over hold.
+    PSNR of lit, hold and interp against the original frames, and lit's gain over hold;
+    with ``val_motion`` the masks, hold, interp and lit are motion-compensated, as
+    ``--motion global`` encodes them.  Training batches with non-zero ``motion`` (see
+    :class:`~latok.training.data.LatentDataModule`'s ``motion_fraction``) train on the
+    motion-compensated references, and are scored against the motion-compensated hold.
 
     Args:
         preset: inpainter size, ``"xs"`` or ``"s"``.
@@ -40,6 +45,7 @@ class InpainterModule(L.LightningModule):
         warmup_steps: linear warm-up length; then cosine decay to ``min_lr_ratio * lr`` at ``trainer.max_steps``.
         val_backend: VAE used to decode validation clips.
         val_target_usage: kept fraction of the validation masks.
+        val_motion: validate on motion-compensated masks and fills.
         init_from: start from this inpainter checkpoint's weights (e.g. fine-tune a causal model
             from the bidirectional one; the architectures must match apart from ``causal``).
         loss: ``"latent"`` (plain squared error) or ``"decoder"`` (decoder metric).
@@ -58,6 +64,7 @@ class InpainterModule(L.LightningModule):
         min_lr_ratio: float = 0.05,
         val_backend: str = "taef2",
         val_target_usage: float = 0.5,
+        val_motion: bool = False,
         init_from: str | None = None,
         loss: Literal["latent", "decoder"] = "latent",
         metric_dir: str | None = None,
@@ -74,6 +81,7 @@ class InpainterModule(L.LightningModule):
                 self.model.set_decoder_metric(source.decoder_metric)
             self.model.load_state_dict(source.state_dict())
         self._vae = None
+        self._baselines: dict[int, dict[str, torch.Tensor]] = {}  # validation clip -> PSNR of hold and interp
         # per-clip validation PSNRs, averaged over clips and reduced across DDP ranks by torchmetrics
         self.val_psnr = torch.nn.ModuleDict({name: MeanMetric() for name in ("lit", "hold", "interp", "gain_over_hold")})
 
@@ -106,19 +114,22 @@ class InpainterModule(L.LightningModule):
         return load_vae(self.hparams.val_backend, device=self.device).decoder_metric(latent.to(self.device))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, hold_loss, ratio = self._losses(batch["latent"], batch["keep"], batch.get("tau"))
+        motion = batch.get("motion")
+        motion = motion if motion is not None and bool(motion.any()) else None  # all-zero: plain references, as before
+        loss, hold_loss, ratio = self._losses(batch["latent"], batch["keep"], batch.get("tau"), motion)
         self.log_dict({"train/loss": ratio, "train/mse": loss, "train/hold_mse": hold_loss}, prog_bar=True)
         return ratio
 
     def _losses(
-        self, latent: torch.Tensor, keep: torch.Tensor, tau: torch.Tensor | float | None
+        self, latent: torch.Tensor, keep: torch.Tensor, tau: torch.Tensor | float | None, motion: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean squared error over dropped positions for the model and for hold, and the mean
-        per-clip ratio of the two."""
+        """Mean squared error over dropped positions for the model and for hold (motion-compensated
+        with ``motion``), and the mean per-clip ratio of the two."""
         sparse = latent * keep.unsqueeze(1)
-        prediction = self.model(sparse, keep, tau)
+        prediction = self.model(sparse, keep, tau, motion=motion)
         with torch.no_grad():
-            hold_per_clip = self.model.error(hold_fill(sparse, keep), latent, keep).sum(dim=1)
+            hold = hold_fill(sparse, keep) if motion is None else motion_hold_fill(sparse, keep, motion)
+            hold_per_clip = self.model.error(hold, latent, keep).sum(dim=1)
         per_clip = self.model.error(prediction, latent, keep).sum(dim=1)
         count = (~keep).sum() * latent.shape[1]
         has_dropped = hold_per_clip > 0
@@ -145,23 +156,24 @@ class InpainterModule(L.LightningModule):
 
         latent = batch["latent"].unsqueeze(0).to(self.device)  # (1, C, t, h, w)
         video = frames_to_video(batch["video"].cpu().numpy())  # (1, 3, T, H, W)
-        tau = tau_for_usage(latent, self.hparams.val_target_usage)
-        keep = redundancy_mask(latent, tau).keep
+        motion = estimate_motion(latent) if self.hparams.get("val_motion") else None
+        tau = tau_for_usage(latent, self.hparams.val_target_usage, motion=motion)
+        keep = redundancy_mask(latent, tau, motion=motion).keep
         sparse = latent * keep.unsqueeze(1)
         size = video.shape[-3:]
-        scores = {}
-        for name, restored in (
-            ("lit", self.model(sparse, keep, tau)),
-            ("hold", hold_fill(sparse, keep)),
-            ("interp", interp_fill(sparse, keep)),
-        ):
-            scores[name] = psnr(self.vae.decode(restored.float(), size=size).cpu(), video)
+        scores = {"lit": psnr(self.vae.decode(self.model(sparse, keep, tau, motion=motion).float(), size=size).cpu(), video)}
+        if batch_idx not in self._baselines:  # hold and interp do not depend on the weights: decoded once per clip
+            self._baselines[batch_idx] = {
+                "hold": psnr(self.vae.decode(hold_fill(sparse, keep) if motion is None else motion_hold_fill(sparse, keep, motion), size=size).cpu(), video),
+                "interp": psnr(self.vae.decode(interp_fill(sparse, keep) if motion is None else motion_interp_fill(sparse, keep, motion), size=size).cpu(), video),
+            }
+        scores.update(self._baselines[batch_idx])
         scores["gain_over_hold"] = scores["lit"] - scores["hold"]
         for name, value in scores.items():
             self.val_psnr[name].update(value)
             key = "val/psnr_gain_over_hold" if name == "gain_over_hold" else f"val/psnr_{name}"
             self.log(key, self.val_psnr[name], prog_bar=name == "gain_over_hold", batch_size=1)
-        _, _, ratio = self._losses(latent, keep, tau)
+        _, _, ratio = self._losses(latent, keep, tau, motion)
         self.log("val/latent_loss_vs_hold", ratio, batch_size=1)
 
     # -- optimisation ----------------------------------------------------------------------------
