@@ -236,3 +236,102 @@ def test_training_on_motion_batches_scores_against_the_compensated_hold(tmp_path
     assert float(hold_mse) > 0 and abs(float(ratio.detach()) - 1.0) < 1e-4
     _, plain_hold_mse, _ = module._losses(latent, keep, tau, None)
     assert float(plain_hold_mse) > 2 * float(hold_mse)
+
+
+# -- per-block motion -----------------------------------------------------------------------------------
+
+
+def two_motions(frames: int, top: tuple[float, float] = (0.0, 2.0), bottom: tuple[float, float] = (0.0, -1.0)) -> torch.Tensor:
+    """``(1, C, t, 40, 56)``: the top half of the picture moves by ``top`` a frame, the bottom half by ``bottom``
+    (a pan with an object moving against it), which no single translation explains."""
+    upper, lower = smooth_field(5), smooth_field(6)
+    rows = []
+    for t in range(frames):
+        frame = warp(lower, torch.tensor([bottom]) * t).clone()
+        frame[:, :, :20] = warp(upper, torch.tensor([top]) * t)[:, :, :20]
+        rows.append(frame)
+    return torch.stack(rows, dim=2)
+
+
+def test_a_constant_block_field_warps_as_its_translation():
+    from latok.codec.motion import block_grid
+
+    field = smooth_field(2)
+    shift = torch.tensor([[0.5, -1.25]])
+    blocks = shift.view(1, 2, 1, 1).expand(1, 2, *block_grid(40, 56)).contiguous()
+    torch.testing.assert_close(warp(field, blocks), warp(field, shift))
+    with pytest.raises(Exception, match="per block"):
+        warp(field, torch.zeros(1, 2, 3, 3))
+
+
+def test_block_motion_follows_two_regions_that_one_translation_cannot():
+    latent = two_motions(5)
+    motion = estimate_motion(latent, model="block")
+    assert motion.shape == (1, 5, 2, 10, 14) and torch.equal(motion[:, 0], torch.zeros(1, 2, 10, 14))
+    dx = motion[0, 1:, 1]  # (t, gh, gw)
+    interior = slice(2, 12)  # away from the replicated borders a shift brings in
+    assert torch.allclose(dx[:, :4, interior], torch.full_like(dx[:, :4, interior], 2.0), atol=0.26)
+    assert torch.allclose(dx[:, 6:, interior], torch.full_like(dx[:, 6:, interior], -1.0), atol=0.26)
+    global_motion = estimate_motion(latent)
+    by_block, by_frame = redundancy_mask(latent, 0.1, motion=motion), redundancy_mask(latent, 0.1, motion=global_motion)
+    assert by_block.usage < by_frame.usage - 0.2  # at one tau: fewer tokens
+    errors = []
+    for frame_motion in (motion, global_motion):  # at one usage: a closer hold
+        keep = redundancy_mask(latent, tau_for_usage(latent, 0.4, motion=frame_motion), motion=frame_motion).keep
+        errors.append((motion_hold_fill(latent * keep.unsqueeze(1), keep, frame_motion) - latent).pow(2).mean())
+    assert errors[0] < 0.5 * errors[1]
+
+
+def test_block_motion_keeps_the_global_vector_where_its_own_does_not_pay():
+    latent = panning(4, (0.0, 2.0), seed=7)
+    motion = estimate_motion(latent, model="block")
+    global_motion = estimate_motion(latent)
+    for t in range(1, 4):  # a pure pan: every block keeps the frame's translation, bit for bit (the first
+        # column excepted: the pan fills it with replicated border, which another vector may fit better)
+        assert torch.equal(motion[0, t, :, :, 1:], global_motion[0, t].view(2, 1, 1).expand(2, 10, 13))
+
+
+def test_streamed_block_motion_and_masks_equal_offline():
+    latent = two_motions(7)
+    motion = estimate_motion(latent, model="block")
+    rest = estimate_motion(latent[:, :, 3:], previous=latent[:, :, 2], model="block")
+    assert torch.equal(rest, motion[:, 3:])
+    offline = redundancy_mask(latent, 0.1, motion=motion)
+    first = redundancy_mask(latent[:, :, :3], 0.1, motion=motion[:, :3])
+    second = redundancy_mask(latent[:, :, 3:], 0.1, state=first.state, motion=rest)
+    assert torch.equal(torch.cat([first.keep, second.keep], dim=1), offline.keep)
+
+
+def test_block_motion_round_trips_through_the_file(tmp_path):
+    from latok.codec.bitstream import save_latok
+    from latok.codec.reader import LatokReader, load_latok
+    from latok.codec.tokens import AdaptiveLatent, SourceInfo
+    from latok.errors import InvalidInputError, LatokFormatError
+
+    latent = two_motions(7)
+    motion = estimate_motion(latent, model="block")
+    keep = redundancy_mask(latent, 0.1, motion=motion).keep
+    adaptive = AdaptiveLatent.from_dense(
+        latent, keep, backend="taef2", backend_config="test", tau=0.1, source=SourceInfo(7, 320, 448, fps=24.0), motion=motion
+    )
+    assert adaptive.motion_model == "block"
+    path = save_latok(adaptive, tmp_path / "b.latok", chunk_frames=3)
+    with LatokReader(path) as reader:
+        assert reader.version == 2 and reader.header["motion"] == "block"
+    loaded = load_latok(path)
+    assert torch.equal(loaded.motion, motion) and torch.equal(loaded.keep, keep) and loaded.motion_model == "block"
+    torch.testing.assert_close(loaded.dense("hold"), motion_hold_fill(loaded.dense("zero"), keep, motion))
+    with pytest.raises(InvalidInputError, match="motion must be"):
+        AdaptiveLatent.from_dense(latent, keep, backend="taef2", backend_config="test", tau=0.1,
+                                  source=SourceInfo(7, 320, 448, fps=24.0), motion=motion[..., :5])  # fmt: skip
+    import json
+    import struct
+    import zlib
+
+    data = path.read_bytes()  # a block file relabelled global (valid CRC): its MOTN records no longer fit
+    _, length = struct.unpack_from("<4sI", data, 12)
+    payload = json.dumps({**json.loads(data[20 : 20 + length]), "motion": "global"}, sort_keys=True).encode()
+    head = struct.pack("<4sI", b"HEAD", len(payload))
+    (tmp_path / "relabelled.latok").write_bytes(data[:12] + head + payload + struct.pack("<I", zlib.crc32(head + payload)) + data[20 + length + 4 :])
+    with pytest.raises(LatokFormatError, match="MOTN"):
+        load_latok(tmp_path / "relabelled.latok")

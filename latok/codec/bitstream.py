@@ -9,11 +9,12 @@ Layout (all integers little-endian)::
 
     HEAD  JSON header (sorted keys): backend, tau, shapes, storage dtype, source framing, chunking,
           and the lit guard (``lit_frames``: one "0"/"1" per latent frame, ``lit_model``), or nulls;
-          in version 2, ``motion`` ("global") when the rule was motion-compensated
+          in version 2, ``motion`` ("global" or "block") when the rule was motion-compensated
     MASK  one per chunk: t_start u32, t_count u32, codec u8 (0 raw, 1 zlib), keep bits
           (bit-packed, one bit per position in (t, y, x) order, little bit order)
     VALS  one per chunk: t_start u32, count u32, the chunk's kept vectors (count x C, storage dtype)
     MOTN  version 2 with motion, one per chunk: t_start u32, t_count u32, (dy, dx) float32 per latent frame
+          ("global"), or per latent frame and block of a ceil(h/4) x ceil(w/4) grid in (t, 2, gy, gx) order ("block")
     END   chunk count u32, total kept vectors u64
 
 A file without motion is written as version 1, byte for byte what earlier latok wrote; readers
@@ -44,6 +45,7 @@ import torch
 
 from latok._fs import AtomicWriter, atomic_path
 from latok.codec.header import MAX_CHUNK_POSITIONS, parse_header
+from latok.codec.motion import motion_shape
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, dtype_name
 from latok.errors import InvalidInputError, LatokFormatError
 
@@ -75,7 +77,7 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
         "keyframe_interval": adaptive.keyframe_interval,
         "lit_frames": None if adaptive.lit_frames is None else "".join("1" if f else "0" for f in adaptive.lit_frames),
         "lit_model": adaptive.lit_model,
-        **({"motion": "global"} if adaptive.motion is not None else {}),  # absent, not null: version-1 bytes stay as they were
+        **({"motion": adaptive.motion_model} if adaptive.motion is not None else {}),  # absent, not null: version-1 bytes stay as they were
         "reference": adaptive.reference,
         "shape": list(adaptive.shape),
         "source": asdict(adaptive.source),
@@ -124,6 +126,7 @@ class LatokWriter(AtomicWriter):
         self._tmp = self._context.__enter__()
         self._file = open(self._tmp, "wb")
         self.motion = header.get("motion") is not None
+        self.motion_model = header.get("motion")
         self._file.write(PREAMBLE.pack(MAGIC, FORMAT_VERSION if self.motion else 1, 0))
         self._file.write(_record(b"HEAD", _header_payload(self._with_counts(_UNKNOWN, _UNKNOWN))))
 
@@ -145,7 +148,8 @@ class LatokWriter(AtomicWriter):
     def write_chunk(self, keep: torch.Tensor, values: torch.Tensor, video_frames: int | None = None, motion: torch.Tensor | None = None) -> None:
         """``keep``: ``(1, k, h, w)`` bool; ``values``: ``(keep.sum(), C)`` in the storage dtype;
         ``video_frames``: frames of video the chunk covers (open-ended streams only);
-        ``motion``: ``(1, k, 2)`` float32 per-frame translations, exactly when the header has ``motion``."""
+        ``motion``: float32 translations, ``(1, k, 2)`` or per block ``(1, k, 2, gh, gw)`` as the header's
+        ``motion`` says, exactly when it has one."""
         _, channels, frames, height, width = self.header["shape"]
         if self.open_ended:
             if video_frames is None or video_frames < 1:
@@ -160,8 +164,9 @@ class LatokWriter(AtomicWriter):
             raise InvalidInputError(f"a chunk covers {t_count} latent frames, more than the header's {self.header['chunk_frames']}")
         if t_start + t_count > frames:
             raise InvalidInputError(f"chunks cover {t_start + t_count} latent frames, more than the header's {frames}")
-        if (motion is not None) != self.motion or (motion is not None and (motion.shape != (1, t_count, 2) or not bool(motion.isfinite().all()))):
-            raise InvalidInputError(f"chunk motion must be finite (1, {t_count}, 2) exactly when the header says motion")
+        expected = motion_shape(1, t_count, height, width, self.motion_model) if self.motion else None
+        if (motion is not None) != self.motion or (motion is not None and (tuple(motion.shape) != expected or not bool(motion.isfinite().all()))):
+            raise InvalidInputError(f"chunk motion must be finite {expected or ''} exactly when the header says motion")
         bits = np.packbits(keep.numpy().reshape(-1), bitorder="little").tobytes()
         packed = zlib.compress(bits, 9)
         codec, data = (MASK_ZLIB, packed) if len(packed) < len(bits) else (MASK_RAW, bits)

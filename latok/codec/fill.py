@@ -48,7 +48,7 @@ def interp_fill(latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 def motion_hold_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
     """Hold along the motion: each dropped position repeats the previous *restored* frame warped by
-    its frame's translation ``motion`` ``(B, t, 2)`` (:mod:`latok.codec.motion`).  A zero motion is
+    its frame's motion ``motion`` (``(B, t, 2)``, or ``(B, t, 2, gh, gw)`` per block; :mod:`latok.codec.motion`).  A zero motion is
     exactly :func:`hold_fill`."""
     restored = [latent[:, :, 0]]
     for t in range(1, latent.shape[2]):

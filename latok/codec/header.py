@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from latok.codec.masking import REFERENCES
+from latok.codec.motion import MOTION_MODELS  # what a file's MOTN records hold
 from latok.errors import LatokFormatError
 
 MAX_HEADER_BYTES = 1 << 20
@@ -30,7 +31,6 @@ MAX_TEXT = 256
 MAX_TAU = 1e6  # latok's normalised latents are O(1); a tau this large keeps frame 0 only
 MAX_FPS = 1e6  # containers report odd rates (time bases); refuse only the absurd
 STORAGE_DTYPE_NAMES = ("float16", "bfloat16", "float32")
-MOTION_MODELS = ("global",)  # what a file's MOTN records hold: one (dy, dx) per latent frame
 
 Check = Callable[[Any], bool]
 

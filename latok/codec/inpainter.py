@@ -138,7 +138,7 @@ class InpaintingTransformer(nn.Module):
     normalised with kept values in place (dropped positions are ignored), ``keep`` is
     ``(B, t, h, w)`` bool with frame 0 kept, ``tau`` the threshold that made the mask
     (a float or one per clip; ``None`` or ``inf`` when unknown, e.g. a random mask), and ``motion``
-    the frames' translations ``(B, t, 2)`` when the rule was motion-compensated (hold and interp,
+    the frames' motion (``(B, t, 2)``, or ``(B, t, 2, gh, gw)`` per block) when the rule was motion-compensated (hold and interp,
     its inputs and the centre of its L1 ball, then follow the motion).
     Returns the restored ``(B, C, t, h, w)`` latent; kept positions are passed
     through bit-exactly.

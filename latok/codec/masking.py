@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from latok.codec.motion import warp
+from latok.codec.motion import motion_model, warp
 from latok.errors import InvalidInputError
 
 Reference = Literal["last-kept", "previous"]
@@ -94,7 +94,7 @@ def redundancy_mask(
         state: the previous chunk's :attr:`MaskResult.state` when masking a stream chunk by
             chunk; masking then continues where it stopped (no forced first frame), so
             chunked masks equal the mask of the whole stream.
-        motion: ``(B, t, 2)`` per-frame translations (:func:`latok.codec.motion.estimate_motion`);
+        motion: ``(B, t, 2)`` per-frame translations, or ``(B, t, 2, gh, gw)`` per block (:func:`latok.codec.motion.estimate_motion`);
             the reference is warped by each frame's translation before it is compared, so
             content that only moved is dropped.  ``None``: positions are compared in place.
 
@@ -115,8 +115,8 @@ def redundancy_mask(
                 f"stream chunk latent {tuple(latent.shape)} does not continue a stream of (B, C, h, w) = {tuple(state.reference.shape)}"
             )
         ref, start, offset = state.reference.to(latent.device, torch.float32), 0, state.frames
-    if motion is not None and motion.shape != (batch, frames, 2):
-        raise InvalidInputError(f"motion must be (B, t, 2) = {(batch, frames, 2)}, got {tuple(motion.shape)}")
+    if motion is not None:
+        motion_model(motion, batch, frames, height, width)
     for t in range(start, frames):
         current = latent[:, :, t]
         if motion is not None:

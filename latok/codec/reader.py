@@ -7,6 +7,7 @@ whole clip after checking that holding and decoding it fits :func:`whole_clip_li
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from latok.codec.bitstream import (
     VERSIONS,
 )
 from latok.codec.header import MAX_HEADER_BYTES, parse_header
+from latok.codec.motion import motion_shape
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo
 from latok.errors import ClipTooLargeError, InvalidInputError, LatokFormatError
 
@@ -45,7 +47,7 @@ class Chunk:
         values: the kept vectors' raw bytes in the storage dtype (``count * C * itemsize``).
         count: kept vectors, equal to the number of set bits.
         mask_bytes, values_bytes: bytes the two records take in the file (record framing included).
-        motion: ``(1, t_count, 2)`` float32 translations of the chunk's latent frames, or ``None``.
+        motion: float32 translations of the chunk's latent frames, ``(1, t_count, 2)`` or per block ``(1, t_count, 2, gh, gw)``, or ``None``.
     """
 
     t_start: int
@@ -153,7 +155,7 @@ class LatokReader:
             if t_start != t_expected or len(values) - VALS_HEAD.size != count * channels * itemsize:
                 self._fail(f"VALS record at latent frame {t_start} does not match its mask")
             t_count, bits = self._parse_mask(payload, t_expected, frames, height, width, chunk_frames, count)
-            motion = self._read_motion(t_start, t_count, max(height, width)) if self.header["motion"] is not None else None
+            motion = self._read_motion(t_start, t_count, height, width) if self.header["motion"] is not None else None
             yield Chunk(t_start, t_count, bits, values[VALS_HEAD.size :], count, mask_bytes, len(values) + RECORD.size + CRC.size, motion)
             t_expected += t_count
             tokens += count
@@ -163,17 +165,18 @@ class LatokReader:
         if self._file.tell() != self._size:
             self._fail("trailing bytes after the END record")
 
-    def _read_motion(self, t_start: int, t_count: int, bound: int) -> torch.Tensor:
+    def _read_motion(self, t_start: int, t_count: int, height: int, width: int) -> torch.Tensor:
+        shape = motion_shape(1, t_count, height, width, self.header["motion"])
         tag, payload = self._read_record()
-        if tag != b"MOTN" or len(payload) != MOTN_HEAD.size + 8 * t_count or MOTN_HEAD.unpack_from(payload) != (t_start, t_count):
-            self._fail(f"expected a MOTN record for latent frames {t_start}..{t_start + t_count}, found {tag!r}")
+        if tag != b"MOTN" or len(payload) != MOTN_HEAD.size + 4 * math.prod(shape) or MOTN_HEAD.unpack_from(payload) != (t_start, t_count):
+            self._fail(f"expected a MOTN record of {shape} for latent frames {t_start}..{t_start + t_count}, found {tag!r} of {len(payload)} bytes")
         vectors = np.frombuffer(payload, dtype="<f4", offset=MOTN_HEAD.size).astype(np.float32)
-        if not np.isfinite(vectors).all() or np.abs(vectors).max(initial=0.0) > bound:
+        if not np.isfinite(vectors).all() or np.abs(vectors).max(initial=0.0) > max(height, width):
             self._fail(f"MOTN record at latent frame {t_start} holds a translation that is not finite or exceeds the frame")
-        return torch.from_numpy(vectors.copy()).view(1, t_count, 2)
+        return torch.from_numpy(vectors.copy()).view(shape)
 
     def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """Yield ``(keep (1, k, h, w) bool, values (n, C), motion (1, k, 2) float32 or None)`` per chunk,
+        """Yield ``(keep (1, k, h, w) bool, values (n, C), motion (1, k, 2[, gh, gw]) float32 or None)`` per chunk,
         validating as it goes."""
         _, channels, _, height, width = self.header["shape"]
         dtype = STORAGE_DTYPES[self.header["dtype"]]

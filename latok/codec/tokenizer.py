@@ -37,7 +37,7 @@ from latok.vae import VideoAutoencoder, load_vae
 logger = logging.getLogger(__name__)
 
 STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried into the next chunk
-MOTIONS = ("none", "global")  # the rule's reference in place, or warped by one translation per latent frame
+MOTIONS = ("none", "global", "block")  # the rule's reference in place, or warped by one translation per latent frame, or per block
 
 
 class LatentTokenizer:
@@ -69,8 +69,9 @@ class LatentTokenizer:
             :meth:`encode`, or :meth:`tokenize` with ``video``) and a per-frame backend (taef2).
         motion: ``"none"`` (default) compares positions in place; ``"global"`` estimates one translation
             per latent frame from the latents (:mod:`latok.codec.motion`), compares against the warped
-            reference and stores the translations (format version 2).  hold, interp, the inpainter's
-            inputs and the lit guard then all follow the motion.
+            reference and stores the translations (format version 2); ``"block"`` also gives each 4x4
+            block of latent pixels its own vector where that lowers its mismatch.  hold, interp, the
+            inpainter's inputs and the lit guard then all follow the motion.
         **vae_options: passed to :func:`latok.load_vae` when ``vae`` is a name.
     """
 
@@ -162,7 +163,7 @@ class LatentTokenizer:
         ``video``, the ``(1, 3, T, H, W)`` input in ``[-1, 1]``, is needed by the pixel guard)."""
         if tau is None and target_usage is None:
             tau, target_usage = self.tau, self.target_usage
-        motion = estimate_motion(latent) if self.motion == "global" else None
+        motion = estimate_motion(latent, model=self.motion) if self.motion != "none" else None
         tau = self.resolve_tau(latent, tau, target_usage, motion)
         mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval, motion=motion)
         adaptive = self._adaptive(latent, mask.keep, tau, source, target_usage, motion)
@@ -285,8 +286,8 @@ class LatentTokenizer:
                     raise InvalidInputError(f"stream chunks must keep one frame size: {first.width}x{first.height}, then {source.width}x{source.height}")
                 latent = self.vae.encode(video)
                 motion = None
-                if self.motion == "global":  # the frame before the chunk is all the estimate carries across
-                    motion = estimate_motion(latent, previous=before if carry_selection else None)
+                if self.motion != "none":  # the frame before the chunk is all the estimate carries across
+                    motion = estimate_motion(latent, previous=before if carry_selection else None, model=self.motion)
                     before = latent[:, :, -1]
                 mask = redundancy_mask(latent, tau, self.reference, self.keyframe_interval, state if carry_selection else None, motion=motion)
                 state = mask.state
@@ -340,7 +341,7 @@ class LatentTokenizer:
                 else:
                     known = torch.ones(1, context.shape[2], height, width, dtype=torch.bool)
                     if motion is not None:  # context frames are kept: their translations never move anything
-                        motion = torch.cat([torch.zeros(1, context.shape[2], 2), motion], dim=1)
+                        motion = torch.cat([motion.new_zeros(1, context.shape[2], *motion.shape[2:]), motion], dim=1)
                     restored = fill(torch.cat([context, sparse], dim=2), torch.cat([known, keep], dim=1), motion)[:, :, context.shape[2] :]
                 context = restored if context is None else torch.cat([context, restored], dim=2)
                 context = context[:, :, -context_frames:]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from latok.codec.fill import Fill, last_kept_index
+from latok.codec.motion import motion_model
 from latok.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -69,8 +70,9 @@ class AdaptiveLatent:
             (``None``: not checked).  ``fill="lit"`` uses hold on the other frames.
         lit_model: :attr:`~latok.codec.inpainter.InpaintingTransformer.fingerprint` of the inpainter
             the guard was decided with.
-        motion: ``(B, t, 2)`` float32, each latent frame's global translation (dy, dx) from the one
-            before, when the rule was motion-compensated (:mod:`latok.codec.motion`); ``None``: in place.
+        motion: float32, each latent frame's translation (dy, dx) from the one before when the rule was
+            motion-compensated (:mod:`latok.codec.motion`): ``(B, t, 2)`` global, or ``(B, t, 2, gh, gw)``
+            one per block; ``None``: in place.
     """
 
     values: torch.Tensor
@@ -87,6 +89,11 @@ class AdaptiveLatent:
     lit_model: str | None = None
     motion: torch.Tensor | None = None
 
+    @property
+    def motion_model(self) -> str | None:
+        """``"global"``, ``"block"``, or ``None`` (the rule compared positions in place)."""
+        return None if self.motion is None else ("global" if self.motion.ndim == 3 else "block")
+
     def __post_init__(self):
         batch, channels, frames, height, width = self.shape
         if self.keep.shape != (batch, frames, height, width) or self.keep.dtype != torch.bool:
@@ -97,8 +104,10 @@ class AdaptiveLatent:
             self.lit_frames is not None and len(self.lit_frames) != frames
         ):
             raise InvalidInputError(f"the lit guard needs one flag per latent frame ({frames}) and the model it was decided with")
-        if self.motion is not None and (self.motion.shape != (batch, frames, 2) or self.motion.dtype != torch.float32):
-            raise InvalidInputError(f"motion must be float32 {(batch, frames, 2)}, got {self.motion.dtype} {tuple(self.motion.shape)}")
+        if self.motion is not None:
+            motion_model(self.motion, batch, frames, height, width)
+            if self.motion.dtype != torch.float32:
+                raise InvalidInputError(f"motion must be float32, got {self.motion.dtype}")
 
     @classmethod
     def from_dense(cls, latent: torch.Tensor, keep: torch.Tensor, dtype: torch.dtype = torch.float16, **meta) -> AdaptiveLatent:
