@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 19, end to end after training (configs/taef2_lit-xs-pool.yaml):
-#   STAGE=val     choose: latok eval on the pool validation split (eval/splits/pool_val.txt), motions none, global
-#                 and block, fill lit (the default decode), taus and usage curves; then eval/calibrate_pool.py
-#                 picks the default motion and tau. DAVIS and tokenbench-mini are not read.
+#   STAGE=val     choose: latok eval on the pool validation split (eval/splits/pool_val.txt), fill lit (the default
+#                 decode): usage curves for each of MOTIONS (default none,global,block), eval/calibrate_pool.py picks
+#                 the motion, then tau grids for none and that motion, and eval/calibrate_pool.py picks each one's
+#                 default tau. DAVIS and tokenbench-mini are not read.
 #   STAGE=report  report: the 14 DAVIS sequences and tokenbench-mini, motion none and the chosen motion, at tau 0,
 #                 the default tau and usages 0.3-0.9, with the Bjøntegaard-style comparison of the two curves.
 # INPAINTER defaults to the shipped checkpoint; no LPIPS (CPU time).
@@ -24,8 +25,10 @@ if [ "${STAGE:-val}" = val ]; then
     $LATOK eval --dataset folder --root "$VAL" --taus= --motion "$motion" "${COMMON[@]}" "${extra[@]}" --out "eval/results/val_pool_$motion"
   done
   chosen=$(.venv/bin/python eval/calibrate_pool.py --motions "$MOTIONS" --motion-only)
-  # the tau grid of the chosen motion (its usage runs are already there; the folder resumes)
-  $LATOK eval --dataset folder --root "$VAL" --taus 0,0.2,0.3,0.4,0.5 --motion "$chosen" "${COMMON[@]}" --out "eval/results/val_pool_$chosen"
+  # the tau grids of no motion and of the chosen motion (their usage runs are already there; the folders resume)
+  for motion in $(printf '%s\n' none "$chosen" | sort -u); do
+    $LATOK eval --dataset folder --root "$VAL" --taus 0,0.2,0.3,0.4,0.5 --motion "$motion" "${COMMON[@]}" --out "eval/results/val_pool_$motion"
+  done
   .venv/bin/python eval/calibrate_pool.py --motions "$MOTIONS"
 else
   MOTION=${MOTION:?the motion eval/calibrate_pool.py chose}

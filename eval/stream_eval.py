@@ -63,13 +63,13 @@ def measure(argv: list[str]) -> dict:
     return {"peak_rss_mib": int(rss) / 1024, "seconds": float(seconds)}
 
 
-def long_input(path: Path, frames: int) -> Path:
-    """The shared DAVIS sequences at 240p, one after another, until ``frames`` frames."""
+def long_input(path: Path, frames: int, height: int = 240) -> Path:
+    """The shared DAVIS sequences at ``height``, one after another, until ``frames`` frames."""
     written = 0
     with VideoWriter(path, fps=24.0, crf=12) as out:
         while written < frames:
             for sequence in sorted(DAVIS.iterdir()):
-                for chunk in stream_clip(sequence, CHUNK, frames=frames - written, height=240):
+                for chunk in stream_clip(sequence, CHUNK, frames=frames - written, height=height):
                     out.write(chunk.video)
                     written += chunk.frames
                 if written >= frames:
@@ -77,23 +77,25 @@ def long_input(path: Path, frames: int) -> Path:
     return path
 
 
-def memory_part() -> dict:
+def memory_part(motion: str = "none", height: int = 240) -> dict:
+    """Peak memory of streams of LONG and SHORT frames (and, without motion, offline at SHORT)."""
     latok = str(Path(sys.executable).parent / "latok")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        source = long_input(tmp / "long.mp4", LONG)
-        cases = [("stream", LONG), ("stream", SHORT), ("offline", SHORT)]
+        source = long_input(tmp / "long.mp4", LONG, height)
+        cases = [("stream", LONG), ("stream", SHORT)] + ([("offline", SHORT)] if motion == "none" else [])
         for mode, frames in tqdm(cases, desc="memory"):
             tokens, video = tmp / f"{mode}{frames}.latok", tmp / f"{mode}{frames}.mp4"
             flags = ["--stream", "--chunk", str(CHUNK)] if mode == "stream" else []
-            encode = measure([latok, "encode", str(source), "-o", str(tokens), "--frames", str(frames), *flags])
+            encode = measure([latok, "encode", str(source), "-o", str(tokens), "--frames", str(frames), "--height", str(height),
+                              "--motion", motion, *flags])  # fmt: skip
             decode = measure([latok, "decode", str(tokens), "-o", str(video), *flags[:1]])
             rows.append({"mode": mode, "frames": frames, "encode": encode, "decode": decode,
                          "peak_rss_mib": max(encode["peak_rss_mib"], decode["peak_rss_mib"])})  # fmt: skip
     long_peak = next(r for r in rows if r["mode"] == "stream" and r["frames"] == LONG)["peak_rss_mib"]
     short_peak = next(r for r in rows if r["mode"] == "stream" and r["frames"] == SHORT)["peak_rss_mib"]
-    return {"runs": rows, "stream_ratio_600_vs_60": long_peak / short_peak, "target_ratio": 1.15}
+    return {"runs": rows, "stream_ratio_600_vs_60": long_peak / short_peak, "target_ratio": 1.15, "motion": motion, "height": height}
 
 
 def quality_part(tau: float | None = None) -> dict:
@@ -144,9 +146,11 @@ def summary_tau(path: Path) -> float:
 def markdown(result: dict) -> str:
     lines = ["# Streaming codec: memory, quality, usage at chunk boundaries", "",
              f"taef2 on {result['device']}, 240p, chunks of {CHUNK} frames. Command: `python eval/stream_eval.py`.", ""]  # fmt: skip
-    memory = result.get("memory")
-    if memory:
-        lines += ["## Peak memory (resident set, MiB; encode and decode each in its own process)", "",
+    for key in sorted(k for k in result if k.startswith("memory")):
+        memory = result[key]
+        setting = "" if key == "memory" else f", --motion {memory['motion']}, {memory['height']}p"
+        command = "" if key == "memory" else f" `python eval/stream_eval.py --part memory --motion {memory['motion']} --height {memory['height']}`"
+        lines += [f"## Peak memory (resident set, MiB; encode and decode each in its own process{setting}){command}", "",
                   "| mode | frames | encode MiB | decode MiB | encode s | decode s |", "|---|---|---|---|---|---|"]  # fmt: skip
         for r in memory["runs"]:
             lines.append(f"| {r['mode']} | {r['frames']} | {r['encode']['peak_rss_mib']:.0f} | {r['decode']['peak_rss_mib']:.0f} | "
@@ -184,12 +188,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("memory", "quality", "all"), default="all")
     parser.add_argument("--tau", type=float, default=None, help="quality part at this tau (default: the calibrated one)")
+    parser.add_argument("--motion", choices=("none", "global", "block"), default="none", help="memory part with this --motion")
+    parser.add_argument("--height", type=int, default=240, help="memory part at this height")
     args = parser.parse_args()
     json_path = OUT / "stream_eval.json"
     result = json.loads(json_path.read_text()) if json_path.exists() else {}
     result["device"] = f"cpu, {os.cpu_count()} cores"
     if args.part in ("memory", "all"):
-        result["memory"] = memory_part()
+        plain = args.motion == "none" and args.height == 240
+        result["memory" if plain else f"memory_motion_{args.motion}_{args.height}p"] = memory_part(args.motion, args.height)
     if args.part in ("quality", "all"):
         result["quality" if args.tau is None else f"quality_tau{args.tau:g}"] = quality_part(args.tau)
     json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")

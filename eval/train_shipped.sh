@@ -1,27 +1,13 @@
 #!/usr/bin/env bash
-# The recipe behind checkpoints/taef2-lit-xs, replayed from scratch: seven stages, each a config, each
-# starting from the previous stage's export. Exports go to data/train_out/<stage>/ and logs to
-# eval/results/train/<stage>/; nothing here writes checkpoints/. Shipping is a deliberate copy after
-# eval/inpainter_eval.py --checkpoint data/train_out/taef2-lit-xs-decoder-5 says it is better:
-#   cp data/train_out/taef2-lit-xs-decoder-5/{config.json,model.safetensors} checkpoints/taef2-lit-xs/
-# Data first: eval/prepare_training_data.sh. About 13,000 CPU steps in all (2 cores: about a day).
-# START=N resumes at stage N (its predecessor's export must exist).
+# The recipe behind checkpoints/taef2-lit-xs (issue 19), replayed from scratch: the training pool's latents, then
+# one run of configs/taef2_lit-xs-pool.yaml (2,400 CPU steps, about 50 minutes on 2 cores). It trains on
+# eval/splits/pool_train.txt and exports the weights that validate best on eval/splits/pool_val.txt to
+# data/train_out/taef2-lit-xs-pool/; nothing here writes checkpoints/. Shipping is a deliberate copy:
+#   cp data/train_out/taef2-lit-xs-pool/{config.json,model.safetensors} checkpoints/taef2-lit-xs/
+# The shared DAVIS sequences and tokenbench-mini are never read. The earlier recipe: eval/train_previous.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LATOK_WEIGHTS_DIR=${LATOK_WEIGHTS_DIR:-../shared/weights}
 LATOK=${LATOK:-.venv/bin/latok}
-STAGES=(
-  configs/taef2_lit-xs.yaml
-  configs/history/taef2_lit-xs-continued.yaml
-  configs/history/taef2_lit-xs-decoder.yaml
-  configs/history/taef2_lit-xs-decoder-2.yaml
-  configs/history/taef2_lit-xs-decoder-3.yaml
-  configs/history/taef2_lit-xs-decoder-4.yaml
-  configs/history/taef2_lit-xs-decoder-5.yaml
-)
-for index in "${!STAGES[@]}"; do
-  stage=$((index + 1))
-  [ "$stage" -ge "${START:-1}" ] || continue
-  echo "== stage $stage/${#STAGES[@]}: ${STAGES[$index]}"
-  $LATOK train fit --config "${STAGES[$index]}"
-done
+PATH="$(dirname "$LATOK"):$PATH" eval/prepare_pool_data.sh
+$LATOK train fit --config configs/taef2_lit-xs-pool.yaml

@@ -1,14 +1,18 @@
-"""The training curve of the shipped taef2 inpainter: every cycle of its training chain, end to end.
+"""The training curve of a taef2 inpainter: every cycle of its training chain, end to end.
 
 Reads the CSV logs LightningCLI wrote to eval/results/train/<run>/version_*/metrics.csv and plots,
 against cumulative optimiser steps, the training loss (per-clip error on dropped positions over
-hold's, smoothed) and the validation PSNR gain over hold (soapbox, libby, goat at usage 0.5,
-unguarded lit). Each cycle starts from the export of the one before it: the validation step with
-the best gain (latok.training.train.SavePretrained), marked on the curve.
+hold's, smoothed) and the validation PSNR gain over hold at usage 0.5 (unguarded lit). Each cycle
+starts from the export of the one before it: the validation step with the best gain
+(latok.training.train.SavePretrained), marked on the curve.
+
+Chains: ``shipped`` (checkpoints/taef2-lit-xs since issue 19: one run on the training pool, validated
+on eval/splits/pool_val.txt with the motion-compensated rule; eval/train_shipped.sh) and ``previous``
+(the seven-stage chain before it, validated on DAVIS soapbox, libby, goat; eval/train_previous.sh).
 
 Usage:
-    python eval/training_curve.py [--out eval/results/train]
-writes OUT/training_curve.{png,md}
+    python eval/training_curve.py [--chain shipped|previous] [--out eval/results/train]
+writes OUT/training_curve.{png,md} (``previous``: OUT/training_curve_previous.{png,md})
 """
 
 from __future__ import annotations
@@ -25,17 +29,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "eval" / "results" / "train"
-# The chain that produced checkpoints/taef2-lit-xs, in order (eval/train_shipped.sh: configs/taef2_lit-xs.yaml,
-# then configs/history/<run>.yaml).
-CHAIN = (
-    "taef2_lit-xs",
-    "taef2_lit-xs-continued",
-    "taef2_lit-xs-decoder",
-    "taef2_lit-xs-decoder-2",
-    "taef2_lit-xs-decoder-3",
-    "taef2_lit-xs-decoder-4",
-    "taef2_lit-xs-decoder-5",
-)
+# The runs of each chain, in order (configs/<run>.yaml or configs/history/<run>.yaml), and its recipe.
+CHAINS = {
+    "shipped": ("taef2_lit-xs-pool",),
+    "previous": (
+        "taef2_lit-xs",
+        "taef2_lit-xs-continued",
+        "taef2_lit-xs-decoder",
+        "taef2_lit-xs-decoder-2",
+        "taef2_lit-xs-decoder-3",
+        "taef2_lit-xs-decoder-4",
+        "taef2_lit-xs-decoder-5",
+    ),
+}
+RECIPES = {"shipped": "eval/train_shipped.sh", "previous": "eval/train_previous.sh"}
+VALIDATION = {
+    "shipped": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
+    "previous": "DAVIS soapbox, libby and goat (240p, 17 frames)",
+}
 GAIN, LOSS = "val/psnr_gain_over_hold", "train/loss"
 SMOOTH = 20  # logged training points averaged per plotted point
 
@@ -61,20 +72,22 @@ def smooth(points: list[tuple[int, float]], window: int) -> list[tuple[float, fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=LOGS)
-    out = parser.parse_args(argv).out
+    parser.add_argument("--chain", choices=tuple(CHAINS), default="shipped")
+    args = parser.parse_args(argv)
+    out, chain = args.out, args.chain
     out.mkdir(parents=True, exist_ok=True)
     figure, (loss_axis, gain_axis) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     lines = [
-        "# Training curve: checkpoints/taef2-lit-xs",
+        f"# Training curve: {'checkpoints/taef2-lit-xs' if chain == 'shipped' else 'the inpainter shipped before issue 19'} ({RECIPES[chain]})",
         "",
-        "Validation: PSNR gain of unguarded lit over hold on soapbox, libby and goat (DAVIS-240p, 17 frames,",
-        "usage 0.5), logged by Lightning during training. Each cycle starts from the previous cycle's export.",
+        f"Validation: PSNR gain of unguarded lit over hold on {VALIDATION[chain]}, usage 0.5,",
+        "logged by Lightning during training. Each cycle starts from the previous cycle's export.",
         "",
         "| cycle (configs/[history/]…yaml) | steps | validation gain by step (dB) | export: step, gain |",
         "|---|---|---|---|",
     ]
     offset = 0
-    for run in CHAIN:
+    for run in CHAINS[chain]:
         rows = read_log(run)
         losses, gains = series(rows, LOSS), series(rows, GAIN)
         last = max(step for step, _ in losses + gains)
@@ -94,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     gain_axis.axhline(1.5, color="grey", linestyle="--", linewidth=0.8)
     gain_axis.set_xlabel("optimiser steps, all cycles end to end (★ = export the next cycle starts from)")
     figure.tight_layout()
-    png, md = out / "training_curve.png", out / "training_curve.md"
+    stem = "training_curve" if chain == "shipped" else "training_curve_previous"
+    png, md = out / f"{stem}.png", out / f"{stem}.md"
     partial = png.with_suffix(".partial.png")
     figure.savefig(partial, dpi=110)
     partial.replace(png)
-    lines += ["", f"![curve]({png.name})", "", "Command: `python eval/training_curve.py`", ""]
+    lines += ["", f"![curve]({png.name})", "", f"Command: `python eval/training_curve.py{'' if chain == 'shipped' else ' --chain previous'}`", ""]
     partial_md = md.with_suffix(".partial.md")
     partial_md.write_text("\n".join(lines))
     partial_md.replace(md)

@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=run_bench)
 
     train = commands.add_parser(
-        "train", add_help=False, help="train the inpainter (LightningCLI: `latok train fit --config configs/taef2_lit-xs.yaml`)",
+        "train", add_help=False, help="train the inpainter (LightningCLI: `latok train fit --config configs/taef2_lit-xs-pool.yaml`)",
     )  # fmt: skip
     train.add_argument("lightning_args", nargs=argparse.REMAINDER)
     train.set_defaults(run=run_train)

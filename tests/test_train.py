@@ -192,18 +192,20 @@ def test_causal_config_fine_tunes_with_stream_context(shards, tmp_path, monkeypa
     assert float(state["head.weight"].abs().max()) > 0.05
 
 
-def test_training_curve_covers_the_shipped_chain(tmp_path):
-    """eval/training_curve.py reads every committed log of the chain behind checkpoints/taef2-lit-xs."""
+@pytest.mark.parametrize("chain", ["shipped", "previous"])
+def test_training_curve_covers_each_chain(tmp_path, chain):
+    """eval/training_curve.py reads every committed log of the chain behind checkpoints/taef2-lit-xs (and the one before)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("training_curve", ROOT / "eval" / "training_curve.py")
     curve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(curve)
-    assert curve.main(["--out", str(tmp_path)]) == 0
-    report = (tmp_path / "training_curve.md").read_text()
-    assert (tmp_path / "training_curve.png").stat().st_size > 10_000
-    stages = (ROOT / "eval" / "train_shipped.sh").read_text()
-    for run in curve.CHAIN:
+    assert curve.main(["--out", str(tmp_path), "--chain", chain]) == 0
+    stem = "training_curve" if chain == "shipped" else "training_curve_previous"
+    report = (tmp_path / f"{stem}.md").read_text()
+    assert (tmp_path / f"{stem}.png").stat().st_size > 10_000
+    stages = (ROOT / curve.RECIPES[chain]).read_text()
+    for run in curve.CHAINS[chain]:
         config = next(p for p in (ROOT / "configs" / f"{run}.yaml", ROOT / "configs" / "history" / f"{run}.yaml") if p.is_file())
         assert str(config.relative_to(ROOT)) in stages  # the recipe replays every logged stage
         assert f"| {run} | " in report

@@ -47,22 +47,23 @@ def flow_field(shift: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return field[:, :, :height, :width]
 
 
-def warp(frame: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def warp(frame: torch.Tensor, shift: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """``frame`` ``(B, C, h, w)`` with its content moved by ``shift`` = (dy, dx) latent pixels, one per frame
     ``(B, 2)`` or one per block ``(B, 2, gh, gw)`` (:func:`block_grid`): ``out[y, x] = frame[y - dy, x - dx]``,
-    bilinear, borders replicated.  A zero shift returns ``frame`` exactly."""
+    interpolated by ``mode`` (``grid_sample``'s; bilinear, the measured choice: eval/results/warp_modes_val.md),
+    borders replicated.  A zero shift returns ``frame`` exactly."""
     if frame.ndim != 4 or not _is_shift(shift, frame.shape[0], *frame.shape[-2:]):
         raise InvalidInputError(
             f"warp needs a frame (B, C, h, w) and shifts (B, 2) or (B, 2, gh, gw) per block, got {tuple(frame.shape)} and {tuple(shift.shape)}"
         )
     if not bool(shift.any()):
         return frame
-    batch, _, height, width = frame.shape
+    height, width = frame.shape[-2:]
     flow = flow_field(shift.to(frame.device), height, width)  # (B, 2, h, w)
     ys = torch.arange(height, dtype=torch.float32, device=frame.device).view(1, height, 1) - flow[:, 0]
     xs = torch.arange(width, dtype=torch.float32, device=frame.device).view(1, 1, width) - flow[:, 1]
     grid = torch.stack([2 * xs / max(width - 1, 1) - 1, 2 * ys / max(height - 1, 1) - 1], dim=-1)  # (B, h, w, 2), (x, y) in [-1, 1]
-    return F.grid_sample(frame.float(), grid, mode="bilinear", padding_mode="border", align_corners=True).to(frame.dtype)
+    return F.grid_sample(frame.float(), grid, mode=mode, padding_mode="border", align_corners=True).to(frame.dtype)
 
 
 def motion_shape(batch: int, frames: int, height: int, width: int, model: str) -> tuple[int, ...]:

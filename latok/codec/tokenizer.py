@@ -117,8 +117,8 @@ class LatentTokenizer:
 
     @property
     def default_tau(self) -> float | None:
-        """The backend's calibrated tau (``None`` if it has none)."""
-        return getattr(self.vae, "default_tau", None)
+        """The backend's tau calibrated for this tokenizer's motion (``None`` if it has none)."""
+        return getattr(self.vae, "default_taus", {}).get(self.motion, getattr(self.vae, "default_tau", None))
 
     def resolve_tau(
         self, latent: torch.Tensor | None = None, tau: float | None = None, target_usage: float | None = None, motion: torch.Tensor | None = None

@@ -59,6 +59,8 @@ class VideoAutoencoder(abc.ABC):
         spatial_ratio: pixels per latent cell along each spatial axis.
         spatial_multiple: input height/width are padded to a multiple of this.
         default_tau: the masking threshold calibrated for this backend, ``None`` if uncalibrated.
+        default_taus: thresholds calibrated per motion model (``"none"``, ``"global"``, ``"block"``)
+            for the motion-compensated rule; a motion missing here uses ``default_tau``.
     """
 
     name: ClassVar[str] = ""
@@ -67,6 +69,7 @@ class VideoAutoencoder(abc.ABC):
     spatial_ratio: ClassVar[int]
     spatial_multiple: ClassVar[int | None] = None
     default_tau: ClassVar[float | None] = None  # calibrated masking threshold (eval/codec_table.py)
+    default_taus: ClassVar[dict[str, float]] = {}  # per motion model (eval/calibrate_pool.py)
     weights_option: ClassVar[str] = "weights"  # the constructor option that takes a weights path
 
     def __init__(
