@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Issue 19, end to end after training (configs/taef2_lit-xs-pool.yaml):
+# Issue 19, end to end after training (configs/taef2_lit-xs-pool.yaml, shipped as checkpoints/taef2-lit-xs):
 #   STAGE=val     choose: latok eval on the pool validation split (eval/splits/pool_val.txt), fill lit (the default
-#                 decode): usage curves for each of MOTIONS (default none,global,block), eval/calibrate_pool.py picks
-#                 the motion, then tau grids for none and that motion, and eval/calibrate_pool.py picks each one's
-#                 default tau. DAVIS and tokenbench-mini are not read.
-#   STAGE=report  report: the 14 DAVIS sequences and tokenbench-mini, motion none and the chosen motion, at tau 0,
-#                 the default tau and usages 0.3-0.9, with the Bjøntegaard-style comparison of the two curves.
-# INPAINTER defaults to the shipped checkpoint; no LPIPS (CPU time).
+#                 decode): usage curves for each of MOTIONS (default none,global,block); eval/calibrate_pool.py picks
+#                 the motion; then that motion's tau grid, and eval/calibrate_pool.py picks its default tau.
+#                 DAVIS and tokenbench-mini are not read.
+#   STAGE=report  report: the 14 DAVIS sequences and tokenbench-mini: usage curves without motion, and with the chosen
+#                 MOTION at tau 0, its default tau and the same usages, with the Bjøntegaard-style comparison.
+# INPAINTER defaults to the shipped checkpoint; no LPIPS (CPU time). What issue 19 ran: STAGE=val MOTIONS=none,block,
+# then STAGE=report MOTION=block (global lost to block on the same split: eval/results/motion_models_val.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data}
@@ -25,16 +26,14 @@ if [ "${STAGE:-val}" = val ]; then
     $LATOK eval --dataset folder --root "$VAL" --taus= --motion "$motion" "${COMMON[@]}" "${extra[@]}" --out "eval/results/val_pool_$motion"
   done
   chosen=$(.venv/bin/python eval/calibrate_pool.py --motions "$MOTIONS" --motion-only)
-  # the tau grids of no motion and of the chosen motion (their usage runs are already there; the folders resume)
-  for motion in $(printf '%s\n' none "$chosen" | sort -u); do
-    $LATOK eval --dataset folder --root "$VAL" --taus 0,0.2,0.3,0.4,0.5 --motion "$motion" "${COMMON[@]}" --out "eval/results/val_pool_$motion"
-  done
+  # the chosen motion's tau grid (its usage runs are already there; the folder resumes)
+  $LATOK eval --dataset folder --root "$VAL" --taus 0,0.1,0.15,0.2,0.3,0.4,0.5 --motion "$chosen" "${COMMON[@]}" --out "eval/results/val_pool_$chosen"
   .venv/bin/python eval/calibrate_pool.py --motions "$MOTIONS"
 else
   MOTION=${MOTION:?the motion eval/calibrate_pool.py chose}
   for set in tokenbench davis; do
     root=$SHARED/tokenbench-mini; [ "$set" = davis ] && root=$SHARED/davis
-    $LATOK eval --dataset "$set" --root "$root" --taus 0,default --motion none "${COMMON[@]}" --out "eval/results/report19_${set}_none"
+    $LATOK eval --dataset "$set" --root "$root" --taus= --motion none "${COMMON[@]}" --out "eval/results/report19_${set}_none"
     $LATOK eval --dataset "$set" --root "$root" --taus 0,default --motion "$MOTION" "${COMMON[@]}" \
       --compare-to "eval/results/report19_${set}_none" --out "eval/results/report19_${set}_${MOTION}"
   done

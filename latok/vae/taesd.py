@@ -143,7 +143,8 @@ class TAEF2(VideoAutoencoder):
     latent_channels = 32
     temporal_ratio = 1
     spatial_ratio = 8
-    default_tau = 0.15  # eval/results/calibrate_tau_taef2.md
+    default_tau = 0.15  # no motion: eval/results/calibrate_tau_taef2.md (hold, on DAVIS + tokenbench-mini, before issue 19)
+    default_taus = {"block": 0.15}  # the default decode on the pool validation split: eval/results/calibrate_pool.md
 
     def __init__(
         self,
