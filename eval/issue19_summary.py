@@ -44,7 +44,7 @@ def main() -> None:
              "its lit guard. \"Today\" = the shipped inpainter without motion (`eval/results/eval_{davis,tokenbench}`).", ""]  # fmt: skip
     for name, targets in SETS.items():
         today = runs(f"eval_{name}")
-        plain = runs(f"report19_{name}_none")
+        plain = runs(f"report19_{name}_none")  # usage runs only
         new = runs(f"report19_{name}_{motion}") if motion != "none" else plain
         comparison = json.loads((RESULTS / f"report19_{name}_{motion}" / "comparison.json").read_text())["fills"]["lit"] if motion != "none" else None
         old_clips, new_clips, plain_clips = per_clip(today["usage=0.5"]), per_clip(new["usage=0.5"]), per_clip(plain["usage=0.5"])

@@ -48,7 +48,7 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     rate.add_argument("--target-usage", type=float, metavar="U", help="keep about this fraction of tokens, tau picked per clip")
     parser.add_argument("--reference", choices=("last-kept", "previous"), default="last-kept", help="masking reference (default: %(default)s)")
     parser.add_argument("--keyframe-interval", type=int, default=None, metavar="K", help="keep every K-th latent frame whole (default: off)")
-    parser.add_argument("--motion", choices=MOTION_CHOICES, default="none",
+    parser.add_argument("--motion", choices=MOTION_CHOICES, default="block",
                         help="compare each position with the reference warped by the frame's motion, estimated from the latents: "
                         "one translation per latent frame (global), or also one per 4x4 latent block where that fits better (block); "
                         "stored in the file, and every fill follows it (default: %(default)s)")
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tau", "--taus", dest="taus", default="0,default", metavar="T[,T...]", help="comma-separated taus, as --tau takes one elsewhere; 'default' is the backend's calibrated tau (default: %(default)s)")
     evaluate.add_argument("--target-usage", default=None, metavar="U[,U...]", help="also run at these kept fractions, tau picked per clip")
     evaluate.add_argument("--fills", default="hold", help="comma-separated fills: zero, hold, interp, lit (default: %(default)s)")
-    evaluate.add_argument("--motion", choices=MOTION_CHOICES, default="none",
+    evaluate.add_argument("--motion", choices=MOTION_CHOICES, default="block",
                           help="the rule and the fills follow the frames' motion, as `latok encode --motion` (default: %(default)s)")
     evaluate.add_argument("--pixel-guard", action="store_true",
                           help="lit runs decide the lit guard on decoded pixels, as `latok encode --pixel-guard` does")

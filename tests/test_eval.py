@@ -230,7 +230,7 @@ def test_eval_compares_curves_with_and_without_motion(tmp_path, capsys):
     write_video(root / "pan.mp4", panned_frames(6), fps=10)
     common = ["eval", "--dataset", "folder", "--root", str(root), "--frames", "6", "--height", "0", "--taus", "0",
               "--target-usage", "0.4,0.7", "--fills", "hold", "--no-lpips"]  # fmt: skip
-    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--out", str(tmp_path / "plain"), "--motion", "none"]) == 0
     assert main([*common, "--out", str(tmp_path / "moving"), "--motion", "global", "--compare-to", str(tmp_path / "plain")]) == 0
     comparison = json.loads((tmp_path / "moving" / "comparison.json").read_text())
     row = comparison["fills"]["hold"]

@@ -113,7 +113,7 @@ def test_motion_tokens_round_trip_and_decode_with_motion_hold(taef2, pan_clip, t
     from latok.codec.reader import LatokReader, load_latok
     from latok.codec.tokenizer import LatentTokenizer
 
-    plain = LatentTokenizer(taef2, target_usage=0.5, lit_guard=False)
+    plain = LatentTokenizer(taef2, target_usage=0.5, lit_guard=False, motion="none")
     moving = LatentTokenizer(taef2, target_usage=0.5, motion="global", lit_guard=False)
     adaptive = moving.encode(pan_clip)
     assert adaptive.motion is not None and adaptive.lit_frames is None

@@ -1,10 +1,13 @@
-"""The restructuring of issue 18 changes no behaviour: ``.latok`` bytes and decoded frames are pinned by digest.
+"""``.latok`` bytes and decoded frames are pinned by digest, so no change of behaviour goes unnoticed.
 
 Three shared clips (a static camera, a robot, a DAVIS sequence), 3 frames at 128p, encoded at
 the default tau and at usage 0.5 (default lit guard); each file is decoded with every fill. The
 digests were recorded before the move with::
 
     python tests/test_same_behaviour.py --record   # recorded at commit 79f52da, before the move (latok/codec.py)
+
+and re-recorded when issue 19 changed the defaults on purpose (``--motion block``, the inpainter trained
+on the training pool); a change of these digests must be such a deliberate one, said in its commit.
 
 Float results depend on the CPU kernels and the thread count (``eval/results/thread_determinism.json``),
 so the test compares only on a machine whose torch build, CPU capability and thread count match

@@ -89,7 +89,7 @@ class LatentTokenizer:
         lit_guard: bool = True,
         lit_guard_margin: float = LIT_GUARD_MARGIN,
         pixel_guard: bool = False,
-        motion: str = "none",
+        motion: str = "block",
         **vae_options,
     ):
         check_rule(tau, target_usage, reference, keyframe_interval)  # before loading anything
