@@ -20,8 +20,9 @@ def test_demo_on_builtin_sample_writes_outputs(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--frames", "5", "--height", "64"]) == 0
     printed = capsys.readouterr().out
-    assert "PSNR" in printed and "usage" in printed and "kbps" in printed
+    assert "PSNR" in printed and "usage" in printed and "kbps" in printed and "motion block" in printed  # the default motion
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["motion"] == "block"
     assert metrics["frames"] == 5 and (metrics["height"], metrics["width"]) == (64, 112)
     assert metrics["latent_shape"] == [1, 32, 5, 8, 14]
     assert 0.2 < metrics["token_usage"] < 0.9  # the static background is dropped

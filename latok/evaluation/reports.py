@@ -106,6 +106,7 @@ def roundtrip(tokenizer, clip, latok_path: Path | None = None, with_lpips: bool 
         "tau": adaptive.tau,
         "target_usage": adaptive.target_usage,
         "reference": adaptive.reference,
+        "motion": adaptive.motion_model or "none",
         "fill": fill.name,
         "tokens": adaptive.num_tokens,
         "token_usage": adaptive.token_usage,
@@ -149,7 +150,7 @@ def demo_text(report: dict) -> str:
         f"clip          {frames} frames, {report['width']}x{report['height']} @ {report['fps']:.2f} fps",
         f"backend       {report['backend']} on {report['device']}, latent {tuple(report['latent_shape'])}",
         f"tokens        {report['tokens']} kept, usage {report['token_usage']:.1%} "
-        f"(tau {report['tau']:.3g}, {report['reference']} reference)",
+        f"(tau {report['tau']:.3g}, {report['reference']} reference, motion {report.get('motion', 'none')})",
         f"size          raw {report['raw_bytes'] / 1e6:.2f} MB -> .latok {report['bytes'] / 1e3:.1f} kB",
         f"bitrate       {report['kbps']:.0f} kbps, {report['bpp']:.3f} bpp",
         f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), mask {t['mask'] * 1e3:.1f} ms, "
