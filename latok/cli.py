@@ -604,6 +604,9 @@ def _results_to_compare(folder: str, rates) -> dict:
             raise ValueError("no runs")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InvalidInputError(f"--compare-to: {path} is not a latok eval results.json ({str(error).splitlines()[0][:120]})") from None
+    curves = {run["fill"] for run in runs if run.get("target_usage") is not None}
+    if not any(sum(run["fill"] == fill and run.get("target_usage") is not None for run in runs) >= 2 for fill in curves):
+        raise InvalidInputError(f"--compare-to: {path} holds no curve (a fill with two or more --target-usage runs) to compare with")
     return results
 
 

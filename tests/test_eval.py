@@ -237,6 +237,10 @@ def test_eval_compares_curves_with_and_without_motion(tmp_path, capsys):
     assert set(row["clips"]) == {"clips/pan"} and row["delta_psnr_db"] == pytest.approx(row["clips"]["clips/pan"])
     assert row["delta_psnr_db"] > 1.0 and row["clips_worse"] == 0
     assert "| hold |" in (tmp_path / "moving" / "comparison.md").read_text()
+    (tmp_path / "flat").mkdir()  # a baseline without curves is refused before any work
+    (tmp_path / "flat" / "results.json").write_text(json.dumps({"runs": [{"fill": "hold", "summary": {}, "target_usage": None}]}))
+    assert main([*common, "--out", str(tmp_path / "never"), "--compare-to", str(tmp_path / "flat")]) == 2
+    assert not (tmp_path / "never").exists()
 
 
 def panned_frames(count: int) -> np.ndarray:

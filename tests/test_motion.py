@@ -318,6 +318,9 @@ def test_block_motion_round_trips_through_the_file(tmp_path):
     path = save_latok(adaptive, tmp_path / "b.latok", chunk_frames=3)
     with LatokReader(path) as reader:
         assert reader.version == 2 and reader.header["motion"] == "block"
+    from latok.evaluation.reports import file_info
+
+    assert file_info(path)["motion"] == "block"
     loaded = load_latok(path)
     assert torch.equal(loaded.motion, motion) and torch.equal(loaded.keep, keep) and loaded.motion_model == "block"
     torch.testing.assert_close(loaded.dense("hold"), motion_hold_fill(loaded.dense("zero"), keep, motion))

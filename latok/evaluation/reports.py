@@ -39,6 +39,7 @@ def file_info(path: str | Path) -> dict:
         "tau": header["tau"],
         "target_usage": header["target_usage"],
         "reference": header["reference"],
+        "motion": header["motion"] or "none",
         "keyframe_interval": header["keyframe_interval"],
         "lit_guard": None if guard is None else {"lit_frames": guard.count("1"), "of": len(guard)},
         "frames": source["frames"],
