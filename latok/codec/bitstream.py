@@ -10,15 +10,20 @@ Layout (all integers little-endian)::
     HEAD  JSON header (sorted keys): backend, tau, shapes, storage dtype, source framing, chunking,
           and the lit guard (``lit_frames``: one "0"/"1" per latent frame, ``lit_model``), or nulls;
           in version 2, ``motion`` ("global" or "block") when the rule was motion-compensated
-    MASK  one per chunk: t_start u32, t_count u32, codec u8 (0 raw, 1 zlib), keep bits
-          (bit-packed, one bit per position in (t, y, x) order, little bit order)
+    MASK  one per chunk: t_start u32, t_count u32, codec u8 (0 raw, 1 zlib: keep bits bit-packed, one bit
+          per position in (t, y, x) order, little bit order; 2, version 3: context coded, :mod:`latok.codec.maskcoder`)
     VALS  one per chunk: t_start u32, count u32, the chunk's kept vectors (count x C, storage dtype)
+    QVAL  version 3, in place of VALS: t_start u32, count u32, the kept vectors' quantisation codes,
+          predicted and range coded (:mod:`latok.codec.values`); HEAD's ``value_step`` holds the steps
     MOTN  version 2 with motion, one per chunk: t_start u32, t_count u32, (dy, dx) float32 per latent frame
-          ("global"), or per latent frame and block of a ceil(h/4) x ceil(w/4) grid in (t, 2, gy, gx) order ("block")
+          ("global"), or per latent frame and block of a ceil(h/4) x ceil(w/4) grid in (t, 2, gy, gx) order ("block");
+          version 3 adds a codec u8 after t_count: 0 float32 as before, 1 zlib of int16 quarter-pel codes
+          (what latok's motion search finds)
     END   chunk count u32, total kept vectors u64
 
-A file without motion is written as version 1, byte for byte what earlier latok wrote; readers
-take both versions.
+A file with quantised values (``value_step``) is version 3, with context-coded masks.  Files of exact
+values are written as before: version 2 with motion, else version 1, byte for byte what earlier
+latok wrote.  Readers take all three versions.
 
 Chunks cover ``chunk_frames`` latent frames each, so a long video can be
 written and read incrementally (:class:`LatokWriter`, :class:`LatokReader`).
@@ -45,13 +50,15 @@ import torch
 
 from latok._fs import AtomicWriter, atomic_path
 from latok.codec.header import MAX_CHUNK_POSITIONS, parse_header
+from latok.codec.maskcoder import MaskCoder
 from latok.codec.motion import motion_shape
+from latok.codec.values import MAX_CHUNK_VALUES, ValueCoder, codes_of
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, dtype_name
 from latok.errors import InvalidInputError, LatokFormatError
 
 MAGIC = b"LATOK\r\n\x1a"
-FORMAT_VERSION = 2  # the newest version written (for files with motion); version 1 has no motion
-VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # the newest version written (quantised values); 2: exact values with motion; 1: neither
+VERSIONS = (1, 2, 3)
 PREAMBLE = struct.Struct("<8sHH")
 RECORD = struct.Struct("<4sI")
 CRC = struct.Struct("<I")
@@ -59,8 +66,10 @@ MASK_HEAD = struct.Struct("<IIB")
 VALS_HEAD = struct.Struct("<II")
 END_RECORD = struct.Struct("<IQ")
 MOTN_HEAD = struct.Struct("<II")
+MOTN_HEAD_V3 = struct.Struct("<IIB")
+MOTION_FLOAT, MOTION_QUARTER = 0, 1
 DEFAULT_CHUNK_FRAMES = 16
-MASK_RAW, MASK_ZLIB = 0, 1
+MASK_RAW, MASK_ZLIB, MASK_CONTEXT = 0, 1, 2
 
 
 def _record(tag: bytes, payload: bytes) -> bytes:
@@ -83,6 +92,7 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
         "source": asdict(adaptive.source),
         "target_usage": adaptive.target_usage,
         "tau": adaptive.tau,
+        **({"value_step": list(adaptive.value_step)} if adaptive.value_step is not None else {}),  # absent: exact values
     }
 
 
@@ -115,6 +125,12 @@ class LatokWriter(AtomicWriter):
                 f"chunks of {header['chunk_frames']} latent frames of {height}x{width} exceed the "
                 f"{MAX_CHUNK_POSITIONS} positions a chunk may hold; use shorter chunks"
             )
+        steps = header.get("value_step")
+        if steps is not None and height * width * min(header["chunk_frames"], frames or header["chunk_frames"]) * len(steps) > MAX_CHUNK_VALUES:
+            raise InvalidInputError(
+                f"chunks of {header['chunk_frames']} latent frames of {height}x{width}x{len(steps)} exceed the "
+                f"{MAX_CHUNK_VALUES} quantised values a chunk may hold; use shorter chunks"
+            )
         if not self.open_ended:
             self._check_header(header)
         self._frames_written = 0
@@ -127,7 +143,13 @@ class LatokWriter(AtomicWriter):
         self._file = open(self._tmp, "wb")
         self.motion = header.get("motion") is not None
         self.motion_model = header.get("motion")
-        self._file.write(PREAMBLE.pack(MAGIC, FORMAT_VERSION if self.motion else 1, 0))
+        self.value_step = header.get("value_step")
+        self.version = 3 if self.value_step is not None else 2 if self.motion else 1
+        if self.value_step is not None:
+            _, channels, _, height, width = header["shape"]
+            self._values = ValueCoder(channels, height, width)
+            self._masks = MaskCoder(height, width)
+        self._file.write(PREAMBLE.pack(MAGIC, self.version, 0))
         self._file.write(_record(b"HEAD", _header_payload(self._with_counts(_UNKNOWN, _UNKNOWN))))
 
     @staticmethod
@@ -149,7 +171,8 @@ class LatokWriter(AtomicWriter):
         """``keep``: ``(1, k, h, w)`` bool; ``values``: ``(keep.sum(), C)`` in the storage dtype;
         ``video_frames``: frames of video the chunk covers (open-ended streams only);
         ``motion``: float32 translations, ``(1, k, 2)`` or per block ``(1, k, 2, gh, gw)`` as the header's
-        ``motion`` says, exactly when it has one."""
+        ``motion`` says, exactly when it has one.  With the header's ``value_step``, values are float32 and
+        exactly on its grid (:func:`latok.codec.values.quantise`)."""
         _, channels, frames, height, width = self.header["shape"]
         if self.open_ended:
             if video_frames is None or video_frames < 1:
@@ -167,15 +190,24 @@ class LatokWriter(AtomicWriter):
         expected = motion_shape(1, t_count, height, width, self.motion_model) if self.motion else None
         if (motion is not None) != self.motion or (motion is not None and (tuple(motion.shape) != expected or not bool(motion.isfinite().all()))):
             raise InvalidInputError(f"chunk motion must be finite {expected or ''} exactly when the header says motion")
-        bits = np.packbits(keep.numpy().reshape(-1), bitorder="little").tobytes()
-        packed = zlib.compress(bits, 9)
-        codec, data = (MASK_ZLIB, packed) if len(packed) < len(bits) else (MASK_RAW, bits)
-        self._file.write(_record(b"MASK", MASK_HEAD.pack(t_start, t_count, codec) + data))
-        raw = values.contiguous().view(torch.uint8).numpy().tobytes()
-        self._file.write(_record(b"VALS", VALS_HEAD.pack(t_start, values.shape[0]) + raw))
+        if self.value_step is not None:
+            if t_start == 0 and not bool(keep[0, 0].all()):
+                raise InvalidInputError("latent frame 0 must be fully kept")
+            codes = codes_of(values, self.value_step)
+            codec, data = min(_packed_mask(keep), (MASK_CONTEXT, self._masks.encode(keep[0].numpy())), key=lambda c: len(c[1]))
+            self._file.write(_record(b"MASK", MASK_HEAD.pack(t_start, t_count, codec) + data))
+            self._file.write(_record(b"QVAL", VALS_HEAD.pack(t_start, values.shape[0]) + self._values.encode(keep, codes)))
+        else:
+            codec, data = _packed_mask(keep)
+            self._file.write(_record(b"MASK", MASK_HEAD.pack(t_start, t_count, codec) + data))
+            raw = values.contiguous().view(torch.uint8).numpy().tobytes()
+            self._file.write(_record(b"VALS", VALS_HEAD.pack(t_start, values.shape[0]) + raw))
         if motion is not None:
-            vectors = motion.detach().to(torch.float32).contiguous().cpu().numpy().astype("<f4").tobytes()
-            self._file.write(_record(b"MOTN", MOTN_HEAD.pack(t_start, t_count) + vectors))
+            vectors = motion.detach().to(torch.float32).contiguous().cpu().numpy()
+            if self.version < 3:
+                self._file.write(_record(b"MOTN", MOTN_HEAD.pack(t_start, t_count) + vectors.astype("<f4").tobytes()))
+            else:
+                self._file.write(_record(b"MOTN", _motion_payload(t_start, t_count, vectors)))
         self._frames_written += t_count
         self._video_frames += video_frames or 0
         self._chunks += 1
@@ -215,12 +247,29 @@ class LatokWriter(AtomicWriter):
         self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
+def _packed_mask(keep: torch.Tensor) -> tuple[int, bytes]:
+    """The keep bits, zlib-compressed where that is smaller."""
+    bits = np.packbits(keep.numpy().reshape(-1), bitorder="little").tobytes()
+    packed = zlib.compress(bits, 9)
+    return (MASK_ZLIB, packed) if len(packed) < len(bits) else (MASK_RAW, bits)
+
+
+def _motion_payload(t_start: int, t_count: int, vectors: np.ndarray) -> bytes:
+    quarters = vectors * 4
+    if np.array_equal(quarters, np.round(quarters)) and np.abs(quarters).max(initial=0) < 1 << 15:
+        return MOTN_HEAD_V3.pack(t_start, t_count, MOTION_QUARTER) + zlib.compress(quarters.astype("<i2").tobytes(), 9)
+    return MOTN_HEAD_V3.pack(t_start, t_count, MOTION_FLOAT) + vectors.astype("<f4").tobytes()
+
+
 def save_latok(adaptive: AdaptiveLatent, path: str | os.PathLike, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> Path:
     """Write ``adaptive`` (one clip, B = 1) to ``path`` atomically; returns the path."""
     if adaptive.shape[0] != 1:
         raise InvalidInputError(f"a .latok file holds one clip; got a batch of {adaptive.shape[0]}")
     if chunk_frames < 1:
         raise InvalidInputError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    if adaptive.value_step is not None:  # quantised chunks hold at most MAX_CHUNK_VALUES values
+        _, channels, _, height, width = adaptive.shape
+        chunk_frames = max(1, min(chunk_frames, MAX_CHUNK_VALUES // (channels * height * width)))
     counts = adaptive.keep.sum(dim=(0, 2, 3)).tolist()  # kept vectors per latent frame
     with LatokWriter(path, header_of(adaptive, chunk_frames)) as writer:
         offset = 0

@@ -19,6 +19,7 @@ from typing import Any
 
 from latok.codec.masking import REFERENCES
 from latok.codec.motion import MOTION_MODELS  # what a file's MOTN records hold
+from latok.codec.values import MAX_CHUNK_VALUES, MAX_STEP, MIN_STEP
 from latok.errors import LatokFormatError
 
 MAX_HEADER_BYTES = 1 << 20
@@ -98,8 +99,10 @@ HEADER_SCHEMA: dict[str, Check] = {
     "motion": _optional(_one_of(*MOTION_MODELS)),
     "target_usage": _optional(_number(0.0, 1.0)),
     "tau": _number(0.0, MAX_TAU),
+    "value_step": _optional(lambda v: type(v) is list and 1 <= len(v) <= MAX_CHANNELS and all(_number(MIN_STEP, MAX_STEP)(s) for s in v)),
 }
-OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None}  # absent in older files (and "motion" when unused)
+# absent in older files, and "motion" / "value_step" when unused, so files without them keep their bytes
+OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None, "value_step": None}
 
 
 def _refuse_constant(name: str):
@@ -156,6 +159,11 @@ def _check_consistency(header: dict) -> None:
     guard, model = header["lit_frames"], header["lit_model"]
     if (guard is None) != (model is None) or (guard is not None and len(guard) != frames):
         raise LatokFormatError("malformed header (lit guard: lit_frames must be one 0/1 per latent frame, with lit_model)")
+    steps = header["value_step"]
+    if steps is not None and (len(steps) != header["shape"][1] or header["dtype"] != "float32"):
+        raise LatokFormatError("malformed header (value_step needs one step per channel and dtype float32)")
+    if steps is not None and height * width * min(header["chunk_frames"], frames) * len(steps) > MAX_CHUNK_VALUES:
+        raise LatokFormatError(f"chunks of {header['chunk_frames']} latent frames of {height}x{width}x{len(steps)} quantised values exceed the supported chunk size")
     backend = vae_class(header["backend"])
     source = header["source"]
     decoded = (frames * backend.temporal_ratio, height * backend.spatial_ratio, width * backend.spatial_ratio)

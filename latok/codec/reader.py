@@ -22,18 +22,24 @@ from latok.codec.bitstream import (
     END_RECORD,
     FORMAT_VERSION,
     MAGIC,
+    MASK_CONTEXT,
     MASK_HEAD,
     MASK_RAW,
     MASK_ZLIB,
+    MOTION_FLOAT,
+    MOTION_QUARTER,
     MOTN_HEAD,
+    MOTN_HEAD_V3,
     PREAMBLE,
     RECORD,
     VALS_HEAD,
     VERSIONS,
 )
 from latok.codec.header import MAX_HEADER_BYTES, parse_header
+from latok.codec.maskcoder import MaskCoder
 from latok.codec.motion import motion_shape
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo
+from latok.codec.values import ValueCoder, dequantise
 from latok.errors import ClipTooLargeError, InvalidInputError, LatokFormatError
 
 
@@ -44,9 +50,10 @@ class Chunk:
     Attributes:
         t_start, t_count: the latent frames it covers.
         mask_bits: the keep bits, ``t_count * h * w`` of them, little bit order (``(t_count*h*w + 7) // 8`` bytes).
-        values: the kept vectors' raw bytes in the storage dtype (``count * C * itemsize``).
+        values: the kept vectors' raw bytes in the storage dtype (``count * C * itemsize``); in a file of
+            quantised values (version 3), the dequantised float32 values.
         count: kept vectors, equal to the number of set bits.
-        mask_bytes, values_bytes: bytes the two records take in the file (record framing included).
+        mask_bytes, values_bytes, motion_bytes: bytes the records take in the file (record framing included).
         motion: float32 translations of the chunk's latent frames, ``(1, t_count, 2)`` or per block ``(1, t_count, 2, gh, gw)``, or ``None``.
     """
 
@@ -58,6 +65,7 @@ class Chunk:
     mask_bytes: int
     values_bytes: int
     motion: torch.Tensor | None = None
+    motion_bytes: int = 0
 
 
 class LatokReader:
@@ -97,6 +105,8 @@ class LatokReader:
             self._fail(str(error))
         if version == 1 and self.header["motion"] is not None:
             self._fail("a version-1 file cannot carry motion")
+        if (version == 3) != (self.header["value_step"] is not None):
+            self._fail(f"a version-{version} file {'must' if version == 3 else 'cannot'} carry quantised values (value_step)")
 
     @property
     def size(self) -> int:
@@ -141,6 +151,10 @@ class LatokReader:
         itemsize = STORAGE_DTYPES[self.header["dtype"]].itemsize
         chunk_frames = self.header["chunk_frames"]
         t_expected, tokens, chunks = 0, 0, 0
+        steps = self.header["value_step"]
+        value_coder = None if steps is None else ValueCoder(channels, height, width)
+        self._mask_coder = None if steps is None else MaskCoder(height, width)
+        values_tag = b"VALS" if steps is None else b"QVAL"
         while True:
             tag, payload = self._read_record()
             if tag == b"END\x00":
@@ -149,14 +163,19 @@ class LatokReader:
                 self._fail(f"expected a MASK or END record, found {tag!r}")
             mask_bytes = len(payload) + RECORD.size + CRC.size
             tag, values = self._read_record()
-            if tag != b"VALS" or len(values) < VALS_HEAD.size:
-                self._fail(f"expected a VALS record after MASK, found {tag!r}")
+            if tag != values_tag or len(values) < VALS_HEAD.size:
+                self._fail(f"expected a {values_tag.decode()} record after MASK, found {tag!r}")
             t_start, count = VALS_HEAD.unpack_from(values)
-            if t_start != t_expected or len(values) - VALS_HEAD.size != count * channels * itemsize:
-                self._fail(f"VALS record at latent frame {t_start} does not match its mask")
+            exact_size = steps is not None or len(values) - VALS_HEAD.size == count * channels * itemsize
+            if t_start != t_expected or not exact_size:
+                self._fail(f"{values_tag.decode()} record at latent frame {t_start} does not match its mask")
             t_count, bits = self._parse_mask(payload, t_expected, frames, height, width, chunk_frames, count)
+            values_bytes = len(values) + RECORD.size + CRC.size
+            if value_coder is not None:
+                values = VALS_HEAD.pack(t_start, count) + self._decode_values(value_coder, bits, t_count, height, width, values[VALS_HEAD.size :], steps)
+            before = self._file.tell()
             motion = self._read_motion(t_start, t_count, height, width) if self.header["motion"] is not None else None
-            yield Chunk(t_start, t_count, bits, values[VALS_HEAD.size :], count, mask_bytes, len(values) + RECORD.size + CRC.size, motion)
+            yield Chunk(t_start, t_count, bits, values[VALS_HEAD.size :], count, mask_bytes, values_bytes, motion, self._file.tell() - before)
             t_expected += t_count
             tokens += count
             chunks += 1
@@ -165,12 +184,37 @@ class LatokReader:
         if self._file.tell() != self._size:
             self._fail("trailing bytes after the END record")
 
+    def _decode_values(self, coder: ValueCoder, bits: bytes, t_count: int, height: int, width: int, payload: bytes, steps) -> bytes:
+        positions = t_count * height * width
+        keep = np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=positions, bitorder="little").view(np.bool_)
+        try:
+            codes = coder.decode(torch.from_numpy(keep.reshape(1, t_count, height, width)), payload)
+        except LatokFormatError as error:
+            self._fail(f"QVAL record: {error}")
+        return dequantise(codes, steps).numpy().tobytes()
+
     def _read_motion(self, t_start: int, t_count: int, height: int, width: int) -> torch.Tensor:
         shape = motion_shape(1, t_count, height, width, self.header["motion"])
         tag, payload = self._read_record()
-        if tag != b"MOTN" or len(payload) != MOTN_HEAD.size + 4 * math.prod(shape) or MOTN_HEAD.unpack_from(payload) != (t_start, t_count):
-            self._fail(f"expected a MOTN record of {shape} for latent frames {t_start}..{t_start + t_count}, found {tag!r} of {len(payload)} bytes")
-        vectors = np.frombuffer(payload, dtype="<f4", offset=MOTN_HEAD.size).astype(np.float32)
+        head = MOTN_HEAD if self.version < 3 else MOTN_HEAD_V3
+        found = f"expected a MOTN record of {shape} for latent frames {t_start}..{t_start + t_count}, found {tag!r} of {len(payload)} bytes"
+        if tag != b"MOTN" or len(payload) < head.size or head.unpack_from(payload)[:2] != (t_start, t_count):
+            self._fail(found)
+        codec = MOTION_FLOAT if self.version < 3 else head.unpack_from(payload)[2]
+        data = payload[head.size :]
+        if codec == MOTION_QUARTER:
+            inflater = zlib.decompressobj()
+            try:
+                data = inflater.decompress(data, 2 * math.prod(shape) + 1)
+            except zlib.error as error:
+                self._fail(f"MOTN record does not inflate ({error})")
+            if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data or len(data) != 2 * math.prod(shape):
+                self._fail(f"MOTN record does not inflate to {shape} quarter-pel codes")
+            vectors = np.frombuffer(data, dtype="<i2").astype(np.float32) / 4
+        elif codec == MOTION_FLOAT and len(data) == 4 * math.prod(shape):
+            vectors = np.frombuffer(data, dtype="<f4").astype(np.float32)
+        else:
+            self._fail(found if codec == MOTION_FLOAT else f"unknown motion codec {codec}")
         if not np.isfinite(vectors).all() or np.abs(vectors).max(initial=0.0) > max(height, width):
             self._fail(f"MOTN record at latent frame {t_start} holds a translation that is not finite or exceeds the frame")
         return torch.from_numpy(vectors.copy()).view(shape)
@@ -205,6 +249,8 @@ class LatokReader:
         positions = t_count * height * width  # <= MAX_CHUNK_POSITIONS, checked with the header
         expected = (positions + 7) // 8
         data = payload[MASK_HEAD.size :]
+        if codec == MASK_CONTEXT and self.version < 3:
+            self._fail(f"mask codec {codec} is not used in format version {self.version}")
         if codec == MASK_ZLIB:
             inflater = zlib.decompressobj()
             try:
@@ -213,11 +259,20 @@ class LatokReader:
                 self._fail(f"MASK record does not inflate ({error})")
             if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
                 self._fail("MASK record does not inflate to exactly its declared bits")
+        elif codec == MASK_CONTEXT:
+            try:
+                keep = self._mask_coder.decode(t_count, data)
+            except LatokFormatError as error:
+                self._fail(f"MASK record: {error}")
+            data = np.packbits(keep.reshape(-1), bitorder="little").tobytes()
         elif codec != MASK_RAW:
             self._fail(f"unknown mask codec {codec}")
         if len(data) != expected:
             self._fail(f"MASK record holds {len(data)} bytes, expected {expected}")
         packed = np.frombuffer(data, dtype=np.uint8)
+        if self._mask_coder is not None and codec != MASK_CONTEXT:  # the next context-coded chunk needs this one's last frame
+            last = np.unpackbits(packed, count=positions, bitorder="little")[-height * width :]
+            self._mask_coder.advance(last.view(np.bool_).reshape(1, height, width))
         spare = expected * 8 - positions
         if spare and packed[-1] >> (8 - spare):
             self._fail("MASK record sets bits past its last position")
@@ -302,6 +357,7 @@ def load_latok(path: str | os.PathLike) -> AdaptiveLatent:
             lit_frames=None if header["lit_frames"] is None else tuple(c == "1" for c in header["lit_frames"]),
             lit_model=header["lit_model"],
             motion=motion,
+            value_step=None if header["value_step"] is None else tuple(float(s) for s in header["value_step"]),
         )
     except InvalidInputError as error:
         raise LatokFormatError(f"{path}: inconsistent contents ({error})") from None

@@ -30,6 +30,7 @@ from latok.codec.motion import estimate_motion
 from latok.codec.reader import LatokReader, load_latok
 from latok.codec.restoration import LIT_GUARD_MARGIN, Inpainters, NamedFill
 from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, dtype_name
+from latok.codec.values import channel_steps
 from latok.errors import InvalidInputError
 from latok.io import Clip
 from latok.vae import VideoAutoencoder, load_vae
@@ -49,7 +50,11 @@ class LatentTokenizer:
         target_usage: instead of tau, keep about this fraction of positions (tau picked per clip).
         reference: ``"last-kept"`` (default) or ``"previous"``.
         keyframe_interval: force every K-th latent frame to be kept; ``None`` for off.
-        storage_dtype: dtype of the kept values (fp16 default, bf16 or fp32).
+        storage_dtype: dtype of the kept values (fp16 default, bf16 or fp32) when they are exact.
+        value_step: quantise the kept values with this step (:mod:`latok.codec.values`; per channel,
+            scaled by the decoder's sensitivity) and entropy-code them in ``.latok`` files (format
+            version 3); ``0`` keeps exact values in ``storage_dtype``; ``None`` (default): the backend's
+            ``default_value_step``.
         fill: default fill for :meth:`decode`: ``auto`` (the default: guarded lit where possible,
             else hold), ``zero``, ``hold``, ``interp``, ``lit`` or a callable
             (see :mod:`latok.codec.restoration`).
@@ -90,9 +95,12 @@ class LatentTokenizer:
         lit_guard_margin: float = LIT_GUARD_MARGIN,
         pixel_guard: bool = False,
         motion: str = "block",
+        value_step: float | None = None,
         **vae_options,
     ):
         check_rule(tau, target_usage, reference, keyframe_interval)  # before loading anything
+        if value_step is not None:
+            channel_steps(value_step, None, 1)
         if motion not in MOTIONS:
             raise InvalidInputError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
         if tau is not None and tau > MAX_TAU:
@@ -114,6 +122,8 @@ class LatentTokenizer:
             restoration.check_per_frame(self.vae)  # fail at construction, not after the encode
         self.pixel_guard = pixel_guard
         self.motion = motion
+        self.value_step = self.vae.default_value_step if value_step is None else value_step
+        self.value_steps = channel_steps(self.value_step, self.vae.value_sensitivity, self.vae.latent_channels)
 
     @property
     def default_tau(self) -> float | None:
@@ -194,6 +204,7 @@ class LatentTokenizer:
             latent,
             keep,
             dtype=self.storage_dtype,
+            value_step=self.value_steps,
             backend=self.vae.name,
             backend_config=backend_config_hash(self.vae),
             tau=tau,

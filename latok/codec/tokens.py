@@ -73,6 +73,8 @@ class AdaptiveLatent:
         motion: float32, each latent frame's translation (dy, dx) from the one before when the rule was
             motion-compensated (:mod:`latok.codec.motion`): ``(B, t, 2)`` global, or ``(B, t, 2, gh, gw)``
             one per block; ``None``: in place.
+        value_step: the per-channel quantisation steps of ``values`` (:mod:`latok.codec.values`): each
+            value is float32 and exactly ``code * step``; ``None``: exact values in the storage dtype.
     """
 
     values: torch.Tensor
@@ -88,6 +90,7 @@ class AdaptiveLatent:
     lit_frames: tuple[bool, ...] | None = None
     lit_model: str | None = None
     motion: torch.Tensor | None = None
+    value_step: tuple[float, ...] | None = None
 
     @property
     def motion_model(self) -> str | None:
@@ -108,12 +111,24 @@ class AdaptiveLatent:
             motion_model(self.motion, batch, frames, height, width)
             if self.motion.dtype != torch.float32:
                 raise InvalidInputError(f"motion must be float32, got {self.motion.dtype}")
+        if self.value_step is not None and (len(self.value_step) != channels or self.values.dtype != torch.float32):
+            raise InvalidInputError(f"quantised values need {channels} steps and float32 values, got {len(self.value_step)} and {self.values.dtype}")
 
     @classmethod
-    def from_dense(cls, latent: torch.Tensor, keep: torch.Tensor, dtype: torch.dtype = torch.float16, **meta) -> AdaptiveLatent:
-        """Gather the kept vectors of a dense ``(B, C, t, h, w)`` latent."""
+    def from_dense(
+        cls, latent: torch.Tensor, keep: torch.Tensor, dtype: torch.dtype = torch.float16, value_step: tuple[float, ...] | None = None, **meta
+    ) -> AdaptiveLatent:
+        """Gather the kept vectors of a dense ``(B, C, t, h, w)`` latent, in ``dtype``, or quantised
+        to float32 codes times ``value_step`` (:func:`latok.codec.values.channel_steps`) when given."""
         dtype_name(dtype)
-        values = latent.permute(0, 2, 3, 4, 1)[keep].to(dtype)  # (N, C)
+        values = latent.permute(0, 2, 3, 4, 1)[keep]  # (N, C)
+        if value_step is None:
+            values = values.to(dtype)
+        else:
+            from latok.codec.values import dequantise, quantise
+
+            values = dequantise(quantise(values.cpu(), value_step), value_step)
+            meta["value_step"] = tuple(value_step)
         return cls(values=values.cpu().contiguous(), keep=keep.cpu(), shape=tuple(latent.shape), **meta)
 
     @property

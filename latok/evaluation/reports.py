@@ -25,12 +25,13 @@ def file_info(path: str | Path) -> dict:
     path = Path(path)
     with LatokReader(path) as reader:
         header, size, header_bytes = reader.header, reader.size, reader.header_bytes
-        tokens, chunks, mask_bytes, value_bytes = 0, 0, 0, 0
+        tokens, chunks, mask_bytes, value_bytes, motion_bytes = 0, 0, 0, 0, 0
         for chunk in reader.records():
             tokens += chunk.count
             chunks += 1
             mask_bytes += chunk.mask_bytes
             value_bytes += chunk.values_bytes
+            motion_bytes += chunk.motion_bytes
     source, shape = header["source"], header["shape"]
     guard = header["lit_frames"]
     return {
@@ -51,8 +52,11 @@ def file_info(path: str | Path) -> dict:
         "tokens": tokens,
         "token_usage": tokens / (shape[2] * shape[3] * shape[4]),
         "dtype": header["dtype"],
+        "value_step": None if header["value_step"] is None else {"min": min(header["value_step"]), "max": max(header["value_step"])},
+        "format_version": reader.version,
         "bytes": size,
-        "bytes_by_part": {"header": header_bytes, "masks": mask_bytes, "values": value_bytes, "end": size - header_bytes - mask_bytes - value_bytes},
+        "bytes_by_part": {"header": header_bytes, "masks": mask_bytes, "values": value_bytes, "motion": motion_bytes,
+                          "end": size - header_bytes - mask_bytes - value_bytes - motion_bytes},
         "bits_per_kept_value": value_bytes * 8 / (tokens * shape[1]) if tokens else None,
         **bitrate(size, source["frames"], source["height"], source["width"], source["fps"]),
     }

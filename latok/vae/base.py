@@ -61,6 +61,10 @@ class VideoAutoencoder(abc.ABC):
         default_tau: the masking threshold calibrated for this backend, ``None`` if uncalibrated.
         default_taus: thresholds calibrated per motion model (``"none"``, ``"global"``, ``"block"``)
             for the motion-compensated rule; a motion missing here uses ``default_tau``.
+        value_sensitivity: per latent channel, how much decoded pixels move per unit of it
+            (``sqrt`` of the :meth:`decoder_metric` diagonal, geometric mean 1); quantisation steps
+            are divided by it (:mod:`latok.codec.values`).  ``None``: one step for every channel.
+        default_value_step: the quantisation step ``.latok`` files take by default (0: exact values).
     """
 
     name: ClassVar[str] = ""
@@ -70,6 +74,8 @@ class VideoAutoencoder(abc.ABC):
     spatial_multiple: ClassVar[int | None] = None
     default_tau: ClassVar[float | None] = None  # calibrated masking threshold (eval/codec_table.py)
     default_taus: ClassVar[dict[str, float]] = {}  # per motion model (eval/calibrate_pool.py)
+    value_sensitivity: ClassVar[tuple[float, ...] | None] = None
+    default_value_step: ClassVar[float] = 0.0
     weights_option: ClassVar[str] = "weights"  # the constructor option that takes a weights path
 
     def __init__(

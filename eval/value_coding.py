@@ -1,0 +1,140 @@
+"""Quantised, entropy-coded ``.latok`` files against today's exact fp16 files (issue 20).
+
+Every clip is masked once per rate (the backend's default tau, and usage 0.5), then written with
+each value step (``0`` is the exact fp16 file) and decoded with the default fill, exactly as
+``latok encode --value-step S`` / ``latok decode`` would.  Latents come from ``latok cache-latents``
+shards with frames (``--with-video``), so nothing is re-encoded; the masks, the lit guard and the
+decode all run on them.
+
+    # choose the default step on the pool validation split
+    python eval/value_coding.py --stage val --steps 0,0.1,0.2,0.3
+    # report at the chosen default on DAVIS and tokenbench-mini (+ the surveillance clip)
+    python eval/value_coding.py --stage report
+
+Shards: ``eval/prepare_pool_data.sh`` (val) and ``eval/prepare_report_data.sh`` (report).
+Writes ``eval/results/value_coding_<stage>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from latok import LatentTokenizer
+from latok.codec.reader import load_latok
+from latok.codec.tokens import SourceInfo
+from latok.codec.values import channel_steps
+from latok.evaluation.metrics import psnr
+from latok.training.data import read_samples
+from latok.vae import load_vae
+
+RESULTS = Path("eval/results")
+SHARDS = {"val": {"pool-val": "data/latents/pool/val"},
+          "report": {"davis": "data/latents/report/davis", "tokenbench": "data/latents/report/tokenbench"}}  # fmt: skip
+RATES = {"default": None, "usage 0.5": 0.5}
+LOSS_BUDGET = 0.03  # dB below the fp16 file, on average over the split at each rate: a margin under the 0.05 target
+
+
+def _video(sample: dict) -> torch.Tensor:
+    frames = torch.from_numpy(sample["video.npy"]).permute(3, 0, 1, 2)[None].float()
+    return frames / 127.5 - 1.0
+
+
+def _run(tokenizer: LatentTokenizer, latent: torch.Tensor, video: torch.Tensor, source: SourceInfo, usage: float | None) -> dict:
+    adaptive = tokenizer.tokenize(latent, source, target_usage=usage, video=video)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.latok"
+        start = time.perf_counter()
+        tokenizer.save(adaptive, path)
+        written = time.perf_counter()
+        loaded = load_latok(path)
+        read = time.perf_counter()
+        size = path.stat().st_size
+    assert torch.equal(loaded.values, adaptive.values) and torch.equal(loaded.keep, adaptive.keep)
+    start_decode = time.perf_counter()
+    decoded = tokenizer.decode(loaded)
+    decode_seconds = time.perf_counter() - start_decode
+    frames, height, width = video.shape[-3:]
+    return {"usage": adaptive.token_usage, "bytes": size, "bpp": size * 8 / (frames * height * width),
+            "bits_per_value": size * 8 / (adaptive.num_tokens * latent.shape[1]),
+            "psnr": psnr(decoded, video), "write_s": written - start, "read_s": read - written, "decode_s": decode_seconds}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=sorted(SHARDS), required=True)
+    parser.add_argument("--steps", default=None, help="comma-separated value steps; 0 is the exact fp16 file (default: 0 and the backend's default)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N clips of each set (after --stride)")
+    parser.add_argument("--stride", type=int, default=1, help="every n-th clip of each set")
+    args = parser.parse_args()
+    vae = load_vae("taef2")
+    steps = [0.0, vae.default_value_step] if args.steps is None else args.steps.split(",")
+    tokenizers = {}
+    for step in steps:  # "u0.1": the same step on every channel, ignoring the decoder's sensitivity
+        tokenizers[step] = LatentTokenizer(vae, value_step=float(str(step).lstrip("u")))
+        if str(step).startswith("u"):
+            tokenizers[step].value_steps = channel_steps(float(step[1:]), None, vae.latent_channels)
+    rows = []
+    for name, shards in SHARDS[args.stage].items():
+        samples = read_samples(shards)[:: args.stride][: args.limit]
+        for sample in samples:
+            latent = torch.from_numpy(sample["latent.npy"].astype("float32"))[None]
+            video = _video(sample)
+            source = SourceInfo(frames=video.shape[2], height=video.shape[3], width=video.shape[4], fps=float(sample["json"].get("fps") or 24.0))
+            for rate, usage in RATES.items():
+                for step in steps:
+                    row = {"set": name, "clip": sample["__key__"], "rate": rate, "step": step,
+                           **_run(tokenizers[step], latent, video, source, usage)}  # fmt: skip
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    summary = summarise(rows, steps)
+    out = RESULTS / f"value_coding_{args.stage}"
+    command = "python eval/value_coding.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "device": "cpu", "summary": summary, "rows": rows}, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(command, summary, rows, steps))
+    print(out.with_suffix(".md").read_text())
+
+
+def summarise(rows: list[dict], steps: list[float]) -> list[dict]:
+    """Per set, rate and step: mean bytes ratio to the fp16 file, mean PSNR change, bits per value."""
+    out = []
+    for name in dict.fromkeys(r["set"] for r in rows):
+        for rate in RATES:
+            base = {r["clip"]: r for r in rows if r["set"] == name and r["rate"] == rate and float(str(r["step"]).lstrip("u")) == 0}
+            for step in steps:
+                mine = [r for r in rows if r["set"] == name and r["rate"] == rate and r["step"] == step]
+                if not mine or not base:
+                    continue
+                ratios = [base[r["clip"]]["bytes"] / r["bytes"] for r in mine]
+                losses = [r["psnr"] - base[r["clip"]]["psnr"] for r in mine]
+                coding = sum(r["write_s"] + r["read_s"] for r in mine) - sum(base[r["clip"]]["write_s"] + base[r["clip"]]["read_s"] for r in mine)
+                out.append({"set": name, "rate": rate, "step": step, "clips": len(mine),
+                            "smaller_mean": sum(ratios) / len(ratios), "smaller_geomean": math.exp(sum(map(math.log, ratios)) / len(ratios)),
+                            "psnr_change_mean": sum(losses) / len(losses), "psnr_change_worst": min(losses),
+                            "bits_per_value": sum(r["bytes"] * 8 for r in mine) / sum(r["bytes"] * 8 / r["bits_per_value"] for r in mine),
+                            "bpp_mean": sum(r["bpp"] for r in mine) / len(mine),
+                            "coding_seconds_per_clip": coding / len(mine), "decode_seconds_per_clip": sum(r["decode_s"] for r in mine) / len(mine)})  # fmt: skip
+    return out
+
+
+def markdown(command: str, summary: list[dict], rows: list[dict], steps: list[float]) -> str:
+    lines = [f"# Quantised, entropy-coded .latok files against exact fp16 files\n\n`{command}`; taef2, CPU, default fill (guarded lit).\n",
+             "| set | rate | step | clips | smaller (mean) | smaller (geomean) | PSNR change mean | worst clip | bits/value | bpp |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for s in summary:
+        lines.append(f"| {s['set']} | {s['rate']} | {s['step']} | {s['clips']} | {s['smaller_mean']:.2f}× | {s['smaller_geomean']:.2f}× | "
+                     f"{s['psnr_change_mean']:+.3f} dB | {s['psnr_change_worst']:+.3f} dB | {s['bits_per_value']:.2f} | {s['bpp_mean']:.3f} |")  # fmt: skip
+    lines += ["", "Per clip (PSNR in dB):", "", "| set | clip | rate | step | usage | bpp | bits/value | PSNR |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['set']} | {r['clip']} | {r['rate']} | {r['step']} | {r['usage']:.1%} | {r['bpp']:.3f} | {r['bits_per_value']:.2f} | {r['psnr']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Quantised kept values and their entropy coding (``.latok`` format version 3).
+
+**Quantisation.** ``--value-step S`` puts channel ``c`` of every kept vector on a uniform grid of
+step ``s_c = S / sensitivity_c`` in latok's normalised space, where ``sensitivity_c`` is how much the
+decoder's pixels move per unit of that channel (``VideoAutoencoder.value_sensitivity``, measured by
+``eval/decoder_sensitivity.py`` from :meth:`~latok.vae.base.VideoAutoencoder.decoder_metric`, geometric
+mean 1).  Equal pixel error per channel is what minimises the total error at a given rate, so a
+channel the decoder barely sees takes a coarser step.  A value is stored as its integer code
+``q = round(v / s_c)`` and restored as exactly ``float32(q) * float32(s_c)``: one IEEE multiply, the same
+on every machine.  ``S = 0`` keeps the storage dtype's exact values (format versions 1 and 2).
+
+**Prediction.** Each code is coded as its residual against a prediction the decoder has too:
+
+- latent frame 0 of the file (always fully kept): the code before it in raster order, per channel;
+- any later kept position: the last code kept at that position (the rule's ``last-kept`` reference).
+
+Both predictions are integer sums, so the decoder inverts them exactly with cumulative sums.  A
+motion-compensated prediction (the rule's warped reference, rounded) was measured to save under
+0.05 bits per value on the pool validation split and is not used.
+
+**Entropy coding.** Residuals are zigzag-folded (0, -1, 1, -2, ...); folds below :data:`DIRECT`
+are symbols of their own, larger ones a bucket symbol per power of two plus the low bits, coded
+uniformly.  Every (context, channel) stream has a static categorical model from its own histogram,
+where the context is intra (frame 0) or temporal.  Temporal contexts can be split by how many frames
+ago the position was last kept (:data:`STALENESS`); on the pool validation split at step 0.1, splitting
+at 1 | 2 | 3-4 | 5+ frames saved 0.1 % of the values' bytes and cost more than that in tables, so
+one temporal context is used.  Each table is sent with the chunk as one log-scale byte per symbol
+(:func:`count_code`).  The symbols are range coded with ``constriction``.  A chunk's payload::
+
+    tables   u32 length | zlib( per stream: symbols u8, then one count code u8 per symbol )
+    range    the range coder's u32 words, little-endian, to the end of the record
+
+Decoding checks everything it can against what the mask declares: symbol counts, alphabet sizes,
+the coder ending exactly at its data, and codes within :data:`MAX_CODE`.  Every failure is a
+:class:`~latok.errors.LatokFormatError`.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from latok.errors import InvalidInputError, LatokFormatError
+
+MIN_STEP = 2.0**-10  # finest step: codes of |v| <= 65504 (fp16's largest) stay below MAX_CODE
+MAX_STEP = 2.0**10
+MAX_CHUNK_VALUES = 1 << 24  # kept values (vectors x C) of one QVAL record: bounds what a small file can make the reader decode
+MAX_CODE = 1 << 27  # |q|; residuals stay below 2**28 and their folds below 2**29
+DIRECT = 64  # folds below this are their own symbol
+BUCKETS = 23  # buckets for folds in [2**(6+b), 2**(7+b)), b < BUCKETS: folds below 2**29
+ALPHABET = DIRECT + BUCKETS
+STALENESS = (1,)  # temporal contexts by frames since the position was last kept: one (finer ones do not pay, below)
+STREAMS = 1 + len(STALENESS)  # with the intra stream
+TABLE_HEAD = struct.Struct("<I")
+# count codes: 0 = absent, k >= 1 stands for round(2 ** ((k - 1) / 8)); counts are scaled to at most 2**31 first
+_COUNT_TABLE = np.array([0] + [round(2 ** ((k - 1) / 8)) for k in range(1, 256)], dtype=np.float64)
+
+
+def channel_steps(step: float, sensitivity: Sequence[float] | None, channels: int) -> tuple[float, ...] | None:
+    """Per-channel steps for the overall step ``step`` (``None`` for 0: exact values), each a float32.
+
+    ``sensitivity`` is the backend's per-channel decoder sensitivity (geometric mean 1), or ``None``
+    for one step on every channel.
+    """
+    if not (isinstance(step, (int, float)) and math.isfinite(step) and step >= 0):
+        raise InvalidInputError(f"value step must be a finite number >= 0, got {step!r}")
+    if step == 0:
+        return None
+    weights = [1.0] * channels if sensitivity is None else list(sensitivity)
+    if len(weights) != channels:
+        raise InvalidInputError(f"value sensitivity has {len(weights)} channels, the latent {channels}")
+    steps = tuple(float(np.float32(step / w)) for w in weights)
+    if not all(MIN_STEP <= s <= MAX_STEP for s in steps):
+        raise InvalidInputError(
+            f"value step {step:g} gives per-channel steps {min(steps):.3g}..{max(steps):.3g}, outside [{MIN_STEP:g}, {MAX_STEP:g}]"
+        )
+    return steps
+
+
+def _step_tensor(steps: Sequence[float]) -> torch.Tensor:
+    return torch.tensor(steps, dtype=torch.float32)
+
+
+def quantise(values: torch.Tensor, steps: Sequence[float]) -> torch.Tensor:
+    """``(N, C)`` values -> their ``(N, C)`` int32 codes on the per-channel grid ``steps``."""
+    codes = torch.round(values.float() / _step_tensor(steps))
+    if codes.numel() and not bool(codes.abs().max() <= MAX_CODE):
+        raise InvalidInputError(f"a latent value is too large to quantise (over {MAX_CODE} steps, or not finite)")
+    return codes.to(torch.int32)
+
+
+def dequantise(codes: torch.Tensor, steps: Sequence[float]) -> torch.Tensor:
+    """``(N, C)`` int32 codes -> their float32 values, ``code * step`` exactly."""
+    return codes.to(torch.float32) * _step_tensor(steps)
+
+
+def codes_of(values: torch.Tensor, steps: Sequence[float]) -> torch.Tensor:
+    """The codes of values already on the grid ``steps``; raises if any is not exactly a dequantised code."""
+    codes = quantise(values, steps)
+    if values.dtype != torch.float32 or not torch.equal(dequantise(codes, steps), values):
+        raise InvalidInputError("quantised values must be float32 and exactly code * step (use latok.codec.values.quantise)")
+    return codes
+
+
+# -- residual symbols ----------------------------------------------------------------------
+
+
+def _fold(residual: np.ndarray) -> np.ndarray:
+    residual = residual.astype(np.int64)
+    return np.where(residual < 0, -2 * residual - 1, 2 * residual)
+
+
+def _unfold(fold: np.ndarray) -> np.ndarray:
+    return np.where(fold & 1, -((fold + 1) >> 1), fold >> 1)
+
+
+def _symbols(fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Folds -> (symbol, low bits below the bucket's leading one)."""
+    big = fold >= DIRECT
+    bucket = np.zeros_like(fold)
+    bucket[big] = np.floor(np.log2(fold[big].astype(np.float64))).astype(np.int64) - 6
+    # log2 of an integer near a power of two may round either way: settle it exactly
+    bucket[big] += (fold[big] >= (np.int64(1) << (bucket[big] + 7))).astype(np.int64)
+    bucket[big] -= (fold[big] < (np.int64(1) << (bucket[big] + 6))).astype(np.int64)
+    symbol = np.where(big, DIRECT + bucket, fold)
+    low = np.where(big, fold - (np.int64(1) << (bucket + 6)), 0)
+    return symbol.astype(np.int32), low
+
+
+def count_code(counts: np.ndarray) -> np.ndarray:
+    """Histogram -> one byte per symbol: 0 for absent, else the log-scale code of the count (scaled)."""
+    counts = counts.astype(np.float64)
+    top = counts.max(initial=0.0)
+    if top > 2**31:
+        counts = np.where(counts > 0, np.maximum(counts * (2**31 / top), 1.0), 0.0)
+    codes = np.where(counts > 0, np.clip(np.round(8 * np.log2(np.maximum(counts, 1.0))) + 1, 1, 255), 0)
+    return codes.astype(np.uint8)
+
+
+def _model(codes: np.ndarray):
+    import constriction
+
+    return constriction.stream.model.Categorical(_COUNT_TABLE[codes], perfect=False)
+
+
+LOW_PIECE = 16  # low bits are coded in uniform pieces of at most this many bits (the coder's precision)
+
+
+def _encode_low(encoder, low: np.ndarray, bits: int) -> None:
+    import constriction
+
+    for shift in range(0, bits, LOW_PIECE):
+        width = min(LOW_PIECE, bits - shift)
+        encoder.encode(((low >> shift) & ((1 << width) - 1)).astype(np.int32), constriction.stream.model.Uniform(1 << width))
+
+
+def _decode_low(decoder, size: int, bits: int) -> np.ndarray:
+    import constriction
+
+    low = np.zeros(size, dtype=np.int64)
+    for shift in range(0, bits, LOW_PIECE):
+        width = min(LOW_PIECE, bits - shift)
+        low |= decoder.decode(constriction.stream.model.Uniform(1 << width), size).astype(np.int64) << shift
+    return low
+
+
+def guarded(call, *args):
+    """A range-decoder call on untrusted data: whatever constriction raises (a Rust panic included) is a format error."""
+    try:
+        return call(*args)
+    except BaseException as error:  # noqa: BLE001 - pyo3's PanicException derives from BaseException
+        if isinstance(error, (KeyboardInterrupt, SystemExit, MemoryError)):
+            raise
+        raise LatokFormatError(f"range-coded data is invalid ({type(error).__name__})") from None
+
+
+# -- a chunk's residuals -------------------------------------------------------------------
+
+
+class ValueCoder:
+    """Codes the kept codes of consecutive chunks of one file; carries each position's last kept code
+    (and when it was kept) between chunks.
+
+    Args:
+        channels, height, width: the latent's C, h, w.
+    """
+
+    def __init__(self, channels: int, height: int, width: int):
+        self.channels, self.height, self.width = channels, height, width
+        self._last = np.zeros((height * width, channels), dtype=np.int64)  # last kept code per position
+        self._last_frame = np.zeros(height * width, dtype=np.int64)  # the latent frame it was kept in
+        self._frames = 0  # latent frames coded so far
+
+    def _layout(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+        """For a chunk's ``(k, h, w)`` keep: the kept entries' positions; the order that groups the
+        temporal entries by position (time order within); how many leading entries are intra (frame 0
+        of the file); where each position's run starts in that order; and each grouped entry's context."""
+        flat = np.flatnonzero(keep.reshape(keep.shape[0], -1))
+        area = self.height * self.width
+        positions, frames = flat % area, flat // area + self._frames
+        intra = area if self._frames == 0 else 0
+        order = np.argsort(positions[intra:], kind="stable") + intra
+        grouped_pos, grouped_frames = positions[order], frames[order]
+        starts = np.flatnonzero(np.r_[True, grouped_pos[1:] != grouped_pos[:-1]]) if len(order) else np.zeros(0, dtype=np.int64)
+        before = np.empty_like(grouped_frames)
+        if len(order):
+            before[1:] = grouped_frames[:-1]
+            before[starts] = self._last_frame[grouped_pos[starts]] if intra == 0 else 0
+        staleness = grouped_frames - before
+        context = np.searchsorted(np.asarray(STALENESS), staleness, side="right")  # 1..len(STALENESS)
+        return positions, order, intra, starts, context
+
+    def _commit(self, keep: np.ndarray, positions: np.ndarray, codes: np.ndarray) -> None:
+        frames = np.flatnonzero(keep.reshape(keep.shape[0], -1)) // (self.height * self.width) + self._frames
+        self._last[positions] = codes  # later entries of a position overwrite earlier ones (time order)
+        self._last_frame[positions] = frames
+        self._frames += keep.shape[0]
+
+    def encode(self, keep: torch.Tensor, codes: torch.Tensor) -> bytes:
+        """A chunk's ``(1, k, h, w)`` keep and ``(N, C)`` int32 codes -> its payload."""
+        import constriction
+
+        keep_np = keep[0].numpy()
+        codes_np = codes.numpy().astype(np.int64)
+        if self._frames == 0 and not keep_np[0].all():
+            raise InvalidInputError("latent frame 0 must be fully kept")
+        positions, order, intra, starts, context = self._layout(keep_np)
+        first = codes_np[:intra]
+        streams = [np.diff(first, axis=0, prepend=np.zeros((1, self.channels), dtype=np.int64))]
+        last = self._last.copy()
+        if intra:
+            last[:] = first
+        grouped = codes_np[order]
+        previous = np.empty_like(grouped)
+        if len(grouped):
+            previous[1:] = grouped[:-1]
+            previous[starts] = last[positions[order][starts]]
+        temporal = grouped - previous
+        streams += [temporal[context == k] for k in range(1, len(STALENESS) + 1)]
+        tables = bytearray()
+        encoder = constriction.stream.queue.RangeEncoder()
+        for residuals in streams:
+            for channel in range(self.channels):
+                symbols, low = _symbols(_fold(residuals[:, channel]))
+                counts = np.bincount(symbols, minlength=ALPHABET)
+                used = int(np.flatnonzero(counts).max(initial=-1)) + 1
+                codes_u8 = count_code(counts[:used])
+                tables += bytes([used]) + codes_u8.tobytes()
+                if used <= 1:  # nothing, or only zero folds: the table says it all
+                    continue
+                encoder.encode(symbols, _model(codes_u8))
+                for bucket in np.unique(symbols[symbols >= DIRECT]):
+                    _encode_low(encoder, low[symbols == bucket], int(bucket) - DIRECT + 6)
+        self._commit(keep_np, positions, codes_np)
+        packed = zlib.compress(bytes(tables), 9)
+        return TABLE_HEAD.pack(len(packed)) + packed + encoder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, keep: torch.Tensor, payload: bytes) -> torch.Tensor:
+        """A chunk's ``(1, k, h, w)`` keep (already validated) and payload -> its ``(N, C)`` int32 codes.
+
+        Raises:
+            LatokFormatError: the payload does not decode to exactly the entries ``keep`` declares.
+        """
+        import constriction
+
+        keep_np = keep[0].numpy()
+        positions, order, intra, starts, context = self._layout(keep_np)
+        if len(payload) < TABLE_HEAD.size:
+            raise LatokFormatError("value record too short")
+        (length,) = TABLE_HEAD.unpack_from(payload)
+        if length > len(payload) - TABLE_HEAD.size:
+            raise LatokFormatError("value tables run past the record")
+        expected = STREAMS * self.channels * (1 + ALPHABET)  # the largest tables a chunk can hold
+        inflater = zlib.decompressobj()
+        try:
+            tables = inflater.decompress(payload[TABLE_HEAD.size : TABLE_HEAD.size + length], expected + 1)
+        except zlib.error as error:
+            raise LatokFormatError(f"value tables do not inflate ({error})") from None
+        if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data or len(tables) > expected:
+            raise LatokFormatError("value tables do not inflate to a table per channel")
+        words = payload[TABLE_HEAD.size + length :]
+        if len(words) % 4:
+            raise LatokFormatError("range-coded values are not whole 32-bit words")
+        decoder = guarded(constriction.stream.queue.RangeDecoder, np.frombuffer(words, dtype="<u4").astype(np.uint32))
+        sizes = [intra] + [int((context == k).sum()) for k in range(1, len(STALENESS) + 1)]
+        streams = []
+        cursor = 0
+        for size in sizes:
+            residuals = np.zeros((size, self.channels), dtype=np.int64)
+            for channel in range(self.channels):
+                if cursor >= len(tables):
+                    raise LatokFormatError("value tables end early")
+                used = tables[cursor]
+                codes_u8 = np.frombuffer(tables, dtype=np.uint8, count=used, offset=cursor + 1) if cursor + 1 + used <= len(tables) else None
+                cursor += 1 + used
+                if codes_u8 is None or used > ALPHABET:
+                    raise LatokFormatError("value tables are malformed")
+                if not size:
+                    continue
+                if not used or not codes_u8[-1]:
+                    raise LatokFormatError("a value table has no symbols for the values it must code")
+                if used == 1:
+                    continue  # every residual is 0
+                symbols = guarded(decoder.decode, _model(codes_u8), size).astype(np.int64)
+                fold = symbols.copy()
+                for bucket in np.unique(symbols[symbols >= DIRECT]):
+                    bits = int(bucket) - DIRECT + 6
+                    where = symbols == bucket
+                    fold[where] = (np.int64(1) << bits) + guarded(_decode_low, decoder, int(where.sum()), bits)
+                residuals[:, channel] = _unfold(fold)
+            streams.append(residuals)
+        if cursor != len(tables):
+            raise LatokFormatError("value tables hold more than the chunk's channels")
+        if not guarded(decoder.maybe_exhausted):
+            raise LatokFormatError("range-coded values run past the chunk's entries")
+        codes = np.empty((len(positions), self.channels), dtype=np.int64)
+        last = self._last.copy()
+        if intra:
+            codes[:intra] = np.cumsum(streams[0], axis=0)
+            last[:] = codes[:intra]
+        if len(order):
+            temporal = np.empty((len(order), self.channels), dtype=np.int64)
+            for k, residuals in enumerate(streams[1:], start=1):
+                temporal[context == k] = residuals
+            grouped_pos = positions[order]
+            temporal[starts] += last[grouped_pos[starts]]  # each position's run continues its last kept code
+            total = np.cumsum(temporal, axis=0)
+            run_start = np.repeat(starts, np.diff(np.r_[starts, len(total)]))
+            codes[order] = total - np.where((run_start > 0)[:, None], total[np.maximum(run_start - 1, 0)], 0)
+        if codes.size and np.abs(codes).max() > MAX_CODE:
+            raise LatokFormatError(f"a decoded value code exceeds {MAX_CODE}")
+        self._commit(keep_np, positions, codes)
+        return torch.from_numpy(codes.astype(np.int32))
