@@ -29,7 +29,7 @@ import torch
 from latok import LatentTokenizer
 from latok.codec.reader import load_latok
 from latok.codec.tokens import SourceInfo
-from latok.codec.values import channel_steps
+from latok.codec.values import ValueCoder, channel_steps, quantise
 from latok.evaluation.metrics import psnr
 from latok.training.data import read_samples
 from latok.vae import load_vae
@@ -57,13 +57,30 @@ def _run(tokenizer: LatentTokenizer, latent: torch.Tensor, video: torch.Tensor, 
         read = time.perf_counter()
         size = path.stat().st_size
     assert torch.equal(loaded.values, adaptive.values) and torch.equal(loaded.keep, adaptive.keep)
+    sizes = _coder_sizes(adaptive) if adaptive.value_step is not None else {}
     start_decode = time.perf_counter()
     decoded = tokenizer.decode(loaded)
     decode_seconds = time.perf_counter() - start_decode
     frames, height, width = video.shape[-3:]
     return {"usage": adaptive.token_usage, "bytes": size, "bpp": size * 8 / (frames * height * width),
             "bits_per_value": size * 8 / (adaptive.num_tokens * latent.shape[1]),
-            "psnr": psnr(decoded, video), "write_s": written - start, "read_s": read - written, "decode_s": decode_seconds}  # fmt: skip
+            "psnr": psnr(decoded, video), "write_s": written - start, "read_s": read - written, "decode_s": decode_seconds, **sizes}  # fmt: skip
+
+
+def _coder_sizes(adaptive) -> dict:
+    """Bytes of the clip's quantised values (as one chunk) range coded as latok does, and with zstd (level 19)
+    over the same residuals, zigzag-folded, channel-major, split into byte planes."""
+    import numpy as np
+    import zstandard
+
+    _, channels, _, height, width = adaptive.shape
+    codes = quantise(adaptive.values, adaptive.value_step)
+    ranged = len(ValueCoder(channels, height, width).encode(adaptive.keep, codes))
+    _, streams = ValueCoder(channels, height, width).residual_streams(adaptive.keep[0].numpy(), codes.numpy().astype(np.int64))
+    folded = np.concatenate([np.where(r < 0, -2 * r - 1, 2 * r).T.ravel() for r in streams])
+    wide = folded.astype(np.uint32)
+    planes = b"".join(((wide >> shift) & 0xFF).astype(np.uint8).tobytes() for shift in (0, 8, 16, 24) if (wide >> shift).any() or shift == 0)
+    return {"values_range_bytes": ranged, "values_zstd_bytes": len(zstandard.ZstdCompressor(level=19).compress(planes))}
 
 
 def main() -> None:

@@ -52,13 +52,22 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
                         help="compare each position with the reference warped by the frame's motion, estimated from the latents: "
                         "one translation per latent frame (global), or also one per 4x4 latent block where that fits better (block); "
                         "stored in the file, and every fill follows it (default: %(default)s)")
-    parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="storage dtype of kept values (default: %(default)s)")
+    _add_value_step_option(parser)
+    parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16",
+                        help="storage dtype of kept values with --value-step 0 (default: %(default)s)")
     parser.add_argument("--lit-guard", action=argparse.BooleanOptionalAction, default=True,
                         help="run the inpainter once at encode time and record, per latent frame, whether it beats hold "
                         "there (1 bit per frame; needs a shipped or given inpainter; default: on)")
     parser.add_argument("--pixel-guard", action="store_true",
                         help="decide the lit guard on decoded pixels: lit only on frames where it decodes closer to the input "
                         "than hold (never worse than hold on any frame; up to 2 extra frame decodes per lit frame at encode)")
+
+
+def _add_value_step_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--value-step", type=float, default=None, metavar="S",
+                        help="quantise kept values with step S in latok's normalised space (per channel, divided by the decoder's "
+                        "sensitivity to it) and entropy-code them (format version 3); 0 keeps exact values in --dtype, bit for bit "
+                        "(default: the backend's, taef2: 0.1)")
 
 
 def _add_stream_options(parser: argparse.ArgumentParser, help: str) -> None:
@@ -169,12 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = commands.add_parser(
         "cache-latents", help="encode clips once into webdataset shards of latents (for training)",
-        description="Encode each input into one webdataset shard (fp16 latents + metadata). Resumable: "
-        "inputs whose shard exists are skipped. Runs as a Lightning predict over all visible devices.",
+        description="Encode each input into one webdataset shard (latents quantised and range coded, or fp16 with "
+        "--value-step 0, + metadata). Resumable: inputs whose shard exists are skipped. Runs as a Lightning predict "
+        "over all visible devices.",
     )  # fmt: skip
     cache.add_argument("--inputs", nargs="+", required=True, help="video files or frame folders")
     cache.add_argument("--out", required=True, help="shard directory")
     cache.add_argument("--with-video", action="store_true", help="also store the uint8 frames (validation sets)")
+    cache.add_argument("--value-step", type=float, default=None, metavar="S",
+                       help="quantise the latents with step S (per channel, as .latok files) and range code them; "
+                       "0 stores fp16 arrays (default: latok.training.data.DEFAULT_CACHE_VALUE_STEP, 0.02)")
     _add_input_options(cache)
     _add_backend_options(cache)
     cache.set_defaults(run=run_cache_latents)
@@ -189,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tau", "--taus", dest="taus", default="0,default", metavar="T[,T...]", help="comma-separated taus, as --tau takes one elsewhere; 'default' is the backend's calibrated tau (default: %(default)s)")
     evaluate.add_argument("--target-usage", default=None, metavar="U[,U...]", help="also run at these kept fractions, tau picked per clip")
     evaluate.add_argument("--fills", default="hold", help="comma-separated fills: zero, hold, interp, lit (default: %(default)s)")
+    _add_value_step_option(evaluate)
     evaluate.add_argument("--motion", choices=MOTION_CHOICES, default="block",
                           help="the rule and the fills follow the frames' motion, as `latok encode --motion` (default: %(default)s)")
     evaluate.add_argument("--pixel-guard", action="store_true",
@@ -314,6 +328,7 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
             "lit_guard": args.lit_guard,
             "pixel_guard": args.pixel_guard,
             "motion": args.motion,
+            "value_step": args.value_step,
         }
     tokenizer = LatentTokenizer(backend, fill=getattr(args, "fill", None), inpainter=getattr(args, "inpainter", None), **mask, **options)
     tokenizer.vae.progress = True
@@ -523,12 +538,15 @@ def _sample_width(height: int) -> int:
 
 
 def run_cache_latents(args: argparse.Namespace) -> int:
-    from latok.training.data import cache_latents
+    from latok.codec.values import channel_steps
+    from latok.training.data import DEFAULT_CACHE_VALUE_STEP, cache_latents
 
+    value_step = DEFAULT_CACHE_VALUE_STEP if args.value_step is None else args.value_step
+    channel_steps(value_step, None, 1)  # a bad step fails before any work
     options = _weight_options(args, args.backend)
     shards, errors = cache_latents(
         args.inputs, args.out, backend=args.backend, frames=args.frames, start=args.start, stride=args.stride,
-        height=args.height or None, with_video=args.with_video, vae_options=options,
+        height=args.height or None, with_video=args.with_video, vae_options=options, value_step=value_step,
     )  # fmt: skip
     for error in errors:
         print(f"latok: skipped: {error}", file=sys.stderr)
@@ -570,15 +588,21 @@ def run_eval(args: argparse.Namespace) -> int:
 
         InpaintingTransformer.from_pretrained(inpainter)  # fail now, not after an hour of encoding
     vae_options = _weight_options(args, args.backend)
+    from latok.codec.values import channel_steps
+    from latok.vae import vae_class
+
+    value_step = vae_class(args.backend).default_value_step if args.value_step is None else args.value_step
+    channel_steps(value_step, None, 1)  # a bad step fails now
     if args.pixel_guard and inpainter is None:
         raise InvalidInputError("--pixel-guard decides the lit guard: add lit to --fills")
     settings = EvalSettings(
         backend=args.backend, rates=rates, fills=fills, lpips=args.lpips,
         inpainter=inpainter, backend_options=tuple(sorted(vae_options.items())), pixel_guard=args.pixel_guard, motion=args.motion,
+        value_step=value_step,
     )  # fmt: skip
     results = evaluate(
         clips, args.out, settings,
-        tokenizer_options={"inpainter": inpainter, "pixel_guard": args.pixel_guard, "motion": args.motion, **vae_options},
+        tokenizer_options={"inpainter": inpainter, "pixel_guard": args.pixel_guard, "motion": args.motion, "value_step": value_step, **vae_options},
         description=f"{args.dataset}: {len(clips)} clips from {args.root}",
     )  # fmt: skip
     from latok.evaluation.evaluate import markdown

@@ -33,6 +33,7 @@ from latok.codec.bitstream import save_latok
 from latok.codec.masking import redundancy_mask
 from latok.codec.reader import LatokReader, load_latok
 from latok.codec.tokens import AdaptiveLatent, SourceInfo
+from latok.codec.values import channel_steps
 from latok.errors import LatokFormatError
 
 PREAMBLE = struct.Struct("<8sHH")
@@ -40,17 +41,20 @@ RECORD = struct.Struct("<4sI")
 CASE_SECONDS = 2.0
 
 
-def valid_file(frames: int = 6, chunk_frames: int = 2, motion: bool = False) -> bytes:
-    """A small valid file: format version 1, or version 2 with MOTN records when ``motion``."""
+def valid_file(frames: int = 6, chunk_frames: int = 2, motion: bool = False, value_step: float = 0.0) -> bytes:
+    """A small valid file: format version 1, or version 2 with MOTN records when ``motion``, or version 3
+    (quantised, range-coded QVAL records, context-coded masks) with a ``value_step``."""
     generator = torch.Generator().manual_seed(0)
     latent = (torch.randn(1, 8, frames, 6, 10, generator=generator) * 0.4).cumsum(dim=2)
     vectors = torch.rand(1, frames, 2, generator=generator) * 2 - 1 if motion else None
+    if vectors is not None and value_step:
+        vectors = torch.round(vectors * 4) / 4  # quarter-pel, as latok's search finds: the coded MOTN form
     if vectors is not None:
         vectors[:, 0] = 0
     adaptive = AdaptiveLatent.from_dense(
         latent, redundancy_mask(latent, 0.3, motion=vectors).keep, backend="taef2", backend_config="abc123", tau=0.3,
         source=SourceInfo(frames=frames, height=48, width=80, fps=25.0, source_size=(96, 160), crop=(0, 0, 48, 80)),
-        motion=vectors,
+        motion=vectors, value_step=channel_steps(value_step, None, 8),
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         return save_latok(adaptive, Path(tmp) / "v.latok", chunk_frames=chunk_frames).read_bytes()
@@ -129,7 +133,7 @@ def mutate_records(records: list[tuple[bytes, bytes]], rng: random.Random) -> li
     for _ in range(rng.randint(1, 3)):
         index = rng.randrange(len(records))
         tag, payload = records[index]
-        action = rng.randrange(8)
+        action = rng.randrange(10)
         if action == 0 and tag == b"MASK" and len(payload) >= 9:  # extent and codec fields
             t_start, t_count, codec = struct.unpack_from("<IIB", payload)
             field = rng.randrange(3)
@@ -148,6 +152,13 @@ def mutate_records(records: list[tuple[bytes, bytes]], rng: random.Random) -> li
         elif action == 2 and tag == b"MOTN" and len(payload) >= 8:  # translations: huge, non-finite, wrong extent
             value = rng.choice([float("nan"), float("inf"), 1e30, -1e3, 0.5])
             payload = payload[:8] + struct.pack("<f", value) * ((len(payload) - 8) // 4) if rng.random() < 0.7 else struct.pack("<II", rng.randrange(9), rng.randrange(9)) + payload[8:]
+        elif action in (7, 8) and tag in (b"QVAL", b"MASK", b"MOTN") and len(payload) > 9:  # coded bytes: flip, zero or randomise a span
+            data = bytearray(payload)
+            start = rng.randrange(8, len(data))
+            end = min(len(data), start + rng.choice([1, 4, 64]))
+            for i in range(start, end):
+                data[i] = (data[i] ^ (1 << rng.randrange(8))) if action == 7 else rng.choice([0, 255, rng.randrange(256)])
+            payload = bytes(data)
         elif action == 4 and tag == b"END\x00":
             payload = struct.pack("<IQ", rng.choice([0, 1, 2**32 - 1]), rng.choice([0, 1, 2**64 - 1]))
         elif action == 5:
@@ -156,7 +167,7 @@ def mutate_records(records: list[tuple[bytes, bytes]], rng: random.Random) -> li
         elif action == 6:
             records.insert(index, (tag, payload))
         else:
-            tag = rng.choice([b"MASK", b"VALS", b"MOTN", b"END\x00", b"HEAD", b"JUNK"])
+            tag = rng.choice([b"MASK", b"VALS", b"QVAL", b"MOTN", b"END\x00", b"HEAD", b"JUNK"])
         records[index] = (tag, payload)
     return records
 
@@ -171,14 +182,14 @@ def read(path: Path) -> None:
 
 def fuzz(cases: int, seed: int) -> dict:
     rng = random.Random(seed)
-    bases = [split(valid_file()), split(valid_file(motion=True))]
+    bases = [split(valid_file()), split(valid_file(motion=True)), split(valid_file(motion=True, value_step=0.1))]
     outcomes: dict[str, int] = {}
     slowest = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "case.latok"
         for case in range(cases):
             raw: list[str] = []
-            preamble, header, records = bases[case % 2]
+            preamble, header, records = bases[case % len(bases)]
             kind = rng.random()
             case_preamble, case_header, case_records = preamble, header, records
             if kind < 0.55:
@@ -238,6 +249,20 @@ def craft(directory: Path) -> list[Path]:
             "source": {**header["source"], "frames": 4, "height": 1 << 15, "width": 1 << 15}}  # fmt: skip
     wide_mask = (b"MASK", struct.pack("<IIB", 0, 4, 0) + b"\xff" * 1000)
     files["wide_raw_mask"] = join(preamble, json.dumps(wide), [wide_mask, (b"VALS", struct.pack("<II", 0, 8) + bytes(128)), records[-1]])
+    # version 3: a chunk of MAX_CHUNK_VALUES quantised values that are all zero residuals (one-symbol tables, no
+    # range-coded bits): a few hundred bytes that make the reader build the largest chunk it allows
+    from latok.codec.values import MAX_CHUNK_VALUES
+
+    side = 128
+    frames = MAX_CHUNK_VALUES // (8 * side * side)
+    zeros = {**header, "shape": [1, 8, frames, side, side], "chunk_frames": frames, "lit_frames": None, "lit_model": None, "motion": None,
+             "dtype": "float32", "value_step": [0.1] * 8,
+             "source": {**header["source"], "frames": frames, "height": side * 8, "width": side * 8, "source_size": None, "crop": None}}  # fmt: skip
+    tables = zlib.compress(bytes([1, 1]) * 2 * 8, 9)
+    qval = struct.pack("<II", 0, frames * side * side) + struct.pack("<I", len(tables)) + tables
+    all_kept = (b"MASK", struct.pack("<IIB", 0, frames, 1) + zlib.compress(b"\xff" * (frames * side * side // 8), 9))
+    v3 = PREAMBLE.pack(b"LATOK\r\n\x1a", 3, 0)
+    files["v3_zero_residual_chunk"] = join(v3, json.dumps(zeros), [all_kept, (b"QVAL", qval), (b"END\x00", struct.pack("<IQ", 1, 0))])
     paths = []
     for name, data in files.items():
         assert len(data) < 1 << 20, (name, len(data))

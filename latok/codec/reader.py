@@ -60,7 +60,7 @@ class Chunk:
     t_start: int
     t_count: int
     mask_bits: bytes
-    values: bytes
+    values: bytes | memoryview
     count: int
     mask_bytes: int
     values_bytes: int
@@ -172,10 +172,13 @@ class LatokReader:
             t_count, bits = self._parse_mask(payload, t_expected, frames, height, width, chunk_frames, count)
             values_bytes = len(values) + RECORD.size + CRC.size
             if value_coder is not None:
-                values = VALS_HEAD.pack(t_start, count) + self._decode_values(value_coder, bits, t_count, height, width, values[VALS_HEAD.size :], steps)
+                data = self._decode_values(value_coder, bits, t_count, height, width, memoryview(values)[VALS_HEAD.size :], steps)
+            else:
+                data = values[VALS_HEAD.size :]
+            del values
             before = self._file.tell()
             motion = self._read_motion(t_start, t_count, height, width) if self.header["motion"] is not None else None
-            yield Chunk(t_start, t_count, bits, values[VALS_HEAD.size :], count, mask_bytes, values_bytes, motion, self._file.tell() - before)
+            yield Chunk(t_start, t_count, bits, data, count, mask_bytes, values_bytes, motion, self._file.tell() - before)
             t_expected += t_count
             tokens += count
             chunks += 1
@@ -184,14 +187,14 @@ class LatokReader:
         if self._file.tell() != self._size:
             self._fail("trailing bytes after the END record")
 
-    def _decode_values(self, coder: ValueCoder, bits: bytes, t_count: int, height: int, width: int, payload: bytes, steps) -> bytes:
+    def _decode_values(self, coder: ValueCoder, bits: bytes, t_count: int, height: int, width: int, payload, steps) -> memoryview:
         positions = t_count * height * width
         keep = np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=positions, bitorder="little").view(np.bool_)
         try:
             codes = coder.decode(torch.from_numpy(keep.reshape(1, t_count, height, width)), payload)
         except LatokFormatError as error:
             self._fail(f"QVAL record: {error}")
-        return dequantise(codes, steps).numpy().tobytes()
+        return memoryview(dequantise(codes, steps).numpy()).cast("B")  # no copy: the chunk's only float32 array
 
     def _read_motion(self, t_start: int, t_count: int, height: int, width: int) -> torch.Tensor:
         shape = motion_shape(1, t_count, height, width, self.header["motion"])
@@ -229,7 +232,8 @@ class LatokReader:
             bits = np.unpackbits(np.frombuffer(chunk.mask_bits, dtype=np.uint8), count=positions, bitorder="little")
             keep = torch.from_numpy(bits.view(np.bool_)).view(1, chunk.t_count, height, width)
             if chunk.count:
-                values = torch.frombuffer(bytearray(chunk.values), dtype=dtype).view(chunk.count, channels)
+                data = chunk.values if isinstance(chunk.values, memoryview) else bytearray(chunk.values)  # decoded (v3): already ours
+                values = torch.frombuffer(data, dtype=dtype).view(chunk.count, channels)
             else:
                 values = torch.empty(0, channels, dtype=dtype)
             yield keep, values, chunk.motion

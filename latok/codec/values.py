@@ -49,7 +49,7 @@ from latok.errors import InvalidInputError, LatokFormatError
 
 MIN_STEP = 2.0**-10  # finest step: codes of |v| <= 65504 (fp16's largest) stay below MAX_CODE
 MAX_STEP = 2.0**10
-MAX_CHUNK_VALUES = 1 << 24  # kept values (vectors x C) of one QVAL record: bounds what a small file can make the reader decode
+MAX_CHUNK_VALUES = 1 << 22  # kept values (vectors x C) of one QVAL record: bounds what a small file can make the reader decode
 MAX_CODE = 1 << 27  # |q|; residuals stay below 2**28 and their folds below 2**29
 DIRECT = 64  # folds below this are their own symbol
 BUCKETS = 23  # buckets for folds in [2**(6+b), 2**(7+b)), b < BUCKETS: folds below 2**29
@@ -62,7 +62,8 @@ _COUNT_TABLE = np.array([0] + [round(2 ** ((k - 1) / 8)) for k in range(1, 256)]
 
 
 def channel_steps(step: float, sensitivity: Sequence[float] | None, channels: int) -> tuple[float, ...] | None:
-    """Per-channel steps for the overall step ``step`` (``None`` for 0: exact values), each a float32.
+    """Per-channel steps for the overall step ``step`` (``None`` for 0: exact values), each a float32
+    (held as the shortest decimal that rounds to it, so a ``.latok`` header stays short).
 
     ``sensitivity`` is the backend's per-channel decoder sensitivity (geometric mean 1), or ``None``
     for one step on every channel.
@@ -74,7 +75,7 @@ def channel_steps(step: float, sensitivity: Sequence[float] | None, channels: in
     weights = [1.0] * channels if sensitivity is None else list(sensitivity)
     if len(weights) != channels:
         raise InvalidInputError(f"value sensitivity has {len(weights)} channels, the latent {channels}")
-    steps = tuple(float(np.float32(step / w)) for w in weights)
+    steps = tuple(float(str(np.float32(step / w))) for w in weights)
     if not all(MIN_STEP <= s <= MAX_STEP for s in steps):
         raise InvalidInputError(
             f"value step {step:g} gives per-channel steps {min(steps):.3g}..{max(steps):.3g}, outside [{MIN_STEP:g}, {MAX_STEP:g}]"
@@ -179,6 +180,12 @@ def guarded(call, *args):
         raise LatokFormatError(f"range-coded data is invalid ({type(error).__name__})") from None
 
 
+def _bounded(codes: np.ndarray) -> np.ndarray:
+    if codes.size and np.abs(codes).max() > MAX_CODE:
+        raise LatokFormatError(f"a decoded value code exceeds {MAX_CODE}")
+    return codes
+
+
 # -- a chunk's residuals -------------------------------------------------------------------
 
 
@@ -221,6 +228,23 @@ class ValueCoder:
         self._last_frame[positions] = frames
         self._frames += keep.shape[0]
 
+    def residual_streams(self, keep: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """A chunk's ``(k, h, w)`` keep and ``(N, C)`` int64 codes -> (the entries' positions, the ``(n, C)``
+        residuals of each stream: intra, then each temporal context), in coding order."""
+        positions, order, intra, starts, context = self._layout(keep)
+        first = codes[:intra]
+        streams = [np.diff(first, axis=0, prepend=np.zeros((1, self.channels), dtype=np.int64))]
+        last = self._last.copy()
+        if intra:
+            last[:] = first
+        grouped = codes[order]
+        previous = np.empty_like(grouped)
+        if len(grouped):
+            previous[1:] = grouped[:-1]
+            previous[starts] = last[positions[order][starts]]
+        temporal = grouped - previous
+        return positions, streams + [temporal[context == k] for k in range(1, len(STALENESS) + 1)]
+
     def encode(self, keep: torch.Tensor, codes: torch.Tensor) -> bytes:
         """A chunk's ``(1, k, h, w)`` keep and ``(N, C)`` int32 codes -> its payload."""
         import constriction
@@ -229,23 +253,11 @@ class ValueCoder:
         codes_np = codes.numpy().astype(np.int64)
         if self._frames == 0 and not keep_np[0].all():
             raise InvalidInputError("latent frame 0 must be fully kept")
-        positions, order, intra, starts, context = self._layout(keep_np)
-        first = codes_np[:intra]
-        streams = [np.diff(first, axis=0, prepend=np.zeros((1, self.channels), dtype=np.int64))]
-        last = self._last.copy()
-        if intra:
-            last[:] = first
-        grouped = codes_np[order]
-        previous = np.empty_like(grouped)
-        if len(grouped):
-            previous[1:] = grouped[:-1]
-            previous[starts] = last[positions[order][starts]]
-        temporal = grouped - previous
-        streams += [temporal[context == k] for k in range(1, len(STALENESS) + 1)]
+        positions, streams = self.residual_streams(keep_np, codes_np)
         tables = bytearray()
         encoder = constriction.stream.queue.RangeEncoder()
-        for residuals in streams:
-            for channel in range(self.channels):
+        for channel in range(self.channels):  # channel-major, so a decoder holds one channel's residuals at a time
+            for residuals in streams:
                 symbols, low = _symbols(_fold(residuals[:, channel]))
                 counts = np.bincount(symbols, minlength=ALPHABET)
                 used = int(np.flatnonzero(counts).max(initial=-1)) + 1
@@ -288,11 +300,13 @@ class ValueCoder:
             raise LatokFormatError("range-coded values are not whole 32-bit words")
         decoder = guarded(constriction.stream.queue.RangeDecoder, np.frombuffer(words, dtype="<u4").astype(np.uint32))
         sizes = [intra] + [int((context == k).sum()) for k in range(1, len(STALENESS) + 1)]
-        streams = []
+        codes = np.empty((len(positions), self.channels), dtype=np.int32)
+        grouped_pos = positions[order]
+        run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)])) if len(order) else starts
         cursor = 0
-        for size in sizes:
-            residuals = np.zeros((size, self.channels), dtype=np.int64)
-            for channel in range(self.channels):
+        for channel in range(self.channels):
+            streams = []
+            for size in sizes:
                 if cursor >= len(tables):
                     raise LatokFormatError("value tables end early")
                 used = tables[cursor]
@@ -300,39 +314,109 @@ class ValueCoder:
                 cursor += 1 + used
                 if codes_u8 is None or used > ALPHABET:
                     raise LatokFormatError("value tables are malformed")
-                if not size:
-                    continue
-                if not used or not codes_u8[-1]:
-                    raise LatokFormatError("a value table has no symbols for the values it must code")
-                if used == 1:
-                    continue  # every residual is 0
-                symbols = guarded(decoder.decode, _model(codes_u8), size).astype(np.int64)
-                fold = symbols.copy()
-                for bucket in np.unique(symbols[symbols >= DIRECT]):
-                    bits = int(bucket) - DIRECT + 6
-                    where = symbols == bucket
-                    fold[where] = (np.int64(1) << bits) + guarded(_decode_low, decoder, int(where.sum()), bits)
-                residuals[:, channel] = _unfold(fold)
-            streams.append(residuals)
+                streams.append(self._decode_stream(decoder, codes_u8, size))
+            last = self._last[:, channel]
+            if intra:
+                first = np.cumsum(streams[0])
+                codes[:intra, channel] = _bounded(first)
+                last = first
+            if len(order):
+                temporal = np.empty(len(order), dtype=np.int64)
+                for k, residuals in enumerate(streams[1:], start=1):
+                    temporal[context == k] = residuals
+                temporal[starts] += last[grouped_pos[starts]]  # each position's run continues its last kept code
+                total = np.cumsum(temporal)
+                codes[order, channel] = _bounded(total - np.where(run_start > 0, total[np.maximum(run_start - 1, 0)], 0))
         if cursor != len(tables):
             raise LatokFormatError("value tables hold more than the chunk's channels")
         if not guarded(decoder.maybe_exhausted):
             raise LatokFormatError("range-coded values run past the chunk's entries")
-        codes = np.empty((len(positions), self.channels), dtype=np.int64)
-        last = self._last.copy()
-        if intra:
-            codes[:intra] = np.cumsum(streams[0], axis=0)
-            last[:] = codes[:intra]
-        if len(order):
-            temporal = np.empty((len(order), self.channels), dtype=np.int64)
-            for k, residuals in enumerate(streams[1:], start=1):
-                temporal[context == k] = residuals
-            grouped_pos = positions[order]
-            temporal[starts] += last[grouped_pos[starts]]  # each position's run continues its last kept code
-            total = np.cumsum(temporal, axis=0)
-            run_start = np.repeat(starts, np.diff(np.r_[starts, len(total)]))
-            codes[order] = total - np.where((run_start > 0)[:, None], total[np.maximum(run_start - 1, 0)], 0)
-        if codes.size and np.abs(codes).max() > MAX_CODE:
-            raise LatokFormatError(f"a decoded value code exceeds {MAX_CODE}")
         self._commit(keep_np, positions, codes)
-        return torch.from_numpy(codes.astype(np.int32))
+        return torch.from_numpy(codes)
+
+    @staticmethod
+    def _decode_stream(decoder, codes_u8: np.ndarray, size: int) -> np.ndarray:
+        """One (context, channel) stream's ``size`` residuals, int64."""
+        if not size:
+            return np.zeros(0, dtype=np.int64)
+        if not len(codes_u8) or not codes_u8[-1]:
+            raise LatokFormatError("a value table has no symbols for the values it must code")
+        if len(codes_u8) == 1:
+            return np.zeros(size, dtype=np.int64)  # every residual is 0
+        symbols = guarded(decoder.decode, _model(codes_u8), size).astype(np.int64)
+        fold = symbols
+        for bucket in np.unique(symbols[symbols >= DIRECT]):
+            bits = int(bucket) - DIRECT + 6
+            where = symbols == bucket
+            fold = np.where(where, 0, fold)
+            fold[where] = (np.int64(1) << bits) + guarded(_decode_low, decoder, int(where.sum()), bits)
+        return _unfold(fold)
+
+
+# -- dense latents (training caches) -------------------------------------------------------
+
+DENSE_MAGIC = b"LQV1"
+DENSE_HEAD = struct.Struct("<4sI")  # magic, JSON length
+MAX_DENSE_VALUES = 1 << 28  # a cached clip's C*t*h*w: what a shard member may make the reader build
+
+
+def encode_dense(latent: torch.Tensor, steps: Sequence[float]) -> bytes:
+    """A dense ``(C, t, h, w)`` latent -> its quantised, range-coded bytes (every position kept; frames in
+    chunks of at most :data:`MAX_CHUNK_VALUES` values).  :func:`decode_dense` gives back exactly
+    ``dequantise(quantise(latent))``."""
+    import json
+
+    channels, frames, height, width = latent.shape
+    if len(steps) != channels or channels * frames * height * width > MAX_DENSE_VALUES:
+        raise InvalidInputError(f"cannot code a ({channels}, {frames}, {height}, {width}) latent with {len(steps)} steps")
+    chunk = max(1, MAX_CHUNK_VALUES // (channels * height * width))
+    header = json.dumps({"shape": [channels, frames, height, width], "steps": list(steps), "chunk_frames": chunk}).encode()
+    coder = ValueCoder(channels, height, width)
+    parts = [DENSE_HEAD.pack(DENSE_MAGIC, len(header)), header]
+    for start in range(0, frames, chunk):
+        piece = latent[:, start : start + chunk]
+        keep = torch.ones(1, *piece.shape[1:], dtype=torch.bool)
+        payload = coder.encode(keep, quantise(piece.permute(1, 2, 3, 0).reshape(-1, channels), steps))
+        parts += [TABLE_HEAD.pack(len(payload)), payload]
+    return b"".join(parts)
+
+
+def decode_dense(data: bytes) -> np.ndarray:
+    """:func:`encode_dense`'s bytes -> the ``(C, t, h, w)`` float32 latent.
+
+    Raises:
+        LatokFormatError: the bytes are not a coded latent, or are damaged.
+    """
+    import json
+
+    if len(data) < DENSE_HEAD.size or data[:4] != DENSE_MAGIC:
+        raise LatokFormatError("not a latok coded latent")
+    _, length = DENSE_HEAD.unpack_from(data)
+    try:
+        header = json.loads(data[DENSE_HEAD.size : DENSE_HEAD.size + length])
+        shape, steps, chunk = header["shape"], [float(s) for s in header["steps"]], header["chunk_frames"]
+        channels, frames, height, width = (int(v) for v in shape)
+    except (ValueError, KeyError, TypeError) as error:
+        raise LatokFormatError(f"coded latent header is malformed ({type(error).__name__})") from None
+    sizes = (channels, frames, height, width, chunk)
+    if not all(type(v) is int and v >= 1 for v in (*shape, chunk)) or len(steps) != channels or channels * frames * height * width > MAX_DENSE_VALUES:
+        raise LatokFormatError(f"coded latent declares an unsupported shape {shape}")
+    if chunk * channels * height * width > MAX_CHUNK_VALUES or not all(MIN_STEP <= s <= MAX_STEP for s in steps):
+        raise LatokFormatError(f"coded latent declares unsupported chunks or steps {sizes}")
+    coder = ValueCoder(channels, height, width)
+    out = np.empty((frames, height, width, channels), dtype=np.float32)
+    offset = DENSE_HEAD.size + length
+    for start in range(0, frames, chunk):
+        count = min(chunk, frames - start)
+        if offset + TABLE_HEAD.size > len(data):
+            raise LatokFormatError("coded latent is truncated")
+        (size,) = TABLE_HEAD.unpack_from(data, offset)
+        payload = data[offset + TABLE_HEAD.size : offset + TABLE_HEAD.size + size]
+        if len(payload) != size:
+            raise LatokFormatError("coded latent is truncated")
+        codes = coder.decode(torch.ones(1, count, height, width, dtype=torch.bool), payload)
+        out[start : start + count] = dequantise(codes, steps).numpy().reshape(count, height, width, channels)
+        offset += TABLE_HEAD.size + size
+    if offset != len(data):
+        raise LatokFormatError("coded latent has trailing bytes")
+    return out.transpose(3, 0, 1, 2)

@@ -65,12 +65,15 @@ class EvalSettings:
     backend_options: tuple = ()
     pixel_guard: bool = False  # lit runs: the lit guard decided on decoded pixels (LatentTokenizer(pixel_guard=True))
     motion: str = "none"  # the rule's reference in place, or following one translation per latent frame
+    value_step: float = 0.0  # kept values quantised with this step (LatentTokenizer(value_step=)); 0: exact fp16
 
     def fingerprint(self) -> str:
         """Identity of what every run depends on (the inpainter is checked per lit run)."""
         identity = {"backend": self.backend, "lpips": self.lpips, "backend_options": list(self.backend_options)}
         if self.motion != "none":  # results made before motion existed keep their identity
             identity["motion"] = self.motion
+        if self.value_step:  # likewise results of exact fp16 files
+            identity["value_step"] = self.value_step
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     @functools.cached_property
@@ -265,6 +268,7 @@ def collect(clips: list[EvalClip], out: Path, settings: EvalSettings) -> dict:
         "inpainter": settings.inpainter,
         "lit_guard": settings.lit_guard if any(uses_inpainter(fill) for fill in settings.fills) else None,
         "motion": settings.motion,
+        "value_step": settings.value_step,
         "device": _device_name(),
         "protocol": done[0]["protocol"] if done else None,
         "clip_seconds_total": sum(d["seconds"] for d in done),

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from latok.codec.fill import hold_fill
 from latok.codec.masking import redundancy_mask, tau_for_usage
 from latok.codec.motion import estimate_motion
-from latok.errors import ShardFormatError
+from latok.errors import LatokFormatError, ShardFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def shard_urls(directory: str | Path) -> list[str]:
     return urls
 
 
-SHARD_MEMBERS = ("latent.npy", "video.npy", "json")  # what write_shard writes; nothing else is read
+SHARD_MEMBERS = ("latent.npy", "latent.lqv", "video.npy", "json")  # what write_shard writes; nothing else is read
 
 
 def decode_sample(sample: dict) -> dict:
@@ -75,9 +75,13 @@ def decode_sample(sample: dict) -> dict:
         try:
             if name == "json":
                 decoded[name] = json.loads(data)
+            elif name == "latent.lqv":  # quantised and range coded (latok.codec.values.encode_dense)
+                from latok.codec.values import decode_dense
+
+                decoded["latent.npy"] = decode_dense(data)
             else:
                 decoded[name] = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError, RecursionError, UnicodeDecodeError) as error:
+        except (ValueError, OSError, EOFError, RecursionError, UnicodeDecodeError, LatokFormatError) as error:
             raise ShardFormatError(f"{where}.{name} cannot be read ({str(error).splitlines()[0][:200]})") from None
     latent = decoded.get("latent.npy")
     if latent is None or latent.ndim != 4 or latent.dtype.kind != "f" or not isinstance(decoded.get("json"), dict):
@@ -270,11 +274,23 @@ class LatentDataModule(L.LightningDataModule):
         return DataLoader(items, batch_size=None)
 
 
-def write_shard(path: Path, key: str, latent: torch.Tensor, meta: dict, video: np.ndarray | None = None) -> None:
-    """One clip -> one tar shard, written atomically."""
+DEFAULT_CACHE_VALUE_STEP = 0.02  # finer than .latok files': training sees the latents within 0.01 (sensitivity-scaled)
+
+
+def write_shard(
+    path: Path, key: str, latent: torch.Tensor, meta: dict, video: np.ndarray | None = None, value_steps: tuple[float, ...] | None = None
+) -> None:
+    """One clip -> one tar shard, written atomically: the ``(C, t, h, w)`` latent as fp16 ``latent.npy``, or with
+    ``value_steps`` quantised and range coded as ``latent.lqv`` (:func:`latok.codec.values.encode_dense`)."""
     from latok._fs import atomic_path
 
-    sample = {"__key__": key, "latent.npy": latent.to(torch.float16).numpy(), "json": json.dumps(meta).encode()}
+    sample = {"__key__": key, "json": json.dumps(meta).encode()}
+    if value_steps is None:
+        sample["latent.npy"] = latent.to(torch.float16).numpy()
+    else:
+        from latok.codec.values import encode_dense
+
+        sample["latent.lqv"] = encode_dense(latent.float().cpu(), value_steps)
     if video is not None:
         sample["video.npy"] = video
     with atomic_path(path) as tmp:
@@ -299,9 +315,9 @@ class _Inputs(torch.utils.data.Dataset):
 class LatentCacher(L.LightningModule):
     """``Trainer.predict`` step that encodes one input clip and writes its shard (one GPU per rank)."""
 
-    def __init__(self, backend: str, vae_options: dict | None = None):
+    def __init__(self, backend: str, vae_options: dict | None = None, value_step: float = 0.0):
         super().__init__()
-        self.backend, self.vae_options = backend, vae_options or {}
+        self.backend, self.vae_options, self.value_step = backend, vae_options or {}, value_step
         self._vae = None
 
     def predict_step(self, job: dict, batch_idx: int) -> str | None:
@@ -324,7 +340,10 @@ class LatentCacher(L.LightningModule):
             "start": job["start"], "stride": job["stride"],
         }  # fmt: skip
         video = video_to_frames(clip.video) if job["with_video"] else None
-        write_shard(Path(job["shard"]), job["name"], latent, meta, video)
+        from latok.codec.values import channel_steps
+
+        steps = channel_steps(self.value_step, self._vae.value_sensitivity, latent.shape[0])
+        write_shard(Path(job["shard"]), job["name"], latent, meta, video, steps)
         return None
 
 
@@ -338,8 +357,12 @@ def cache_latents(
     height: int | None = 240,
     with_video: bool = False,
     vae_options: dict | None = None,
+    value_step: float = DEFAULT_CACHE_VALUE_STEP,
 ) -> tuple[list[Path], list[str]]:
     """Encode each input into ``out/<name>-<hash>.tar``; inputs whose shard exists are skipped (resumable).
+
+    Latents are stored quantised with ``value_step`` (per channel, as ``.latok`` files do) and range coded;
+    ``value_step=0`` stores them as fp16 arrays, as latok did before.
 
     Runs as a Lightning ``predict`` over all visible devices, so a corpus spreads over GPUs.
     An unreadable input does not stop the run: it is reported and the others are cached.
@@ -353,7 +376,7 @@ def cache_latents(
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for source in inputs:
-        settings = json.dumps([str(Path(source).resolve()), backend, frames, start, stride, height, with_video])
+        settings = json.dumps([str(Path(source).resolve()), backend, frames, start, stride, height, with_video] + ([value_step] if value_step else []))
         name = Path(source).stem if Path(source).is_file() else Path(source).name
         shard = out / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}.tar"
         job = {"input": str(source), "name": name, "shard": str(shard), "frames": frames, "start": start,
@@ -365,5 +388,5 @@ def cache_latents(
     if jobs:
         trainer = L.Trainer(accelerator="auto", devices="auto", logger=False, enable_checkpointing=False)
         loader = DataLoader(_Inputs(jobs), batch_size=None, collate_fn=lambda job: job)
-        errors = [e for e in trainer.predict(LatentCacher(backend, vae_options), loader) or [] if e]
+        errors = [e for e in trainer.predict(LatentCacher(backend, vae_options, value_step), loader) or [] if e]
     return sorted(out.glob("*.tar")), errors
