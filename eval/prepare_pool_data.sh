@@ -12,5 +12,5 @@ OUT=${OUT:-data/latents/pool}
 FRAMES=${FRAMES:-33}
 mapfile -t train < <(sed "s#^#$POOL/#" eval/splits/pool_train.txt)
 mapfile -t val < <(sed "s#^#$POOL/#" eval/splits/pool_val.txt)
-latok cache-latents --inputs "${val[@]}" --out "$OUT/val" --frames 17 --height 240 --with-video
+latok cache-latents --inputs "${val[@]}" --out "$OUT/val" --frames 17 --height 240 --with-video --value-step 0
 latok cache-latents --inputs "${train[@]}" --out "$OUT/train" --frames "$FRAMES" --height 240

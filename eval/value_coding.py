@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +35,13 @@ from latok.evaluation.metrics import psnr
 from latok.training.data import read_samples
 from latok.vae import load_vae
 
+sys.path.insert(0, str(Path(__file__).parent))
+from x264_reference import bpp_at, x264_curve  # noqa: E402
+
 RESULTS = Path("eval/results")
 SHARDS = {"val": {"pool-val": "data/latents/pool/val"},
-          "report": {"davis": "data/latents/report/davis", "tokenbench": "data/latents/report/tokenbench"}}  # fmt: skip
+          "report": {"davis": "data/latents/report/davis", "tokenbench": "data/latents/report/tokenbench",
+                     "clips": "data/latents/report/clips"}}  # fmt: skip
 RATES = {"default": None, "usage 0.5": 0.5}
 LOSS_BUDGET = 0.03  # dB below the fp16 file, on average over the split at each rate: a margin under the 0.05 target
 
@@ -97,13 +102,15 @@ def main() -> None:
         tokenizers[step] = LatentTokenizer(vae, value_step=float(str(step).lstrip("u")))
         if str(step).startswith("u"):
             tokenizers[step].value_steps = channel_steps(float(step[1:]), None, vae.latent_channels)
-    rows = []
+    rows, curves = [], _x264_curves() if args.stage == "report" else {}
     for name, shards in SHARDS[args.stage].items():
         samples = read_samples(shards)[:: args.stride][: args.limit]
         for sample in samples:
             latent = torch.from_numpy(sample["latent.npy"].astype("float32"))[None]
             video = _video(sample)
             source = SourceInfo(frames=video.shape[2], height=video.shape[3], width=video.shape[4], fps=float(sample["json"].get("fps") or 24.0))
+            if args.stage == "report" and sample["__key__"] not in curves:  # not in x264_reference.json: the surveillance clip
+                curves[sample["__key__"]] = x264_curve(video, source.fps)
             for rate, usage in RATES.items():
                 for step in steps:
                     row = {"set": name, "clip": sample["__key__"], "rate": rate, "step": step,
@@ -111,10 +118,11 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     summary = summarise(rows, steps)
+    versus = x264_rows(rows, curves, steps[-1]) if curves else []
     out = RESULTS / f"value_coding_{args.stage}"
     command = "python eval/value_coding.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "device": "cpu", "summary": summary, "rows": rows}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(command, summary, rows, steps))
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "device": "cpu", "summary": summary, "x264": versus, "rows": rows}, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(command, summary, rows, steps, versus))
     print(out.with_suffix(".md").read_text())
 
 
@@ -140,13 +148,43 @@ def summarise(rows: list[dict], steps: list[float]) -> list[dict]:
     return out
 
 
-def markdown(command: str, summary: list[dict], rows: list[dict], steps: list[float]) -> str:
+def _x264_curves() -> dict[str, list]:
+    """Each clip's x264 (bpp, PSNR) points from eval/results/x264_reference.json (same frames, 240p)."""
+    reference = json.loads((RESULTS / "x264_reference.json").read_text())
+    return {row["clip"].split("/", 1)[1]: row["x264_curve"] for row in reference["rows"]}
+
+
+def x264_rows(rows: list[dict], curves: dict, step) -> list[dict]:
+    """Per clip at the default tau: latok's bpp (fp16 and coded at ``step``) against x264's bpp at the coded file's PSNR."""
+    out = []
+    for row in rows:
+        if row["rate"] != "default" or row["step"] != step:
+            continue
+        exact = next(r for r in rows if r["clip"] == row["clip"] and r["rate"] == "default" and float(str(r["step"]).lstrip("u")) == 0)
+        bpp, note = bpp_at(curves[row["clip"]], row["psnr"])
+        out.append({"set": row["set"], "clip": row["clip"], "usage": row["usage"], "psnr": row["psnr"], "bpp_fp16": exact["bpp"],
+                    "bpp": row["bpp"], "x264_bpp": bpp, "ratio": None if bpp is None else row["bpp"] / bpp, "note": note})  # fmt: skip
+    return out
+
+
+def markdown(command: str, summary: list[dict], rows: list[dict], steps: list[float], versus: list[dict] = ()) -> str:
     lines = [f"# Quantised, entropy-coded .latok files against exact fp16 files\n\n`{command}`; taef2, CPU, default fill (guarded lit).\n",
              "| set | rate | step | clips | smaller (mean) | smaller (geomean) | PSNR change mean | worst clip | bits/value | bpp |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in summary:
         lines.append(f"| {s['set']} | {s['rate']} | {s['step']} | {s['clips']} | {s['smaller_mean']:.2f}× | {s['smaller_geomean']:.2f}× | "
                      f"{s['psnr_change_mean']:+.3f} dB | {s['psnr_change_worst']:+.3f} dB | {s['bits_per_value']:.2f} | {s['bpp_mean']:.3f} |")  # fmt: skip
+    if versus:
+        lines += ["", "## Against x264 at the same PSNR (default tau; x264 preset medium, CRF 14-46, eval/x264_reference.py)", "",
+                  "| set | clip | usage | PSNR | fp16 bpp | coded bpp | x264 bpp | coded / x264 |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for v in versus:
+            ratio = f"{v['ratio']:.1f}×" if v["ratio"] is not None else v["note"]
+            x264 = f"{v['x264_bpp']:.4f}" if v["x264_bpp"] is not None else "–"
+            lines.append(f"| {v['set']} | {v['clip']} | {v['usage']:.1%} | {v['psnr']:.2f} | {v['bpp_fp16']:.3f} | {v['bpp']:.3f} | {x264} | {ratio} |")
+        for name in dict.fromkeys(v["set"] for v in versus):
+            ratios = [v["ratio"] for v in versus if v["set"] == name and v["ratio"] is not None]
+            if ratios:
+                lines.append(f"| **{name}: geometric mean** | | | | | | | **{math.exp(sum(map(math.log, ratios)) / len(ratios)):.1f}×** |")
     lines += ["", "Per clip (PSNR in dB):", "", "| set | clip | rate | step | usage | bpp | bits/value | PSNR |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['set']} | {r['clip']} | {r['rate']} | {r['step']} | {r['usage']:.1%} | {r['bpp']:.3f} | {r['bits_per_value']:.2f} | {r['psnr']:.2f} |")

@@ -226,6 +226,10 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(work, capsys, arg
         (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--tau", "1e9"], "tau must be at most"),
         (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--target-usage", "2"], "target usage must be in"),
         (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--device", "nonsense"], "is not a torch device"),
+        (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--value-step", "-1"], "value step must be a finite number"),
+        (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--value-step", "nan"], "value step must be a finite number"),
+        (["encode", "{w}/in.mp4", "-o", "{w}/o.latok", "--value-step", "1e-9"], "outside"),
+        (["cache-latents", "--inputs", "{w}/in.mp4", "--out", "{w}/shards", "--value-step", "-2"], "value step must be a finite number"),
         (["roundtrip", "{w}/in.mp4", "-o", "{w}/r.mp4", "--json", "{w}/m.json", "--keyframe-interval", "0"], "keyframe interval"),
     ],
 )

@@ -201,3 +201,52 @@ def test_a_header_claiming_quantised_values_without_them_is_refused(tmp_path):
     (tmp_path / "v3.latok").write_bytes(bytes(data))
     with pytest.raises(LatokFormatError, match="must carry quantised values"):
         load_latok(tmp_path / "v3.latok")
+
+
+def test_coded_training_shards_hold_the_dequantised_latent_and_are_smaller(tmp_path):
+    from latok.training.data import read_samples, write_shard
+
+    latent = _latent(frames=9, channels=32, height=12, width=20)[0]
+    steps = channel_steps(0.02, None, 32)
+    (tmp_path / "fp16").mkdir()
+    write_shard(tmp_path / "fp16" / "a.tar", "a", latent, {"name": "a"})
+    (tmp_path / "coded").mkdir()
+    write_shard(tmp_path / "coded" / "a.tar", "a", latent, {"name": "a"}, value_steps=steps)
+    exact, coded = read_samples(tmp_path / "fp16")[0]["latent.npy"], read_samples(tmp_path / "coded")[0]["latent.npy"]
+    flat = latent.permute(1, 2, 3, 0).reshape(-1, 32)
+    expected = dequantise(quantise(flat, steps), steps).reshape(9, 12, 20, 32).permute(3, 0, 1, 2)
+    assert exact.dtype == np.float16 and np.array_equal(coded, expected.numpy())
+    assert (tmp_path / "coded" / "a.tar").stat().st_size < (tmp_path / "fp16" / "a.tar").stat().st_size
+
+
+@pytest.mark.parametrize("damage", ["magic", "header", "truncate", "flip", "trailing"])
+def test_a_damaged_coded_shard_member_is_one_shard_error(tmp_path, damage):
+    import io
+    import tarfile
+
+    from latok.codec.values import encode_dense
+    from latok.errors import ShardFormatError
+    from latok.training.data import read_samples
+
+    data = bytearray(encode_dense(_latent(frames=5)[0], channel_steps(0.05, None, 8)))
+    if damage == "magic":
+        data[:4] = b"NOPE"
+    elif damage == "header":
+        data[8:20] = b"{" * 12
+    elif damage == "truncate":
+        data = data[: len(data) - 7]
+    elif damage == "flip":
+        data[-9] ^= 0x10
+    else:
+        data += b"\0"
+    with tarfile.open(tmp_path / "bad.tar", "w") as tar:
+        for name, payload in (("a.latent.lqv", bytes(data)), ("a.json", b'{"name": "a"}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    try:
+        samples = read_samples(tmp_path)
+    except ShardFormatError as error:
+        assert "latent.lqv" in str(error) and "\n" not in str(error)
+    else:  # a flipped range-coded bit can decode to other valid values
+        assert damage == "flip" and samples[0]["latent.npy"].shape == (8, 5, 6, 10)
