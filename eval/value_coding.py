@@ -43,7 +43,7 @@ SHARDS = {"val": {"pool-val": "data/latents/pool/val"},
           "report": {"davis": "data/latents/report/davis", "tokenbench": "data/latents/report/tokenbench",
                      "clips": "data/latents/report/clips"}}  # fmt: skip
 RATES = {"default": None, "usage 0.5": 0.5}
-LOSS_BUDGET = 0.03  # dB below the fp16 file, on average over the split at each rate: a margin under the 0.05 target
+LOSS_BUDGET = 0.04  # dB below the fp16 file, mean over the validation split at each rate: the default is the largest step within it (0.05 target, 0.01 margin)
 
 
 def _video(sample: dict) -> torch.Tensor:
@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--steps", default=None, help="comma-separated value steps; 0 is the exact fp16 file (default: 0 and the backend's default)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips of each set (after --stride)")
     parser.add_argument("--stride", type=int, default=1, help="every n-th clip of each set")
+    parser.add_argument("--rows", default=None, help="rebuild the outputs from a run's printed JSON rows (its log) instead of measuring")
+    parser.add_argument("--name", default=None, help="output name under eval/results (default: value_coding_<stage>)")
     args = parser.parse_args()
     vae = load_vae("taef2")
     steps = [0.0, vae.default_value_step] if args.steps is None else args.steps.split(",")
@@ -103,24 +105,31 @@ def main() -> None:
         if str(step).startswith("u"):
             tokenizers[step].value_steps = channel_steps(float(step[1:]), None, vae.latent_channels)
     rows, curves = [], _x264_curves() if args.stage == "report" else {}
-    for name, shards in SHARDS[args.stage].items():
+    if args.rows:
+        rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.startswith("{")]
+    for name, shards in ({} if args.rows else SHARDS[args.stage]).items():
         samples = read_samples(shards)[:: args.stride][: args.limit]
         for sample in samples:
             latent = torch.from_numpy(sample["latent.npy"].astype("float32"))[None]
             video = _video(sample)
             source = SourceInfo(frames=video.shape[2], height=video.shape[3], width=video.shape[4], fps=float(sample["json"].get("fps") or 24.0))
+            encode_seconds = None
+            if args.stage == "report":  # the taef2 encode the coding is weighed against (the latents themselves come from the shard)
+                start = time.perf_counter()
+                vae.decode(vae.encode(video), size=video.shape[-3:])
+                encode_seconds = time.perf_counter() - start  # taef2's encode plus decode
             if args.stage == "report" and sample["__key__"] not in curves:  # not in x264_reference.json: the surveillance clip
                 curves[sample["__key__"]] = x264_curve(video, source.fps)
             for rate, usage in RATES.items():
                 for step in steps:
-                    row = {"set": name, "clip": sample["__key__"], "rate": rate, "step": step,
+                    row = {"set": name, "clip": sample["__key__"], "rate": rate, "step": step, "taef2_s": encode_seconds,
                            **_run(tokenizers[step], latent, video, source, usage)}  # fmt: skip
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     summary = summarise(rows, steps)
     versus = x264_rows(rows, curves, steps[-1]) if curves else []
-    out = RESULTS / f"value_coding_{args.stage}"
-    command = "python eval/value_coding.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None)
+    out = RESULTS / (args.name or f"value_coding_{args.stage}")
+    command = "python eval/value_coding.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None and k not in ("rows", "name"))
     out.with_suffix(".json").write_text(json.dumps({"command": command, "device": "cpu", "summary": summary, "x264": versus, "rows": rows}, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(command, summary, rows, steps, versus))
     print(out.with_suffix(".md").read_text())
@@ -144,7 +153,8 @@ def summarise(rows: list[dict], steps: list[float]) -> list[dict]:
                             "psnr_change_mean": sum(losses) / len(losses), "psnr_change_worst": min(losses),
                             "bits_per_value": sum(r["bytes"] * 8 for r in mine) / sum(r["bytes"] * 8 / r["bits_per_value"] for r in mine),
                             "bpp_mean": sum(r["bpp"] for r in mine) / len(mine),
-                            "coding_seconds_per_clip": coding / len(mine), "decode_seconds_per_clip": sum(r["decode_s"] for r in mine) / len(mine)})  # fmt: skip
+                            "coding_seconds_per_clip": coding / len(mine), "decode_seconds_per_clip": sum(r["decode_s"] for r in mine) / len(mine),
+                            "taef2_seconds_per_clip": None if mine[0].get("taef2_s") is None else sum(r["taef2_s"] for r in mine) / len(mine)})  # fmt: skip
     return out
 
 
@@ -161,7 +171,7 @@ def x264_rows(rows: list[dict], curves: dict, step) -> list[dict]:
         if row["rate"] != "default" or row["step"] != step:
             continue
         exact = next(r for r in rows if r["clip"] == row["clip"] and r["rate"] == "default" and float(str(r["step"]).lstrip("u")) == 0)
-        bpp, note = bpp_at(curves[row["clip"]], row["psnr"])
+        bpp, note = bpp_at(curves[row["clip"]], row["psnr"]) if row["clip"] in curves else (None, "no x264 curve")
         out.append({"set": row["set"], "clip": row["clip"], "usage": row["usage"], "psnr": row["psnr"], "bpp_fp16": exact["bpp"],
                     "bpp": row["bpp"], "x264_bpp": bpp, "ratio": None if bpp is None else row["bpp"] / bpp, "note": note})  # fmt: skip
     return out
@@ -169,11 +179,14 @@ def x264_rows(rows: list[dict], curves: dict, step) -> list[dict]:
 
 def markdown(command: str, summary: list[dict], rows: list[dict], steps: list[float], versus: list[dict] = ()) -> str:
     lines = [f"# Quantised, entropy-coded .latok files against exact fp16 files\n\n`{command}`; taef2, CPU, default fill (guarded lit).\n",
-             "| set | rate | step | clips | smaller (mean) | smaller (geomean) | PSNR change mean | worst clip | bits/value | bpp |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| set | rate | step | clips | smaller (mean) | smaller (geomean) | PSNR change mean | worst clip | bits/value | bpp | coding time / (taef2 encode + decode) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in summary:
+        share = "–"
+        if s["taef2_seconds_per_clip"]:
+            share = f"{s['coding_seconds_per_clip'] / s['taef2_seconds_per_clip']:.2%}"
         lines.append(f"| {s['set']} | {s['rate']} | {s['step']} | {s['clips']} | {s['smaller_mean']:.2f}× | {s['smaller_geomean']:.2f}× | "
-                     f"{s['psnr_change_mean']:+.3f} dB | {s['psnr_change_worst']:+.3f} dB | {s['bits_per_value']:.2f} | {s['bpp_mean']:.3f} |")  # fmt: skip
+                     f"{s['psnr_change_mean']:+.3f} dB | {s['psnr_change_worst']:+.3f} dB | {s['bits_per_value']:.2f} | {s['bpp_mean']:.3f} | {share} |")  # fmt: skip
     if versus:
         lines += ["", "## Against x264 at the same PSNR (default tau; x264 preset medium, CRF 14-46, eval/x264_reference.py)", "",
                   "| set | clip | usage | PSNR | fp16 bpp | coded bpp | x264 bpp | coded / x264 |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -185,6 +198,11 @@ def markdown(command: str, summary: list[dict], rows: list[dict], steps: list[fl
             ratios = [v["ratio"] for v in versus if v["set"] == name and v["ratio"] is not None]
             if ratios:
                 lines.append(f"| **{name}: geometric mean** | | | | | | | **{math.exp(sum(map(math.log, ratios)) / len(ratios)):.1f}×** |")
+    steps_in_budget = {s["step"] for s in summary} - {s["step"] for s in summary if s["psnr_change_mean"] < -LOSS_BUDGET}
+    sensitivity_scaled = [step for step in steps_in_budget if not str(step).startswith("u") and float(step) > 0]
+    if sensitivity_scaled:
+        lines += ["", f"Largest sensitivity-scaled step within {LOSS_BUDGET} dB of the fp16 file (mean, every set and rate): "
+                  f"**{max(sensitivity_scaled, key=float)}**."]  # fmt: skip
     lines += ["", "Per clip (PSNR in dB):", "", "| set | clip | rate | step | usage | bpp | bits/value | PSNR |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['set']} | {r['clip']} | {r['rate']} | {r['step']} | {r['usage']:.1%} | {r['bpp']:.3f} | {r['bits_per_value']:.2f} | {r['psnr']:.2f} |")

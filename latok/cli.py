@@ -67,7 +67,7 @@ def _add_value_step_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--value-step", type=float, default=None, metavar="S",
                         help="quantise kept values with step S in latok's normalised space (per channel, divided by the decoder's "
                         "sensitivity to it) and entropy-code them (format version 3); 0 keeps exact values in --dtype, bit for bit "
-                        "(default: the backend's, taef2: 0.1)")
+                        "(default: the backend's, taef2: 0.13)")
 
 
 def _add_stream_options(parser: argparse.ArgumentParser, help: str) -> None:
