@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips of each set (after --stride)")
     parser.add_argument("--stride", type=int, default=1, help="every n-th clip of each set")
     parser.add_argument("--rows", default=None, help="rebuild the outputs from a run's printed JSON rows (its log) instead of measuring")
+    parser.add_argument("--resume", default=None, help="a killed run's log: keep its rows, measure only the rest")
     parser.add_argument("--name", default=None, help="output name under eval/results (default: value_coding_<stage>)")
     args = parser.parse_args()
     vae = load_vae("taef2")
@@ -105,11 +106,15 @@ def main() -> None:
         if str(step).startswith("u"):
             tokenizers[step].value_steps = channel_steps(float(step[1:]), None, vae.latent_channels)
     rows, curves = [], _x264_curves() if args.stage == "report" else {}
-    if args.rows:
-        rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.startswith("{")]
+    if args.rows or args.resume:
+        rows = [json.loads(line) for line in Path(args.rows or args.resume).read_text().splitlines() if line.startswith("{")]
+    done = {(r["set"], r["clip"]) for r in rows if sum(q["clip"] == r["clip"] for q in rows) == len(RATES) * len(steps)}
+    rows = [r for r in rows if (r["set"], r["clip"]) in done]
     for name, shards in ({} if args.rows else SHARDS[args.stage]).items():
         samples = read_samples(shards)[:: args.stride][: args.limit]
         for sample in samples:
+            if (name, sample["__key__"]) in done:
+                continue
             latent = torch.from_numpy(sample["latent.npy"].astype("float32"))[None]
             video = _video(sample)
             source = SourceInfo(frames=video.shape[2], height=video.shape[3], width=video.shape[4], fps=float(sample["json"].get("fps") or 24.0))
@@ -129,7 +134,7 @@ def main() -> None:
     summary = summarise(rows, steps)
     versus = x264_rows(rows, curves, steps[-1]) if curves else []
     out = RESULTS / (args.name or f"value_coding_{args.stage}")
-    command = "python eval/value_coding.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None and k not in ("rows", "name"))
+    command = "python eval/value_coding.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None and k not in ("rows", "name", "resume"))
     out.with_suffix(".json").write_text(json.dumps({"command": command, "device": "cpu", "summary": summary, "x264": versus, "rows": rows}, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(command, summary, rows, steps, versus))
     print(out.with_suffix(".md").read_text())

@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--with-video", action="store_true", help="also store the uint8 frames (validation sets)")
     cache.add_argument("--value-step", type=float, default=None, metavar="S",
                        help="quantise the latents with step S (per channel, as .latok files) and range code them; "
-                       "0 stores fp16 arrays (default: latok.training.data.DEFAULT_CACHE_VALUE_STEP, 0.02)")
+                       "0 stores fp16 arrays (default: latok.training.data.DEFAULT_CACHE_VALUE_STEP, 0.05)")
     _add_input_options(cache)
     _add_backend_options(cache)
     cache.set_defaults(run=run_cache_latents)

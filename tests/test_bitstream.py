@@ -126,7 +126,7 @@ def read_bytes(tmp_path, data: bytes, name: str = "x.latok") -> AdaptiveLatent:
     "damage, message",
     [
         (lambda d: b"NOTLATOK" + d[8:], "wrong magic"),
-        (lambda d: d[:8] + struct.pack("<H", FORMAT_VERSION + 1) + d[10:], "unsupported .latok format version 3"),
+        (lambda d: d[:8] + struct.pack("<H", FORMAT_VERSION + 1) + d[10:], "unsupported .latok format version 4"),
         (lambda d: d[:-1], "truncated"),
         (lambda d: d[: len(d) // 2], "truncated"),
         (lambda d: d[:5], "truncated"),

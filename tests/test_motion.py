@@ -120,7 +120,7 @@ def test_motion_tokens_round_trip_and_decode_with_motion_hold(taef2, pan_clip, t
     assert adaptive.motion[0, 1:, 1].mean() == pytest.approx(-1.0, abs=0.3)  # the window moves right 8 px: content left 1 latent px
     path = save_latok(adaptive, tmp_path / "m.latok", chunk_frames=4)
     with LatokReader(path) as reader:
-        assert reader.version == 2
+        assert reader.version == 3  # quantised values (the default step), with quarter-pel coded motion
     loaded = load_latok(path)
     assert torch.equal(loaded.motion, adaptive.motion) and torch.equal(loaded.keep, adaptive.keep)
     assert moving.resolve(loaded).name == "hold"
@@ -132,9 +132,10 @@ def test_motion_tokens_round_trip_and_decode_with_motion_hold(taef2, pan_clip, t
     assert compensated > held + 0.5  # same usage, the pan followed
     assert moving.resolve(loaded, "interp").name == "interp"
     torch.testing.assert_close(moving.restore(loaded, "interp"), motion_interp_fill(loaded.dense("zero"), loaded.keep, loaded.motion))
-    plain_file = save_latok(plain.encode(pan_clip), tmp_path / "p.latok")
+    exact = LatentTokenizer(taef2, target_usage=0.5, lit_guard=False, motion="none", value_step=0)
+    plain_file = save_latok(exact.encode(pan_clip), tmp_path / "p.latok")
     with LatokReader(plain_file) as reader:
-        assert reader.version == 1 and reader.header["motion"] is None  # no motion: the version-1 bytes of before
+        assert reader.version == 1 and reader.header["motion"] is None  # exact values, no motion: the version-1 bytes of before
 
 
 def test_motion_streams_equal_offline(taef2, pan_clip, tmp_path):

@@ -7,7 +7,9 @@ digests were recorded before the move with::
     python tests/test_same_behaviour.py --record   # recorded at commit 79f52da, before the move (latok/codec.py)
 
 and re-recorded when issue 19 changed the defaults on purpose (``--motion block``, the inpainter trained
-on the training pool); a change of these digests must be such a deliberate one, said in its commit.
+on the training pool), and when issue 20 made quantised, entropy-coded values the default
+(``--value-step 0.13``, format version 3); a change of these digests must be such a deliberate one,
+said in its commit.
 
 Float results depend on the CPU kernels and the thread count (``eval/results/thread_determinism.json``),
 so the test compares only on a machine whose torch build, CPU capability and thread count match

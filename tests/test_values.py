@@ -81,6 +81,16 @@ def test_quantised_files_hold_exactly_the_dequantised_values(tmp_path, chunk_fra
     assert sum(info["bytes_by_part"].values()) == path.stat().st_size and info["bytes_by_part"]["end"] == 4 + 8 + 12
 
 
+def test_a_quantised_chunk_that_keeps_nothing_reads(tmp_path):
+    latent = _latent(frames=5)
+    latent[:, :, 3:] = latent[:, :, 2:3]  # frames 3 and 4 repeat frame 2: their chunk keeps nothing
+    adaptive = _adaptive(latent, tau=0.01)
+    assert not adaptive.keep[:, 3:].any()
+    back = load_latok(save_latok(adaptive, tmp_path / "z.latok", chunk_frames=3))
+    assert torch.equal(back.values, adaptive.values) and torch.equal(back.keep, adaptive.keep)
+    assert file_info(tmp_path / "z.latok")["chunks"] == 2
+
+
 def test_motion_off_the_quarter_grid_is_stored_exactly(tmp_path):
     latent = _latent(frames=4)
     vectors = torch.tensor([[[0.0, 0.0], [0.3, -0.1], [1 / 3, 0.0], [0.0, 2.0]]])

@@ -129,7 +129,7 @@ class LatokWriter(AtomicWriter):
         if steps is not None and height * width * min(header["chunk_frames"], frames or header["chunk_frames"]) * len(steps) > MAX_CHUNK_VALUES:
             raise InvalidInputError(
                 f"chunks of {header['chunk_frames']} latent frames of {height}x{width}x{len(steps)} exceed the "
-                f"{MAX_CHUNK_VALUES} quantised values a chunk may hold; use shorter chunks"
+                f"{MAX_CHUNK_VALUES} quantised values a chunk may hold; use shorter chunks, or exact values (--value-step 0)"
             )
         if not self.open_ended:
             self._check_header(header)

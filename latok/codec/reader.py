@@ -194,6 +194,8 @@ class LatokReader:
             codes = coder.decode(torch.from_numpy(keep.reshape(1, t_count, height, width)), payload)
         except LatokFormatError as error:
             self._fail(f"QVAL record: {error}")
+        if not codes.numel():  # a chunk that keeps nothing
+            return memoryview(b"")
         return memoryview(dequantise(codes, steps).numpy()).cast("B")  # no copy: the chunk's only float32 array
 
     def _read_motion(self, t_start: int, t_count: int, height: int, width: int) -> torch.Tensor:

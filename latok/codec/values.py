@@ -49,7 +49,7 @@ from latok.errors import InvalidInputError, LatokFormatError
 
 MIN_STEP = 2.0**-10  # finest step: codes of |v| <= 65504 (fp16's largest) stay below MAX_CODE
 MAX_STEP = 2.0**10
-MAX_CHUNK_VALUES = 1 << 22  # kept values (vectors x C) of one QVAL record: bounds what a small file can make the reader decode
+MAX_CHUNK_VALUES = 1 << 21  # kept values (vectors x C) of one QVAL record: bounds what a small file can make the reader decode
 MAX_CODE = 1 << 27  # |q|; residuals stay below 2**28 and their folds below 2**29
 DIRECT = 64  # folds below this are their own symbol
 BUCKETS = 23  # buckets for folds in [2**(6+b), 2**(7+b)), b < BUCKETS: folds below 2**29
