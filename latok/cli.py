@@ -22,7 +22,8 @@ from latok.errors import InvalidInputError, LatokError
 logger = logging.getLogger("latok")
 
 EXIT_ERROR = 2
-MOTION_CHOICES = ("none", "global", "block")  # latok.codec.tokenizer.MOTIONS, without importing torch to parse arguments
+MOTION_CHOICES = ("none", "global", "block")
+PIPELINE_CHOICES = ("wan", "cogvideox", "hunyuanvideo", "ltx-video", "cosmos")  # latok.codec.pipelines.CONVENTIONS  # latok.codec.tokenizer.MOTIONS, without importing torch to parse arguments
 
 
 def _add_input_options(parser: argparse.ArgumentParser, frames: int | None = None) -> None:
@@ -137,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="output .safetensors file")
     export.add_argument("--format", choices=("dense", "packed"), default="dense", help="(default: %(default)s)")
     export.add_argument("--native", action="store_true", help="dense: the autoencoder's own latent space instead of latok's normalised one")
+    export.add_argument("--for", dest="pipeline", choices=PIPELINE_CHOICES, default=None,
+                        help="dense: exactly the tensor that diffusers pipeline's latents= takes (layout, scale, packing; "
+                        "the shipped scheduler settings), under the key 'latents' (README: Feeding latents to a generator)")
     _add_fill_option(export)
     _add_backend_options(export, backend=False)
     export.set_defaults(run=run_export)
@@ -440,8 +444,14 @@ def run_export(args: argparse.Namespace) -> int:
     if output.suffix != ".safetensors":
         raise InvalidInputError(f"{output}: export writes .safetensors files")
     check_outputs({"-o": output}, (args.input,))
+    if args.pipeline and (args.format == "packed" or args.native):
+        raise InvalidInputError("--for writes the pipeline's dense latents: it takes neither --format packed nor --native")
     adaptive = load_latok(args.input)
     metadata = {"latok_header": json.dumps(header_of(adaptive, 0), sort_keys=True), "format": args.format}
+    if args.pipeline:
+        from latok.codec.pipelines import check_backend
+
+        check_backend(args.pipeline, adaptive.backend)  # before any fill runs
     if args.format == "packed":
         packed = adaptive.packed()
         tensors = packed.to_dict()
@@ -451,9 +461,13 @@ def run_export(args: argparse.Namespace) -> int:
         inpainters = Inpainters(adaptive.backend, adaptive.shape[1], device, args.inpainter)  # loaded only if the fill runs it
         fill = resolve(adaptive, args.fill, inpainters)
         vae = load_vae(adaptive.backend, device=device, **_weight_options(args, adaptive.backend)) if args.native else None
-        latent = adaptive.dense(fill, native=args.native, vae=vae)
-        tensors = {"latent": latent.contiguous(), "keep": adaptive.keep.contiguous()}
-        metadata.update(fill=fill.name, space="native" if args.native else "latok")
+        if args.pipeline:
+            tensors = {"latents": adaptive.for_pipeline(args.pipeline, fill), "keep": adaptive.keep.contiguous()}
+            metadata.update(fill=fill.name, space=f"pipeline:{args.pipeline}")
+        else:
+            latent = adaptive.dense(fill, native=args.native, vae=vae)
+            tensors = {"latent": latent.contiguous(), "keep": adaptive.keep.contiguous()}
+            metadata.update(fill=fill.name, space="native" if args.native else "latok")
     with atomic_path(output) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())

@@ -19,9 +19,9 @@ def run_snippet(index: int, tmp_path, monkeypatch) -> dict:
     return namespace
 
 
-def test_readme_has_the_three_python_examples():
-    assert len(SNIPPETS) == 3
-    assert "encode_stream" in SNIPPETS[1] and "collate_packed" in SNIPPETS[2]
+def test_readme_has_the_four_python_examples():
+    assert len(SNIPPETS) == 4
+    assert "encode_stream" in SNIPPETS[1] and "for_pipeline" in SNIPPETS[2] and "collate_packed" in SNIPPETS[3]
 
 
 @needs_weights
@@ -52,8 +52,26 @@ def test_streaming_snippet_runs(tmp_path, monkeypatch):
 @needs_weights
 @needs_data
 def test_generator_snippet_runs(tmp_path, monkeypatch):
-    namespace = run_snippet(2, tmp_path, monkeypatch)
+    namespace = run_snippet(3, tmp_path, monkeypatch)
     batch, adaptive = namespace["batch"], namespace["adaptive"]
     assert batch.num_clips == 2 and batch.values.shape == (sum(a.num_tokens for a in adaptive), 32)
     assert namespace["out"].shape == (1, 1, batch.values.shape[0], 32)
     assert namespace["dense"].shape == (1, 32, 5, 30, 52)
+
+
+@needs_data
+def test_wan_snippet_gives_pipeline_ready_latents(tmp_path, monkeypatch):
+    """The README's three Wan lines, with a tiny random Wan VAE in place of the 500 MB download."""
+    import torch
+    from conftest import tiny_diffusers_model
+
+    import latok.codec.tokenizer
+    from latok.vae import load_vae
+
+    tiny = load_vae("wan2.1", model=tiny_diffusers_model("wan2.1"))
+    monkeypatch.setattr(latok.codec.tokenizer, "load_vae", lambda name, **options: tiny if name == "wan2.1" else load_vae(name, **options))
+    namespace = run_snippet(2, tmp_path, monkeypatch)
+    latents, tokenizer = namespace["latents"], namespace["tokenizer"]
+    assert latents.shape == (1, 16, 3, 8, 14)  # 9 frames -> 3 latent frames of 64x112 / 8
+    hold = tokenizer.encode(namespace["load_clip"](str(SHARED / "data/davis/JPEGImages/480p/blackswan"), frames=9, height=64)).dense("hold")
+    torch.testing.assert_close(latents, hold)  # Wan's pipeline space is latok's normalised space

@@ -215,6 +215,27 @@ class LatentTokenizer:
             motion=None if motion is None else motion.float().cpu(),
         )
 
+    def from_pipeline_latents(
+        self, name: str, latents: torch.Tensor, fps: float = 24.0, scheduler=None, latent_shape: tuple[int, int, int] | None = None
+    ) -> AdaptiveLatent:
+        """Tokens of a diffusers pipeline's ``output_type="latent"`` result, without decoding to pixels.
+
+        Args:
+            name: the pipeline (:mod:`latok.codec.pipelines`); this tokenizer must run its VAE backend.
+            latents: one clip's latents as the pipeline returns them.
+            fps: frame rate to record.
+            scheduler: the pipeline's scheduler, for the scale of its final latents (Cosmos; default: shipped).
+            latent_shape: ``(F, h, w)`` of LTX's packed latents.
+        """
+        from latok.codec.pipelines import check_backend, from_pipeline
+
+        check_backend(name, self.vae.name)
+        latent = from_pipeline(name, latents, scheduler, latent_shape).float()
+        if latent.shape[0] != 1 or latent.shape[1] != self.vae.latent_channels:
+            raise InvalidInputError(f"one clip of {self.vae.latent_channels}-channel latents expected, got {tuple(latent.shape)}")
+        frames, height, width = self.vae.decoded_size(latent.shape)
+        return self.tokenize(latent, SourceInfo(frames=frames, height=height, width=width, fps=fps), lit_guard=False)
+
     # -- decode ---------------------------------------------------------------------------
 
     @property

@@ -180,6 +180,16 @@ class AdaptiveLatent:
             raise InvalidInputError(f"tokens come from {self.backend!r}, the vae given is {vae.name!r}")
         return vae.denormalise(latent)
 
+    def for_pipeline(self, name: str, fill: str | Fill = "hold", scheduler=None) -> torch.Tensor:
+        """Exactly the tensor diffusers pipeline ``name``'s ``latents=`` takes (:mod:`latok.codec.pipelines`):
+        ``"wan"``, ``"cogvideox"``, ``"hunyuanvideo"``, ``"ltx-video"`` or ``"cosmos"``, from tokens of that
+        pipeline's VAE backend, restored with ``fill``.  ``scheduler``: the pipeline's scheduler, for the
+        scales it applies to a passed tensor (default: the shipped settings)."""
+        from latok.codec.pipelines import check_backend, to_pipeline
+
+        check_backend(name, self.backend)
+        return to_pipeline(name, self.dense(fill), scheduler)
+
     def packed(self) -> PackedTokens:
         """The kept tokens as a :class:`~latok.codec.packing.PackedTokens` sequence (one per clip of the batch)."""
         from latok.codec.packing import PackedTokens
