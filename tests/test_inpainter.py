@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -219,3 +221,80 @@ def test_tau_must_be_one_per_clip_and_non_negative():
     with pytest.raises(InvalidInputError, match="tau must be"):
         model(sparse, keep, -1.0)
     assert model(sparse, keep, torch.tensor([0.1, float("inf")])).shape == latent.shape
+
+
+# -- hub-ready checkpoints (issue 21) ----------------------------------------------------------
+
+SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[1] / "checkpoints").iterdir() if (p / "model.safetensors").is_file())
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_shipped_checkpoints_load_unchanged_and_round_trip_bit_exactly(folder, tmp_path):
+    import json
+
+    from huggingface_hub import ModelHubMixin
+    from safetensors.torch import load_file
+
+    model = InpaintingTransformer.from_pretrained(folder)
+    assert isinstance(model, ModelHubMixin)
+    stored = load_file(str(folder / "model.safetensors"))
+    assert stored.keys() == model.state_dict().keys() and all(torch.equal(stored[k], v) for k, v in model.state_dict().items())
+    assert model.config == InpainterConfig(**json.loads((folder / "config.json").read_text()))  # older configs omit defaults
+    model.save_pretrained(tmp_path / "copy")
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["config.json", "model.safetensors"]  # no model card, nothing else
+    again = InpaintingTransformer.from_pretrained(tmp_path / "copy")
+    assert again.fingerprint == model.fingerprint and all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    again.save_pretrained(tmp_path / "again")
+    for name in ("config.json", "model.safetensors"):  # saving is deterministic: a round trip reproduces the bytes
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "copy" / name).read_bytes()
+
+
+def test_hub_ids_go_through_the_hub_cache_without_network(tmp_path, monkeypatch):
+    """A hub id is fetched with hf_hub_download (replaced here by a local copy: nothing touches the network)."""
+    import shutil
+
+    import huggingface_hub
+
+    model = InpaintingTransformer(TINY)
+    model.save_pretrained(tmp_path / "remote")
+    calls = []
+
+    def fake_download(repo_id, filename, **options):
+        calls.append((repo_id, filename, options.get("revision")))
+        snapshot = tmp_path / "cache" / repo_id.replace("/", "--") / (options.get("revision") or "main")
+        snapshot.mkdir(parents=True, exist_ok=True)
+        return str(shutil.copy(tmp_path / "remote" / filename, snapshot / filename))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    loaded = InpaintingTransformer.from_pretrained("latok/tiny-lit", revision="v1")
+    assert loaded.fingerprint == model.fingerprint
+    assert calls == [("latok/tiny-lit", "config.json", "v1"), ("latok/tiny-lit", "model.safetensors", "v1")]
+    with pytest.raises(WeightsNotFoundError, match="not a hub id"):
+        InpaintingTransformer.from_pretrained(tmp_path / "no" / "such" / "folder")
+
+
+def test_a_hub_id_missing_offline_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError, match="latok/not-cached"):
+        InpaintingTransformer.from_pretrained("latok/not-cached", cache_dir=tmp_path, local_files_only=True)
+
+
+def test_push_to_hub_uploads_exactly_the_checkpoint(tmp_path, monkeypatch):
+    import huggingface_hub.hub_mixin
+
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **options):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, **options):
+            uploaded[repo_id] = sorted(p.name for p in Path(folder_path).iterdir())
+            return "commit"
+
+    monkeypatch.setattr(huggingface_hub.hub_mixin, "HfApi", FakeApi)
+    InpaintingTransformer(TINY).save_pretrained(tmp_path / "lit", push_to_hub=True, repo_id="me/lit")
+    assert uploaded == {"me/lit": ["config.json", "model.safetensors"]}

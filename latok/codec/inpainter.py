@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from latok.codec.fill import hold_fill, interp_fill, last_kept_index, motion_hold_fill, motion_interp_fill, next_kept_index
@@ -131,8 +132,12 @@ class Block(nn.Module):
         return rearrange(x, "(b h w) t c -> b t h w c", b=batch, h=height, w=width)
 
 
-class InpaintingTransformer(nn.Module):
+class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags=["video", "tokenizer", "latent-inpainting"]):
     """Predicts every dropped latent position from the kept ones.
+
+    Checkpoints are ``config.json`` + ``model.safetensors`` and load the way ``huggingface_hub`` models do:
+    ``from_pretrained`` takes a local folder or a hub id (``revision=``, ``cache_dir=``, ``local_files_only=``),
+    ``save_pretrained`` writes the two files, and ``push_to_hub`` uploads them.
 
     ``forward(latent, keep, tau, reference, motion)``: ``latent`` is ``(B, C, t, h, w)``
     normalised with kept values in place (dropped positions are ignored), ``keep`` is
@@ -277,30 +282,50 @@ class InpaintingTransformer(nn.Module):
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory``."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *, push_to_hub: bool = False, repo_id: str | None = None, **hub_options) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (atomically; nothing else),
+        and with ``push_to_hub`` upload them to ``repo_id`` (``huggingface_hub``'s ``push_to_hub`` options)."""
+        directory = Path(save_directory)
+        self._save_pretrained(directory)
+        if push_to_hub:
+            self.push_to_hub(repo_id or directory.name, **hub_options)
+        return directory
+
+    def _save_pretrained(self, save_directory: Path) -> None:
         from safetensors.torch import save_file
 
         from latok._fs import atomic_path
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / CONFIG_NAME) as tmp:
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(save_directory / CONFIG_NAME) as tmp:
             tmp.write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        with atomic_path(save_directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp))
-        return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> InpaintingTransformer:
-        """Load a checkpoint written by :meth:`save_pretrained`."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, device: str | torch.device = "cpu", **hub_options) -> InpaintingTransformer:
+        """Load a checkpoint: a local folder written by :meth:`save_pretrained`, or a hub id (fetched into the
+        hub cache; ``revision=``, ``cache_dir=``, ``local_files_only=``, ``token=`` as ``huggingface_hub`` takes them)."""
+        directory = Path(pretrained_model_name_or_path)
+        if not directory.is_dir():
+            directory = _download(str(pretrained_model_name_or_path), **hub_options)
+        return cls._load(directory, device)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token, device="cpu", **unused) -> InpaintingTransformer:
+        """``ModelHubMixin``'s hook (what :meth:`from_pretrained` does, for code that calls it directly)."""
+        options = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only, token=token)
+        return cls.from_pretrained(model_id, device, **options)
+
+    @classmethod
+    def _load(cls, directory: Path, device: str | torch.device) -> InpaintingTransformer:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from latok.errors import CorruptWeightsError, WeightsNotFoundError
 
-        directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
             raise WeightsNotFoundError(f"{directory}: no inpainter checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})")
         try:
@@ -322,6 +347,29 @@ class InpaintingTransformer(nn.Module):
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _download(repo_id: str, **options) -> Path:
+    """A hub checkpoint's two files, in the hub cache; a missing repo or file is one :class:`WeightsNotFoundError`."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    from latok.errors import WeightsNotFoundError
+
+    try:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise WeightsNotFoundError(f"{repo_id}: no inpainter checkpoint folder there, and not a hub id") from None
+    try:
+        paths = [Path(hf_hub_download(repo_id, name, **options)) for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    except (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, ValueError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise WeightsNotFoundError(f"{repo_id}: no local folder, and the hub gave no inpainter checkpoint ({reason[:200]})") from None
+    if paths[0].parent != paths[1].parent:
+        raise WeightsNotFoundError(f"{repo_id}: the hub's {CONFIG_NAME} and {WEIGHTS_NAME} are not one snapshot")
+    return paths[0].parent
 
 
 def project_l1_ball(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
