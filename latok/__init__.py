@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
+    if name == "merge":  # the token-merging module (latok.codec.merge)
+        module = importlib.import_module("latok.codec.merge")
+        globals()[name] = module
+        return module
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
