@@ -260,3 +260,17 @@ def test_a_damaged_coded_shard_member_is_one_shard_error(tmp_path, damage):
         assert "latent.lqv" in str(error) and "\n" not in str(error)
     else:  # a flipped range-coded bit can decode to other valid values
         assert damage == "flip" and samples[0]["latent.npy"].shape == (8, 5, 6, 10)
+
+
+def test_the_count_table_is_exact_integers_on_this_machine():
+    """Encoder and decoder must build identical models: the log-scale count table is float pow rounded, so
+    check every entry against exact decimal arithmetic (a platform whose pow differs would fail here)."""
+    from decimal import Decimal, getcontext
+
+    from latok.codec.values import _COUNT_TABLE
+
+    getcontext().prec = 50
+    assert _COUNT_TABLE[0] == 0
+    for code in range(1, 256):
+        exact = (Decimal(2) ** (Decimal(code - 1) / Decimal(8))).to_integral_value()
+        assert _COUNT_TABLE[code] == int(exact), code

@@ -15,16 +15,17 @@ on every machine.  ``S = 0`` keeps the storage dtype's exact values (format vers
 - any later kept position: the last code kept at that position (the rule's ``last-kept`` reference).
 
 Both predictions are integer sums, so the decoder inverts them exactly with cumulative sums.  A
-motion-compensated prediction (the rule's warped reference, rounded) was measured to save under
-0.05 bits per value on the pool validation split and is not used.
+motion-compensated prediction saves 1 % (nearest-integer shift) to 4 % (quarter-pel bilinear, which
+would need integer-exact warping to stay deterministic) on the pool validation split and is not used
+(``eval/value_coding_probes.py``).
 
 **Entropy coding.** Residuals are zigzag-folded (0, -1, 1, -2, ...); folds below :data:`DIRECT`
 are symbols of their own, larger ones a bucket symbol per power of two plus the low bits, coded
 uniformly.  Every (context, channel) stream has a static categorical model from its own histogram,
 where the context is intra (frame 0) or temporal.  Temporal contexts can be split by how many frames
-ago the position was last kept (:data:`STALENESS`); on the pool validation split at step 0.1, splitting
-at 1 | 2 | 3-4 | 5+ frames saved 0.1 % of the values' bytes and cost more than that in tables, so
-one temporal context is used.  Each table is sent with the chunk as one log-scale byte per symbol
+ago the position was last kept (:data:`STALENESS`); on the pool validation split such splits change the
+values' bytes by −0.15 % to +0.05 %, tables included (``eval/value_coding_probes.py``), so one temporal
+context is used.  Each table is sent with the chunk as one log-scale byte per symbol
 (:func:`count_code`).  The symbols are range coded with ``constriction``.  A chunk's payload::
 
     tables   u32 length | zlib( per stream: symbols u8, then one count code u8 per symbol )
