@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="print a .latok file's header and statistics as JSON")
     info.add_argument("input", help=".latok file")
+    info.add_argument("--verify", action="store_true",
+                      help="also decode every mask and value (time grows with the clip the file declares; "
+                      "without it info reads the file's structure, in time proportional to its size)")
     info.set_defaults(run=run_info)
 
     roundtrip = commands.add_parser(
@@ -339,6 +342,16 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
     return tokenizer
 
 
+def _read_paths(args: argparse.Namespace) -> tuple:
+    """Every path a codec command may read, so that no output replaces one: the input, the inpainter
+    checkpoints (given, or the shipped folder), the weights given, and the folders weights are looked up in."""
+    from latok.codec.restoration import checkpoints_dir
+    from latok.weights import weight_folders
+
+    return (getattr(args, "input", None), getattr(args, "inpainter", None), *(getattr(args, "weights", None) or ()),
+            checkpoints_dir(), *weight_folders())  # fmt: skip
+
+
 def _weight_options(args: argparse.Namespace, backend: str) -> dict:
     """``--weights`` as the backend's constructor option: one path as is, two as an (encoder, decoder) pair."""
     if not args.weights:
@@ -370,7 +383,7 @@ def run_encode(args: argparse.Namespace) -> int:
 
     if args.stream and args.pixel_guard:
         raise InvalidInputError("--pixel-guard does not apply to --stream: streams carry no lit guard")
-    check_outputs({"-o": args.output}, (args.input,))
+    check_outputs({"-o": args.output}, _read_paths(args))
     tokenizer = _tokenizer(args)
     if args.stream:
         _encode_stream(args, tokenizer)
@@ -406,7 +419,7 @@ def run_decode(args: argparse.Namespace) -> int:
     from latok.io import VideoWriter, check_output_path, write_video
 
     output = check_output_path(args.output)
-    check_outputs({"-o" if output.suffix else "-o folder": output}, (args.input,))
+    check_outputs({"-o" if output.suffix else "-o folder": output}, _read_paths(args))
     if args.stream:
         with LatokReader(args.input) as reader:
             header = reader.header
@@ -431,9 +444,7 @@ def run_decode(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
-
-    from latok._fs import atomic_path, check_outputs
+    from latok._fs import check_outputs, write_safetensors
     from latok.codec.bitstream import header_of
     from latok.codec.reader import load_latok
     from latok.codec.restoration import Inpainters, resolve
@@ -443,7 +454,7 @@ def run_export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix != ".safetensors":
         raise InvalidInputError(f"{output}: export writes .safetensors files")
-    check_outputs({"-o": output}, (args.input,))
+    check_outputs({"-o": output}, _read_paths(args))
     if args.pipeline and (args.format == "packed" or args.native):
         raise InvalidInputError("--for writes the pipeline's dense latents: it takes neither --format packed nor --native")
     adaptive = load_latok(args.input)
@@ -468,8 +479,7 @@ def run_export(args: argparse.Namespace) -> int:
             latent = adaptive.dense(fill, native=args.native, vae=vae)
             tensors = {"latent": latent.contiguous(), "keep": adaptive.keep.contiguous()}
             metadata.update(fill=fill.name, space="native" if args.native else "latok")
-    with atomic_path(output) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(tensors, output, metadata)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
     print(f"wrote {output}: {args.format}, {shapes}")
     return 0
@@ -478,7 +488,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     from latok.evaluation.reports import file_info
 
-    print(json.dumps(file_info(args.input), indent=2, allow_nan=False))  # strict JSON: the header admits no NaN
+    print(json.dumps(file_info(args.input, verify=args.verify), indent=2, allow_nan=False))  # strict JSON: the header admits no NaN
     return 0
 
 
@@ -491,7 +501,7 @@ def run_roundtrip(args: argparse.Namespace) -> int:
     viz = check_output_path(args.viz, (".mp4", ".mov", ".mkv")) if args.viz else None
     outputs = {"-o" if output.suffix else "-o folder": output, "--json": Path(args.json), "--viz": viz,
                "--latok": Path(args.latok) if args.latok else None}  # fmt: skip
-    check_outputs(outputs, (args.input,))
+    check_outputs(outputs, _read_paths(args))
     _check_lpips(args)
     clip = _load_input(args)
     tokenizer = _tokenizer(args)
@@ -520,7 +530,7 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"-o {output_dir}: is not a directory")
-    check_outputs({f"-o ({name})": path for name, path in paths.items()}, (args.input,))
+    check_outputs({f"-o ({name})": path for name, path in paths.items()}, _read_paths(args))
     _check_lpips(args)
     if args.input:
         clip = load_clip(args.input, frames=args.frames, height=args.height or None)

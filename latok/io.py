@@ -152,8 +152,7 @@ def _open_frames(
 ) -> tuple[float, Iterator[np.ndarray]]:
     """Open ``path``; return its frame rate and an iterator over the selected, resized uint8 frames."""
     check_read_options(frames, start, stride, resize.height)
-    if not path.exists():
-        raise VideoNotFoundError(f"{path}: no such file or directory")
+    check_input(path)
     if path.is_dir():
         source_fps, decoded = folder_fps, _iter_folder(path)
     else:
@@ -186,6 +185,14 @@ def _select(path: Path, decoded: Iterator, frames: int | None, start: int, strid
     if not count:
         where = "decodes to zero frames" if resize.source_size is None else f"has no frames from index {start}"
         raise EmptyVideoError(f"{path}: {where}")
+
+
+def check_input(path: str | os.PathLike) -> Path:
+    """``path`` if it names something to read; a missing path, a dangling link or a link loop is one error."""
+    path = Path(path)
+    if not path.exists():  # False for a link loop too (ELOOP)
+        raise VideoNotFoundError(f"{path}: no such file or directory" + (" (a symbolic link loop or dangling link)" if path.is_symlink() else ""))
+    return path
 
 
 def check_read_options(frames: int | None, start: int, stride: int, height: int | None) -> None:

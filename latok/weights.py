@@ -50,6 +50,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "latok")
 
 
+def offline() -> bool:
+    """``LATOK_OFFLINE`` is set (to anything but 0): latok makes no network call at all."""
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+def weight_folders() -> list[Path]:
+    """The folders weights are looked up in (and downloaded to): ``$LATOK_WEIGHTS_DIR``, the cache, the hub cache."""
+    from huggingface_hub import constants
+
+    folders = [Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()] if os.environ.get(WEIGHTS_DIR_ENV) else []
+    return [*folders, cache_dir(), Path(constants.HF_HUB_CACHE)]
+
+
 def find_weight(weight: WeightFile, path: str | os.PathLike | None = None) -> Path | None:
     """Return the first local copy of ``weight`` in lookup order, or ``None``.
 
@@ -102,7 +115,7 @@ def resolve_weight(weight: WeightFile, path: str | os.PathLike | None = None, do
         f"download {weight.url} into {cache_dir()}, or set {WEIGHTS_DIR_ENV} to a directory "
         f"holding {weight.name}, or pass its path explicitly"
     )
-    if not download or os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+    if not download or offline():
         raise WeightsNotFoundError(f"weights {weight.name} not found locally (offline); {how_to}")
     try:
         _download(weight, target)

@@ -8,6 +8,8 @@ repeated records), then re-seals every CRC, so each case reaches the validation 
     python tests/fuzz_latok.py fuzz --cases 300 --seed 0   # prints a JSON summary; exit 1 on a failing case
     python tests/fuzz_latok.py craft DIR                   # writes the crafted files (each under 1 MB) into DIR
     python tests/fuzz_latok.py cli info,decode,export DIR  # those commands on every crafted file, in this process
+    python tests/fuzz_latok.py twin REAL.latok OUT.latok     # REAL's geometry, every value a zero residual
+    python tests/fuzz_latok.py latok decode X.latok -o Y.mp4  # one latok command, with this process's peak memory
 
 A case fails when reading raises anything but :class:`~latok.errors.LatokFormatError` or takes
 over 2 s; the test that runs this script checks the process's peak memory (``os.wait4``).
@@ -27,9 +29,11 @@ import time
 import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from latok.codec.bitstream import save_latok
+from latok.codec.maskcoder import MaskCoder
 from latok.codec.masking import redundancy_mask
 from latok.codec.reader import LatokReader, load_latok
 from latok.codec.tokens import AdaptiveLatent, SourceInfo
@@ -45,7 +49,7 @@ def valid_file(frames: int = 6, chunk_frames: int = 2, motion: bool = False, val
     """A small valid file: format version 1, or version 2 with MOTN records when ``motion``, or version 3
     (quantised, range-coded QVAL records, context-coded masks) with a ``value_step``."""
     generator = torch.Generator().manual_seed(0)
-    latent = (torch.randn(1, 8, frames, 6, 10, generator=generator) * 0.4).cumsum(dim=2)
+    latent = (torch.randn(1, 32, frames, 6, 10, generator=generator) * 0.4).cumsum(dim=2)  # taef2's 32 channels
     vectors = torch.rand(1, frames, 2, generator=generator) * 2 - 1 if motion else None
     if vectors is not None and value_step:
         vectors = torch.round(vectors * 4) / 4  # quarter-pel, as latok's search finds: the coded MOTN form
@@ -54,7 +58,7 @@ def valid_file(frames: int = 6, chunk_frames: int = 2, motion: bool = False, val
     adaptive = AdaptiveLatent.from_dense(
         latent, redundancy_mask(latent, 0.3, motion=vectors).keep, backend="taef2", backend_config="abc123", tau=0.3,
         source=SourceInfo(frames=frames, height=48, width=80, fps=25.0, source_size=(96, 160), crop=(0, 0, 48, 80)),
-        motion=vectors, value_step=channel_steps(value_step, None, 8),
+        motion=vectors, value_step=channel_steps(value_step, None, 32),
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         return save_latok(adaptive, Path(tmp) / "v.latok", chunk_frames=chunk_frames).read_bytes()
@@ -173,10 +177,11 @@ def mutate_records(records: list[tuple[bytes, bytes]], rng: random.Random) -> li
 
 
 def read(path: Path) -> None:
-    """What ``latok info`` and ``latok decode``/``export`` do with a file before any model runs."""
-    with LatokReader(path) as reader:
-        for _ in reader.records():
-            pass
+    """What ``latok info``, ``info --verify`` and ``latok decode``/``export`` do with a file before any model runs."""
+    for decode in (False, True):
+        with LatokReader(path) as reader:
+            for _ in reader.records(decode=decode):
+                pass
     load_latok(path)
 
 
@@ -225,7 +230,7 @@ def craft(directory: Path) -> list[Path]:
     files = {}
 
     # 2^31 latent positions of 1x1 frames, frame 0 kept: valid, 32 zlib chunks of 2^26 bits
-    tall = {**header, "shape": [1, 8, 1 << 31, 1, 1], "chunk_frames": 1 << 26, "lit_frames": None, "lit_model": None,
+    tall = {**header, "shape": [1, 32, 1 << 31, 1, 1], "chunk_frames": 1 << 26, "lit_frames": None, "lit_model": None,
             "source": {**header["source"], "frames": 1 << 31, "height": 8, "width": 8, "source_size": None, "resized_size": None, "crop": None}}  # fmt: skip
     mask = zlib.compress(b"\x01" + bytes((1 << 23) - 1), 9)
     rest = zlib.compress(bytes(1 << 23), 9)
@@ -233,7 +238,7 @@ def craft(directory: Path) -> list[Path]:
     for index in range(32):
         chunks.append((b"MASK", struct.pack("<IIB", index << 26, 1 << 26, 1) + (mask if index == 0 else rest)))
         count = 1 if index == 0 else 0
-        chunks.append((b"VALS", struct.pack("<II", index << 26, count) + bytes(16 * count)))
+        chunks.append((b"VALS", struct.pack("<II", index << 26, count) + bytes(64 * count)))
     files["tall_valid"] = join(preamble, json.dumps(tall), [*chunks, (b"END\x00", struct.pack("<IQ", 32, 1))])
     # the same with a VALS count that disagrees with its mask (caught after counting bits, before any bool)
     files["tall_count_mismatch"] = join(preamble, json.dumps(tall), [chunks[0], (b"VALS", struct.pack("<II", 0, 0)), *chunks[2:]])
@@ -245,24 +250,30 @@ def craft(directory: Path) -> list[Path]:
     files["deep_json"] = join(preamble, '{"a":' * 50_000 + "1" + "}" * 50_000, records)
     files["huge_tau"] = join(preamble, json.dumps(header, separators=(",", ":")).replace('"tau":0.3', '"tau":1' + "0" * 400), records)
     # a raw (uncompressed) mask record claiming 2^26 positions
-    wide = {**header, "shape": [1, 8, 4, 4096, 4096], "chunk_frames": 4, "lit_frames": None, "lit_model": None,
+    wide = {**header, "shape": [1, 32, 4, 4096, 4096], "chunk_frames": 4, "lit_frames": None, "lit_model": None,
             "source": {**header["source"], "frames": 4, "height": 1 << 15, "width": 1 << 15}}  # fmt: skip
     wide_mask = (b"MASK", struct.pack("<IIB", 0, 4, 0) + b"\xff" * 1000)
-    files["wide_raw_mask"] = join(preamble, json.dumps(wide), [wide_mask, (b"VALS", struct.pack("<II", 0, 8) + bytes(128)), records[-1]])
+    files["wide_raw_mask"] = join(preamble, json.dumps(wide), [wide_mask, (b"VALS", struct.pack("<II", 0, 8) + bytes(512)), records[-1]])
     # version 3: a chunk of MAX_CHUNK_VALUES quantised values that are all zero residuals (one-symbol tables, no
     # range-coded bits): a few hundred bytes that make the reader build the largest chunk it allows
     from latok.codec.values import MAX_CHUNK_VALUES
 
     side = 128
-    frames = MAX_CHUNK_VALUES // (8 * side * side)
-    zeros = {**header, "shape": [1, 8, frames, side, side], "chunk_frames": frames, "lit_frames": None, "lit_model": None, "motion": None,
-             "dtype": "float32", "value_step": [0.1] * 8,
+    frames = MAX_CHUNK_VALUES // (32 * side * side)
+    zeros = {**header, "shape": [1, 32, frames, side, side], "chunk_frames": frames, "lit_frames": None, "lit_model": None, "motion": None,
+             "dtype": "float32", "value_step": [0.1] * 32,
              "source": {**header["source"], "frames": frames, "height": side * 8, "width": side * 8, "source_size": None, "crop": None}}  # fmt: skip
-    tables = zlib.compress(bytes([1, 1]) * 2 * 8, 9)
+    tables = zlib.compress(bytes([1, 1]) * 2 * 32, 9)
     qval = struct.pack("<II", 0, frames * side * side) + struct.pack("<I", len(tables)) + tables
     all_kept = (b"MASK", struct.pack("<IIB", 0, frames, 1) + zlib.compress(b"\xff" * (frames * side * side // 8), 9))
     v3 = PREAMBLE.pack(b"LATOK\r\n\x1a", 3, 0)
     files["v3_zero_residual_chunk"] = join(v3, json.dumps(zeros), [all_kept, (b"QVAL", qval), (b"END\x00", struct.pack("<IQ", 1, 0))])
+    files.update(crafted_v3(preamble, header))
+    # a taef2 header with a channel count taef2 never makes, and a latent far larger than its 1-frame 8x8 source
+    files["taef2_33_channels"] = join(preamble, json.dumps({**header, "shape": [1, 33, *header["shape"][2:]]}), records)
+    big = {**header, "shape": [1, 32, 64, 64, 64], "lit_frames": None, "lit_model": None,
+           "source": {**header["source"], "frames": 1, "height": 8, "width": 8, "source_size": None, "resized_size": None, "crop": None}}  # fmt: skip
+    files["latent_larger_than_source"] = join(preamble, json.dumps(big), records)
     paths = []
     for name, data in files.items():
         assert len(data) < 1 << 20, (name, len(data))
@@ -270,6 +281,58 @@ def craft(directory: Path) -> list[Path]:
         path.write_bytes(data)
         paths.append(path)
     return paths
+
+
+def zero_chunk_records(t_start: int, t_count: int, positions: int, channels: int, context_mask: np.ndarray | None = None,
+                       coder: MaskCoder | None = None) -> list[tuple[bytes, bytes]]:
+    """MASK + QVAL records of a version-3 chunk whose kept values are all zero residuals (one-symbol tables, no bits):
+    every position kept (a zlib mask), or ``context_mask`` (``(t_count, h, w)`` bool) context coded with ``coder``."""
+    if context_mask is None:
+        mask = (b"MASK", struct.pack("<IIB", t_start, t_count, 1) + zlib.compress(b"\xff" * (t_count * positions // 8), 9))
+        count = t_count * positions
+    else:
+        mask = (b"MASK", struct.pack("<IIB", t_start, t_count, 2) + coder.encode(context_mask))
+        count = int(context_mask.sum())
+    tables = zlib.compress(bytes([1, 1]) * 2 * channels, 9)
+    return [mask, (b"QVAL", struct.pack("<II", t_start, count) + struct.pack("<I", len(tables)) + tables)]
+
+
+def crafted_v3(preamble: bytes, header: dict) -> dict[str, bytes]:
+    """Version-3 files that are small and valid but declare far more work than their bytes: what ``info`` must read
+    in time proportional to its bytes, and what ``decode``/``export`` must weigh against the memory limit first."""
+    v3 = PREAMBLE.pack(b"LATOK\r\n\x1a", 3, 0)
+    base = {**header, "lit_frames": None, "lit_model": None, "motion": None, "dtype": "float32", "value_step": [0.1] * 32}
+    files = {}
+    # 2^19 latent frames of one position, context-coded masks: a decoder that loops per frame takes a minute
+    frames, chunk = 1 << 19, 1 << 16
+    tall = {**base, "shape": [1, 32, frames, 1, 1], "chunk_frames": chunk,
+            "source": {**header["source"], "frames": frames, "height": 8, "width": 8, "source_size": None, "resized_size": None, "crop": None}}  # fmt: skip
+    coder, records = MaskCoder(1, 1), []
+    for t in range(0, frames, chunk):
+        keep = np.zeros((chunk, 1, 1), dtype=bool)
+        keep[0] = t == 0
+        records += zero_chunk_records(t, chunk, 1, 32, keep, coder)
+    files["v3_context_mask_frames"] = join(v3, json.dumps(tall), [*records, (b"END\x00", struct.pack("<IQ", frames // chunk, 1))])
+    # 200 chunks of 2^21 zero-residual values each (18 KB): a reader that decodes values in info takes half a minute
+    chunks, chunk, side = 200, 1024, 8
+    many = {**base, "shape": [1, 32, chunks * chunk, side, side], "chunk_frames": chunk,
+            "source": {**header["source"], "frames": chunks * chunk, "height": side * 8, "width": side * 8, "source_size": None, "resized_size": None, "crop": None}}  # fmt: skip
+    records = [r for index in range(chunks) for r in zero_chunk_records(index * chunk, chunk, side * side, 32)]
+    files["v3_many_zero_chunks"] = join(v3, json.dumps(many), [*records, (b"END\x00", struct.pack("<IQ", chunks, chunks * chunk * side * side))])
+    return files
+
+
+def twin(real: Path, out: Path) -> dict:
+    """Write ``out``: a version-3 file with ``real``'s header geometry whose every value is a zero residual
+    (a few hundred bytes), the crafted twin of a real file of the same declared size."""
+    with LatokReader(real) as reader:
+        header = reader.header
+    _, channels, frames, height, width = header["shape"]
+    twin_header = {**header, "lit_frames": None, "lit_model": None, "motion": None, "chunk_frames": frames}
+    records = zero_chunk_records(0, frames, height * width, channels)
+    end = (b"END\x00", struct.pack("<IQ", 1, frames * height * width))
+    out.write_bytes(join(PREAMBLE.pack(b"LATOK\r\n\x1a", 3, 0), json.dumps(twin_header), [*records, end]))
+    return {"bytes": out.stat().st_size}
 
 
 def run_cli(commands: list[str], directory: Path) -> dict:
@@ -300,11 +363,25 @@ def main(argv: list[str] | None = None) -> int:
     cli = commands.add_parser("cli")
     cli.add_argument("cli_commands", help="comma-separated: info, decode, export")
     cli.add_argument("directory", type=Path)
+    twin_of = commands.add_parser("twin", help="the crafted twin of a real file: same geometry, zero-residual values")
+    twin_of.add_argument("real", type=Path)
+    twin_of.add_argument("out", type=Path)
+    one = commands.add_parser("latok", help="one latok command line, measured")
+    one.add_argument("latok_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "fuzz":
         result = fuzz(args.cases, args.seed)
     elif args.command == "craft":
         result = {"files": {p.name: p.stat().st_size for p in craft(args.directory)}}
+    elif args.command == "twin":
+        result = twin(args.real, args.out)
+    elif args.command == "latok":
+        from latok.cli import main as latok
+
+        stderr = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+            result = {"exit": latok(args.latok_args)}
+        result["stderr"] = stderr.getvalue()
     else:
         result = run_cli(args.cli_commands.split(","), args.directory)
     result["peak_rss_bytes"] = peak_rss()

@@ -19,7 +19,7 @@ from latok.errors import InvalidInputError, LatokFormatError
 
 def make_adaptive(seed: int = 0, frames: int = 9, dtype=torch.float16, tau: float = 0.3) -> AdaptiveLatent:
     generator = torch.Generator().manual_seed(seed)
-    latent = (torch.randn(1, 8, frames, 6, 10, generator=generator) * 0.4).cumsum(dim=2)
+    latent = (torch.randn(1, 32, frames, 6, 10, generator=generator) * 0.4).cumsum(dim=2)  # taef2's 32 channels
     keep = redundancy_mask(latent, tau).keep
     return AdaptiveLatent.from_dense(
         latent, keep, dtype=dtype, backend="taef2", backend_config="abc123", tau=tau,

@@ -6,25 +6,20 @@ no output and no temporary file, and inputs left byte-for-byte as they were.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import pickle
 import re
 import signal
-import struct
 import subprocess
 import sys
-import tarfile
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, WEIGHTS, needs_weights
+from conftest import PEAK_BYTES, ROOT, WEIGHTS, edit_header, forge, header_of_file, needs_weights, npy_bytes, refused, run_measured, snapshot, tar_file
 
 from latok.cli import main
 from latok.errors import ShardFormatError
@@ -41,32 +36,18 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def _tar(path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("member", ["clip0.pyd", "clip0.pickle", "clip0.pth", "clip0.latent.npy"])
 def test_a_pickle_in_a_training_shard_never_runs(tmp_path, member):
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_Payload(str(marker)))
     if member.endswith(".npy"):  # an object array: np.load would unpickle it if allowed
-        payload = _npy(np.array([_Payload(str(marker))], dtype=object))
+        payload = npy_bytes(np.array([_Payload(str(marker))], dtype=object))
     shards = tmp_path / "shards"
     shards.mkdir()
     members = {"clip0.json": b'{"name": "clip0"}', member: payload}
     if not member.endswith(".npy"):
-        members["clip0.latent.npy"] = _npy(np.zeros((2, 1, 2, 2), np.float16))
-    _tar(shards / "s.tar", members)
+        members["clip0.latent.npy"] = npy_bytes(np.zeros((2, 1, 2, 2), np.float16))
+    tar_file(shards / "s.tar", members)
     with pytest.raises(ShardFormatError, match=r"s\.tar: member clip0\.") as info:
         read_samples(shards)
     assert "\n" not in str(info.value)
@@ -84,7 +65,7 @@ def test_training_crops_refuse_a_pickle_too(tmp_path):
     from latok.training.data import CropDataset
 
     marker = tmp_path / "pwned"
-    _tar(tmp_path / "s.tar", {"c.latent.npy": _npy(np.zeros((2, 3, 4, 4), np.float16)), "c.json": b"{}",
+    tar_file(tmp_path / "s.tar", {"c.latent.npy": npy_bytes(np.zeros((2, 3, 4, 4), np.float16)), "c.json": b"{}",
                               "c.pyd": pickle.dumps(_Payload(str(marker)))})  # fmt: skip
     dataset = CropDataset([str(tmp_path / "s.tar")], (2, 2, 2), 1, (0.2, 0.8), 0.0, seed=0)
     with pytest.raises(ShardFormatError, match="c.pyd"):
@@ -100,10 +81,10 @@ def test_latok_train_on_a_poisoned_shard_is_one_error_and_runs_nothing(tmp_path,
     for split, frames in (("train", 9), ("val", 5)):
         (tmp_path / split).mkdir()
         latent = np.random.default_rng(0).standard_normal((32, frames, 4, 6)).astype(np.float16)
-        members = {"c.latent.npy": _npy(latent), "c.json": b'{"name": "c"}', "c.pyd": pickle.dumps(_Payload(str(marker)))}
+        members = {"c.latent.npy": npy_bytes(latent), "c.json": b'{"name": "c"}', "c.pyd": pickle.dumps(_Payload(str(marker)))}
         if split == "val":
-            members["c.video.npy"] = _npy(np.zeros((frames, 32, 48, 3), np.uint8))
-        _tar(tmp_path / split / "c.tar", members)
+            members["c.video.npy"] = npy_bytes(np.zeros((frames, 32, 48, 3), np.uint8))
+        tar_file(tmp_path / split / "c.tar", members)
     monkeypatch.chdir(tmp_path)
     argv = ["train", "fit", "--config", str(ROOT / "configs" / "taef2_lit-xs.yaml"), "--trainer.fast_dev_run", "1",
             "--trainer.logger", "false", "--data.train_dir", str(tmp_path / "train"), "--data.val_dir", str(tmp_path / "val"),
@@ -116,61 +97,6 @@ def test_latok_train_on_a_poisoned_shard_is_one_error_and_runs_nothing(tmp_path,
 
 
 # -- the CLI contract: one line, exit 2, nothing written, nothing changed ----------------------------
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every entry under ``root`` (hidden ones too) with its content digest, links as their target."""
-    entries = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            entries[key] = "-> " + os.readlink(path)
-        elif path.is_file():
-            entries[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            entries[key] = "dir"
-    return entries
-
-
-def refused(argv: list[str], capsys, root: Path, match: str) -> str:
-    """Run ``latok argv``; assert exactly one ``latok: error:`` line matching ``match``, exit 2, and ``root`` unchanged."""
-    before = snapshot(root)
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("latok: error: "), err
-    assert re.search(match, lines[0]), lines[0]
-    assert snapshot(root) == before  # no output, no temporary file, inputs untouched
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory) -> Path:
-    """A folder with a short mp4 and a valid .latok (no weights needed to make either)."""
-    from latok.codec.bitstream import save_latok
-    from latok.codec.tokens import AdaptiveLatent, SourceInfo
-    from latok.io import write_video
-
-    root = tmp_path_factory.mktemp("clip")
-    frames = np.random.default_rng(0).integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
-    write_video(root / "in.mp4", frames, fps=24)
-    latent = torch.randn(1, 32, 3, 4, 6)
-    keep = torch.ones(1, 3, 4, 6, dtype=torch.bool)
-    from latok.codec.tokens import backend_config_hash
-    from latok.vae import vae_class
-
-    config = backend_config_hash(vae_class("taef2"))
-    adaptive = AdaptiveLatent.from_dense(latent, keep, backend="taef2", backend_config=config, tau=0.15, source=SourceInfo(3, 32, 48))
-    save_latok(adaptive, root / "clip.latok")
-    return root
-
-
-@pytest.fixture
-def work(tmp_path, clip_dir) -> Path:
-    for name in ("in.mp4", "clip.latok"):
-        (tmp_path / name).write_bytes((clip_dir / name).read_bytes())
-    return tmp_path
 
 
 @pytest.mark.parametrize(
@@ -247,38 +173,6 @@ def test_unwritable_outputs_and_bad_options_fail_before_any_work(work, capsys, a
     refused([a.format(w=work) for a in argv], capsys, work, match)
 
 
-def forge(data: bytes, header_text: str | None = None, flags: int | None = None) -> bytes:
-    """``data`` with its HEAD JSON replaced by ``header_text`` (CRC recomputed) or its reserved flags set."""
-    if flags is not None:
-        return data[:10] + struct.pack("<H", flags) + data[12:]
-    _, length = struct.unpack_from("<4sI", data, 12)
-    payload = header_text.encode()
-    head = struct.pack("<4sI", b"HEAD", len(payload))
-    return data[:12] + head + payload + struct.pack("<I", zlib.crc32(head + payload)) + data[20 + length + 4 :]
-
-
-def _header(data: bytes) -> dict:
-    _, length = struct.unpack_from("<4sI", data, 12)
-    return json.loads(data[20 : 20 + length])
-
-
-def _edit(header: dict, path: str, value) -> str:
-    """The header as JSON with ``path`` ("tau", "source.fps", "shape.2") set to ``value`` (raw JSON if a
-    ``str`` starting with ``=``) or removed (``value`` is ``...``)."""
-    header = json.loads(json.dumps(header))
-    *parents, key = path.split(".")
-    target = header
-    for part in parents:
-        target = target[part]
-    key = int(key) if isinstance(target, list) else key
-    if value is ...:
-        del target[key]
-        return json.dumps(header)
-    target[key] = "@@RAW@@"
-    text = value[1:] if isinstance(value, str) and value.startswith("=") else json.dumps(value)
-    return json.dumps(header).replace('"@@RAW@@"', text)
-
-
 BAD_HEADERS = [
     ("tau", "=1" + "0" * 400), ("tau", "=Infinity"), ("tau", "=NaN"), ("tau", -1), ("tau", "0.1"),
     ("shape.2", "=Infinity"), ("shape.2", 1.5), ("shape.3", "6"), ("shape.0", 2), ("shape.1", 0),
@@ -296,7 +190,7 @@ BAD_HEADERS = [
 @pytest.mark.parametrize("field, value", BAD_HEADERS, ids=[f"{f}={str(v)[:12]}" for f, v in BAD_HEADERS])
 def test_headers_with_a_valid_crc_but_bad_values_are_one_error(work, capsys, command, field, value):
     data = (work / "clip.latok").read_bytes()
-    (work / "bad.latok").write_bytes(forge(data, _edit(_header(data), field, value)))
+    (work / "bad.latok").write_bytes(forge(data, edit_header(header_of_file(data), field, value)))
     argv = {"info": ["info", work / "bad.latok"], "decode": ["decode", work / "bad.latok", "-o", work / "o.mp4"],
             "export": ["export", work / "bad.latok", "-o", work / "o.safetensors"]}[command]  # fmt: skip
     refused(argv, capsys, work, "bad.latok: .*(malformed header|exceeds|larger than|cannot carry motion)")
@@ -426,22 +320,6 @@ def test_sigterm_during_encode_stream_leaves_nothing(tmp_path):
 
 # -- structure-aware fuzzing and crafted files, each in a process whose peak memory is measured -------
 
-FUZZER = ROOT / "tests" / "fuzz_latok.py"
-PEAK_BYTES = 300 << 20
-
-
-def run_measured(tmp_path: Path, *args: str) -> tuple[dict, int]:
-    """Run the fuzzer script in its own process; return its JSON output and its peak RSS in bytes.
-
-    The process reports its own VmHWM: ``ru_maxrss`` of a child would also count the pages it
-    shared with this (large) pytest process between fork and exec."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, str(FUZZER), *args], env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout + result.stderr
-    output = json.loads(result.stdout)
-    return output, output.pop("peak_rss_bytes")
-
-
 def test_structure_aware_fuzz(tmp_path):
     result, peak = run_measured(tmp_path, "fuzz", "--cases", "300", "--seed", "0")
     assert result["cases"] == 300 and result["slowest_s"] < 2.0 and peak < PEAK_BYTES, (result, peak)
@@ -454,19 +332,27 @@ def test_structure_aware_fuzz_long(tmp_path):
     assert result["cases"] == 10000 and result["slowest_s"] < 2.0 and peak < PEAK_BYTES, (result, peak)
 
 
+WELL_FORMED = ("tall_valid", "v3_context_mask_frames", "v3_many_zero_chunks")  # valid files that declare huge clips
+
+
 def test_crafted_files_stay_within_memory_and_time(tmp_path):
-    """latok info, decode and export on every crafted file (each under 1 MB), in one process whose peak is measured."""
+    """latok info, decode and export on every crafted file (each under 1 MB), in one process whose peak is measured.
+
+    ``info`` reads a file's structure in time proportional to its bytes, whatever clip it declares; ``decode`` and
+    ``export`` weigh the declared clip against the memory limit before any work (here 0.25 GiB)."""
     crafted = tmp_path / "crafted"
     files, _ = run_measured(tmp_path, "craft", str(crafted))
     assert files["files"] and max(files["files"].values()) < 1 << 20
-    runs, peak = run_measured(tmp_path, "cli", "info,decode,export", str(crafted))
+    runs, peak = run_measured(tmp_path, "cli", "info,decode,export", str(crafted), env={"LATOK_MAX_MEMORY_GB": "0.25"})
     assert peak < PEAK_BYTES, f"latok info/decode/export peaked at {peak / 2**20:.0f} MiB"
     assert len(runs) == 3 * len(files["files"])
     for name, run in runs.items():
         assert run["seconds"] < 5.0, (name, run)
         lines = run["stderr"].strip().splitlines()
-        if name == "info tall_valid.latok":  # well-formed: info reads it in bounded memory
+        if name in {f"info {n}.latok" for n in WELL_FORMED}:  # well-formed: info reads it in bounded memory and time
             assert run["exit"] == 0 and not lines
+        elif name.split()[1] in {f"{n}.latok" for n in WELL_FORMED}:  # too large to decode at once: refused before any work
+            assert run["exit"] == 2 and len(lines) == 1 and "decode it with --stream" in lines[0], (name, run)
         else:
             assert run["exit"] == 2 and len(lines) == 1 and lines[0].startswith("latok: error: "), (name, run)
     assert not [p for p in crafted.iterdir() if not p.name.endswith(".latok")]  # no output, no temp file

@@ -153,7 +153,7 @@ def test_motion_streams_equal_offline(taef2, pan_clip, tmp_path):
 
 
 def test_version_1_fixture_still_decodes():
-    """A small file written before format version 2 (committed), read by today's reader."""
+    """A small version-1 file (committed: exact fp16 values, no motion), read by today's reader."""
     from pathlib import Path
 
     from latok.codec.reader import LatokReader, load_latok
@@ -162,7 +162,7 @@ def test_version_1_fixture_still_decodes():
     with LatokReader(fixture) as reader:
         assert reader.version == 1
     adaptive = load_latok(fixture)
-    assert adaptive.motion is None and adaptive.shape == (1, 8, 5, 6, 10) and 0 < adaptive.token_usage < 1
+    assert adaptive.motion is None and adaptive.shape == (1, 32, 5, 6, 10) and 0 < adaptive.token_usage < 1
 
 
 def test_lit_and_its_guard_follow_motion(taef2, pan_clip):
@@ -309,7 +309,7 @@ def test_block_motion_round_trips_through_the_file(tmp_path):
     from latok.codec.tokens import AdaptiveLatent, SourceInfo
     from latok.errors import InvalidInputError, LatokFormatError
 
-    latent = two_motions(7)
+    latent = two_motions(7).repeat(1, 4, 1, 1, 1)  # taef2's 32 channels
     motion = estimate_motion(latent, model="block")
     keep = redundancy_mask(latent, 0.1, motion=motion).keep
     adaptive = AdaptiveLatent.from_dense(

@@ -91,7 +91,7 @@ def test_open_ended_writer_without_chunks_or_counts_leaves_nothing(tmp_path):
 def _adaptive():
     from latok.codec.tokens import AdaptiveLatent, SourceInfo
 
-    latent = _drifting_latent(frames=5)
+    latent = _drifting_latent(frames=5).repeat(1, 8, 1, 1, 1)  # taef2's 32 channels
     keep = redundancy_mask(latent, 0.1).keep
     return AdaptiveLatent.from_dense(latent, keep, backend="taef2", backend_config="0", tau=0.1, source=SourceInfo(5, 40, 48))
 

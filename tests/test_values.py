@@ -22,7 +22,7 @@ from latok.evaluation.reports import file_info
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _latent(frames=7, channels=8, height=6, width=10, seed=0) -> torch.Tensor:
+def _latent(frames=7, channels=32, height=6, width=10, seed=0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(1, channels, frames, height, width, generator=generator) * 0.5).cumsum(dim=2)
 
@@ -52,7 +52,7 @@ def test_channel_steps_follow_the_decoders_sensitivity():
 
 def test_quantised_values_are_exactly_code_times_step_and_within_half_a_step():
     latent = _latent()
-    adaptive = _adaptive(latent, 0.1, sensitivity=[1, 2, 0.5, 1, 1, 3, 1, 1])
+    adaptive = _adaptive(latent, 0.1, sensitivity=[1, 2, 0.5, 1, 1, 3, 1, 1] * 4)
     steps = torch.tensor(adaptive.value_step)
     truth = latent.permute(0, 2, 3, 4, 1)[adaptive.keep]
     assert adaptive.values.dtype == torch.float32
@@ -198,7 +198,7 @@ def test_damaged_v3_records_with_valid_checksums_are_one_format_error(tmp_path, 
                 assert str(error).startswith(str(path)) and "\n" not in str(error)
                 errors += 1
             else:  # a flip the format cannot see (a range-coded symbol, a mask bit of equal count) reads as other valid values
-                assert back.values.shape[1] == 8 and bool(back.values.isfinite().all())
+                assert back.values.shape[1] == 32 and bool(back.values.isfinite().all())
     assert errors > 0
 
 
@@ -238,7 +238,7 @@ def test_a_damaged_coded_shard_member_is_one_shard_error(tmp_path, damage):
     from latok.errors import ShardFormatError
     from latok.training.data import read_samples
 
-    data = bytearray(encode_dense(_latent(frames=5)[0], channel_steps(0.05, None, 8)))
+    data = bytearray(encode_dense(_latent(frames=5)[0], channel_steps(0.05, None, 32)))
     if damage == "magic":
         data[:4] = b"NOPE"
     elif damage == "header":

@@ -48,13 +48,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latok._fs import AtomicWriter, atomic_path
+from latok._fs import AtomicWriter, OutputFile, atomic_path
 from latok.codec.header import MAX_CHUNK_POSITIONS, parse_header
 from latok.codec.maskcoder import MaskCoder
 from latok.codec.motion import motion_shape
 from latok.codec.values import MAX_CHUNK_VALUES, ValueCoder, codes_of
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, dtype_name
-from latok.errors import InvalidInputError, LatokFormatError
+from latok.errors import InvalidInputError, LatokFormatError, OutputError
 
 MAGIC = b"LATOK\r\n\x1a"
 FORMAT_VERSION = 3  # the newest version written (quantised values); 2: exact values with motion; 1: neither
@@ -140,7 +140,7 @@ class LatokWriter(AtomicWriter):
         self._finished = False
         self._context = atomic_path(self.path)
         self._tmp = self._context.__enter__()
-        self._file = open(self._tmp, "wb")
+        self._file = OutputFile(self._tmp, self.path)
         self.motion = header.get("motion") is not None
         self.motion_model = header.get("motion")
         self.value_step = header.get("value_step")
@@ -243,7 +243,10 @@ class LatokWriter(AtomicWriter):
         if self._finished:
             return
         self._finished = True
-        self._file.close()
+        try:
+            self._file.close()
+        except OutputError:  # flushing what was buffered failed too (a full disk): the temp file goes all the same
+            pass
         self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 

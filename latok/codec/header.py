@@ -172,3 +172,10 @@ def _check_consistency(header: dict) -> None:
             f"source video {source['frames']}x{source['height']}x{source['width']} is larger than "
             f"latent {header['shape'][2:]} decodes to with {header['backend']}"
         )
+    if backend.fixed_geometry:
+        expected = backend.expected_latent(source["frames"], source["height"], source["width"])
+        if tuple(header["shape"][1:]) != expected:
+            raise LatokFormatError(
+                f"latent shape {header['shape'][1:]} is not what {header['backend']} makes of a "
+                f"{source['frames']}x{source['height']}x{source['width']} video ({list(expected)})"
+            )

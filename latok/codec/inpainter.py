@@ -31,6 +31,7 @@ and clip length.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -65,8 +66,41 @@ class InpainterConfig:
     decoder_metric: bool = False  # carries a (C, C) decoder metric buffer (see InpaintingTransformer.error)
 
     def __post_init__(self):
+        for name, (kind, low, high) in CONFIG_LIMITS.items():
+            value = getattr(self, name)
+            if kind is bool:
+                valid = type(value) is bool
+            elif kind is int:
+                valid = type(value) is int and low <= value <= high
+            else:
+                valid = type(value) in (int, float) and math.isfinite(value) and low <= value <= high
+            if not valid:
+                allowed = "true or false" if kind is bool else f"{'an integer' if kind is int else 'a number'} in [{low:g}, {high:g}]"
+                raise InvalidInputError(f"inpainter config {name} = {value!r:.40} is not allowed: must be {allowed}")
         if self.width % (2 * self.heads) or (self.width // self.heads) % 4:
             raise InvalidInputError(f"width {self.width} must split into {self.heads} heads with a head size divisible by 4")
+        if self.estimated_parameters > MAX_PARAMETERS:
+            raise InvalidInputError(f"inpainter config describes about {self.estimated_parameters / 1e6:.0f}M parameters, over the {MAX_PARAMETERS / 1e6:.0f}M latok loads")
+
+    @property
+    def estimated_parameters(self) -> int:
+        """Parameters of the blocks (spatial + temporal attention, MLP), the bulk of the model: checked before building it."""
+        return int(self.depth * (8 + 2 * self.mlp_ratio) * self.width**2)
+
+
+# One schema for config.json: type, then the closed range of each field (checked before anything is built).
+CONFIG_LIMITS = {
+    "latent_channels": (int, 1, 4096),
+    "width": (int, 8, 4096),
+    "depth": (int, 1, 64),
+    "heads": (int, 1, 64),
+    "mlp_ratio": (float, 0.25, 16.0),
+    "causal": (bool, None, None),
+    "rope_base": (float, 2.0, 1e6),
+    "patch_size": (int, 1, 16),
+    "decoder_metric": (bool, None, None),
+}
+MAX_PARAMETERS = 1 << 26  # 256 MiB of float32: far above any inpainter latok trains, far below what a config could ask for
 
 
 PRESETS = {
@@ -292,17 +326,14 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
         return directory
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        from latok._fs import atomic_path
+        from latok._fs import atomic_path, write_safetensors
 
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(save_directory / CONFIG_NAME) as tmp:
             tmp.write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        with atomic_path(save_directory / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp))
+        write_safetensors(state, save_directory / WEIGHTS_NAME)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, device: str | torch.device = "cpu", **hub_options) -> InpaintingTransformer:
@@ -329,9 +360,24 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
             raise WeightsNotFoundError(f"{directory}: no inpainter checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})")
         try:
-            config = InpainterConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+            fields = json.loads((directory / CONFIG_NAME).read_text(), parse_constant=_refuse_constant)
+            if type(fields) is not dict:
+                raise ValueError("config.json is not a JSON object")
+            config = InpainterConfig(**fields)
+            state = load_file(str(directory / WEIGHTS_NAME), device="cpu")
+            for name, tensor in state.items():
+                if tensor.dtype != torch.float32:
+                    raise ValueError(f"tensor {name} is {str(tensor.dtype).removeprefix('torch.')}; inpainter checkpoints hold float32")
+                if not bool(torch.isfinite(tensor).all()):
+                    raise ValueError(f"tensor {name} holds NaN or infinite values")
+            with torch.device("meta"):  # names and shapes first: a mismatched file never makes us build the model
+                expected = {name: tuple(t.shape) for name, t in cls(config).state_dict().items()}
+            found = {name: tuple(t.shape) for name, t in state.items()}
+            if found != expected:
+                wrong = sorted(set(found) ^ set(expected)) or sorted(n for n in found if found[n] != expected[n])
+                raise ValueError(f"weights do not fit config.json (first difference: {wrong[0]})")
             model = cls(config)
-            model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(device)))
+            model.load_state_dict(state)
         except (ValueError, TypeError, RuntimeError, OSError, SafetensorError) as error:  # JSONDecodeError is a ValueError
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise CorruptWeightsError(f"{directory}: unreadable inpainter checkpoint ({reason})") from None
@@ -349,6 +395,10 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
         return sum(p.numel() for p in self.parameters())
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"config.json holds {name}, which is not a JSON number")
+
+
 def _download(repo_id: str, **options) -> Path:
     """A hub checkpoint's two files, in the hub cache; a missing repo or file is one :class:`WeightsNotFoundError`."""
     from huggingface_hub import hf_hub_download
@@ -362,6 +412,10 @@ def _download(repo_id: str, **options) -> Path:
         validate_repo_id(repo_id)
     except HFValidationError:
         raise WeightsNotFoundError(f"{repo_id}: no inpainter checkpoint folder there, and not a hub id") from None
+    from latok.weights import offline
+
+    if offline():
+        options = {**options, "local_files_only": True}  # LATOK_OFFLINE: the hub cache only, no network call
     try:
         paths = [Path(hf_hub_download(repo_id, name, **options)) for name in (CONFIG_NAME, WEIGHTS_NAME)]
     except (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, ValueError, OSError) as error:

@@ -36,10 +36,10 @@ from latok.codec.bitstream import (
     VERSIONS,
 )
 from latok.codec.header import MAX_HEADER_BYTES, parse_header
-from latok.codec.maskcoder import MaskCoder
+from latok.codec.maskcoder import MaskCoder, declared_kept
 from latok.codec.motion import motion_shape
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo
-from latok.codec.values import ValueCoder, dequantise
+from latok.codec.values import TABLE_HEAD, ValueCoder, dequantise
 from latok.errors import ClipTooLargeError, InvalidInputError, LatokFormatError
 
 
@@ -145,15 +145,21 @@ class LatokReader:
             self._fail(f"checksum mismatch in {tag!r} record (file corrupt)")
         return tag, payload
 
-    def records(self) -> Iterator[Chunk]:
-        """Yield each chunk's validated, still-packed :class:`Chunk`; the END record is checked last."""
+    def records(self, decode: bool = True) -> Iterator[Chunk]:
+        """Yield each chunk's validated, still-packed :class:`Chunk`; the END record is checked last.
+
+        ``decode=False`` reads the file's structure only, in time proportional to its bytes: framing,
+        checksums, order, extents and the kept counts the records declare (a context-coded mask's
+        counts, a zlib or raw mask's set bits), but no range-coded mask or value is decoded, and the
+        chunks carry ``mask_bits`` and ``values`` of ``None``.
+        """
         _, channels, frames, height, width = self.header["shape"]
         itemsize = STORAGE_DTYPES[self.header["dtype"]].itemsize
         chunk_frames = self.header["chunk_frames"]
         t_expected, tokens, chunks = 0, 0, 0
         steps = self.header["value_step"]
-        value_coder = None if steps is None else ValueCoder(channels, height, width)
-        self._mask_coder = None if steps is None else MaskCoder(height, width)
+        value_coder = None if steps is None or not decode else ValueCoder(channels, height, width)
+        self._mask_coder = None if steps is None or not decode else MaskCoder(height, width)
         values_tag = b"VALS" if steps is None else b"QVAL"
         while True:
             tag, payload = self._read_record()
@@ -169,9 +175,13 @@ class LatokReader:
             exact_size = steps is not None or len(values) - VALS_HEAD.size == count * channels * itemsize
             if t_start != t_expected or not exact_size:
                 self._fail(f"{values_tag.decode()} record at latent frame {t_start} does not match its mask")
-            t_count, bits = self._parse_mask(payload, t_expected, frames, height, width, chunk_frames, count)
+            t_count, bits = self._parse_mask(payload, t_expected, frames, height, width, chunk_frames, count, decode)
             values_bytes = len(values) + RECORD.size + CRC.size
-            if value_coder is not None:
+            if not decode:
+                data = None
+                if steps is not None and (len(values) < VALS_HEAD.size + TABLE_HEAD.size or TABLE_HEAD.unpack_from(values, VALS_HEAD.size)[0] > len(values) - VALS_HEAD.size - TABLE_HEAD.size):
+                    self._fail("QVAL record: value tables run past the record")
+            elif value_coder is not None:
                 data = self._decode_values(value_coder, bits, t_count, height, width, memoryview(values)[VALS_HEAD.size :], steps)
             else:
                 data = values[VALS_HEAD.size :]
@@ -241,9 +251,10 @@ class LatokReader:
             yield keep, values, chunk.motion
 
     def _parse_mask(
-        self, payload: bytes, t_expected: int, frames: int, height: int, width: int, chunk_frames: int, count: int
-    ) -> tuple[int, bytes]:
-        """Check a MASK record against the header and the VALS count; return ``(t_count, packed bits)``."""
+        self, payload: bytes, t_expected: int, frames: int, height: int, width: int, chunk_frames: int, count: int, decode: bool = True
+    ) -> tuple[int, bytes | None]:
+        """Check a MASK record against the header and the VALS count; return ``(t_count, packed bits)``
+        (``None`` for a context-coded mask when not ``decode``: its declared counts are checked instead)."""
         if len(payload) < MASK_HEAD.size:
             self._fail("MASK record too short")
         t_start, t_count, codec = MASK_HEAD.unpack_from(payload)
@@ -265,6 +276,14 @@ class LatokReader:
                 self._fail(f"MASK record does not inflate ({error})")
             if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
                 self._fail("MASK record does not inflate to exactly its declared bits")
+        elif codec == MASK_CONTEXT and not decode:
+            try:
+                kept = declared_kept(payload[MASK_HEAD.size :], t_count, height * width, first=t_start == 0)
+            except LatokFormatError as error:
+                self._fail(f"MASK record: {error}")
+            if kept != count:
+                self._fail(f"MASK record at latent frame {t_start} keeps a different number of positions than its QVAL record holds")
+            return t_count, None
         elif codec == MASK_CONTEXT:
             try:
                 keep = self._mask_coder.decode(t_count, data)
@@ -315,13 +334,25 @@ def whole_clip_limit() -> int:
         return 8 << 30
 
 
+# What a whole-clip decode or export holds per latent position and per rendered pixel, beyond the fixed cost of
+# the models.  Measured with tests/fuzz_latok.py's `latok` command on blackswan at 240p, 17 against 50 frames:
+# export (lit) grew by 4.6 MB per latent frame (2,970 bytes per position), decode with lit by 5.2 MB, with hold by 2.4 MB.
+LATENT_COPIES = 4  # float32 latents alive at once (values, restored, fill work, output)
+INPAINTER_BYTES = 3072  # the inpainter's activations per latent position
+VIDEO_COPIES = 3  # float32 decoded videos alive at once (decoder output, crop, conversion for the writer)
+
+
 def whole_clip_bytes(header: dict) -> int:
-    """Memory a whole-clip load and decode of ``header``'s clip needs at least: its keep mask,
-    its restored float32 latent, and its decoded float32 video."""
+    """Memory a whole-clip load and decode of ``header``'s clip takes beyond the models themselves, from the
+    header alone: its keep mask, the float32 latents restoration holds, the inpainter's activations, and the
+    float32 video the decoder renders, at the size the *latent* decodes to (never less than the declared source)."""
+    from latok.vae import vae_class
+
     _, channels, frames, height, width = header["shape"]
-    source = header["source"]
-    positions = frames * height * width
-    return positions * (1 + 4 * channels) + source["frames"] * source["height"] * source["width"] * 3 * 4
+    backend, source = vae_class(header["backend"]), header["source"]
+    rendered = ((frames - 1) * backend.temporal_ratio + 1) * height * backend.spatial_ratio * width * backend.spatial_ratio
+    pixels = max(rendered, source["frames"] * source["height"] * source["width"])
+    return frames * height * width * (1 + 4 * channels * LATENT_COPIES + INPAINTER_BYTES) + pixels * 3 * 4 * VIDEO_COPIES
 
 
 def load_latok(path: str | os.PathLike) -> AdaptiveLatent:

@@ -51,7 +51,7 @@ from latok.errors import InvalidInputError, LatokFormatError
 MIN_STEP = 2.0**-10  # finest step: codes of |v| <= 65504 (fp16's largest) stay below MAX_CODE
 MAX_STEP = 2.0**10
 MAX_CHUNK_VALUES = 1 << 21  # kept values (vectors x C) of one QVAL record: bounds what a small file can make the reader decode
-MAX_CODE = 1 << 27  # |q|; residuals stay below 2**28 and their folds below 2**29
+MAX_CODE = (1 << 27) - 1  # |q| <= MAX_CODE, for the writer and the reader alike: residuals stay within 2**28 - 2, folds below 2**29
 DIRECT = 64  # folds below this are their own symbol
 BUCKETS = 23  # buckets for folds in [2**(6+b), 2**(7+b)), b < BUCKETS: folds below 2**29
 ALPHABET = DIRECT + BUCKETS
@@ -91,9 +91,17 @@ def _step_tensor(steps: Sequence[float]) -> torch.Tensor:
 def quantise(values: torch.Tensor, steps: Sequence[float]) -> torch.Tensor:
     """``(N, C)`` values -> their ``(N, C)`` int32 codes on the per-channel grid ``steps``."""
     codes = torch.round(values.float() / _step_tensor(steps))
-    if codes.numel() and not bool(codes.abs().max() <= MAX_CODE):
+    if not within_code_bound(codes):
         raise InvalidInputError(f"a latent value is too large to quantise (over {MAX_CODE} steps, or not finite)")
     return codes.to(torch.int32)
+
+
+def within_code_bound(codes: torch.Tensor | np.ndarray) -> bool:
+    """Are all ``codes`` within ``±MAX_CODE`` (and finite)?  The one bound the writer and the reader share."""
+    if not codes.size if isinstance(codes, np.ndarray) else not codes.numel():
+        return True
+    top = np.abs(codes).max() if isinstance(codes, np.ndarray) else codes.abs().max()
+    return float(top) <= MAX_CODE  # compared as Python numbers: in float32, 2**27 - 1 rounds up to 2**27
 
 
 def dequantise(codes: torch.Tensor, steps: Sequence[float]) -> torch.Tensor:
@@ -182,7 +190,7 @@ def guarded(call, *args):
 
 
 def _bounded(codes: np.ndarray) -> np.ndarray:
-    if codes.size and np.abs(codes).max() > MAX_CODE:
+    if not within_code_bound(codes):
         raise LatokFormatError(f"a decoded value code exceeds {MAX_CODE}")
     return codes
 

@@ -110,9 +110,7 @@ def lpips_weights_path(path: str | os.PathLike | None = None) -> os.PathLike:
 
 
 def _build(vgg_path, heads_path, target) -> os.PathLike:
-    from safetensors.torch import save_file
-
-    from latok._fs import atomic_path
+    from latok._fs import write_safetensors
 
     vgg = torch.load(vgg_path, map_location="cpu", weights_only=True)
     heads = torch.load(heads_path, map_location="cpu", weights_only=True)
@@ -122,8 +120,7 @@ def _build(vgg_path, heads_path, target) -> os.PathLike:
     digest = tensor_digest(state)
     if digest != CONTENT_SHA256:
         raise WeightsChecksumError(f"LPIPS weights built from {vgg_path} and {heads_path}: content sha256 {digest} != {CONTENT_SHA256}")
-    with atomic_path(target) as tmp:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    write_safetensors({k: v.contiguous() for k, v in state.items()}, target)
     return target
 
 

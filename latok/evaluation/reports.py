@@ -19,14 +19,18 @@ from latok.codec.bitstream import bitrate, encoded_size, save_latok
 from latok.codec.reader import LatokReader
 
 
-def file_info(path: str | Path) -> dict:
-    """Header and statistics of a ``.latok`` file, read chunk by chunk (validates the whole file;
-    memory stays that of one packed chunk)."""
+def file_info(path: str | Path, verify: bool = False) -> dict:
+    """Header and statistics of a ``.latok`` file, read chunk by chunk in the memory of one packed chunk.
+
+    By default only the file's structure is read (:meth:`LatokReader.records` with ``decode=False``),
+    in time proportional to its bytes; ``verify`` also decodes every mask and value, in time
+    proportional to the clip the file declares, and adds ``"verified": true``.
+    """
     path = Path(path)
     with LatokReader(path) as reader:
         header, size, header_bytes = reader.header, reader.size, reader.header_bytes
         tokens, chunks, mask_bytes, value_bytes, motion_bytes = 0, 0, 0, 0, 0
-        for chunk in reader.records():
+        for chunk in reader.records(decode=verify):
             tokens += chunk.count
             chunks += 1
             mask_bytes += chunk.mask_bytes
@@ -59,6 +63,7 @@ def file_info(path: str | Path) -> dict:
                           "end": size - header_bytes - mask_bytes - value_bytes - motion_bytes},
         "bits_per_kept_value": value_bytes * 8 / (tokens * shape[1]) if tokens else None,
         **bitrate(size, source["frames"], source["height"], source["width"], source["fps"]),
+        **({"verified": True} if verify else {}),
     }
 
 

@@ -30,7 +30,9 @@ import io
 import json
 import logging
 import math
+import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -80,7 +82,7 @@ def decode_sample(sample: dict) -> dict:
 
                 decoded["latent.npy"] = decode_dense(data)
             else:
-                decoded[name] = np.load(io.BytesIO(data), allow_pickle=False)
+                decoded[name] = _load_npy(data)
         except (ValueError, OSError, EOFError, RecursionError, UnicodeDecodeError, LatokFormatError) as error:
             raise ShardFormatError(f"{where}.{name} cannot be read ({str(error).splitlines()[0][:200]})") from None
     latent = decoded.get("latent.npy")
@@ -90,6 +92,22 @@ def decode_sample(sample: dict) -> dict:
     if video is not None and (video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3):
         raise ShardFormatError(f"{where}.video.npy must be uint8 (T, H, W, 3), got {video.dtype} {video.shape}")
     return decoded
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    """An ``.npy`` member whose header must describe exactly the bytes that follow it: a header that
+    declares a huge shape is refused before anything is allocated."""
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read_header is None:
+        raise ValueError(f".npy format version {version} is not one latok writes")
+    shape, _, dtype = read_header(stream, max_header_size=10_000)
+    if dtype.hasobject:
+        raise ValueError("object arrays are not read (they would need unpickling)")
+    if math.prod(shape) * dtype.itemsize != len(data) - stream.tell():
+        raise ValueError(f"its header declares {shape} {dtype}, which is not the {len(data) - stream.tell()} bytes it holds")
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def read_samples(directory: str | Path) -> list[dict]:
@@ -263,6 +281,10 @@ class LatentDataModule(L.LightningDataModule):
         if not self.hparams.val_dir:
             return []
         samples = read_samples(self.hparams.val_dir)
+        for s in samples:
+            if "video.npy" not in s or not isinstance(s["json"].get("name"), str):
+                where = f"{s.get('__url__', self.hparams.val_dir)}: member {s.get('__key__', '?')}"
+                raise ShardFormatError(f"{where}: a validation sample needs video.npy and a json with a \"name\" (cache it with --with-video)")
         items = [
             {
                 "latent": torch.from_numpy(s["latent.npy"]).float(),
@@ -331,7 +353,7 @@ class LatentCacher(L.LightningModule):
         try:
             clip = load_clip(job["input"], frames=job["frames"], start=job["start"], stride=job["stride"], height=job["height"])
         except VideoReadError as error:
-            logger.warning("skipped: %s", error)
+            logger.debug("skipped: %s", error)  # returned: the caller reports it once
             return str(error)
         latent = self._vae.encode(clip.video)[0].cpu()  # (C, t, h, w)
         meta = {
@@ -345,6 +367,22 @@ class LatentCacher(L.LightningModule):
         steps = channel_steps(self.value_step, self._vae.value_sensitivity, latent.shape[0])
         write_shard(Path(job["shard"]), job["name"], latent, meta, video, steps)
         return None
+
+
+@contextmanager
+def _quiet_lightning():
+    """Lightning's INFO lines (accelerators found, devices used) are noise around a cache job: keep its warnings only,
+    unless latok logs at debug level (``latok -v``)."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [log.level for log in loggers]
+    if not logging.getLogger("latok").isEnabledFor(logging.DEBUG):
+        for log in loggers:
+            log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def cache_latents(
@@ -372,11 +410,15 @@ def cache_latents(
     """
     import hashlib
 
+    from latok.io import check_input
+
+    for source in inputs:  # before any work: a missing input, a dangling link or a link loop is one error
+        check_input(source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for source in inputs:
-        settings = json.dumps([str(Path(source).resolve()), backend, frames, start, stride, height, with_video] + ([value_step] if value_step else []))
+        settings = json.dumps([os.path.realpath(source), backend, frames, start, stride, height, with_video] + ([value_step] if value_step else []))
         name = Path(source).stem if Path(source).is_file() else Path(source).name
         shard = out / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}.tar"
         job = {"input": str(source), "name": name, "shard": str(shard), "frames": frames, "start": start,
@@ -386,7 +428,8 @@ def cache_latents(
     logger.info("%d of %d inputs to encode into %s", len(jobs), len(inputs), out)
     errors: list[str] = []
     if jobs:
-        trainer = L.Trainer(accelerator="auto", devices="auto", logger=False, enable_checkpointing=False)
-        loader = DataLoader(_Inputs(jobs), batch_size=None, collate_fn=lambda job: job)
-        errors = [e for e in trainer.predict(LatentCacher(backend, vae_options, value_step), loader) or [] if e]
+        with _quiet_lightning():
+            trainer = L.Trainer(accelerator="auto", devices="auto", logger=False, enable_checkpointing=False)
+            loader = DataLoader(_Inputs(jobs), batch_size=None, collate_fn=lambda job: job)
+            errors = [e for e in trainer.predict(LatentCacher(backend, vae_options, value_step), loader) or [] if e]
     return sorted(out.glob("*.tar")), errors

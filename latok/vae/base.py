@@ -65,6 +65,8 @@ class VideoAutoencoder(abc.ABC):
             (``sqrt`` of the :meth:`decoder_metric` diagonal, geometric mean 1); quantisation steps
             are divided by it (:mod:`latok.codec.values`).  ``None``: one step for every channel.
         default_value_step: the quantisation step ``.latok`` files take by default (0: exact values).
+        fixed_geometry: every model of this backend has these channels and ratios, so a ``.latok``
+            header's latent shape must be exactly what :meth:`latent_shape` gives for its source.
     """
 
     name: ClassVar[str] = ""
@@ -77,6 +79,7 @@ class VideoAutoencoder(abc.ABC):
     value_sensitivity: ClassVar[tuple[float, ...] | None] = None
     default_value_step: ClassVar[float] = 0.0
     weights_option: ClassVar[str] = "weights"  # the constructor option that takes a weights path
+    fixed_geometry: ClassVar[bool] = True  # channels and ratios are the class's; False where a model config may change them
 
     def __init__(
         self,
@@ -102,6 +105,14 @@ class VideoAutoencoder(abc.ABC):
         """Smallest ``1 + k*s >= frames``: the frame count the encoder actually sees."""
         s = self.temporal_ratio
         return frames if s == 1 else 1 + math.ceil((frames - 1) / s) * s
+
+    @classmethod
+    def expected_latent(cls, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(C, t, h, w)`` of the latent this backend's class makes from a ``frames x height x width`` video."""
+        m = cls.spatial_multiple or cls.spatial_ratio
+        s = cls.temporal_ratio
+        aligned = frames if s == 1 else 1 + math.ceil((frames - 1) / s) * s
+        return cls.latent_channels, (aligned - 1) // s + 1, math.ceil(height / m) * m // cls.spatial_ratio, math.ceil(width / m) * m // cls.spatial_ratio
 
     def latent_shape(self, video_shape: tuple[int, ...]) -> tuple[int, int, int, int, int]:
         """``(B, 3, T, H, W)`` -> the ``(B, C, t, h, w)`` that :meth:`encode` returns."""

@@ -46,6 +46,7 @@ class DiffusersVideoVAE(VideoAutoencoder):
     model_class: ClassVar[str]
     hub_id: ClassVar[str]
     weights_option: ClassVar[str] = "pretrained"
+    fixed_geometry: ClassVar[bool] = False  # a model's config sets its channels and ratios
 
     def __init__(
         self,
@@ -81,15 +82,23 @@ class DiffusersVideoVAE(VideoAutoencoder):
         local = Path(source).expanduser()
         if subfolder is None:
             subfolder = None if (local / "config.json").is_file() else "vae"
-        try:
-            return getattr(diffusers, self.model_class).from_pretrained(source, subfolder=subfolder)
+        from latok.weights import OFFLINE_ENV, offline
+
+        library_logger = logging.getLogger("diffusers")
+        level = library_logger.level
+        library_logger.setLevel(logging.ERROR)  # its loading advice (install accelerate, ...) is not latok's user's concern
+        try:  # offline: the Hugging Face cache or a local folder only, no network call
+            return getattr(diffusers, self.model_class).from_pretrained(source, subfolder=subfolder, local_files_only=offline())
         except (OSError, ValueError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise WeightsNotFoundError(
                 f"{self.name}: could not load {self.model_class} from {source!r}"
                 f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {reason}; pass a local diffusers "
                 f"directory with pretrained=..., or run once with internet access to fill the Hugging Face cache"
+                f"{f' ({OFFLINE_ENV} is set: nothing was downloaded)' if offline() else ''}"
             ) from None
+        finally:
+            library_logger.setLevel(level)
 
     @classmethod
     def weights_available(cls, pretrained: str | os.PathLike | None = None, **options) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -100,7 +101,9 @@ def build_decoder(latent_channels: int = 32) -> nn.Sequential:
 def load_state(module: nn.Module, path: os.PathLike, what: str) -> nn.Module:
     """Load a published state dict (``torch.load(weights_only=True)``: tensors only, no code)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says all there is
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
             raise TypeError(f"holds a {type(state).__name__}, not a state dict")
         module.load_state_dict(state)
