@@ -420,10 +420,11 @@ def run_decode(args: argparse.Namespace) -> int:
 
     output = check_output_path(args.output)
     check_outputs({"-o" if output.suffix else "-o folder": output}, _read_paths(args))
+    with LatokReader(args.input) as reader:
+        header = reader.header
+    tokenizer = _tokenizer(args, backend=header["backend"])
+    tokenizer.check_backend(header["backend"], header["backend_config"])  # before the clip is read
     if args.stream:
-        with LatokReader(args.input) as reader:
-            header = reader.header
-        tokenizer = _tokenizer(args, backend=header["backend"])
         tokenizer.vae.progress = False
         source = header["source"]
         with VideoWriter(args.output, fps=source["fps"]) as out, tqdm(total=source["frames"], unit="frame", desc="decode --stream") as bar:
@@ -434,7 +435,6 @@ def run_decode(args: argparse.Namespace) -> int:
         fill = tokenizer.resolve_stream(header)
     else:
         adaptive = load_latok(args.input)
-        tokenizer = _tokenizer(args, backend=adaptive.backend)
         fill = tokenizer.resolve(adaptive)
         write_video(args.output, tokenizer.decode(adaptive, fill), fps=adaptive.source.fps)
         frames, height, width = adaptive.source.frames, adaptive.source.height, adaptive.source.width

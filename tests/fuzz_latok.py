@@ -36,9 +36,10 @@ from latok.codec.bitstream import save_latok
 from latok.codec.maskcoder import MaskCoder
 from latok.codec.masking import redundancy_mask
 from latok.codec.reader import LatokReader, load_latok
-from latok.codec.tokens import AdaptiveLatent, SourceInfo
+from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash
 from latok.codec.values import channel_steps
 from latok.errors import LatokFormatError
+from latok.vae import vae_class
 
 PREAMBLE = struct.Struct("<8sHH")
 RECORD = struct.Struct("<4sI")
@@ -56,7 +57,7 @@ def valid_file(frames: int = 6, chunk_frames: int = 2, motion: bool = False, val
     if vectors is not None:
         vectors[:, 0] = 0
     adaptive = AdaptiveLatent.from_dense(
-        latent, redundancy_mask(latent, 0.3, motion=vectors).keep, backend="taef2", backend_config="abc123", tau=0.3,
+        latent, redundancy_mask(latent, 0.3, motion=vectors).keep, backend="taef2", backend_config=backend_config_hash(vae_class("taef2")), tau=0.3,
         source=SourceInfo(frames=frames, height=48, width=80, fps=25.0, source_size=(96, 160), crop=(0, 0, 48, 80)),
         motion=vectors, value_step=channel_steps(value_step, None, 32),
     )  # fmt: skip

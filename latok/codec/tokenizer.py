@@ -265,9 +265,11 @@ class LatentTokenizer:
         return self.vae.decode(self.restore(adaptive, fill), size=(source.frames, source.height, source.width))
 
     def _check_backend(self, adaptive: AdaptiveLatent) -> None:
-        self._check_backend_config(adaptive.backend, adaptive.backend_config)
+        self.check_backend(adaptive.backend, adaptive.backend_config)
 
-    def _check_backend_config(self, backend: str, config: str) -> None:
+    def check_backend(self, backend: str, config: str) -> None:
+        """Refuse tokens of another backend or backend config (a header's ``backend``/``backend_config``),
+        e.g. before a file's clip is read."""
         if backend != self.vae.name or config != backend_config_hash(self.vae):
             raise InvalidInputError(
                 f"tokens come from backend {backend!r} ({config}); this tokenizer "
@@ -358,7 +360,7 @@ class LatentTokenizer:
             raise InvalidInputError(f"context frames must be >= 1, got {context_frames}")
         with LatokReader(path) as reader:
             header = reader.header
-            self._check_backend_config(header["backend"], str(header["backend_config"]))
+            self.check_backend(header["backend"], str(header["backend_config"]))
             fill = self.resolve_stream(header, fill)
             _, channels, _, height, width = header["shape"]
             source = header["source"]
