@@ -188,8 +188,10 @@ def test_causal_config_fine_tunes_with_stream_context(shards, tmp_path, monkeypa
     start = InpaintingTransformer.from_pretrained(ROOT / "checkpoints" / "taef2-lit-xs").state_dict()
     state = cli.model.model.state_dict()
     drift = max(float((value - start[name]).abs().max()) for name, value in state.items())
-    assert 0 < drift < 0.05  # started from the checkpoint (a fresh head is all zeros), then trained 2 steps
-    assert float(state["head.weight"].abs().max()) > 0.05
+    assert 0 < drift < 0.05  # trained 2 steps
+    # started from the checkpoint: a fresh head is all zeros, so it would sit the checkpoint's whole head away
+    head = start["head.weight"].abs().max()
+    assert head > 0 and (state["head.weight"] - start["head.weight"]).abs().max() < 0.25 * head
 
 
 @pytest.mark.parametrize("chain", ["shipped", "previous"])
