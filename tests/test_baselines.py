@@ -12,8 +12,11 @@ from conftest import needs_weights
 
 from latok.codec.fill import hold_fill
 from latok.codec.masking import redundancy_mask
+from latok.codec.motion import estimate_motion
+from latok.codec.values import TABLE_HEAD, ValueCoder, position_bits, quantise
 from latok.errors import InvalidInputError
 from latok.evaluation.baselines import AllocationContext, get_allocator
+from latok.evaluation.baselines.base import top_fraction
 from latok.evaluation.baselines.policies import smallest_passing
 
 SCALE = 2  # toy "decoder": each latent cell covers 2x2 pixels
@@ -92,16 +95,41 @@ def test_elastictok_keeps_only_what_the_threshold_needs_and_counts_decodes():
         get_allocator("elastictok").allocate(toy_context(latent, temporal_ratio=4))
 
 
-def test_infotok_keeps_the_cells_the_decoder_gets_wrong():
-    latent = torch.zeros(1, 4, 4, 6, 6)
-    context = toy_context(latent)
-    context.video = context.video.clone()
-    context.video[:, :, 2, 4:6, 6:8] += 0.5  # the decoder cannot produce this: cell (2, 2, 3) has error
-    allocation = get_allocator("infotok").allocate(context)
+def test_infotok_keeps_the_positions_that_cost_the_most_bits():
+    walk = torch.randn(1, 4, 6, 6, 6, generator=torch.Generator().manual_seed(0)).mul(0.01).cumsum(dim=2)
+    latent = walk.clone()
+    latent[:, :, 2:, 2, 3] += 1.0  # one position jumps at frame 2 and stays: the coder did not expect it there
+    steps = (0.05,) * 4
+    bits = position_bits(latent, steps)
+    assert bits[0, 2, 2, 3] == bits[0, 1:].max() and bits[0, 3, 2, 3] < bits[0, 2, 2, 3]
+    allocation = get_allocator("infotok").allocate(toy_context(latent, value_steps=steps))
     assert allocation.keep[0, 2, 2, 3] and allocation.usage == pytest.approx(0.5, abs=0.01)
-    small = get_allocator("infotok").allocate(toy_context(latent, target_usage=0.3))
+    assert torch.equal(allocation.keep[:, 1:], top_fraction(bits, 0.5)[:, 1:])
+    small = get_allocator("infotok").allocate(toy_context(latent, target_usage=0.3, value_steps=steps))
     assert small.usage == pytest.approx(0.3, abs=0.01)
-    assert (allocation.passes.encoder, allocation.passes.decoder) == (1, 2)
+    assert (allocation.passes.encoder, allocation.passes.decoder) == (1, 2)  # InfoTok's full-rate pass is run and counted
+    with pytest.raises(InvalidInputError, match="value steps"):
+        get_allocator("infotok").allocate(toy_context(latent))
+
+
+def test_position_bits_add_up_to_what_the_coder_writes():
+    latent = torch.randn(1, 4, 6, 5, 7, generator=torch.Generator().manual_seed(1)).mul(0.3).cumsum(dim=2)
+    steps = (0.05,) * 4
+    codes = quantise(latent[0].permute(1, 2, 3, 0).reshape(-1, 4), steps)
+    payload = ValueCoder(4, 5, 7).encode(torch.ones(1, 6, 5, 7, dtype=torch.bool), codes)
+    (tables,) = TABLE_HEAD.unpack_from(payload)
+    coded = len(payload) - TABLE_HEAD.size - tables  # the range coder's words
+    assert abs(float(position_bits(latent, steps).sum()) / 8 - coded) <= 8
+
+
+def test_latok_allocator_follows_the_tokenizer_motion():
+    frame = torch.randn(1, 4, 1, 12, 12, generator=torch.Generator().manual_seed(2))
+    latent = torch.cat([frame.roll(t, dims=-1) for t in range(5)], dim=2)  # a pan of one latent pixel a frame
+    allocation = get_allocator("latok", tau=0.2, motion="global").allocate(toy_context(latent))
+    motion = estimate_motion(latent, model="global")
+    assert allocation.motion is not None and torch.equal(allocation.motion, motion)
+    assert torch.equal(allocation.keep, redundancy_mask(latent, 0.2, motion=motion).keep)
+    assert allocation.usage < get_allocator("latok", tau=0.2).allocate(toy_context(latent)).usage
 
 
 def test_rlt_keeps_cells_whose_pixels_changed():
@@ -202,7 +230,7 @@ def test_every_allocator_keeps_latent_frame_0(name, usage):
     and a forced rate counts frame 0 against the budget (so a low usage keeps only frame 0)."""
     latent = moving_square(frames=8)
     latent[:, :, 0, 5:, 5:] = 0.3  # frame-0 cells the decoder reproduces exactly, the router's lowest scores
-    allocation = get_allocator(name).allocate(toy_context(latent, target_usage=usage, default_tau=0.15))
+    allocation = get_allocator(name).allocate(toy_context(latent, target_usage=usage, default_tau=0.15, value_steps=(0.05,) * 4))
     assert allocation.keep[:, 0].all()
     if usage is not None and name in ("infotok", "rlt", "fixed"):  # top-k allocators meet a forced rate exactly
         assert allocation.keep.float().mean().item() == pytest.approx(max(usage, 1 / 8), abs=1 / latent[0, 0].numel())

@@ -263,14 +263,15 @@ def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainte
     return NamedFill(fill if isinstance(fill, str) else getattr(fill, "__name__", type(fill).__name__), get_fill(fill))
 
 
-def fill_for_mask(fill: str, inpainters: Inpainters | None = None, tau: float | None = None) -> NamedFill:
+def fill_for_mask(fill: str, inpainters: Inpainters | None = None, tau: float | None = None, motion: torch.Tensor | None = None) -> NamedFill:
     """A fill by name for a bare keep mask (no tokens, no guard), as the allocator benchmark uses:
-    ``lit`` runs unguarded, bounded by ``tau`` when the mask came from latok's rule."""
+    ``lit`` runs unguarded, bounded by ``tau`` when the mask came from latok's rule; with ``motion``
+    (the translations the rule warped by) hold and interp follow it."""
     if fill == "lit" and inpainters is not None:
-        return inpainters.lit(tau)
+        return inpainters.lit(tau, motion=motion)
     if uses_inpainter(fill):
         raise InvalidInputError(f"fill {fill} on a bare mask needs the inpainter" if fill == "lit" else "auto needs tokens with a lit guard")
-    return NamedFill(fill, get_fill(fill))
+    return _with_motion(fill, motion) if motion is not None else NamedFill(fill, get_fill(fill))
 
 
 # -- the lit guard ----------------------------------------------------------------------------------

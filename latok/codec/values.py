@@ -254,6 +254,26 @@ class ValueCoder:
         temporal = grouped - previous
         return positions, streams + [temporal[context == k] for k in range(1, len(STALENESS) + 1)]
 
+    def entry_bits(self, keep: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
+        """A chunk's ``(1, k, h, w)`` keep and ``(N, C)`` int32 codes -> ``(N,)`` float64: the bits :meth:`encode`
+        spends on each kept entry, summed over channels: ``-log2`` of its residual symbol's probability under
+        the chunk's own tables, plus its low bits (its surprise given its context; the tables and the range
+        coder's final words are left out).  The coder's state does not move."""
+        keep_np, codes_np = keep[0].numpy(), codes.numpy().astype(np.int64)
+        _, order, intra, _, context = self._layout(keep_np)
+        _, streams = self.residual_streams(keep_np, codes_np)
+        entries = [np.arange(intra)] + [order[context == k] for k in range(1, len(STALENESS) + 1)]
+        bits = np.zeros(len(codes_np))
+        for channel in range(self.channels):
+            for residuals, index in zip(streams, entries):
+                symbols, _ = _symbols(_fold(residuals[:, channel]))
+                counts = _COUNT_TABLE[count_code(np.bincount(symbols, minlength=ALPHABET))]
+                if not len(symbols) or np.count_nonzero(counts) <= 1:  # one symbol: the table says it all
+                    continue
+                cost = -np.log2(counts[symbols] / counts.sum()) + np.maximum(symbols - DIRECT + 6, 0) * (symbols >= DIRECT)
+                np.add.at(bits, index, cost)
+        return bits
+
     def encode(self, keep: torch.Tensor, codes: torch.Tensor) -> bytes:
         """A chunk's ``(1, k, h, w)`` keep and ``(N, C)`` int32 codes -> its payload."""
         import constriction
@@ -360,6 +380,18 @@ class ValueCoder:
             fold = np.where(where, 0, fold)
             fold[where] = (np.int64(1) << bits) + guarded(_decode_low, decoder, int(where.sum()), bits)
         return _unfold(fold)
+
+
+def position_bits(latent: torch.Tensor, steps: Sequence[float]) -> torch.Tensor:
+    """``(1, C, t, h, w)`` latent -> ``(1, t, h, w)`` float32: each position's coded cost in bits when every
+    position is kept, quantised with ``steps`` (:func:`channel_steps`) and coded by :class:`ValueCoder`:
+    frame 0 against its raster neighbour, later frames against the same position one frame before.  A
+    position that moved little costs few bits; one the coder did not expect costs many."""
+    _, channels, frames, height, width = latent.shape
+    keep = torch.ones(1, frames, height, width, dtype=torch.bool)
+    codes = quantise(latent[0].permute(1, 2, 3, 0).reshape(-1, channels).cpu(), steps)  # (t*h*w, C), keep.nonzero() order
+    bits = ValueCoder(channels, height, width).entry_bits(keep, codes)
+    return torch.from_numpy(bits).float().view(1, frames, height, width)
 
 
 # -- dense latents (training caches) -------------------------------------------------------

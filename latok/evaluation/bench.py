@@ -55,7 +55,8 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
 
     context = AllocationContext(
         video=video, latent=latent, decode=decode, fill=fill_fn, fill_is_model=fill_fn.uses_model,
-        target_usage=target_usage, temporal_ratio=vae.temporal_ratio, default_tau=vae.default_tau,
+        target_usage=target_usage, temporal_ratio=vae.temporal_ratio, default_tau=tokenizer.default_tau,
+        value_steps=tokenizer.value_steps,
     )  # fmt: skip
     start = time.perf_counter()
     allocation = allocator.allocate(context)
@@ -65,7 +66,7 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
     keep = allocation.keep
     sparse = latent * keep.unsqueeze(1)
     tau = allocation.info.get("tau") if allocator.name == "latok" else None  # bounds lit where latok's rule made the mask
-    dense = fill_for_mask(fill, tokenizer.inpainters, tau)(sparse, keep)
+    dense = fill_for_mask(fill, tokenizer.inpainters, tau, allocation.motion)(sparse, keep)
     _sync(device)
     seconds["fill"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -93,9 +94,10 @@ def bench(
     if "latok" not in allocators:
         allocators = ["latok", *allocators]
     tau = tokenizer.resolve_tau(tau=latok_tau)
-    policies = {name: get_allocator(name, tau=tau) if name == "latok" else get_allocator(name) for name in allocators}
+    rule = {"tau": tau, "reference": tokenizer.reference, "motion": tokenizer.motion}  # the tokenizer's own rule
+    policies = {name: get_allocator(name, **rule) if name == "latok" else get_allocator(name) for name in allocators}
     settings = {"allocators": allocators, "fill": fill, "matched_usage": matched_usage, "repeats": repeats,
-                "lpips": lpips, "tau": tau, "backend": tokenizer.vae.name, "device": _device_name(tokenizer.vae.device),
+                "lpips": lpips, "tau": tau, "motion": tokenizer.motion, "backend": tokenizer.vae.name, "device": _device_name(tokenizer.vae.device),
                 "clips": [c.name for c in clips]}  # fmt: skip
     done = _load_progress(progress, settings)
     per_clip = {name: [done[c.name][name] for c in clips if c.name in done] for name in allocators}

@@ -36,6 +36,8 @@ class AllocationContext:
         temporal_ratio: video frames per latent frame of the backend.
         default_tau: the backend's calibrated tau (:attr:`~latok.VideoAutoencoder.default_tau`),
             latok's threshold unless its allocator is given one.
+        value_steps: the tokenizer's per-channel value steps (:func:`latok.codec.values.channel_steps`),
+            for allocators that rank by coded bits.
     """
 
     video: torch.Tensor
@@ -46,6 +48,7 @@ class AllocationContext:
     target_usage: float | None = None
     temporal_ratio: int = 1
     default_tau: float | None = None
+    value_steps: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Allocation:
     keep: torch.Tensor  # (1, t, h, w) bool, frame 0 kept
     passes: Passes = field(default_factory=Passes)
     info: dict = field(default_factory=dict)
+    motion: torch.Tensor | None = None  # the translations the mask was made with (latok's rule); fills follow them
 
     @property
     def usage(self) -> float:

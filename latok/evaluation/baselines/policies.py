@@ -9,28 +9,32 @@ import torch
 import torch.nn.functional as F
 
 from latok.codec.masking import redundancy_mask, tau_for_usage
+from latok.codec.motion import estimate_motion
+from latok.codec.values import position_bits
 from latok.errors import InvalidInputError
 from latok.evaluation.baselines.base import Allocation, AllocationContext, final_passes, register_allocator, top_fraction
 
 
 @register_allocator("latok")
 class TemporalL1:
-    """latok: drop positions whose latent barely changed (mean_c |dz| < tau).  No decoder pass.
+    """latok: drop positions whose latent barely changed (mean_c |dz| < tau), against the reference warped by
+    the tokenizer's ``motion`` model when it has one, as :class:`~latok.LatentTokenizer` masks.  No decoder pass.
 
     ``tau``: the threshold (default: the backend's calibrated one, ``context.default_tau``)."""
 
-    def __init__(self, tau: float | None = None, reference: str = "last-kept"):
-        self.tau, self.reference = tau, reference
+    def __init__(self, tau: float | None = None, reference: str = "last-kept", motion: str = "none"):
+        self.tau, self.reference, self.motion = tau, reference, motion
 
     def allocate(self, context: AllocationContext) -> Allocation:
+        motion = None if self.motion == "none" else estimate_motion(context.latent, model=self.motion)
         if context.target_usage is not None:
-            tau = tau_for_usage(context.latent, context.target_usage, self.reference)
+            tau = tau_for_usage(context.latent, context.target_usage, self.reference, motion=motion)
         elif self.tau is not None or context.default_tau is not None:
             tau = self.tau if self.tau is not None else context.default_tau
         else:
             raise InvalidInputError("latok's allocator needs a tau: the backend has no calibrated one")
-        keep = redundancy_mask(context.latent, tau, self.reference).keep
-        return Allocation(keep, final_passes(context), {"tau": tau})
+        keep = redundancy_mask(context.latent, tau, self.reference, motion=motion).keep
+        return Allocation(keep, final_passes(context), {"tau": tau}, motion=motion)
 
 
 def smallest_passing(low: int, high: int, passes: Callable[[int], bool]) -> tuple[int, int]:
@@ -104,18 +108,23 @@ class ElasticSearch:
 
 
 @register_allocator("infotok")
-class ErrorRouter:
-    """InfoTok-style: decode at full rate, score each latent cell by the decoder's L1 error over its
-    pixel footprint, keep the top ``target_usage`` (default ``rate``).  1 encode + 2 decodes."""
+class InformationRouter:
+    """InfoTok-style: rank latent positions by their information and keep the top ``target_usage``
+    (default ``rate``).  InfoTok's router reads a position's information off a full-rate pass; with the
+    same frozen VAE, the closest stand-in latok has is each position's coded cost in bits under its own
+    value coder at full rate (:func:`latok.codec.values.position_bits`: its surprise given the position one
+    frame before).  The full-rate decode InfoTok's router needs is run and counted, so its timing stays
+    InfoTok's: 1 encode + 2 decodes."""
 
     def __init__(self, rate: float = 0.5):
         self.rate = rate
 
     def allocate(self, context: AllocationContext) -> Allocation:
-        latent, video = context.latent, context.video
-        decoded = context.decode(latent, slice(0, latent.shape[2]))
-        error = (decoded.float() - video.float()).abs().mean(dim=1, keepdim=True)  # (1, 1, T, H, W)
-        score = _pool_to_cells(error, latent.shape[2:])
+        latent = context.latent
+        context.decode(latent, slice(0, latent.shape[2]))  # the full-rate pass of InfoTok's router
+        if context.value_steps is None:
+            raise InvalidInputError("the infotok router ranks by coded bits: it needs the backend's value steps")
+        score = position_bits(latent, context.value_steps).to(latent.device)
         usage = self.rate if context.target_usage is None else context.target_usage
         passes = final_passes(context)
         passes.decoder += 1.0
