@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from latok.codec.bitstream import save_latok
+from latok.codec.format.writer import save_latok
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.io import load_clip
 

@@ -1,4 +1,4 @@
-"""Training caches written with the ``.latok`` value coding: shard size and training speed (issue 20).
+"""Training caches written with the ``.latok`` value coding: shard size and training speed.
 
 Re-writes the pool validation shards (17 latent frames of 240p each; made by ``eval/prepare_pool_data.sh``,
 without their frames here) at each value step, where 0 is latok's earlier fp16 ``latent.npy``, then for
@@ -23,7 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from latok.codec.values import channel_steps, dequantise, quantise
+from latok.codec.quantise import channel_steps, dequantise, quantise
 from latok.training.data import LatentDataModule, read_samples, write_shard
 from latok.training.module import InpainterModule
 from latok.vae import vae_class

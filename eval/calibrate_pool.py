@@ -1,6 +1,6 @@
-"""Choose the default tau and the default --motion on the training pool's validation split (issue 19).
+"""Choose the default tau and the default --motion on the training pool's validation split.
 
-Reads the ``latok eval`` outputs that eval/run_issue19.sh writes for eval/splits/pool_val.txt (fill lit,
+Reads the ``latok eval`` outputs that eval/run_shipped_defaults.sh writes for eval/splits/pool_val.txt (fill lit,
 the default decode: the inpainter behind its lit guard), one folder per motion, and applies two rules:
 
 * default motion: the one whose usage 0.3-0.9 curve is highest (Bjøntegaard-style mean PSNR difference,
@@ -96,7 +96,7 @@ def main() -> None:
     out = Path(args.results)
     (out / "calibrate_pool.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = ["# Default motion and tau, chosen on the pool validation split", "",
-             f"`{report['command']}`; inputs: `eval/run_issue19.sh` (stage val) on the 18 clips of {report['split']}, "
+             f"`{report['command']}`; inputs: `eval/run_shipped_defaults.sh` (stage val) on the 18 clips of {report['split']}, "
              "fill lit (the default decode).", "",
              "## Motion: usage 0.3–0.9 curves against none (mean PSNR difference)", "", "| motion | ΔPSNR vs none (dB) |", "|---|---|"]  # fmt: skip
     lines += [f"| {m} | {d:+.2f} |" for m, d in versus_none.items()]

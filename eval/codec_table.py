@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from latok.codec.bitstream import save_latok
+from latok.codec.format.writer import save_latok
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr
 from latok.io import load_clip

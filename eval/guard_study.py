@@ -30,7 +30,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from latok.codec.restoration import LIT_GUARD_MARGIN, default_inpainter_path
+from latok.codec.restore.guard import LIT_GUARD_MARGIN
+from latok.codec.restore.resolve import default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.io import load_clip, to_8bit_levels
 
@@ -191,7 +192,7 @@ def markdown(result: dict) -> str:
         f"Unguarded lit: worst {first['unguarded_worst_gain_db']:+.3f} dB, mean {first['unguarded_mean_gain_db']:+.3f} dB.",
         "",
         f"Chosen margin (best mean gain among margins whose worst clip loses at most {-WORST_ALLOWED_DB:g} dB): "
-        f"**{result['chosen_margin']:g}** (latok.codec.restoration.LIT_GUARD_MARGIN).",
+        f"**{result['chosen_margin']:g}** (latok.codec.restore.resolve.LIT_GUARD_MARGIN).",
         "",
         *disagreements(result["clips"], LIT_GUARD_MARGIN),
         f"Command: `{result['command']}`",

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latok.codec.restoration import default_inpainter_path
+from latok.codec.restore.resolve import default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr, ssim
 from latok.io import load_clip

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from latok.codec.restore.resolve import restore
+
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_SETS = {
     "default": {},
@@ -45,7 +47,7 @@ KERNEL_SETS = {
 
 def latok_difference(a: np.ndarray, b: np.ndarray) -> dict:
     """What differs between two .latok files of one clip: header fields, keep positions, kept values."""
-    from latok.codec.reader import LatokReader, load_latok
+    from latok.codec.format.reader import LatokReader, load_latok
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(tmp) / "a.latok", Path(tmp) / "b.latok"]
@@ -57,7 +59,7 @@ def latok_difference(a: np.ndarray, b: np.ndarray) -> dict:
                 headers.append(reader.header)
         first, second = (load_latok(p) for p in paths)
     both = (first.keep & second.keep)[0]
-    dense = [x.dense("hold")[0].permute(1, 2, 3, 0)[both] for x in (first, second)]
+    dense = [restore(x, "hold")[0].permute(1, 2, 3, 0)[both] for x in (first, second)]
     return {
         "header_fields": {k: [headers[0][k], headers[1][k]] for k in headers[0] if headers[0][k] != headers[1][k]},
         "keep_positions_differing": int((first.keep != second.keep).sum()),

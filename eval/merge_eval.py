@@ -1,4 +1,4 @@
-"""Token merging against a higher tau at the same token count (issue 21).
+"""Token merging against a higher tau at the same token count.
 
 Each clip is tokenized at the default tau (block motion, the default value step, the lit guard); then an
 extra 25 % and 50 % of its kept tokens are removed either
@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from latok import LatentTokenizer
-from latok.codec.merge import bipartite_merge
+from latok.codec.interop.merge import bipartite_merge
+from latok.codec.interop.packing import pack
 from latok.codec.tokens import SourceInfo
 from latok.evaluation.metrics import psnr, ssim
 from latok.training.data import read_samples
@@ -52,7 +53,7 @@ def main() -> None:
                    "base": {"psnr": psnr(base, video), "ssim": ssim(base, video)}}  # fmt: skip
             for share in SHARES:
                 for window in WINDOWS:
-                    merged = bipartite_merge(adaptive.packed(), share, window=window)
+                    merged = bipartite_merge(pack(adaptive), share, window=window)
                     restored = replace(adaptive, values=merged.unmerge(), value_step=None)
                     decoded = tokenizer.decode(restored)
                     row[f"merge{window} {share}"] = {"tokens": merged.tokens.values.shape[0], "psnr": psnr(decoded, video), "ssim": ssim(decoded, video)}

@@ -1,4 +1,4 @@
-"""Which motion model pays for itself, chosen on the training pool's validation split (issue 19).
+"""Which motion model pays for itself, chosen on the training pool's validation split.
 
 For every clip of eval/splits/pool_val.txt (cached by eval/prepare_pool_data.sh: taef2 latents and frames,
 240p, 17 frames from frame 0) and each motion model (none, global, block): the token usage at fixed taus,
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from latok.codec.fill import hold_fill, motion_hold_fill
-from latok.codec.masking import redundancy_mask, tau_for_usage
-from latok.codec.motion import estimate_motion
+from latok.codec.restore.fills import hold_fill, motion_hold_fill
+from latok.codec.rule.masking import redundancy_mask, tau_for_usage
+from latok.codec.rule.motion import estimate_motion
 from latok.evaluation.metrics import psnr
 from latok.io import frames_to_video
 from latok.training.data import read_samples

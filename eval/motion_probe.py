@@ -1,7 +1,7 @@
-"""Motion-compensated rule and hold against the plain ones (issue 19, first measurement).
+"""Motion-compensated rule and hold against the plain ones.
 
 Per clip (taef2, 240p, 17 frames from frame 0): one encode, one global translation per latent frame
-(:func:`latok.codec.motion.estimate_motion`), then at usage 0.5 with each reference, the plain rule +
+(:func:`latok.codec.rule.motion.estimate_motion`), then at usage 0.5 with each reference, the plain rule +
 hold against the motion-compensated rule + motion-compensated hold, both decoded and scored (PSNR),
 and the same for interp, and for the shipped inpainter with its lit guard (decided against the
 truth, as the encoder does; the model was trained without motion), plus the mean d of the two rules
@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
-from latok.codec.fill import hold_fill, interp_fill, motion_hold_fill, motion_interp_fill
-from latok.codec.masking import redundancy_mask, tau_for_usage
-from latok.codec.motion import estimate_motion
-from latok.codec.restoration import Inpainters, decide_lit_guard, resolve
-from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash
+from latok.codec.restore.fills import hold_fill, interp_fill, motion_hold_fill, motion_interp_fill
+from latok.codec.restore.guard import decide_lit_guard
+from latok.codec.restore.resolve import Inpainters, resolve
+from latok.codec.rule.masking import redundancy_mask, tau_for_usage
+from latok.codec.rule.motion import estimate_motion
+from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, scatter
 from latok.evaluation.metrics import psnr
 from latok.io import load_clip
 from latok.vae import load_vae
@@ -63,7 +64,7 @@ def probe(vae, inpainters, name: str, usage: float) -> dict:
                 source=SourceInfo(*size, fps=24.0), motion=None if frame_motion is None else frame_motion.float(),
             )  # fmt: skip
             guarded = decide_lit_guard(adaptive, latent, inpainters)
-            lit = resolve(guarded, "lit", inpainters)(guarded.dense("zero"), guarded.keep)
+            lit = resolve(guarded, "lit", scatter(inpainters)(guarded), guarded.keep)
             free = torch.isfinite(mask.distance)
             row[f"{reference}/{label}"] = {
                 "psnr_lit": psnr(vae.decode(lit, size=size), video),

@@ -1,4 +1,4 @@
-"""What motion costs against the taef2 encode and decode, timed in one run (issue 19).
+"""What motion costs against the taef2 encode and decode, timed in one run.
 
 Per clip (DAVIS, 240p, 17 frames from frame 0; timing only, nothing is chosen here), best of
 ``--repeats``: the taef2 encode; the encoder's motion work (estimate + motion-compensated mask, minus
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from latok.codec.fill import hold_fill, motion_hold_fill
-from latok.codec.inpainter import InpaintingTransformer
-from latok.codec.masking import redundancy_mask
-from latok.codec.motion import estimate_motion
-from latok.codec.restoration import default_inpainter_path
+from latok.codec.restore.fills import hold_fill, motion_hold_fill
+from latok.codec.restore.inpainter import InpaintingTransformer
+from latok.codec.restore.resolve import default_inpainter_path
+from latok.codec.rule.masking import redundancy_mask
+from latok.codec.rule.motion import estimate_motion
 from latok.io import load_clip
 from latok.vae import load_vae
 

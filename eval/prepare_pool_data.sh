@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cache taef2 latents of the shared training pool (../shared/data/train, 180 clips) for the inpainter
-# that issue 19 retrains from scratch. The split is committed in eval/splits/:
+# the shipped inpainter is trained on from scratch. The split is committed in eval/splits/:
 #   pool_train.txt  162 clips, trained on (33 frames from frame 0)
 #   pool_val.txt     18 clips (every 10th of the sorted pool: 1 ego, 1 exo, 3 robot, 13 web),
 #                   used only to choose checkpoints and thresholds (17 frames from frame 0, with frames)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6 benchmark: latok vs ElasticTok-style search, InfoTok-style router, RLT and fixed rate,
+# Allocator benchmark: latok vs ElasticTok-style search, InfoTok-style router, RLT and fixed rate,
 # same frozen taef2, same fill, same clips (14 shared DAVIS sequences, 240p, 17 frames from frame 0).
 #   eval/results/bench_davis_<device>/          default rates (each allocator's own threshold / rate)
 #   eval/results/bench_davis_<device>_matched/  --matched-usage: infotok, rlt, fixed get latok's usage

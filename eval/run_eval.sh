@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The committed rate-distortion reports (issue 5): taef2, 240p, 17 frames from frame 0,
+# The committed rate-distortion reports: taef2, 240p, 17 frames from frame 0,
 # tau in {0, default (0.15)} plus --target-usage 0.5, fills zero / hold / lit, LPIPS on.
 #   DAVIS (14 shared sequences) -> eval/results/eval_davis/
 #   tokenbench-mini (12 clips)  -> eval/results/eval_tokenbench/

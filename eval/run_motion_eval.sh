@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 19: the rate-distortion grids of eval/run_eval.sh with the motion-compensated rule (--motion global),
+# The rate-distortion grids of eval/run_eval.sh with the motion-compensated rule (--motion global),
 # at the default tau and at usage 0.5, fills hold / interp / lit (lit and its guard follow the motion; the shipped
 # inpainter was trained without it). No LPIPS (CPU time). Compare with eval/results/eval_{davis,tokenbench}/.
 set -euo pipefail

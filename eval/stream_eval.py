@@ -1,4 +1,4 @@
-"""Streaming codec (issue 7): memory over length, streaming vs offline quality, usage at chunk boundaries.
+"""Streaming codec: memory over length, streaming vs offline quality, usage at chunk boundaries.
 
 Parts (run both by default; each rewrites its section of the outputs):
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latok.codec.masking import redundancy_mask
+from latok.codec.rule.masking import redundancy_mask
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr
 from latok.io import VideoWriter, load_clip, stream_clip
@@ -137,7 +137,7 @@ def quality_part(tau: float | None = None) -> dict:
 
 
 def summary_tau(path: Path) -> float:
-    from latok.codec.reader import LatokReader
+    from latok.codec.format.reader import LatokReader
 
     with LatokReader(path) as reader:
         return float(reader.header["tau"])

@@ -1,4 +1,4 @@
-"""How far the ``.latok`` bytes depend on the CPU thread count (issue 17, item 10).
+"""How far the ``.latok`` bytes depend on the CPU thread count.
 
 Encodes the same clips with ``latok encode`` once per thread count, each in its own process
 (``OMP_NUM_THREADS`` and ``torch.set_num_threads`` both follow it). It reports whether the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from latok.codec.reader import load_latok
+from latok.codec.format.reader import load_latok
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

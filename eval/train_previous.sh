@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The recipe behind the inpainter latok shipped before issue 19 (trained on 11 DAVIS sequences and tokenbench-mini
+# The recipe behind the inpainter latok shipped before the pool-trained one (trained on 11 DAVIS sequences and tokenbench-mini
 # frames 33-80, so it was replaced by eval/train_shipped.sh), replayed from scratch: seven stages, each a config,
 # each starting from the previous stage's export. Exports go to data/train_out/<stage>/ and logs to
 # eval/results/train/<stage>/; nothing here writes checkpoints/. Shipping is a deliberate copy after

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The recipe behind checkpoints/taef2-lit-xs (issue 19), replayed from scratch: the training pool's latents, then
+# The recipe behind checkpoints/taef2-lit-xs, replayed from scratch: the training pool's latents, then
 # one run of configs/taef2_lit-xs-pool.yaml (2,400 CPU steps, about 50 minutes on 2 cores). It trains on
 # eval/splits/pool_train.txt and exports the weights that validate best on eval/splits/pool_val.txt to
 # data/train_out/taef2-lit-xs-pool/; nothing here writes checkpoints/. Shipping is a deliberate copy:

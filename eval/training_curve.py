@@ -6,7 +6,7 @@ hold's, smoothed) and the validation PSNR gain over hold at usage 0.5 (unguarded
 starts from the export of the one before it: the validation step with the best gain
 (latok.training.train.SavePretrained), marked on the curve.
 
-Chains: ``shipped`` (checkpoints/taef2-lit-xs since issue 19: one run on the training pool, validated
+Chains: ``shipped`` (checkpoints/taef2-lit-xs one run on the training pool, validated
 on eval/splits/pool_val.txt with the motion-compensated rule; eval/train_shipped.sh) and ``previous``
 (the seven-stage chain before it, validated on DAVIS soapbox, libby, goat; eval/train_previous.sh).
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     figure, (loss_axis, gain_axis) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     lines = [
-        f"# Training curve: {'checkpoints/taef2-lit-xs' if chain == 'shipped' else 'the inpainter shipped before issue 19'} ({RECIPES[chain]})",
+        f"# Training curve: {'checkpoints/taef2-lit-xs' if chain == 'shipped' else 'the inpainter shipped before the pool-trained one'} ({RECIPES[chain]})",
         "",
         f"Validation: PSNR gain of unguarded lit over hold on {VALIDATION[chain]}, usage 0.5,",
         "logged by Lightning during training. Each cycle starts from the previous cycle's export.",

@@ -1,4 +1,4 @@
-"""Quantised, entropy-coded ``.latok`` files against today's exact fp16 files (issue 20).
+"""Quantised, entropy-coded ``.latok`` files against today's exact fp16 files.
 
 Every clip is masked once per rate (the backend's default tau, and usage 0.5), then written with
 each value step (``0`` is the exact fp16 file) and decoded with the default fill, exactly as
@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 
 from latok import LatentTokenizer
-from latok.codec.reader import load_latok
+from latok.codec.format.coders.values import ValueCoder
+from latok.codec.format.reader import load_latok
+from latok.codec.quantise import channel_steps, quantise
 from latok.codec.tokens import SourceInfo
-from latok.codec.values import ValueCoder, channel_steps, quantise
 from latok.evaluation.metrics import psnr
 from latok.training.data import read_samples
 from latok.vae import load_vae

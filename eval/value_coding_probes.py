@@ -1,4 +1,4 @@
-"""Value-coding ideas measured on the pool validation split and not used (issue 20).
+"""Value-coding ideas measured on the pool validation split and not used.
 
 At the default step (0.13, sensitivity-scaled) and the default tau with block motion, on every third
 pool-val clip:
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import latok.codec.values as values
-from latok.codec.masking import redundancy_mask
-from latok.codec.motion import estimate_motion, warp
+import latok.codec.format.coders.values as values
+from latok.codec.rule.masking import redundancy_mask
+from latok.codec.rule.motion import estimate_motion, warp
 from latok.training.data import read_samples
 from latok.vae import vae_class
 

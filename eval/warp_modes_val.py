@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from latok.codec.inpainter import InpaintingTransformer
-from latok.codec.masking import redundancy_mask, tau_for_usage
-from latok.codec.motion import estimate_motion, warp
+from latok.codec.restore.inpainter import InpaintingTransformer
+from latok.codec.rule.masking import redundancy_mask, tau_for_usage
+from latok.codec.rule.motion import estimate_motion, warp
 from latok.training.data import read_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ MODES = ("nearest", "bilinear", "bicubic")
 
 
 def held(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor, mode: str) -> torch.Tensor:
-    """latok.codec.fill.motion_hold_fill with ``mode`` interpolation."""
+    """latok.codec.restore.fills.motion_hold_fill with ``mode`` interpolation."""
     restored = [latent[:, :, 0]]
     for t in range(1, latent.shape[2]):
         restored.append(torch.where(keep[:, t].unsqueeze(1), latent[:, :, t], warp(restored[-1], motion[:, t], mode)))

@@ -1,11 +1,11 @@
-"""x264's bits per pixel at latok's PSNR, per clip (issue 20's reference point; measured, never assumed).
+"""x264's bits per pixel at latok's PSNR, per clip (the reference point for the value coding; measured, never assumed).
 
 Every clip of the 14 shared DAVIS sequences and tokenbench-mini, under latok's protocol (240p, 17 frames from
 frame 0), is encoded with PyAV's libx264 (preset medium, yuv420p, the settings latok.io.write_video uses) at
 CRFs from 14 to 46, decoded and scored with latok's PSNR (one MSE over the clip, 8-bit levels). Each clip's
 x264 bpp at latok's PSNR is interpolated linearly in log bpp between the CRFs that bracket it; latok's PSNR and
 bpp come from an eval's results.json (default: the default decode at the default tau,
-eval/results/report19_{set}_block, eval/run_issue19.sh), so the ratio is latok's file size over x264's at the
+eval/results/shipped_{set}_block, eval/run_shipped_defaults.sh), so the ratio is latok's file size over x264's at the
 same quality, today's fp16 values included.
 
 Usage:
@@ -65,7 +65,7 @@ def bpp_at(points: list[tuple[float, float]], target: float) -> tuple[float | No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", default="tau=default", help="latok's run in the results (default: %(default)s)")
-    parser.add_argument("--results", default="report19_{set}_block", help="eval folder under eval/results, {set} = davis|tokenbench")
+    parser.add_argument("--results", default="shipped_{set}_block", help="eval folder under eval/results, {set} = davis|tokenbench")
     args = parser.parse_args()
     rows = []
     for name, root in SETS.items():

@@ -104,11 +104,11 @@ def refused(argv: list[str], capsys, root: Path, match: str) -> str:
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
     """A folder with a short mp4 and a valid .latok (no weights needed to make either)."""
-    from latok.codec.bitstream import save_latok
+    import torch
+
+    from latok.codec.format.writer import save_latok
     from latok.codec.tokens import AdaptiveLatent, SourceInfo
     from latok.io import write_video
-
-    import torch
 
     root = tmp_path_factory.mktemp("clip")
     frames = np.random.default_rng(0).integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latok.codec.bitstream import save_latok
-from latok.codec.maskcoder import MaskCoder
-from latok.codec.masking import redundancy_mask
-from latok.codec.reader import LatokReader, load_latok
+from latok.codec.format.coders.masks import MaskCoder
+from latok.codec.format.reader import LatokReader, load_latok
+from latok.codec.format.writer import save_latok
+from latok.codec.quantise import channel_steps
+from latok.codec.rule.masking import redundancy_mask
 from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash
-from latok.codec.values import channel_steps
 from latok.errors import LatokFormatError
 from latok.vae import vae_class
 
@@ -257,7 +257,7 @@ def craft(directory: Path) -> list[Path]:
     files["wide_raw_mask"] = join(preamble, json.dumps(wide), [wide_mask, (b"VALS", struct.pack("<II", 0, 8) + bytes(512)), records[-1]])
     # version 3: a chunk of MAX_CHUNK_VALUES quantised values that are all zero residuals (one-symbol tables, no
     # range-coded bits): a few hundred bytes that make the reader build the largest chunk it allows
-    from latok.codec.values import MAX_CHUNK_VALUES
+    from latok.codec.format.coders.values import MAX_CHUNK_VALUES
 
     side = 128
     frames = MAX_CHUNK_VALUES // (32 * side * side)

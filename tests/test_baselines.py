@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from conftest import needs_weights
 
-from latok.codec.fill import hold_fill
-from latok.codec.masking import redundancy_mask
-from latok.codec.motion import estimate_motion
-from latok.codec.values import TABLE_HEAD, ValueCoder, position_bits, quantise
+from latok.codec.format.coders.values import TABLE_HEAD, ValueCoder, position_bits
+from latok.codec.quantise import quantise
+from latok.codec.restore.fills import hold_fill
+from latok.codec.rule.masking import redundancy_mask
+from latok.codec.rule.motion import estimate_motion
 from latok.errors import InvalidInputError
 from latok.evaluation.baselines import AllocationContext, get_allocator
 from latok.evaluation.baselines.base import top_fraction

@@ -10,9 +10,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from latok.codec.bitstream import FORMAT_VERSION, MAGIC, LatokWriter, header_of, save_latok
-from latok.codec.masking import redundancy_mask
-from latok.codec.reader import LatokReader, load_latok
+from latok.codec.format.reader import LatokReader, load_latok
+from latok.codec.format.writer import FORMAT_VERSION, MAGIC, LatokWriter, header_of, save_latok
+from latok.codec.rule.masking import redundancy_mask
 from latok.codec.tokens import AdaptiveLatent, SourceInfo
 from latok.errors import InvalidInputError, LatokFormatError
 

@@ -15,7 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import BLACKSWAN, ROOT, edit_header, forge, header_of_file, needs_data, needs_weights, npy_bytes, refused, run_measured, tar_file
+from conftest import (
+    BLACKSWAN,
+    ROOT,
+    edit_header,
+    forge,
+    header_of_file,
+    needs_data,
+    needs_weights,
+    npy_bytes,
+    refused,
+    run_measured,
+    tar_file,
+)
 
 from latok.cli import main
 from latok.errors import InvalidInputError, ShardFormatError
@@ -179,7 +191,7 @@ def test_a_validation_shard_without_video_or_name_is_one_shard_error(tmp_path, m
 
 
 def test_a_diffusers_backend_file_makes_no_network_call_when_offline(work, capsys, monkeypatch, tmp_path):
-    from latok.codec.bitstream import save_latok
+    from latok.codec.format.writer import save_latok
     from latok.codec.tokens import AdaptiveLatent, SourceInfo
 
     latent = torch.randn(1, 16, 3, 4, 6)
@@ -204,10 +216,10 @@ def test_a_diffusers_backend_file_makes_no_network_call_when_offline(work, capsy
 
 
 def test_the_writer_keeps_the_code_bound_the_reader_checks(tmp_path):
-    from latok.codec.bitstream import save_latok
-    from latok.codec.reader import load_latok
+    from latok.codec.format.reader import load_latok
+    from latok.codec.format.writer import save_latok
+    from latok.codec.quantise import MAX_CODE, channel_steps
     from latok.codec.tokens import AdaptiveLatent, SourceInfo
-    from latok.codec.values import MAX_CODE, channel_steps
 
     steps = channel_steps(1.0, None, 32)
     keep = torch.ones(1, 2, 1, 1, dtype=torch.bool)

@@ -10,7 +10,8 @@ import torch
 from conftest import DATA, needs_data, needs_weights
 
 from latok.cli import main
-from latok.codec.restoration import LIT_GUARD_MARGIN, default_inpainter_path
+from latok.codec.restore.guard import LIT_GUARD_MARGIN
+from latok.codec.restore.resolve import default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.errors import InvalidInputError
 from latok.evaluation.metrics import psnr, ssim
@@ -175,7 +176,7 @@ def test_cli_tau_and_target_usage_are_exclusive(capsys):
 
 @needs_data
 def test_cli_fill_lit_on_a_shared_clip(tmp_path):
-    from latok.codec.inpainter import InpainterConfig, InpaintingTransformer
+    from latok.codec.restore.inpainter import InpainterConfig, InpaintingTransformer
 
     checkpoint = InpaintingTransformer(InpainterConfig(width=32, depth=1, heads=2)).save_pretrained(tmp_path / "lit")
     metrics = tmp_path / "m.json"
@@ -190,7 +191,7 @@ def test_cli_fill_lit_on_a_shared_clip(tmp_path):
 
 
 def test_shipped_inpainter_loads_for_fill_lit(tokenizer, sample):
-    from latok.codec.restoration import DEFAULT_FILL
+    from latok.codec.restore.resolve import DEFAULT_FILL
 
     assert (default_inpainter_path("taef2") / "model.safetensors").is_file()
     assert DEFAULT_FILL == "auto" and tokenizer.fill == "auto"
@@ -272,7 +273,7 @@ def test_cli_pixel_guard_options(tmp_path, capsys):
 
 
 def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
-    from latok.codec.inpainter import InpaintingTransformer, preset
+    from latok.codec.restore.inpainter import InpaintingTransformer, preset
 
     torch.manual_seed(0)
     broken = InpaintingTransformer(preset("xs"))
@@ -293,7 +294,7 @@ def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
 
 
 def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
-    from latok.codec.inpainter import InpaintingTransformer
+    from latok.codec.restore.inpainter import InpaintingTransformer
 
     model = InpaintingTransformer.from_pretrained(default_inpainter_path("taef2"))
     model.set_decoder_metric(torch.diag(torch.logspace(-3, 3, 32)))  # errors count only in the last few channels
@@ -313,7 +314,7 @@ def test_pixel_guard_refuses_backends_that_decode_frames_together(backend):
     from conftest import tiny_diffusers_model
 
     from latok import load_vae
-    from latok.codec.restoration import guard_by_decoded_pixels
+    from latok.codec.restore.guard import guard_by_decoded_pixels
 
     vae = load_vae(backend, model=tiny_diffusers_model(backend))
     with pytest.raises(InvalidInputError, match="per-frame backend"):

@@ -19,7 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PEAK_BYTES, ROOT, WEIGHTS, edit_header, forge, header_of_file, needs_weights, npy_bytes, refused, run_measured, snapshot, tar_file
+from conftest import (
+    PEAK_BYTES,
+    ROOT,
+    WEIGHTS,
+    edit_header,
+    forge,
+    header_of_file,
+    needs_weights,
+    npy_bytes,
+    refused,
+    run_measured,
+    snapshot,
+    tar_file,
+)
 
 from latok.cli import main
 from latok.errors import ShardFormatError

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from latok.codec.fill import hold_fill
-from latok.codec.inpainter import InpainterConfig, InpaintingTransformer, preset, project_l1_ball
-from latok.codec.masking import redundancy_mask
+from latok.codec.restore.fills import hold_fill
+from latok.codec.restore.inpainter import InpainterConfig, InpaintingTransformer, preset, project_l1_ball
+from latok.codec.rule.masking import redundancy_mask
 from latok.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError
 
 TINY = InpainterConfig(latent_channels=8, width=32, depth=1, heads=2)
@@ -198,10 +198,10 @@ def test_dropped_predictions_stay_where_the_rule_says_the_truth_is(reference, mo
     model.head.weight.data *= 10  # corrections well beyond the ball
     hold = hold_fill(sparse, keep)
     bounded = model(sparse, keep, tau, reference)
-    monkeypatch.setattr("latok.codec.inpainter.project_l1_ball", lambda delta, radius: delta)
+    monkeypatch.setattr("latok.codec.restore.inpainter.project_l1_ball", lambda delta, radius: delta)
     free = model(sparse, keep, tau, reference)  # the same prediction, unprojected
     time = torch.arange(latent.shape[2]).view(1, -1, 1, 1)
-    from latok.codec.fill import last_kept_index
+    from latok.codec.restore.fills import last_kept_index
 
     stale = (time - last_kept_index(keep)).float()
     radius = tau * (stale if reference == "previous" else torch.ones_like(stale))

@@ -7,9 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latok.codec.fill import hold_fill, interp_fill, staleness, zero_fill
-from latok.codec.masking import redundancy_mask, resolve_tau, tau_for_usage
-from latok.codec.restoration import get_fill
+from latok.codec.restore.fills import hold_fill, interp_fill, zero_fill
+from latok.codec.tokens import staleness
+from latok.codec.restore.resolve import get_fill
+from latok.codec.rule.masking import redundancy_mask, resolve_tau, tau_for_usage
 from latok.errors import InvalidInputError
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import latok
-from latok.codec.merge import bipartite_merge, proportional_attention
-from latok.codec.packing import block_diagonal_mask, collate_packed
+from latok.codec.interop.merge import bipartite_merge, proportional_attention
+from latok.codec.interop.packing import block_diagonal_mask, collate_packed, pack
 from latok.codec.tokens import AdaptiveLatent, SourceInfo
 from latok.errors import InvalidInputError
 
@@ -41,7 +41,7 @@ def test_merging_removes_the_ratio_per_clip_and_never_crosses_clips_or_windows(r
 
 
 def test_merged_values_are_size_weighted_means_and_unmerge_returns_them_to_every_source():
-    tokens = _adaptive(2).packed()
+    tokens = pack(_adaptive(2))
     merged = bipartite_merge(tokens, 0.3)
     for index in range(merged.sizes.shape[0]):
         members = merged.sources == index
@@ -57,7 +57,7 @@ def test_merged_values_are_size_weighted_means_and_unmerge_returns_them_to_every
 
 def test_the_most_similar_pairs_merge_first():
     values = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [-1.0, 0.2]])
-    from latok.codec.packing import PackedTokens
+    from latok.codec.interop.packing import PackedTokens
 
     tokens = PackedTokens(values=values, positions=torch.tensor([[0, 0, i] for i in range(4)]), staleness=torch.zeros(4, dtype=torch.long),
                           cu_seqlens=torch.tensor([0, 4], dtype=torch.int32), max_seqlen=4)  # fmt: skip
@@ -80,7 +80,7 @@ def test_proportional_attention_weighs_a_merged_token_as_its_sources():
 
 
 def test_bad_merge_settings_are_refused():
-    tokens = _adaptive(3).packed()
+    tokens = pack(_adaptive(3))
     with pytest.raises(InvalidInputError, match="ratio"):
         bipartite_merge(tokens, 0.7)
     with pytest.raises(InvalidInputError, match="window"):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latok.codec.fill import hold_fill, interp_fill, motion_hold_fill, motion_interp_fill
-from latok.codec.masking import redundancy_mask, tau_for_usage
-from latok.codec.motion import estimate_motion, estimate_shift, warp
+from latok.codec.restore.fills import hold_fill, interp_fill, motion_hold_fill, motion_interp_fill
+from latok.codec.restore.resolve import restore
+from latok.codec.rule.masking import redundancy_mask, tau_for_usage
+from latok.codec.rule.global_motion import estimate_shift
+from latok.codec.rule.motion import estimate_motion, warp
+from latok.codec.tokens import scatter
 
 
 def smooth_field(seed: int = 0, channels: int = 8, size: tuple[int, int] = (40, 56)) -> torch.Tensor:
@@ -109,8 +112,8 @@ def pan_clip():
 
 
 def test_motion_tokens_round_trip_and_decode_with_motion_hold(taef2, pan_clip, tmp_path):
-    from latok.codec.bitstream import save_latok
-    from latok.codec.reader import LatokReader, load_latok
+    from latok.codec.format.reader import LatokReader, load_latok
+    from latok.codec.format.writer import save_latok
     from latok.codec.tokenizer import LatentTokenizer
 
     plain = LatentTokenizer(taef2, target_usage=0.5, lit_guard=False, motion="none")
@@ -124,14 +127,14 @@ def test_motion_tokens_round_trip_and_decode_with_motion_hold(taef2, pan_clip, t
     loaded = load_latok(path)
     assert torch.equal(loaded.motion, adaptive.motion) and torch.equal(loaded.keep, adaptive.keep)
     assert moving.resolve(loaded).name == "hold"
-    torch.testing.assert_close(moving.restore(loaded), motion_hold_fill(loaded.dense("zero"), loaded.keep, loaded.motion))
+    torch.testing.assert_close(moving.restore(loaded), scatter(motion_hold_fill(loaded), loaded.keep, loaded.motion))
     from latok.evaluation.metrics import psnr
 
     compensated = psnr(moving.decode(loaded), pan_clip)
     held = psnr(plain.decode(plain.encode(pan_clip)), pan_clip)
     assert compensated > held + 0.5  # same usage, the pan followed
     assert moving.resolve(loaded, "interp").name == "interp"
-    torch.testing.assert_close(moving.restore(loaded, "interp"), motion_interp_fill(loaded.dense("zero"), loaded.keep, loaded.motion))
+    torch.testing.assert_close(moving.restore(loaded, "interp"), scatter(motion_interp_fill(loaded), loaded.keep, loaded.motion))
     exact = LatentTokenizer(taef2, target_usage=0.5, lit_guard=False, motion="none", value_step=0)
     plain_file = save_latok(exact.encode(pan_clip), tmp_path / "p.latok")
     with LatokReader(plain_file) as reader:
@@ -144,7 +147,7 @@ def test_motion_streams_equal_offline(taef2, pan_clip, tmp_path):
     tokenizer = LatentTokenizer(taef2, tau=0.3, motion="global", lit_guard=False)
     offline = tokenizer.encode(pan_clip)
     tokenizer.encode_stream((pan_clip[:, :, t : t + 4] for t in range(0, 6, 4)), tmp_path / "s.latok")
-    from latok.codec.reader import load_latok
+    from latok.codec.format.reader import load_latok
 
     streamed = load_latok(tmp_path / "s.latok")
     assert torch.equal(streamed.keep, offline.keep) and torch.equal(streamed.motion, offline.motion)
@@ -156,7 +159,7 @@ def test_version_1_fixture_still_decodes():
     """A small version-1 file (committed: exact fp16 values, no motion), read by today's reader."""
     from pathlib import Path
 
-    from latok.codec.reader import LatokReader, load_latok
+    from latok.codec.format.reader import LatokReader, load_latok
 
     fixture = Path(__file__).with_name("fixtures") / "v1_hold.latok"
     with LatokReader(fixture) as reader:
@@ -179,11 +182,11 @@ def test_lit_and_its_guard_follow_motion(taef2, pan_clip):
     model = tokenizer.inpainter
     lit_error, hold_error = model.error(restored, latent.float(), adaptive.keep)[0], model.error(held, latent.float(), adaptive.keep)[0]
     assert bool((lit_error <= hold_error + 1e-6).all())  # guarded: no frame worse than MC hold in the decoder metric
-    unguarded = tokenizer.inpainters.run(adaptive.dense("zero"), adaptive.keep, adaptive.tau, adaptive.reference, motion=adaptive.motion)
-    plain = tokenizer.inpainters.run(adaptive.dense("zero"), adaptive.keep, adaptive.tau, adaptive.reference)
+    unguarded = scatter(tokenizer.inpainters.run(adaptive), adaptive.keep, adaptive.tau, adaptive.reference, motion=adaptive.motion)
+    plain = scatter(tokenizer.inpainters.run(adaptive), adaptive.keep, adaptive.tau, adaptive.reference)
     assert not torch.allclose(unguarded, plain)  # the motion reaches the model's inputs
     with pytest.raises(Exception, match="does not follow motion in streams"):
-        from latok.codec.restoration import resolve_stream
+        from latok.codec.restore.resolve import resolve_stream
 
         resolve_stream(0.15, "last-kept", "lit", tokenizer.inpainters, motion=True)
 
@@ -255,7 +258,7 @@ def two_motions(frames: int, top: tuple[float, float] = (0.0, 2.0), bottom: tupl
 
 
 def test_a_constant_block_field_warps_as_its_translation():
-    from latok.codec.motion import block_grid
+    from latok.codec.rule.motion import block_grid
 
     field = smooth_field(2)
     shift = torch.tensor([[0.5, -1.25]])
@@ -304,8 +307,8 @@ def test_streamed_block_motion_and_masks_equal_offline():
 
 
 def test_block_motion_round_trips_through_the_file(tmp_path):
-    from latok.codec.bitstream import save_latok
-    from latok.codec.reader import LatokReader, load_latok
+    from latok.codec.format.reader import LatokReader, load_latok
+    from latok.codec.format.writer import save_latok
     from latok.codec.tokens import AdaptiveLatent, SourceInfo
     from latok.errors import InvalidInputError, LatokFormatError
 
@@ -324,7 +327,7 @@ def test_block_motion_round_trips_through_the_file(tmp_path):
     assert file_info(path)["motion"] == "block"
     loaded = load_latok(path)
     assert torch.equal(loaded.motion, motion) and torch.equal(loaded.keep, keep) and loaded.motion_model == "block"
-    torch.testing.assert_close(loaded.dense("hold"), motion_hold_fill(loaded.dense("zero"), keep, motion))
+    torch.testing.assert_close(restore(loaded, "hold"), scatter(motion_hold_fill(loaded), keep, motion))
     with pytest.raises(InvalidInputError, match="motion must be"):
         AdaptiveLatent.from_dense(latent, keep, backend="taef2", backend_config="test", tau=0.1,
                                   source=SourceInfo(7, 320, 448, fps=24.0), motion=motion[..., :5])  # fmt: skip

@@ -12,11 +12,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from latok.cli import main
-from latok.codec.bitstream import save_latok
-from latok.codec.masking import redundancy_mask
-from latok.codec.packing import PackedTokens, block_diagonal_mask, collate_packed
+from latok.codec.format.writer import save_latok
+from latok.codec.interop.packing import PackedTokens, block_diagonal_mask, collate_packed, pack
+from latok.codec.restore.resolve import restore
+from latok.codec.rule.masking import redundancy_mask
 from latok.codec.tokenizer import LatentTokenizer
-from latok.codec.tokens import AdaptiveLatent, SourceInfo
+from latok.codec.tokens import AdaptiveLatent, SourceInfo, scatter
 from latok.errors import InvalidInputError
 from latok.vae import load_vae
 
@@ -32,8 +33,8 @@ def _adaptive(seed: int = 0, frames: int = 6, batch: int = 1) -> AdaptiveLatent:
 
 def test_packed_tokens_are_the_kept_values_at_their_positions():
     adaptive = _adaptive(batch=2)
-    packed = adaptive.packed()
-    dense = adaptive.dense("zero")
+    packed = pack(adaptive)
+    dense = scatter(adaptive)
     assert packed.num_clips == 2 and sum(packed.seqlens) == adaptive.num_tokens
     assert packed.max_seqlen == max(packed.seqlens)
     batch_of = torch.repeat_interleave(torch.arange(2), torch.tensor(packed.seqlens))
@@ -50,11 +51,11 @@ def test_packed_tokens_are_the_kept_values_at_their_positions():
 
 def test_collate_concatenates_clips_with_offsets():
     a, b = _adaptive(0), _adaptive(1, frames=4)
-    batch = collate_packed([a, b.packed()])
+    batch = collate_packed([a, pack(b)])
     assert batch.cu_seqlens.tolist() == [0, a.num_tokens, a.num_tokens + b.num_tokens]
     assert batch.cu_seqlens.dtype == torch.int32 and batch.max_seqlen == max(a.num_tokens, b.num_tokens)
-    torch.testing.assert_close(batch.clip(1).values, b.packed().values)
-    assert torch.equal(batch.clip(1).positions, b.packed().positions)
+    torch.testing.assert_close(batch.clip(1).values, pack(b).values)
+    assert torch.equal(batch.clip(1).positions, pack(b).positions)
     with pytest.raises(InvalidInputError, match="at least one"):
         collate_packed([])
 
@@ -92,7 +93,7 @@ def test_native_latents_round_trip_and_decode_like_diffusers(backend):
     torch.manual_seed(0)
     video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
     adaptive = tokenizer.encode(video)
-    normalised, native = adaptive.dense(), adaptive.dense(native=True, vae=tokenizer.vae)
+    normalised, native = restore(adaptive), restore(adaptive, native=True, vae=tokenizer.vae)
     assert not torch.allclose(native, normalised)  # the two spaces differ for these backends
     torch.testing.assert_close(vae.normalise(native), normalised, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(vae.denormalise(vae.normalise(native)), native, rtol=1e-5, atol=1e-5)
@@ -101,12 +102,12 @@ def test_native_latents_round_trip_and_decode_like_diffusers(backend):
     ours = tokenizer.decode(adaptive)
     torch.testing.assert_close(ours, theirs[:, :, : ours.shape[2]], rtol=1e-4, atol=1e-4)
     with pytest.raises(InvalidInputError, match="pass vae="):
-        adaptive.dense(native=True)
+        restore(adaptive, native=True)
 
 
 def test_taef2_native_space_is_latoks_own():
     adaptive = _adaptive()
-    torch.testing.assert_close(adaptive.dense(native=True), adaptive.dense())
+    torch.testing.assert_close(restore(adaptive, native=True), restore(adaptive))
 
 
 @needs_weights
@@ -119,12 +120,12 @@ def test_cli_export_dense_and_packed(tmp_path, capsys):
     torch.testing.assert_close(dense["latent"], tokenizer.restore(adaptive))
     assert torch.equal(dense["keep"], adaptive.keep)
     assert main(["export", str(path), "-o", str(tmp_path / "h.safetensors"), "--fill", "hold"]) == 0
-    torch.testing.assert_close(load_file(tmp_path / "h.safetensors")["latent"], adaptive.dense("hold"))
+    torch.testing.assert_close(load_file(tmp_path / "h.safetensors")["latent"], restore(adaptive, "hold"))
     with safe_open(tmp_path / "d.safetensors", "pt") as f:
         assert f.metadata()["fill"] == tokenizer.resolve(adaptive).name == "lit"
     assert main(["export", str(path), "-o", str(tmp_path / "p.safetensors"), "--format", "packed"]) == 0
     packed = load_file(tmp_path / "p.safetensors")
-    assert torch.equal(packed["positions"], adaptive.packed().positions)
+    assert torch.equal(packed["positions"], pack(adaptive).positions)
     with safe_open(tmp_path / "p.safetensors", "pt") as f:
         meta = f.metadata()
     assert int(meta["max_seqlen"]) == adaptive.num_tokens and json.loads(meta["latok_header"])["tau"] == adaptive.tau

@@ -12,15 +12,14 @@ transcribed (HunyuanVideo l. 726, Cosmos l. 649 of diffusers 0.42.1).
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from conftest import tiny_diffusers_model
 
 pytest.importorskip("transformers")  # diffusers' video pipelines import it
 
-from latok.codec.pipelines import CONVENTIONS, from_pipeline, to_pipeline  # noqa: E402
+from latok.codec.interop.pipelines import CONVENTIONS, from_pipeline, to_pipeline  # noqa: E402
+from latok.codec.restore.resolve import restore
 from latok.codec.tokenizer import LatentTokenizer  # noqa: E402
 from latok.codec.tokens import SourceInfo  # noqa: E402
 from latok.errors import InvalidInputError  # noqa: E402
@@ -42,7 +41,7 @@ def _tokens(tokenizer, frames=3, height=4, width=6):
 
 def _latok_video(tokenizer, adaptive) -> torch.Tensor:
     """latok's decode of the hold-restored tokens, uncropped, as (B, C, T, H, W) in [-1, 1]."""
-    return tokenizer.vae.decode(adaptive.dense("hold"))
+    return tokenizer.vae.decode(restore(adaptive, "hold"))
 
 
 def _still_transformer(**config):
@@ -71,14 +70,14 @@ def test_wan_pipeline_decodes_for_pipeline_to_latoks_video(tokenizers):
     adaptive = _tokens(tokenizer)
     pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=tokenizer.vae.model, transformer=_still_transformer(),
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))  # fmt: skip
-    latents = adaptive.for_pipeline("wan")
+    latents = tokenizer.for_pipeline(adaptive, "wan")
     frames, height, width = tokenizer.vae.decoded_size(adaptive.shape)
     common = dict(prompt_embeds=torch.zeros(1, 4, 8), num_inference_steps=1, guidance_scale=1.0, height=height, width=width, num_frames=frames)
     video = pipe(latents=latents, output_type="pt", **common).frames  # (B, T, C, H, W) in [0, 1]
     expected = (_latok_video(tokenizer, adaptive).clamp(-1, 1) + 1) / 2
     torch.testing.assert_close(video.permute(0, 2, 1, 3, 4), expected, atol=1e-5, rtol=1e-5)
     out = pipe(latents=latents, output_type="latent", **common).frames
-    torch.testing.assert_close(from_pipeline("wan", out), adaptive.dense("hold"))
+    torch.testing.assert_close(from_pipeline("wan", out), restore(adaptive, "hold"))
     back = tokenizer.from_pipeline_latents("wan", out)
     assert back.shape == adaptive.shape and back.backend == "wan2.1"
 
@@ -121,18 +120,18 @@ def test_cogvideox_pipeline_decodes_for_pipeline_to_latoks_video(tokenizers):
     scheduler = CogVideoXDDIMScheduler()
     pipe = CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=tokenizer.vae.model, transformer=_inverting_transformer(scheduler),
                              scheduler=scheduler)  # fmt: skip
-    latents = adaptive.for_pipeline("cogvideox", scheduler=scheduler)
+    latents = tokenizer.for_pipeline(adaptive, "cogvideox", scheduler=scheduler)
     assert latents.shape[1:3] == (adaptive.shape[2], adaptive.shape[1])  # frame-first
     size = tokenizer.vae.decoded_size(adaptive.shape)
     common = dict(prompt_embeds=torch.zeros(1, 4, 8), guidance_scale=1.0, num_inference_steps=1, num_frames=size[0], height=size[1], width=size[2])
     _assert_same_video(pipe(latents=latents, output_type="pt", **common).frames, tokenizer, adaptive, atol=1e-4)
     out = pipe(latents=latents, output_type="latent", **common).frames
-    torch.testing.assert_close(from_pipeline("cogvideox", out), adaptive.dense("hold"), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(from_pipeline("cogvideox", out), restore(adaptive, "hold"), atol=1e-4, rtol=1e-4)
 
 
 def _assert_same_video(frames: torch.Tensor, tokenizer, adaptive, atol: float = 1e-5) -> None:
     """A pipeline's ``output_type="pt"`` frames ``(B, T, C, H, W)`` in [0, 1] against its VAE's decode of latok's latent."""
-    native = tokenizer.vae.denormalise(adaptive.dense("hold"))
+    native = tokenizer.vae.denormalise(restore(adaptive, "hold"))
     expected = (tokenizer.vae.model.decode(native).sample.clamp(-1, 1) + 1) / 2
     torch.testing.assert_close(frames.permute(0, 2, 1, 3, 4), expected, atol=atol, rtol=0)
 
@@ -146,7 +145,7 @@ def test_ltx_pipeline_decodes_for_pipeline_to_latoks_video(tokenizers):
     transformer.register_to_config(patch_size_t=1)
     pipe = LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=tokenizer.vae.model, text_encoder=None, tokenizer=None,
                        transformer=transformer)  # fmt: skip
-    latents = adaptive.for_pipeline("ltx-video")
+    latents = tokenizer.for_pipeline(adaptive, "ltx-video")
     _, channels, frames, height, width = adaptive.shape
     assert latents.shape == (1, frames * height * width, channels)
     assert not tokenizer.vae.model.config.timestep_conditioning  # with it, the pipeline's decode mixes noise in
@@ -155,8 +154,8 @@ def test_ltx_pipeline_decodes_for_pipeline_to_latoks_video(tokenizers):
                   num_inference_steps=1, num_frames=size[0], height=size[1], width=size[2])  # fmt: skip
     _assert_same_video(pipe(latents=latents, output_type="pt", **common).frames, tokenizer, adaptive)
     out = pipe(latents=latents, output_type="latent", **common).frames
-    torch.testing.assert_close(from_pipeline("ltx-video", out, latent_shape=(frames, height, width)), adaptive.dense("hold"))
-    torch.testing.assert_close(pipe._pack_latents(adaptive.dense("hold")), latents)  # the pipeline's own packing agrees
+    torch.testing.assert_close(from_pipeline("ltx-video", out, latent_shape=(frames, height, width)), restore(adaptive, "hold"))
+    torch.testing.assert_close(pipe._pack_latents(restore(adaptive, "hold")), latents)  # the pipeline's own packing agrees
 
 
 def test_hunyuanvideo_pipeline_decodes_for_pipeline_to_latoks_video(tokenizers):
@@ -169,10 +168,10 @@ def test_hunyuanvideo_pipeline_decodes_for_pipeline_to_latoks_video(tokenizers):
     size = tokenizer.vae.decoded_size(adaptive.shape)
     common = dict(prompt_embeds=torch.zeros(1, 4, 8), pooled_prompt_embeds=torch.zeros(1, 8), prompt_attention_mask=torch.ones(1, 4, dtype=torch.bool),
                   num_inference_steps=1, num_frames=size[0], height=size[1], width=size[2])  # fmt: skip
-    latents = adaptive.for_pipeline("hunyuanvideo")
+    latents = tokenizer.for_pipeline(adaptive, "hunyuanvideo")
     _assert_same_video(pipe(latents=latents, output_type="pt", **common).frames, tokenizer, adaptive)
     out = pipe(latents=latents, output_type="latent", **common).frames
-    torch.testing.assert_close(from_pipeline("hunyuanvideo", out), adaptive.dense("hold"))
+    torch.testing.assert_close(from_pipeline("hunyuanvideo", out), restore(adaptive, "hold"))
 
 
 def test_cosmos_pipeline_decodes_for_pipeline_to_latoks_video(tokenizers):
@@ -204,13 +203,13 @@ def test_cosmos_pipeline_decodes_for_pipeline_to_latoks_video(tokenizers):
 
     pipe = CosmosTextToWorldPipeline(text_encoder=None, tokenizer=None, transformer=_inverting_transformer(scheduler, unscale), vae=tokenizer.vae.model,
                                      scheduler=scheduler, safety_checker=NoGuardrail())  # fmt: skip
-    latents = adaptive.for_pipeline("cosmos", scheduler=scheduler)
+    latents = tokenizer.for_pipeline(adaptive, "cosmos", scheduler=scheduler)
     size = tokenizer.vae.decoded_size(adaptive.shape)
     common = dict(prompt_embeds=torch.zeros(1, 4, 8), guidance_scale=1.0, num_inference_steps=1, num_frames=size[0], height=size[1], width=size[2])
     # the safety-checker path truncates the video to uint8 and back: within 1/255
     _assert_same_video(pipe(latents=latents, output_type="pt", **common).frames, tokenizer, adaptive, atol=1 / 255 + 1e-4)
     out = pipe(latents=latents, output_type="latent", **common).frames
-    torch.testing.assert_close(from_pipeline("cosmos", out, scheduler), adaptive.dense("hold"), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(from_pipeline("cosmos", out, scheduler), restore(adaptive, "hold"), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(CONVENTIONS))
@@ -221,7 +220,7 @@ def test_from_pipeline_inverts_to_pipeline_and_refuses_other_backends(name, toke
     torch.testing.assert_close(from_pipeline(name, output, latent_shape=(3, 4, 6)), latent)
     other = next(n for n in CONVENTIONS if n != name)
     with pytest.raises(InvalidInputError, match="takes"):
-        _tokens(tokenizers[other]).for_pipeline(name)
+        tokenizers[other].for_pipeline(_tokens(tokenizers[other]), name)
 
 
 def test_export_for_writes_the_pipeline_tensor_and_refuses_other_backends(tokenizers, tmp_path, capsys):
@@ -234,7 +233,7 @@ def test_export_for_writes_the_pipeline_tensor_and_refuses_other_backends(tokeni
     path = tokenizer.save(adaptive, tmp_path / "c.latok")
     out = tmp_path / "c.safetensors"
     assert main(["export", str(path), "-o", str(out), "--for", "cogvideox", "--fill", "hold"]) == 0
-    torch.testing.assert_close(load_file(out)["latents"], tokenizer.load(path).for_pipeline("cogvideox"))
+    torch.testing.assert_close(load_file(out)["latents"], tokenizer.for_pipeline(tokenizer.load(path), "cogvideox"))
     capsys.readouterr()
     assert main(["export", str(path), "-o", str(tmp_path / "w.safetensors"), "--for", "wan"]) == 2
     err = capsys.readouterr().err

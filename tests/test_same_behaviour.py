@@ -111,7 +111,7 @@ def contents(data: np.ndarray) -> dict:
     """A ``.latok`` file's contents as a machine-independent record: its header without tau, tau, and digests of
     its keep mask, values and motion.  Another kernel set reproduces all of it exactly except tau: a
     ``--target-usage`` tau is a float quantile, whose last digits follow the encoder's sums."""
-    from latok.codec.reader import LatokReader, load_latok
+    from latok.codec.format.reader import LatokReader, load_latok
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "clip.latok"

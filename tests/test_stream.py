@@ -9,10 +9,10 @@ import torch
 from conftest import BLACKSWAN, needs_data, needs_weights
 
 from latok.cli import main
-from latok.codec.bitstream import LatokWriter, header_of
-from latok.codec.inpainter import InpainterConfig, InpaintingTransformer
-from latok.codec.masking import redundancy_mask
-from latok.codec.reader import load_latok
+from latok.codec.format.reader import load_latok
+from latok.codec.format.writer import LatokWriter, header_of
+from latok.codec.restore.inpainter import InpainterConfig, InpaintingTransformer
+from latok.codec.rule.masking import redundancy_mask
 from latok.codec.tokenizer import LatentTokenizer
 from latok.errors import InvalidInputError
 from latok.io import VideoWriter, frames_to_video, load_clip, stream_clip, write_video

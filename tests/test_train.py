@@ -132,7 +132,7 @@ def test_cache_latents_reports_bad_inputs_and_caches_the_rest(tmp_path, capsys):
 def test_save_pretrained_keeps_the_best_validated_model(tmp_path):
     from types import SimpleNamespace
 
-    from latok.codec.inpainter import InpainterConfig, InpaintingTransformer
+    from latok.codec.restore.inpainter import InpainterConfig, InpaintingTransformer
     from latok.training.train import SavePretrained
 
     model = InpaintingTransformer(InpainterConfig(latent_channels=8, width=32, depth=1, heads=2))
@@ -151,8 +151,8 @@ def test_save_pretrained_keeps_the_best_validated_model(tmp_path):
 
 
 def test_stream_context_crops_look_like_what_decode_stream_passes(shards):
-    from latok.codec.fill import hold_fill
-    from latok.codec.masking import redundancy_mask
+    from latok.codec.restore.fills import hold_fill
+    from latok.codec.rule.masking import redundancy_mask
     from latok.training.data import CropDataset, as_stream_context, shard_urls
 
     latent = (torch.randn(1, 4, 8, 3, 3, generator=torch.Generator().manual_seed(0)) * 0.3).cumsum(dim=2)
@@ -172,7 +172,7 @@ def test_stream_context_crops_look_like_what_decode_stream_passes(shards):
 @pytest.mark.slow
 @needs_weights
 def test_causal_config_fine_tunes_with_stream_context(shards, tmp_path, monkeypatch):
-    from latok.codec.inpainter import InpaintingTransformer
+    from latok.codec.restore.inpainter import InpaintingTransformer
     from latok.training.train import train_cli
 
     monkeypatch.chdir(tmp_path)

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from latok.codec.bitstream import save_latok
-from latok.codec.masking import redundancy_mask
-from latok.codec.maskcoder import MaskCoder
-from latok.codec.reader import LatokReader, load_latok
+from latok.codec.format.coders.masks import MaskCoder
+from latok.codec.format.coders.values import ValueCoder
+from latok.codec.format.reader import LatokReader, load_latok
+from latok.codec.format.writer import save_latok
+from latok.codec.quantise import MAX_CODE, channel_steps, dequantise, quantise
+from latok.codec.rule.masking import redundancy_mask
 from latok.codec.tokens import AdaptiveLatent, SourceInfo
-from latok.codec.values import MAX_CODE, ValueCoder, channel_steps, dequantise, quantise
 from latok.errors import InvalidInputError, LatokFormatError
 from latok.evaluation.reports import file_info
 
@@ -234,7 +235,7 @@ def test_a_damaged_coded_shard_member_is_one_shard_error(tmp_path, damage):
     import io
     import tarfile
 
-    from latok.codec.values import encode_dense
+    from latok.codec.format.coders.values import encode_dense
     from latok.errors import ShardFormatError
     from latok.training.data import read_samples
 
@@ -267,7 +268,7 @@ def test_the_count_table_is_exact_integers_on_this_machine():
     check every entry against exact decimal arithmetic (a platform whose pow differs would fail here)."""
     from decimal import Decimal, getcontext
 
-    from latok.codec.values import _COUNT_TABLE
+    from latok.codec.format.coders.values import _COUNT_TABLE
 
     getcontext().prec = 50
     assert _COUNT_TABLE[0] == 0

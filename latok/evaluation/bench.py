@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from latok._fs import atomic_path
-from latok.codec.restoration import fill_for_mask
+from latok.codec.restore.resolve import fill_for_mask
 from latok.evaluation.baselines import AllocationContext, get_allocator
 from latok.evaluation.datasets import EvalClip
 
@@ -66,7 +66,7 @@ def run_pipeline(tokenizer, video: torch.Tensor, allocator, fill: str, target_us
     keep = allocation.keep
     sparse = latent * keep.unsqueeze(1)
     tau = allocation.info.get("tau") if allocator.name == "latok" else None  # bounds lit where latok's rule made the mask
-    dense = fill_for_mask(fill, tokenizer.inpainters, tau, allocation.motion)(sparse, keep)
+    dense = fill_for_mask(fill, tokenizer.inpainters, tau)(sparse, keep, allocation.motion)
     _sync(device)
     seconds["fill"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -88,7 +88,7 @@ def bench(
     progress: Path | None = None,
 ) -> dict:
     """Run every allocator on every clip; returns the bench.json dictionary."""
-    from latok.codec.tokenizer import source_info
+    from latok.codec.streams import source_info
     from latok.evaluation.metrics import ReferenceScorer
 
     if "latok" not in allocators:
@@ -130,6 +130,11 @@ def bench(
             done[clip.name] = {name: per_clip[name][-1] for name in allocators}
             with atomic_path(progress) as tmp:
                 tmp.write_text(json.dumps({"settings": settings, "clips": done}, indent=1) + "\n")
+    return _summary(tokenizer, clips, allocators, per_clip, fill, matched_usage, repeats)
+
+
+def _summary(tokenizer, clips: list[EvalClip], allocators: list[str], per_clip: dict, fill: str, matched_usage: bool, repeats: int) -> dict:
+    """The bench.json dictionary from every allocator's per-clip rows."""
     runs = []
     for name in allocators:
         rows = per_clip[name]

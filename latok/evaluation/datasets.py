@@ -14,6 +14,7 @@ a clip is cut from each source.  The default protocol is the one in DESIGN.md
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,22 @@ from latok.errors import InvalidInputError, VideoNotFoundError
 from latok.io import FRAME_SUFFIXES, Clip, load_clip
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".264", ".h264")
-DATASETS = ("davis", "tokenbench", "folder")
+_DATASETS: dict = {}
+
+
+def register_dataset(name: str):
+    """Decorator adding a dataset layout ``fn(root, protocol=None, **options) -> list[EvalClip]`` under ``name``."""
+
+    def decorate(fn):
+        _DATASETS[name] = fn
+        return fn
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    """Every ``--dataset`` choice."""
+    return list(_DATASETS)
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,7 @@ class EvalClip:
         return load_clip(self.path, frames=p.frames, start=p.start, stride=p.stride, height=p.height)
 
 
+@register_dataset("davis")
 def davis(
     root: str | os.PathLike,
     year: str = "2016",
@@ -72,6 +89,7 @@ def davis(
     return [EvalClip(f"davis/{name}", frames / name, protocol or ClipProtocol()) for name in names]
 
 
+@register_dataset("tokenbench")
 def tokenbench(root: str | os.PathLike, protocol: ClipProtocol | None = None) -> list[EvalClip]:
     """Every ``.mp4`` under ``root`` (recursively), named ``tokenbench/<relative path without suffix>``."""
     root = _directory(root)
@@ -81,6 +99,7 @@ def tokenbench(root: str | os.PathLike, protocol: ClipProtocol | None = None) ->
     return [EvalClip(f"tokenbench/{p.relative_to(root).with_suffix('').as_posix()}", p, protocol or ClipProtocol()) for p in paths]
 
 
+@register_dataset("folder")
 def video_folder(root: str | os.PathLike, protocol: ClipProtocol | None = None) -> list[EvalClip]:
     """Video files and frame folders directly inside ``root``, named ``<folder>/<stem>``."""
     root = _directory(root)
@@ -96,16 +115,16 @@ def video_folder(root: str | os.PathLike, protocol: ClipProtocol | None = None) 
 
 
 def load_dataset(kind: str, root: str | os.PathLike, protocol: ClipProtocol | None = None, **options) -> list[EvalClip]:
-    """``kind``: ``davis``, ``tokenbench`` or ``folder``; ``options`` go to :func:`davis`."""
-    if kind == "davis":
-        return davis(root, protocol=protocol, **options)
-    if options:
-        raise InvalidInputError(f"options {sorted(options)} apply to davis only")
-    if kind == "tokenbench":
-        return tokenbench(root, protocol)
-    if kind == "folder":
-        return video_folder(root, protocol)
-    raise InvalidInputError(f"unknown dataset {kind!r}; choose from {', '.join(DATASETS)}")
+    """The clips of the registered dataset layout ``kind`` (:func:`list_datasets`) under ``root``; ``options``
+    go to the layout (``davis`` takes ``year``, ``split`` and ``resolution``)."""
+    if kind not in _DATASETS:
+        raise InvalidInputError(f"unknown dataset {kind!r}; choose from {', '.join(_DATASETS)}")
+    layout = _DATASETS[kind]
+    try:
+        inspect.signature(layout).bind(root, protocol=protocol, **options)
+    except TypeError:
+        raise InvalidInputError(f"options {sorted(options)} do not apply to dataset {kind}") from None
+    return layout(root, protocol=protocol, **options)
 
 
 def _directory(root: str | os.PathLike) -> Path:

@@ -29,8 +29,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from latok._fs import atomic_path
-from latok.codec.bitstream import bitrate, encoded_size
-from latok.codec.restoration import uses_inpainter
+from latok.codec.format.writer import bitrate, encoded_size
+from latok.codec.restore.resolve import uses_inpainter
 from latok.errors import InvalidInputError
 from latok.evaluation.datasets import EvalClip
 
@@ -136,7 +136,7 @@ def clip_file(out: Path, clip: EvalClip) -> Path:
 def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict | None = None) -> dict:
     """Encode ``clip`` once, then mask, fill, decode and score it under every run of ``settings``
     that ``done`` (a previous result for this clip) does not already hold."""
-    from latok.codec.tokenizer import source_info
+    from latok.codec.streams import source_info
     from latok.evaluation.metrics import ReferenceScorer
 
     started = time.perf_counter()

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from latok._fs import atomic_path
-from latok.codec.bitstream import bitrate, encoded_size, save_latok
-from latok.codec.reader import LatokReader
+from latok.codec.format.writer import bitrate, encoded_size, save_latok
+from latok.codec.format.reader import LatokReader
 
 
 def file_info(path: str | Path, verify: bool = False) -> dict:
@@ -87,7 +87,7 @@ def roundtrip(tokenizer, clip, latok_path: Path | None = None, with_lpips: bool 
 
     Returns the metrics, plus the reconstruction ``(1, 3, T, H, W)`` and the keep mask under
     ``"video"`` and ``"keep"``.  The ``.latok`` file is written to ``latok_path`` if given."""
-    from latok.codec.tokenizer import source_info
+    from latok.codec.streams import source_info
     from latok.evaluation.metrics import lpips, psnr, ssim
 
     watch = Stopwatch()

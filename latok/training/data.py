@@ -14,7 +14,7 @@ where small taus leave hold nearly exact), mixed with a fraction of random masks
 robustness.  Each sample carries the tau that made its mask (``inf`` for random masks).
 
 With ``motion_fraction`` > 0, each clip's per-frame translations are estimated once
-(:func:`latok.codec.motion.estimate_motion`, as the encoder does) and that share of the crops
+(:func:`latok.codec.rule.motion.estimate_motion`, as the encoder does) and that share of the crops
 is masked by the motion-compensated rule; those crops carry their frames' translations (zeros
 otherwise), so the inpainter learns on the motion-compensated hold and interp it sees at inference.
 
@@ -41,9 +41,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
-from latok.codec.fill import hold_fill
-from latok.codec.masking import redundancy_mask, tau_for_usage
-from latok.codec.motion import estimate_motion
+from latok.codec.restore.fills import hold_fill
+from latok.codec.rule.masking import redundancy_mask, tau_for_usage
+from latok.codec.rule.motion import estimate_motion
 from latok.errors import LatokFormatError, ShardFormatError
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ def decode_sample(sample: dict) -> dict:
         try:
             if name == "json":
                 decoded[name] = json.loads(data)
-            elif name == "latent.lqv":  # quantised and range coded (latok.codec.values.encode_dense)
-                from latok.codec.values import decode_dense
+            elif name == "latent.lqv":  # quantised and range coded (latok.codec.format.coders.values.encode_dense)
+                from latok.codec.format.coders.values import decode_dense
 
                 decoded["latent.npy"] = decode_dense(data)
             else:
@@ -303,14 +303,14 @@ def write_shard(
     path: Path, key: str, latent: torch.Tensor, meta: dict, video: np.ndarray | None = None, value_steps: tuple[float, ...] | None = None
 ) -> None:
     """One clip -> one tar shard, written atomically: the ``(C, t, h, w)`` latent as fp16 ``latent.npy``, or with
-    ``value_steps`` quantised and range coded as ``latent.lqv`` (:func:`latok.codec.values.encode_dense`)."""
+    ``value_steps`` quantised and range coded as ``latent.lqv`` (:func:`latok.codec.format.coders.values.encode_dense`)."""
     from latok._fs import atomic_path
 
     sample = {"__key__": key, "json": json.dumps(meta).encode()}
     if value_steps is None:
         sample["latent.npy"] = latent.to(torch.float16).numpy()
     else:
-        from latok.codec.values import encode_dense
+        from latok.codec.format.coders.values import encode_dense
 
         sample["latent.lqv"] = encode_dense(latent.float().cpu(), value_steps)
     if video is not None:
@@ -362,7 +362,7 @@ class LatentCacher(L.LightningModule):
             "start": job["start"], "stride": job["stride"],
         }  # fmt: skip
         video = video_to_frames(clip.video) if job["with_video"] else None
-        from latok.codec.values import channel_steps
+        from latok.codec.quantise import channel_steps
 
         steps = channel_steps(self.value_step, self._vae.value_sensitivity, latent.shape[0])
         write_shard(Path(job["shard"]), job["name"], latent, meta, video, steps)

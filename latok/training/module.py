@@ -9,11 +9,11 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from latok.codec.fill import hold_fill, interp_fill, motion_hold_fill, motion_interp_fill
-from latok.codec.inpainter import InpaintingTransformer
-from latok.codec.inpainter import preset as inpainter_preset
-from latok.codec.masking import redundancy_mask, tau_for_usage
-from latok.codec.motion import estimate_motion
+from latok.codec.restore.fills import hold_fill, interp_fill
+from latok.codec.restore.inpainter import InpaintingTransformer
+from latok.codec.restore.inpainter import preset as inpainter_preset
+from latok.codec.rule.masking import redundancy_mask, tau_for_usage
+from latok.codec.rule.motion import estimate_motion
 
 
 class InpainterModule(L.LightningModule):
@@ -25,7 +25,7 @@ class InpainterModule(L.LightningModule):
     model must learn to leave hold alone, weigh as much as fast-moving ones.
 
     With ``loss="decoder"`` errors are measured in the decoder's metric (see
-    :meth:`~latok.codec.inpainter.InpaintingTransformer.error`), estimated at fit start from
+    :meth:`~latok.codec.restore.inpainter.InpaintingTransformer.error`), estimated at fit start from
     ``metric_frames`` frames of ``metric_dir`` (default: the data module's training shards) and
     saved with the model, so the loss follows decoded pixel error rather than treating all
     latent channels alike (taef2's differ 37x in how much they move its decoded pixels).
@@ -128,7 +128,7 @@ class InpainterModule(L.LightningModule):
         sparse = latent * keep.unsqueeze(1)
         prediction = self.model(sparse, keep, tau, motion=motion)
         with torch.no_grad():
-            hold = hold_fill(sparse, keep) if motion is None else motion_hold_fill(sparse, keep, motion)
+            hold = hold_fill(sparse, keep, motion)
             hold_per_clip = self.model.error(hold, latent, keep).sum(dim=1)
         per_clip = self.model.error(prediction, latent, keep).sum(dim=1)
         count = (~keep).sum() * latent.shape[1]
@@ -164,8 +164,8 @@ class InpainterModule(L.LightningModule):
         scores = {"lit": psnr(self.vae.decode(self.model(sparse, keep, tau, motion=motion).float(), size=size).cpu(), video)}
         if batch_idx not in self._baselines:  # hold and interp do not depend on the weights: decoded once per clip
             self._baselines[batch_idx] = {
-                "hold": psnr(self.vae.decode(hold_fill(sparse, keep) if motion is None else motion_hold_fill(sparse, keep, motion), size=size).cpu(), video),
-                "interp": psnr(self.vae.decode(interp_fill(sparse, keep) if motion is None else motion_interp_fill(sparse, keep, motion), size=size).cpu(), video),
+                "hold": psnr(self.vae.decode(hold_fill(sparse, keep, motion), size=size).cpu(), video),
+                "interp": psnr(self.vae.decode(interp_fill(sparse, keep, motion), size=size).cpu(), video),
             }
         scores.update(self._baselines[batch_idx])
         scores["gain_over_hold"] = scores["lit"] - scores["hold"]

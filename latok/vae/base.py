@@ -63,7 +63,7 @@ class VideoAutoencoder(abc.ABC):
             for the motion-compensated rule; a motion missing here uses ``default_tau``.
         value_sensitivity: per latent channel, how much decoded pixels move per unit of it
             (``sqrt`` of the :meth:`decoder_metric` diagonal, geometric mean 1); quantisation steps
-            are divided by it (:mod:`latok.codec.values`).  ``None``: one step for every channel.
+            are divided by it (:mod:`latok.codec.format.coders.values`).  ``None``: one step for every channel.
         default_value_step: the quantisation step ``.latok`` files take by default (0: exact values).
         fixed_geometry: every model of this backend has these channels and ratios, so a ``.latok``
             header's latent shape must be exactly what :meth:`latent_shape` gives for its source.

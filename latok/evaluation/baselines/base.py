@@ -36,7 +36,7 @@ class AllocationContext:
         temporal_ratio: video frames per latent frame of the backend.
         default_tau: the backend's calibrated tau (:attr:`~latok.VideoAutoencoder.default_tau`),
             latok's threshold unless its allocator is given one.
-        value_steps: the tokenizer's per-channel value steps (:func:`latok.codec.values.channel_steps`),
+        value_steps: the tokenizer's per-channel value steps (:func:`latok.codec.format.coders.values.channel_steps`),
             for allocators that rank by coded bits.
     """
 

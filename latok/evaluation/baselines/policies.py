@@ -8,9 +8,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from latok.codec.masking import redundancy_mask, tau_for_usage
-from latok.codec.motion import estimate_motion
-from latok.codec.values import position_bits
+from latok.codec.rule.masking import redundancy_mask, tau_for_usage
+from latok.codec.rule.motion import estimate_motion
+from latok.codec.format.coders.values import position_bits
 from latok.errors import InvalidInputError
 from latok.evaluation.baselines.base import Allocation, AllocationContext, final_passes, register_allocator, top_fraction
 
@@ -112,7 +112,7 @@ class InformationRouter:
     """InfoTok-style: rank latent positions by their information and keep the top ``target_usage``
     (default ``rate``).  InfoTok's router reads a position's information off a full-rate pass; with the
     same frozen VAE, the closest stand-in latok has is each position's coded cost in bits under its own
-    value coder at full rate (:func:`latok.codec.values.position_bits`: its surprise given the position one
+    value coder at full rate (:func:`latok.codec.format.coders.values.position_bits`: its surprise given the position one
     frame before).  The full-rate decode InfoTok's router needs is run and counted, so its timing stays
     InfoTok's: 1 encode + 2 decodes."""
 

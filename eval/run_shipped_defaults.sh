@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The shipped defaults, end to end after training (configs/taef2_lit-xs-pool.yaml, shipped as checkpoints/taef2-lit-xs):
+#   STAGE=val     choose: latok eval on the pool validation split (eval/splits/pool_val.txt), fill lit (the default
+#                 decode): usage curves for each of MOTIONS (default none,global,block); eval/calibrate_pool.py picks
+#                 the motion; then that motion's tau grid, and eval/calibrate_pool.py picks its default tau.
+#                 DAVIS and tokenbench-mini are not read.
+#   STAGE=report  report: the 14 DAVIS sequences and tokenbench-mini: usage curves without motion, and with the chosen
+#                 MOTION at tau 0, its default tau and the same usages, with the Bjøntegaard-style comparison.
+# INPAINTER defaults to the shipped checkpoint; no LPIPS (CPU time). What was run: STAGE=val MOTIONS=none,block,
+# then STAGE=report MOTION=block (global lost to block on the same split: eval/results/motion_models_val.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared/data}
+export LATOK_WEIGHTS_DIR=${LATOK_WEIGHTS_DIR:-../shared/weights}
+LATOK=${LATOK:-.venv/bin/latok}
+INPAINTER=${INPAINTER:-checkpoints/taef2-lit-xs}
+COMMON=(--fills lit --inpainter "$INPAINTER" --no-lpips --frames 17 --height 240 --target-usage 0.3,0.5,0.7,0.9)
+if [ "${STAGE:-val}" = val ]; then
+  VAL=data/pool_val_clips
+  mkdir -p "$VAL"
+  while read -r clip; do ln -sf "$(realpath "$SHARED/train/$clip")" "$VAL/$(basename "$clip")"; done < eval/splits/pool_val.txt
+  MOTIONS=${MOTIONS:-none,global,block}
+  for motion in ${MOTIONS//,/ }; do  # the usage curves of every motion
+    extra=()
+    [ "$motion" = none ] || extra=(--compare-to eval/results/val_pool_none)
+    $LATOK eval --dataset folder --root "$VAL" --taus= --motion "$motion" "${COMMON[@]}" "${extra[@]}" --out "eval/results/val_pool_$motion"
+  done
+  chosen=$(.venv/bin/python eval/calibrate_pool.py --motions "$MOTIONS" --motion-only)
+  # the chosen motion's tau grid (its usage runs are already there; the folder resumes)
+  $LATOK eval --dataset folder --root "$VAL" --taus 0,0.1,0.15,0.2,0.3,0.4,0.5 --motion "$chosen" "${COMMON[@]}" --out "eval/results/val_pool_$chosen"
+  .venv/bin/python eval/calibrate_pool.py --motions "$MOTIONS"
+else
+  MOTION=${MOTION:?the motion eval/calibrate_pool.py chose}
+  for set in tokenbench davis; do
+    root=$SHARED/tokenbench-mini; [ "$set" = davis ] && root=$SHARED/davis
+    $LATOK eval --dataset "$set" --root "$root" --taus= --motion none "${COMMON[@]}" --out "eval/results/shipped_${set}_none"
+    $LATOK eval --dataset "$set" --root "$root" --taus 0,default --motion "$MOTION" "${COMMON[@]}" \
+      --compare-to "eval/results/shipped_${set}_none" --out "eval/results/shipped_${set}_${MOTION}"
+  done
+fi

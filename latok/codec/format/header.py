@@ -1,0 +1,181 @@
+"""The ``.latok`` header: one explicit schema, checked in one place.
+
+A HEAD record is JSON.  :func:`parse_header` is the only way a reader turns its bytes into a
+dict: it refuses non-UTF-8 bytes, JSON's non-standard constants (``NaN``, ``Infinity``),
+nesting beyond what the schema holds, missing or unknown keys, values of the wrong type,
+non-finite or out-of-range numbers, unknown storage dtypes, references and backends, and
+shapes larger than latok reads.  Every refusal is one :class:`~latok.errors.LatokFormatError`.
+
+The size caps bound what a header may *declare*; the reader then bounds every allocation
+by the bytes the file actually holds (see :mod:`latok.codec.format.writer`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from latok.codec.rule.masking import MAX_TAU, REFERENCES
+from latok.codec.rule.motion import NO_MOTION, motion_names  # what a file's MOTN records hold
+from latok.codec.format.coders.values import MAX_CHUNK_VALUES
+from latok.codec.quantise import MAX_STEP, MIN_STEP
+from latok.errors import LatokFormatError
+
+MAX_HEADER_BYTES = 1 << 20
+MAX_POSITIONS = 1 << 31  # latent positions t*h*w of one file
+MAX_CHUNK_POSITIONS = 1 << 26  # latent positions of one MASK record: 8 MiB of bits, 64 MiB as bools
+MAX_CHANNELS = 1 << 12
+MAX_SIDE = 1 << 16  # pixels (or latent positions) per side
+MAX_FRAMES = 1 << 31
+MAX_TEXT = 256
+MAX_FPS = 1e6  # containers report odd rates (time bases); refuse only the absurd
+STORAGE_DTYPE_NAMES = ("float16", "bfloat16", "float32")
+
+Check = Callable[[Any], bool]
+
+
+def _integer(low: int, high: int) -> Check:
+    return lambda v: type(v) is int and low <= v <= high
+
+
+def _number(low: float, high: float, low_open: bool = False) -> Check:
+    def check(v) -> bool:
+        if type(v) not in (int, float):
+            return False
+        try:
+            v = float(v)
+        except OverflowError:  # an integer beyond float range (10**400)
+            return False
+        return math.isfinite(v) and (low < v if low_open else low <= v) and v <= high
+
+    return check
+
+
+def _text(max_length: int = MAX_TEXT) -> Check:
+    return lambda v: type(v) is str and len(v) <= max_length
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v: type(v) is str and v in choices
+
+
+def _integers(*ranges: tuple[int, int]) -> Check:
+    return lambda v: type(v) is list and len(v) == len(ranges) and all(_integer(*r)(x) for x, r in zip(v, ranges))
+
+
+def _optional(check: Check) -> Check:
+    return lambda v: v is None or check(v)
+
+
+def _backend(v) -> bool:
+    from latok.vae import list_vaes
+
+    return type(v) is str and v in list_vaes()
+
+
+SOURCE_SCHEMA: dict[str, Check] = {
+    "frames": _integer(1, MAX_FRAMES),
+    "height": _integer(1, MAX_SIDE),
+    "width": _integer(1, MAX_SIDE),
+    "fps": _number(0.0, MAX_FPS, low_open=True),
+    "source_size": _optional(_integers((1, MAX_SIDE), (1, MAX_SIDE))),
+    "resized_size": _optional(_integers((1, MAX_SIDE), (1, MAX_SIDE))),
+    "crop": _optional(_integers((0, MAX_SIDE), (0, MAX_SIDE), (1, MAX_SIDE), (1, MAX_SIDE))),
+}
+
+HEADER_SCHEMA: dict[str, Check] = {
+    "backend": _backend,
+    "backend_config": _text(),
+    "chunk_frames": _integer(1, MAX_FRAMES),
+    "dtype": _one_of(*STORAGE_DTYPE_NAMES),
+    "keyframe_interval": _optional(_integer(1, MAX_FRAMES)),
+    "lit_frames": _optional(lambda v: type(v) is str and len(v) <= MAX_FRAMES and set(v) <= {"0", "1"}),
+    "lit_model": _optional(_text()),
+    "reference": _one_of(*REFERENCES),
+    "shape": _integers((1, 1), (1, MAX_CHANNELS), (1, MAX_FRAMES), (1, MAX_SIDE), (1, MAX_SIDE)),
+    "source": lambda v: type(v) is dict,  # its own schema below
+    "motion": _optional(lambda v: type(v) is str and v != NO_MOTION and v in motion_names()),
+    "target_usage": _optional(_number(0.0, 1.0)),
+    "tau": _number(0.0, MAX_TAU),
+    "value_step": _optional(lambda v: type(v) is list and 1 <= len(v) <= MAX_CHANNELS and all(_number(MIN_STEP, MAX_STEP)(s) for s in v)),
+}
+# absent in older files, and "motion" / "value_step" when unused, so files without them keep their bytes
+OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None, "value_step": None}
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_header(payload: bytes) -> dict:
+    """HEAD record bytes -> the validated header dict (see :data:`HEADER_SCHEMA`).
+
+    Raises:
+        LatokFormatError: one line naming the first thing wrong.
+    """
+    try:
+        header = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise LatokFormatError("malformed header (not UTF-8)") from None
+    except RecursionError:
+        raise LatokFormatError("malformed header (JSON nested too deeply)") from None
+    except ValueError as error:
+        raise LatokFormatError(f"malformed header ({str(error).splitlines()[0][:200]})") from None
+    if type(header) is not dict:
+        raise LatokFormatError("malformed header (not a JSON object)")
+    header = {**OPTIONAL_KEYS, **header}
+    _check_fields("", header, HEADER_SCHEMA)
+    _check_fields("source.", header["source"], SOURCE_SCHEMA)
+    _check_consistency(header)
+    return header
+
+
+def _check_fields(prefix: str, record: dict, schema: dict[str, Check]) -> None:
+    unknown = sorted(set(record) - set(schema), key=str)
+    if unknown:
+        raise LatokFormatError(f"malformed header (unknown key {prefix}{str(unknown[0])[:64]!r})")
+    for key, check in schema.items():
+        if key not in record:
+            raise LatokFormatError(f"malformed header (missing {prefix}{key})")
+        if not check(record[key]):
+            raise LatokFormatError(f"malformed header ({prefix}{key} = {_shown(record[key])} is not allowed)")
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, dict) else "an object"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_consistency(header: dict) -> None:
+    from latok.vae import vae_class
+
+    _, _, frames, height, width = header["shape"]
+    if frames * height * width > MAX_POSITIONS:
+        raise LatokFormatError(f"latent shape {header['shape']} exceeds the supported size ({MAX_POSITIONS} positions)")
+    if height * width * min(header["chunk_frames"], frames) > MAX_CHUNK_POSITIONS:
+        raise LatokFormatError(f"chunks of {header['chunk_frames']} latent frames of {height}x{width} exceed the supported chunk size")
+    guard, model = header["lit_frames"], header["lit_model"]
+    if (guard is None) != (model is None) or (guard is not None and len(guard) != frames):
+        raise LatokFormatError("malformed header (lit guard: lit_frames must be one 0/1 per latent frame, with lit_model)")
+    steps = header["value_step"]
+    if steps is not None and (len(steps) != header["shape"][1] or header["dtype"] != "float32"):
+        raise LatokFormatError("malformed header (value_step needs one step per channel and dtype float32)")
+    if steps is not None and height * width * min(header["chunk_frames"], frames) * len(steps) > MAX_CHUNK_VALUES:
+        raise LatokFormatError(f"chunks of {header['chunk_frames']} latent frames of {height}x{width}x{len(steps)} quantised values exceed the supported chunk size")
+    backend = vae_class(header["backend"])
+    source = header["source"]
+    decoded = (frames * backend.temporal_ratio, height * backend.spatial_ratio, width * backend.spatial_ratio)
+    if any(s > d for s, d in zip((source["frames"], source["height"], source["width"]), decoded)):
+        raise LatokFormatError(
+            f"source video {source['frames']}x{source['height']}x{source['width']} is larger than "
+            f"latent {header['shape'][2:]} decodes to with {header['backend']}"
+        )
+    if backend.fixed_geometry:
+        expected = backend.expected_latent(source["frames"], source["height"], source["width"])
+        if tuple(header["shape"][1:]) != expected:
+            raise LatokFormatError(
+                f"latent shape {header['shape'][1:]} is not what {header['backend']} makes of a "
+                f"{source['frames']}x{source['height']}x{source['width']} video ({list(expected)})"
+            )

@@ -1,0 +1,1 @@
+"""Interop: tokens for others (packed sequences, diffusers pipelines' latents, token merging)."""

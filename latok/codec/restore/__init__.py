@@ -1,0 +1,1 @@
+"""Restoration: how dropped positions come back (closed-form fills, the inpainter, the lit guard)."""

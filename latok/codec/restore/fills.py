@@ -1,0 +1,129 @@
+"""Closed-form fills: restore dropped latent positions from the kept ones, registered by name.
+
+A fill is a callable ``fill(latent, keep, motion=None) -> latent`` where ``latent`` is ``(B, C, t, h, w)``
+float with kept values in place (dropped positions hold zeros), ``keep`` is ``(B, t, h, w)`` bool with
+every position of frame 0 kept, and ``motion`` the translations the rule warped by
+(:mod:`latok.codec.rule.motion`; ``None``: in place).  It returns the restored ``(B, C, t, h, w)``
+latent; kept positions come back unchanged.  A plain ``fill(latent, keep)`` callable works for tokens
+without motion.  Which fill restores a clip, by name, including the inpainter (``lit``) and the guarded
+default (``auto``), is decided in :mod:`latok.codec.restore.resolve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from latok.codec.rule.motion import warp
+from latok.codec.tokens import last_kept_index, next_kept_index
+from latok.errors import InvalidInputError
+
+Fill = Callable[..., torch.Tensor]
+MODEL_FILLS = ("lit", "auto")  # names that may run the inpainter, resolved in latok.codec.restore.resolve
+_FILLS: dict[str, Fill] = {}
+
+
+def register_fill(name: str):
+    """Decorator adding a closed-form fill ``fill(latent, keep, motion=None)`` under ``name``."""
+    if name in MODEL_FILLS:
+        raise InvalidInputError(f"{name!r} is reserved for the inpainter")
+
+    def decorate(fn: Fill) -> Fill:
+        _FILLS[name] = fn
+        return fn
+
+    return decorate
+
+
+def closed_form_fills() -> list[str]:
+    return sorted(_FILLS)
+
+
+def get_fill(fill: str | Fill) -> Fill:
+    """A closed-form fill by name (a callable passes through)."""
+    if callable(fill):
+        return fill
+    try:
+        return _FILLS[fill]
+    except KeyError:
+        raise InvalidInputError(f"unknown fill {fill!r}; available: {', '.join(sorted(_FILLS))}") from None
+
+
+@register_fill("zero")
+def zero_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+    """Dropped positions take the latent mean: zero after normalisation (motion changes nothing)."""
+    return latent * keep.unsqueeze(1)
+
+
+@register_fill("hold")
+def hold_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero-order hold: each dropped position repeats its last kept value (RLT's run-length repeat);
+    along the ``motion`` when given (:func:`motion_hold_fill`)."""
+    if motion is not None:
+        return motion_hold_fill(latent, keep, motion.to(latent.device))
+    return latent.gather(2, _expand(last_kept_index(keep), latent))
+
+
+@register_fill("interp")
+def interp_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+    """Per position, linear interpolation in time between the kept values before and after;
+    hold after the last kept value.  Along the ``motion`` when given (:func:`motion_interp_fill`)."""
+    if motion is not None:
+        return motion_interp_fill(latent, keep, motion.to(latent.device))
+    previous = last_kept_index(keep)  # (B, t, h, w)
+    following = next_kept_index(keep)  # (B, t, h, w); t where none follows
+    frames = keep.shape[1]
+    has_next = following < frames
+    following = torch.where(has_next, following, previous)
+    before = latent.gather(2, _expand(previous, latent))
+    after = latent.gather(2, _expand(following, latent))
+    time = torch.arange(frames, device=keep.device).view(1, frames, 1, 1)
+    span = (following - previous).clamp(min=1)
+    weight = torch.where(has_next, (time - previous) / span, torch.zeros((), device=keep.device))
+    return torch.lerp(before, after, weight.unsqueeze(1).to(latent.dtype))
+
+
+def motion_hold_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """Hold along the motion: each dropped position repeats the previous *restored* frame warped by
+    its frame's motion ``motion`` (``(B, t, 2)``, or ``(B, t, 2, gh, gw)`` per block; :mod:`latok.codec.rule.motion`).  A zero motion is
+    exactly :func:`hold_fill`."""
+    restored = [latent[:, :, 0]]
+    for t in range(1, latent.shape[2]):
+        moved = warp(restored[-1], motion[:, t])
+        restored.append(torch.where(keep[:, t].unsqueeze(1), latent[:, :, t], moved))
+    return torch.stack(restored, dim=2)  # (B, C, t, h, w)
+
+
+def motion_interp_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """Interpolation along the motion: the motion-compensated hold forward from the last kept value and
+    backward from the next (warped by the inverse translations), blended by how many frames each lies
+    away; hold where no kept value follows.  A zero motion is :func:`interp_fill`."""
+    frames = latent.shape[2]
+    mask = keep.unsqueeze(1).to(latent.dtype)  # (B, 1, t, h, w)
+    forward, age_forward = [latent[:, :, 0]], [torch.zeros_like(mask[:, :, 0])]
+    for t in range(1, frames):
+        kept = keep[:, t].unsqueeze(1)
+        forward.append(torch.where(kept, latent[:, :, t], warp(forward[-1], motion[:, t])))
+        age_forward.append(torch.where(kept, 0.0, warp(age_forward[-1], motion[:, t]) + 1))
+    inf = torch.full_like(mask[:, :, 0], float("inf"))
+    backward, age_backward = [None] * frames, [None] * frames
+    backward[-1] = latent[:, :, -1]
+    age_backward[-1] = torch.where(keep[:, -1].unsqueeze(1), 0.0, inf)
+    for t in range(frames - 2, -1, -1):
+        kept = keep[:, t].unsqueeze(1)
+        back = -motion[:, t + 1]
+        backward[t] = torch.where(kept, latent[:, :, t], warp(backward[t + 1], back))
+        age = warp(torch.where(torch.isinf(age_backward[t + 1]), -1.0, age_backward[t + 1]), back)
+        age_backward[t] = torch.where(kept, 0.0, torch.where(age < 0, inf, age + 1))
+    restored = []
+    for t in range(frames):
+        has_next = torch.isfinite(age_backward[t])
+        span = torch.where(has_next, age_forward[t] + age_backward[t], 1.0).clamp(min=1)
+        weight = torch.where(has_next, age_forward[t] / span, 0.0)
+        restored.append(torch.lerp(forward[t], backward[t], weight))
+    return torch.stack(restored, dim=2)  # (B, C, t, h, w)
+
+
+def _expand(index: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    return index.unsqueeze(1).expand(-1, latent.shape[1], -1, -1, -1)  # (B, C, t, h, w)

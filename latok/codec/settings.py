@@ -1,0 +1,74 @@
+"""``CodecSettings``: every choice that shapes a clip's tokens, validated once, travelling together.
+
+The tokenizer, the CLI and the evaluation build one; the rule, the quantiser and the lit guard read it;
+the tokens (and so the ``.latok`` header) record what it decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from latok.codec.quantise import channel_steps
+from latok.codec.restore.guard import LIT_GUARD_MARGIN
+from latok.codec.rule.masking import Reference, check_rule
+from latok.codec.rule.motion import motion_names
+from latok.codec.tokens import dtype_name
+from latok.errors import InvalidInputError
+
+@dataclass(frozen=True)
+class CodecSettings:
+    """How a clip is tokenized.
+
+    Attributes:
+        tau: threshold of the temporal-L1 rule; ``None``: the backend's calibrated default for ``motion``.
+        target_usage: instead of tau, keep about this fraction of positions (tau picked per clip).
+        reference: ``"last-kept"`` (default) or ``"previous"``.
+        keyframe_interval: force every K-th latent frame to be kept; ``None`` for off.
+        motion: ``"none"`` compares positions in place; a registered motion model
+            (:func:`latok.codec.rule.motion.motion_names`: ``"global"``, ``"block"``, the default) warps
+            the reference first and is stored in the file.
+        value_step: quantise kept values with this step (:mod:`latok.codec.quantise`) and entropy-code them;
+            ``0`` keeps exact values in ``storage_dtype``; ``None``: the backend's ``default_value_step``.
+        storage_dtype: dtype of exact kept values (fp16 default, bf16 or fp32).
+        lit_guard: record per latent frame whether the inpainter beats hold there (when there is one).
+        lit_guard_margin: lit must cut hold's latent error on a frame by this fraction to be picked.
+        pixel_guard: decide the lit guard on decoded pixels instead (per-frame backends; the margin is
+            then not used).
+    """
+
+    tau: float | None = None
+    target_usage: float | None = None
+    reference: Reference = "last-kept"
+    keyframe_interval: int | None = None
+    motion: str = "block"
+    value_step: float | None = None
+    storage_dtype: torch.dtype = torch.float16
+    lit_guard: bool = True
+    lit_guard_margin: float = LIT_GUARD_MARGIN
+    pixel_guard: bool = False
+
+    def __post_init__(self):
+        if self.tau is not None and self.target_usage is not None:
+            raise InvalidInputError("give either tau or target usage, not both")
+        check_rule(self.tau, self.target_usage, self.reference, self.keyframe_interval)
+        if self.motion not in motion_names():
+            raise InvalidInputError(f"motion must be one of {', '.join(motion_names())}, got {self.motion!r}")
+        if self.value_step is not None:
+            channel_steps(self.value_step, None, 1)
+        dtype_name(self.storage_dtype)
+        if not 0.0 <= self.lit_guard_margin < 1.0:
+            raise InvalidInputError(f"lit_guard_margin must be in [0, 1), got {self.lit_guard_margin}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def value_step_for(self, vae) -> float:
+        """The value step in force with backend ``vae`` (a class or an instance): the settings', else its default."""
+        return vae.default_value_step if self.value_step is None else self.value_step
+
+    def but(self, **changes) -> CodecSettings:
+        """A copy with ``changes``, validated again."""
+        return replace(self, **changes)
