@@ -64,7 +64,7 @@ def probe(vae, inpainters, name: str, usage: float) -> dict:
                 source=SourceInfo(*size, fps=24.0), motion=None if frame_motion is None else frame_motion.float(),
             )  # fmt: skip
             guarded = decide_lit_guard(adaptive, latent, inpainters)
-            lit = resolve(guarded, "lit", scatter(inpainters)(guarded), guarded.keep)
+            lit = resolve(guarded, "lit", inpainters)(scatter(guarded), guarded.keep, guarded.motion)
             free = torch.isfinite(mask.distance)
             row[f"{reference}/{label}"] = {
                 "psnr_lit": psnr(vae.decode(lit, size=size), video),

@@ -127,14 +127,14 @@ def test_motion_tokens_round_trip_and_decode_with_motion_hold(taef2, pan_clip, t
     loaded = load_latok(path)
     assert torch.equal(loaded.motion, adaptive.motion) and torch.equal(loaded.keep, adaptive.keep)
     assert moving.resolve(loaded).name == "hold"
-    torch.testing.assert_close(moving.restore(loaded), scatter(motion_hold_fill(loaded), loaded.keep, loaded.motion))
+    torch.testing.assert_close(moving.restore(loaded), motion_hold_fill(scatter(loaded), loaded.keep, loaded.motion))
     from latok.evaluation.metrics import psnr
 
     compensated = psnr(moving.decode(loaded), pan_clip)
     held = psnr(plain.decode(plain.encode(pan_clip)), pan_clip)
     assert compensated > held + 0.5  # same usage, the pan followed
     assert moving.resolve(loaded, "interp").name == "interp"
-    torch.testing.assert_close(moving.restore(loaded, "interp"), scatter(motion_interp_fill(loaded), loaded.keep, loaded.motion))
+    torch.testing.assert_close(moving.restore(loaded, "interp"), motion_interp_fill(scatter(loaded), loaded.keep, loaded.motion))
     exact = LatentTokenizer(taef2, target_usage=0.5, lit_guard=False, motion="none", value_step=0)
     plain_file = save_latok(exact.encode(pan_clip), tmp_path / "p.latok")
     with LatokReader(plain_file) as reader:
@@ -182,8 +182,8 @@ def test_lit_and_its_guard_follow_motion(taef2, pan_clip):
     model = tokenizer.inpainter
     lit_error, hold_error = model.error(restored, latent.float(), adaptive.keep)[0], model.error(held, latent.float(), adaptive.keep)[0]
     assert bool((lit_error <= hold_error + 1e-6).all())  # guarded: no frame worse than MC hold in the decoder metric
-    unguarded = scatter(tokenizer.inpainters.run(adaptive), adaptive.keep, adaptive.tau, adaptive.reference, motion=adaptive.motion)
-    plain = scatter(tokenizer.inpainters.run(adaptive), adaptive.keep, adaptive.tau, adaptive.reference)
+    unguarded = tokenizer.inpainters.run(scatter(adaptive), adaptive.keep, adaptive.tau, adaptive.reference, motion=adaptive.motion)
+    plain = tokenizer.inpainters.run(scatter(adaptive), adaptive.keep, adaptive.tau, adaptive.reference)
     assert not torch.allclose(unguarded, plain)  # the motion reaches the model's inputs
     with pytest.raises(Exception, match="does not follow motion in streams"):
         from latok.codec.restore.resolve import resolve_stream
@@ -316,7 +316,7 @@ def test_block_motion_round_trips_through_the_file(tmp_path):
     motion = estimate_motion(latent, model="block")
     keep = redundancy_mask(latent, 0.1, motion=motion).keep
     adaptive = AdaptiveLatent.from_dense(
-        latent, keep, backend="taef2", backend_config="test", tau=0.1, source=SourceInfo(7, 320, 448, fps=24.0), motion=motion
+        latent, keep, backend="taef2", backend_config="test", tau=0.1, source=SourceInfo(7, 320, 448, fps=24.0), motion=motion, motion_model="block"
     )
     assert adaptive.motion_model == "block"
     path = save_latok(adaptive, tmp_path / "b.latok", chunk_frames=3)
@@ -327,10 +327,12 @@ def test_block_motion_round_trips_through_the_file(tmp_path):
     assert file_info(path)["motion"] == "block"
     loaded = load_latok(path)
     assert torch.equal(loaded.motion, motion) and torch.equal(loaded.keep, keep) and loaded.motion_model == "block"
-    torch.testing.assert_close(restore(loaded, "hold"), scatter(motion_hold_fill(loaded), keep, motion))
-    with pytest.raises(InvalidInputError, match="motion must be"):
-        AdaptiveLatent.from_dense(latent, keep, backend="taef2", backend_config="test", tau=0.1,
-                                  source=SourceInfo(7, 320, 448, fps=24.0), motion=motion[..., :5])  # fmt: skip
+    torch.testing.assert_close(restore(loaded, "hold"), motion_hold_fill(scatter(loaded), keep, motion))
+    wrong_grid = AdaptiveLatent.from_dense(latent, keep, backend="taef2", backend_config="test", tau=0.1,
+                                           source=SourceInfo(7, 320, 448, fps=24.0), motion=motion[..., :5])  # fmt: skip
+    with pytest.raises(InvalidInputError, match="motion must be"):  # the file holds only the model's own grid
+        save_latok(wrong_grid, tmp_path / "wrong.latok")
+    assert not (tmp_path / "wrong.latok").exists()
     import json
     import struct
     import zlib
