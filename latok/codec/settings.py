@@ -12,7 +12,7 @@ import torch
 
 from latok.codec.quantise import channel_steps
 from latok.codec.restore.guard import LIT_GUARD_MARGIN
-from latok.codec.rule.masking import Reference, check_rule
+from latok.codec.rule.masking import MAX_TAU, Reference, check_rule
 from latok.codec.rule.motion import motion_names
 from latok.codec.tokens import dtype_name
 from latok.errors import InvalidInputError
@@ -53,6 +53,8 @@ class CodecSettings:
         if self.tau is not None and self.target_usage is not None:
             raise InvalidInputError("give either tau or target usage, not both")
         check_rule(self.tau, self.target_usage, self.reference, self.keyframe_interval)
+        if self.tau is not None and self.tau > MAX_TAU:
+            raise InvalidInputError(f"tau must be at most {MAX_TAU:g} (a .latok header holds no larger), got {self.tau}")
         if self.motion not in motion_names():
             raise InvalidInputError(f"motion must be one of {', '.join(motion_names())}, got {self.motion!r}")
         if self.value_step is not None:

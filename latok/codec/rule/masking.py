@@ -218,8 +218,6 @@ def check_rule(tau: float | None, target_usage: float | None, reference: str, ke
     """Raise :class:`InvalidInputError` for settings of the rule it would refuse (``None``: not set)."""
     if tau is not None and (not (tau >= 0.0) or tau == float("inf")):
         raise InvalidInputError(f"tau must be a finite number >= 0, got {tau}")
-    if tau is not None and tau > MAX_TAU:
-        raise InvalidInputError(f"tau must be at most {MAX_TAU:g} (a .latok header holds no larger), got {tau}")
     if target_usage is not None and not 0.0 < target_usage <= 1.0:
         raise InvalidInputError(f"target usage must be in (0, 1], got {target_usage}")
     if reference not in REFERENCES:
