@@ -233,15 +233,15 @@ def evaluate(
     """Evaluate ``clips`` (skipping finished ones), then write the results files into ``out``; returns results.json."""
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    todo = [clip for clip in clips if not is_done(clip, out, settings)]
-    logger.info("%d of %d clips to evaluate into %s", len(todo), len(clips), out)
+    remaining = [clip for clip in clips if not is_done(clip, out, settings)]
+    logger.info("%d of %d clips to evaluate into %s", len(remaining), len(clips), out)
     started = time.perf_counter()
-    if todo:
+    if remaining:
         trainer = L.Trainer(accelerator="auto", devices="auto", logger=False, enable_checkpointing=False)
-        loader = DataLoader(todo, batch_size=None, collate_fn=lambda clip: clip)
+        loader = DataLoader(remaining, batch_size=None, collate_fn=lambda clip: clip)
         trainer.predict(ClipEvaluator(settings, out, tokenizer_options or {}), loader, return_predictions=False)
     results = collect(clips, out, settings)
-    results.update(description=description, wall_seconds_this_run=time.perf_counter() - started, clips_computed=len(todo))
+    results.update(description=description, wall_seconds_this_run=time.perf_counter() - started, clips_computed=len(remaining))
     write_reports(results, out)
     return results
 
