@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latok.codec.format.coders.masks import MaskCoder
+from latok.codec.format.coders.masks import ContextMasks
 from latok.codec.format.reader import LatokReader, load_latok
 from latok.codec.format.writer import save_latok
 from latok.codec.quantise import channel_steps
@@ -285,14 +285,14 @@ def craft(directory: Path) -> list[Path]:
 
 
 def zero_chunk_records(t_start: int, t_count: int, positions: int, channels: int, context_mask: np.ndarray | None = None,
-                       coder: MaskCoder | None = None) -> list[tuple[bytes, bytes]]:
+                       previous: np.ndarray | None = None) -> list[tuple[bytes, bytes]]:
     """MASK + QVAL records of a version-3 chunk whose kept values are all zero residuals (one-symbol tables, no bits):
-    every position kept (a zlib mask), or ``context_mask`` (``(t_count, h, w)`` bool) context coded with ``coder``."""
+    every position kept (a zlib mask), or ``context_mask`` (``(t_count, h, w)`` bool) context coded after ``previous``."""
     if context_mask is None:
         mask = (b"MASK", struct.pack("<IIB", t_start, t_count, 1) + zlib.compress(b"\xff" * (t_count * positions // 8), 9))
         count = t_count * positions
     else:
-        mask = (b"MASK", struct.pack("<IIB", t_start, t_count, 2) + coder.encode(context_mask))
+        mask = (b"MASK", struct.pack("<IIB", t_start, t_count, 2) + ContextMasks.encode(context_mask, previous))
         count = int(context_mask.sum())
     tables = zlib.compress(bytes([1, 1]) * 2 * channels, 9)
     return [mask, (b"QVAL", struct.pack("<II", t_start, count) + struct.pack("<I", len(tables)) + tables)]
@@ -308,11 +308,12 @@ def crafted_v3(preamble: bytes, header: dict) -> dict[str, bytes]:
     frames, chunk = 1 << 19, 1 << 16
     tall = {**base, "shape": [1, 32, frames, 1, 1], "chunk_frames": chunk,
             "source": {**header["source"], "frames": frames, "height": 8, "width": 8, "source_size": None, "resized_size": None, "crop": None}}  # fmt: skip
-    coder, records = MaskCoder(1, 1), []
+    previous, records = None, []
     for t in range(0, frames, chunk):
         keep = np.zeros((chunk, 1, 1), dtype=bool)
         keep[0] = t == 0
-        records += zero_chunk_records(t, chunk, 1, 32, keep, coder)
+        records += zero_chunk_records(t, chunk, 1, 32, keep, previous)
+        previous = keep[-1]
     files["v3_context_mask_frames"] = join(v3, json.dumps(tall), [*records, (b"END\x00", struct.pack("<IQ", frames // chunk, 1))])
     # 200 chunks of 2^21 zero-residual values each (18 KB): a reader that decodes values in info takes half a minute
     chunks, chunk, side = 200, 1024, 8

@@ -1,4 +1,4 @@
-"""Choices live in registries: a new motion model is one class and its registration, and the CLI reads it."""
+"""Choices live in registries: a new motion model or coder is one class and its registration, and the CLI reads it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import latok
 from latok.codec.restore.fills import hold_fill
 from latok.codec.rule.motion import motion_names, register_motion
 from latok.codec.tokens import SourceInfo, scatter
+from latok.errors import LatokFormatError
 
 
 @register_motion("still")
@@ -47,6 +48,65 @@ def test_a_toy_motion_model_encodes_saves_and_restores(tmp_path):
     plain = latok.LatentTokenizer("taef2", motion="none", tau=0.3, lit_guard=False).tokenize(latent, SourceInfo(frames=5, height=48, width=48))
     assert torch.equal(plain.keep, adaptive.keep)  # zero motion is the rule in place
     assert torch.equal(tokenizer.restore(loaded, "hold"), hold_fill(scatter(loaded), loaded.keep))  # fills follow the (zero) motion
+
+
+class EmptyMasks:
+    """A toy mask coder: a chunk that keeps nothing after frame 0 costs no payload bytes at all."""
+
+    byte, since_version = 7, 1
+
+    @staticmethod
+    def encode(keep, previous):
+        return b"" if previous is not None and not keep.any() else None
+
+    @staticmethod
+    def decode(data, frames, height, width, previous):
+        if data:
+            raise LatokFormatError("an empty-mask record holds no bytes")
+        return bytes((frames * height * width + 7) // 8)
+
+    @staticmethod
+    def declared_kept(data, frames, positions, first):
+        return None
+
+
+def test_a_registered_mask_coder_is_written_where_smallest_and_read_back(tmp_path, monkeypatch):
+    from latok.codec.format import coders
+    from latok.codec.format.reader import load_latok
+    from latok.codec.format.writer import save_latok
+    from latok.codec.tokens import AdaptiveLatent
+
+    latent = torch.randn(1, 32, 9, 5, 6, generator=torch.Generator().manual_seed(0))
+    keep = torch.zeros(1, 9, 5, 6, dtype=torch.bool)
+    keep[:, 0] = True  # chunk 2 (latent frames 4..7) and 3 (8) keep nothing
+    adaptive = AdaptiveLatent.from_dense(latent, keep, backend="taef2", backend_config="abc123", tau=0.5, source=SourceInfo(frames=9, height=40, width=48))
+    before = save_latok(adaptive, tmp_path / "before.latok", chunk_frames=4).read_bytes()
+    _with_mask_codec(tmp_path / "unknown.latok", before, 7)
+    with pytest.raises(LatokFormatError, match="unknown mask codec 7"):
+        load_latok(tmp_path / "unknown.latok")
+    monkeypatch.setitem(coders._MASKS, EmptyMasks.byte, EmptyMasks)
+    after = save_latok(adaptive, tmp_path / "after.latok", chunk_frames=4)
+    assert after.stat().st_size < len(before)
+    loaded = load_latok(after)
+    assert torch.equal(loaded.keep, keep) and torch.equal(loaded.values, adaptive.values)
+
+
+def _with_mask_codec(path: Path, data: bytes, byte: int) -> None:
+    """``data`` with its second MASK record's codec byte set to ``byte`` (checksum resealed)."""
+    import struct
+    import zlib
+
+    offset, masks = 12, []
+    while offset < len(data):
+        tag, length = struct.unpack_from("<4sI", data, offset)
+        if tag == b"MASK":
+            masks.append((offset, length))
+        offset += 8 + length + 4
+    offset, length = masks[1]
+    out = bytearray(data)
+    out[offset + 8 + 8] = byte
+    struct.pack_into("<I", out, offset + 8 + length, zlib.crc32(bytes(out[offset : offset + 8 + length])))
+    path.write_bytes(bytes(out))
 
 
 def test_the_public_api_has_every_name_readme_uses():

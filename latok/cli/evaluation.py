@@ -110,11 +110,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
         InpaintingTransformer.from_pretrained(inpainter)  # fail now, not after an hour of encoding
     vae_options = _weight_options(args, args.backend)
-    from latok.codec.quantise import channel_steps
+    from latok.codec.settings import CodecSettings
     from latok.vae import vae_class
 
-    value_step = vae_class(args.backend).default_value_step if args.value_step is None else args.value_step
-    channel_steps(value_step, None, 1)  # a bad step fails now
+    value_step = CodecSettings(motion=args.motion, value_step=args.value_step).value_step_for(vae_class(args.backend))
     if args.pixel_guard and inpainter is None:
         raise InvalidInputError("--pixel-guard decides the lit guard: add lit to --fills")
     settings = EvalSettings(

@@ -39,11 +39,11 @@ def add_commands(commands) -> None:
 
 
 def run_cache_latents(args: argparse.Namespace) -> int:
-    from latok.codec.quantise import channel_steps
+    from latok.codec.settings import CodecSettings
     from latok.training.data import DEFAULT_CACHE_VALUE_STEP, cache_latents
 
-    value_step = DEFAULT_CACHE_VALUE_STEP if args.value_step is None else args.value_step
-    channel_steps(value_step, None, 1)  # a bad step fails before any work
+    # caches keep finer values than .latok files: their default step is the cache's, checked as the codec checks one
+    value_step = CodecSettings(value_step=DEFAULT_CACHE_VALUE_STEP if args.value_step is None else args.value_step).value_step
     options = _weight_options(args, args.backend)
     shards, errors = cache_latents(
         args.inputs, args.out, backend=args.backend, frames=args.frames, start=args.start, stride=args.stride,

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from latok._fs import atomic_path
 from latok.codec.format.writer import bitrate, encoded_size
 from latok.codec.restore.resolve import uses_inpainter
+from latok.codec.settings import CodecSettings
 from latok.errors import InvalidInputError
 from latok.evaluation.datasets import EvalClip
 
@@ -64,7 +65,7 @@ class EvalSettings:
     inpainter: str | None = None
     backend_options: tuple = ()
     pixel_guard: bool = False  # lit runs: the lit guard decided on decoded pixels (LatentTokenizer(pixel_guard=True))
-    motion: str = "none"  # the rule's reference in place, or following one translation per latent frame
+    motion: str = CodecSettings.motion  # the codec's default motion model; "none" compares in place
     value_step: float = 0.0  # kept values quantised with this step (LatentTokenizer(value_step=)); 0: exact fp16
 
     def fingerprint(self) -> str:
@@ -113,20 +114,24 @@ def parse_rates(taus: str | None, target_usages: str | None) -> tuple[Rate, ...]
             value = float(item)
         except ValueError:
             raise InvalidInputError(f"--taus: {item!r} is not a number or 'default'") from None
-        if not 0 <= value < float("inf"):
-            raise InvalidInputError(f"--taus: tau must be a finite number >= 0, got {item}")
-        rates.append(Rate(tau=value))
+        rates.append(Rate(tau=_checked("--taus", tau=value).tau))
     for item in filter(None, (target_usages or "").split(",")):
         try:
             value = float(item)
         except ValueError:
             raise InvalidInputError(f"--target-usage: {item!r} is not a number") from None
-        if not 0 < value <= 1:
-            raise InvalidInputError(f"--target-usage must be in (0, 1], got {item}")
-        rates.append(Rate(target_usage=value))
+        rates.append(Rate(target_usage=_checked("--target-usage", target_usage=value).target_usage))
     if not rates:
         raise InvalidInputError("give at least one rate: --taus and/or --target-usage")
     return tuple(dict.fromkeys(rates))
+
+
+def _checked(option: str, **rate) -> CodecSettings:
+    """The rate as codec settings, validated where every rate is; errors name ``option``."""
+    try:
+        return CodecSettings(**rate)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{option}: {error}") from None
 
 
 def clip_file(out: Path, clip: EvalClip) -> Path:

@@ -7,7 +7,6 @@ whole clip after checking that holding and decoding it fits :func:`whole_clip_li
 
 from __future__ import annotations
 
-import math
 import os
 import zlib
 from collections.abc import Iterator
@@ -22,12 +21,7 @@ from latok.codec.format.writer import (
     END_RECORD,
     FORMAT_VERSION,
     MAGIC,
-    MASK_CONTEXT,
     MASK_HEAD,
-    MASK_RAW,
-    MASK_ZLIB,
-    MOTION_FLOAT,
-    MOTION_QUARTER,
     MOTN_HEAD,
     MOTN_HEAD_V3,
     PREAMBLE,
@@ -36,7 +30,7 @@ from latok.codec.format.writer import (
     VERSIONS,
 )
 from latok.codec.format.header import MAX_HEADER_BYTES, parse_header
-from latok.codec.format.coders.masks import MaskCoder, declared_kept
+from latok.codec.format.coders import mask_coder, motion_coder
 from latok.codec.rule.motion import motion_shape
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo
 from latok.codec.format.coders.values import TABLE_HEAD, ValueCoder
@@ -160,7 +154,7 @@ class LatokReader:
         t_expected, tokens, chunks = 0, 0, 0
         steps = self.header["value_step"]
         value_coder = None if steps is None or not decode else ValueCoder(channels, height, width)
-        self._mask_coder = None if steps is None or not decode else MaskCoder(height, width)
+        self._previous_keep = None  # (h, w) keep of the latent frame before the chunk: the context coder's context
         values_tag = b"VALS" if steps is None else b"QVAL"
         while True:
             tag, payload = self._read_record()
@@ -216,21 +210,11 @@ class LatokReader:
         found = f"expected a MOTN record of {shape} for latent frames {t_start}..{t_start + t_count}, found {tag!r} of {len(payload)} bytes"
         if tag != b"MOTN" or len(payload) < head.size or head.unpack_from(payload)[:2] != (t_start, t_count):
             self._fail(found)
-        codec = MOTION_FLOAT if self.version < 3 else head.unpack_from(payload)[2]
-        data = payload[head.size :]
-        if codec == MOTION_QUARTER:
-            inflater = zlib.decompressobj()
-            try:
-                data = inflater.decompress(data, 2 * math.prod(shape) + 1)
-            except zlib.error as error:
-                self._fail(f"MOTN record does not inflate ({error})")
-            if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data or len(data) != 2 * math.prod(shape):
-                self._fail(f"MOTN record does not inflate to {shape} quarter-pel codes")
-            vectors = np.frombuffer(data, dtype="<i2").astype(np.float32) / 4
-        elif codec == MOTION_FLOAT and len(data) == 4 * math.prod(shape):
-            vectors = np.frombuffer(data, dtype="<f4").astype(np.float32)
-        else:
-            self._fail(found if codec == MOTION_FLOAT else f"unknown motion codec {codec}")
+        try:
+            coder = motion_coder(0 if self.version < 3 else head.unpack_from(payload)[2], self.version)  # version 2: float32
+            vectors = coder.decode(payload[head.size :], shape)
+        except LatokFormatError as error:
+            self._fail(str(error))
         if not np.isfinite(vectors).all() or np.abs(vectors).max(initial=0.0) > max(height, width):
             self._fail(f"MOTN record at latent frame {t_start} holds a translation that is not finite or exceeds the frame")
         return torch.from_numpy(vectors.copy()).view(shape)
@@ -267,38 +251,22 @@ class LatokReader:
         positions = t_count * height * width  # <= MAX_CHUNK_POSITIONS, checked with the header
         expected = (positions + 7) // 8
         data = payload[MASK_HEAD.size :]
-        if codec == MASK_CONTEXT and self.version < 3:
-            self._fail(f"mask codec {codec} is not used in format version {self.version}")
-        if codec == MASK_ZLIB:
-            inflater = zlib.decompressobj()
-            try:
-                data = inflater.decompress(data, expected + 1)  # never more than the chunk declares
-            except zlib.error as error:
-                self._fail(f"MASK record does not inflate ({error})")
-            if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
-                self._fail("MASK record does not inflate to exactly its declared bits")
-        elif codec == MASK_CONTEXT and not decode:
-            try:
-                kept = declared_kept(payload[MASK_HEAD.size :], t_count, height * width, first=t_start == 0)
-            except LatokFormatError as error:
-                self._fail(f"MASK record: {error}")
+        try:
+            coder = mask_coder(codec, self.version)
+            kept = None if decode else coder.declared_kept(data, t_count, height * width, first=t_start == 0)
+            if kept is None:
+                data = coder.decode(data, t_count, height, width, self._previous_keep)
+        except LatokFormatError as error:
+            self._fail(str(error) if str(error).startswith("MASK") else f"MASK record: {error}")
+        if kept is not None:  # counted, not decoded: the next chunk's context is not needed either
             if kept != count:
                 self._fail(f"MASK record at latent frame {t_start} keeps a different number of positions than its QVAL record holds")
             return t_count, None
-        elif codec == MASK_CONTEXT:
-            try:
-                keep = self._mask_coder.decode(t_count, data)
-            except LatokFormatError as error:
-                self._fail(f"MASK record: {error}")
-            data = np.packbits(keep.reshape(-1), bitorder="little").tobytes()
-        elif codec != MASK_RAW:
-            self._fail(f"unknown mask codec {codec}")
         if len(data) != expected:
             self._fail(f"MASK record holds {len(data)} bytes, expected {expected}")
         packed = np.frombuffer(data, dtype=np.uint8)
-        if self._mask_coder is not None and codec != MASK_CONTEXT:  # the next context-coded chunk needs this one's last frame
-            last = np.unpackbits(packed, count=positions, bitorder="little")[-height * width :]
-            self._mask_coder.advance(last.view(np.bool_).reshape(1, height, width))
+        last = np.unpackbits(packed, count=positions, bitorder="little")[-height * width :]
+        self._previous_keep = last.view(np.bool_).reshape(height, width)  # the next context-coded chunk needs it
         spare = expected * 8 - positions
         if spare and packed[-1] >> (8 - spare):
             self._fail("MASK record sets bits past its last position")

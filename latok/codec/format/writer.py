@@ -11,14 +11,15 @@ Layout (all integers little-endian)::
           and the lit guard (``lit_frames``: one "0"/"1" per latent frame, ``lit_model``), or nulls;
           in version 2, ``motion`` ("global" or "block") when the rule was motion-compensated
     MASK  one per chunk: t_start u32, t_count u32, codec u8 (0 raw, 1 zlib: keep bits bit-packed, one bit
-          per position in (t, y, x) order, little bit order; 2, version 3: context coded, :mod:`latok.codec.format.coders.masks`)
+          per position in (t, y, x) order, little bit order; 2, version 3: context coded), the smallest of the
+          mask coders registered in :mod:`latok.codec.format.coders` (:mod:`~latok.codec.format.coders.masks`)
     VALS  one per chunk: t_start u32, count u32, the chunk's kept vectors (count x C, storage dtype)
     QVAL  version 3, in place of VALS: t_start u32, count u32, the kept vectors' quantisation codes,
           predicted and range coded (:mod:`latok.codec.format.coders.values`); HEAD's ``value_step`` holds the steps
     MOTN  version 2 with motion, one per chunk: t_start u32, t_count u32, (dy, dx) float32 per latent frame
           ("global"), or per latent frame and block of a ceil(h/4) x ceil(w/4) grid in (t, 2, gy, gx) order ("block");
           version 3 adds a codec u8 after t_count: 0 float32 as before, 1 zlib of int16 quarter-pel codes
-          (what latok's motion search finds)
+          (what latok's motion search finds), the smallest exact one (:mod:`~latok.codec.format.coders.motion`)
     END   chunk count u32, total kept vectors u64
 
 A file with quantised values (``value_step``) is version 3, with context-coded masks.  Files of exact
@@ -45,12 +46,11 @@ import zlib
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from latok._fs import AtomicWriter, OutputFile, atomic_path
 from latok.codec.format.header import MAX_CHUNK_POSITIONS, parse_header
-from latok.codec.format.coders.masks import MaskCoder
+from latok.codec.format.coders import encode_mask, encode_motion
 from latok.codec.rule.motion import motion_shape
 from latok.codec.format.coders.values import MAX_CHUNK_VALUES, ValueCoder
 from latok.codec.quantise import codes_of
@@ -68,9 +68,7 @@ VALS_HEAD = struct.Struct("<II")
 END_RECORD = struct.Struct("<IQ")
 MOTN_HEAD = struct.Struct("<II")
 MOTN_HEAD_V3 = struct.Struct("<IIB")
-MOTION_FLOAT, MOTION_QUARTER = 0, 1
 DEFAULT_CHUNK_FRAMES = 16
-MASK_RAW, MASK_ZLIB, MASK_CONTEXT = 0, 1, 2
 
 
 def _record(tag: bytes, payload: bytes) -> bytes:
@@ -149,7 +147,7 @@ class LatokWriter(AtomicWriter):
         if self.value_step is not None:
             _, channels, _, height, width = header["shape"]
             self._values = ValueCoder(channels, height, width)
-            self._masks = MaskCoder(height, width)
+        self._previous_keep = None  # (h, w) keep of the last frame written: the context mask coder's context
         self._file.write(PREAMBLE.pack(MAGIC, self.version, 0))
         self._file.write(_record(b"HEAD", _header_payload(self._with_counts(_UNKNOWN, _UNKNOWN))))
 
@@ -191,24 +189,22 @@ class LatokWriter(AtomicWriter):
         expected = motion_shape(1, t_count, height, width, self.motion_model) if self.motion else None
         if (motion is not None) != self.motion or (motion is not None and (tuple(motion.shape) != expected or not bool(motion.isfinite().all()))):
             raise InvalidInputError(f"chunk motion must be finite {expected or ''} exactly when the header says motion")
+        if self.value_step is not None and t_start == 0 and not bool(keep[0, 0].all()):
+            raise InvalidInputError("latent frame 0 must be fully kept")
+        bits = keep[0].numpy()
+        codec, data = encode_mask(bits, self._previous_keep, self.version)
+        self._previous_keep = bits[-1].copy()
+        self._file.write(_record(b"MASK", MASK_HEAD.pack(t_start, t_count, codec) + data))
         if self.value_step is not None:
-            if t_start == 0 and not bool(keep[0, 0].all()):
-                raise InvalidInputError("latent frame 0 must be fully kept")
             codes = codes_of(values, self.value_step)
-            codec, data = min(_packed_mask(keep), (MASK_CONTEXT, self._masks.encode(keep[0].numpy())), key=lambda c: len(c[1]))
-            self._file.write(_record(b"MASK", MASK_HEAD.pack(t_start, t_count, codec) + data))
             self._file.write(_record(b"QVAL", VALS_HEAD.pack(t_start, values.shape[0]) + self._values.encode(keep, codes)))
         else:
-            codec, data = _packed_mask(keep)
-            self._file.write(_record(b"MASK", MASK_HEAD.pack(t_start, t_count, codec) + data))
             raw = values.contiguous().view(torch.uint8).numpy().tobytes()
             self._file.write(_record(b"VALS", VALS_HEAD.pack(t_start, values.shape[0]) + raw))
         if motion is not None:
-            vectors = motion.detach().to(torch.float32).contiguous().cpu().numpy()
-            if self.version < 3:
-                self._file.write(_record(b"MOTN", MOTN_HEAD.pack(t_start, t_count) + vectors.astype("<f4").tobytes()))
-            else:
-                self._file.write(_record(b"MOTN", _motion_payload(t_start, t_count, vectors)))
+            codec, data = encode_motion(motion.detach().to(torch.float32).contiguous().cpu().numpy(), self.version)
+            head = MOTN_HEAD.pack(t_start, t_count) if self.version < 3 else MOTN_HEAD_V3.pack(t_start, t_count, codec)  # v2: float32 only
+            self._file.write(_record(b"MOTN", head + data))
         self._frames_written += t_count
         self._video_frames += video_frames or 0
         self._chunks += 1
@@ -249,20 +245,6 @@ class LatokWriter(AtomicWriter):
         except OutputError:  # flushing what was buffered failed too (a full disk): the temp file goes all the same
             pass
         self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
-
-def _packed_mask(keep: torch.Tensor) -> tuple[int, bytes]:
-    """The keep bits, zlib-compressed where that is smaller."""
-    bits = np.packbits(keep.numpy().reshape(-1), bitorder="little").tobytes()
-    packed = zlib.compress(bits, 9)
-    return (MASK_ZLIB, packed) if len(packed) < len(bits) else (MASK_RAW, bits)
-
-
-def _motion_payload(t_start: int, t_count: int, vectors: np.ndarray) -> bytes:
-    quarters = vectors * 4
-    if np.array_equal(quarters, np.round(quarters)) and np.abs(quarters).max(initial=0) < 1 << 15:
-        return MOTN_HEAD_V3.pack(t_start, t_count, MOTION_QUARTER) + zlib.compress(quarters.astype("<i2").tobytes(), 9)
-    return MOTN_HEAD_V3.pack(t_start, t_count, MOTION_FLOAT) + vectors.astype("<f4").tobytes()
 
 
 def save_latok(adaptive: AdaptiveLatent, path: str | os.PathLike, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> Path:

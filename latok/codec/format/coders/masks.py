@@ -1,4 +1,4 @@
-"""Context coding of keep masks (MASK codec 2, ``.latok`` format version 3).
+"""The keep-mask coders: raw bits (MASK codec 0), zlib of them (1), and context coding (2, format version 3).
 
 A position tends to be kept where it, or its neighbours, were kept in the frame before, so each
 keep bit is coded with one of ten contexts taken from the previous latent frame only: was the
@@ -19,6 +19,9 @@ import struct
 
 import numpy as np
 
+import zlib
+
+from latok.codec.format.coders import register_mask_coder
 from latok.codec.format.coders.values import guarded
 from latok.errors import LatokFormatError
 
@@ -54,24 +57,70 @@ def declared_kept(payload: bytes, frames: int, positions: int, first: bool) -> i
     return int(counts[:, 1].sum()) + first * positions
 
 
-class MaskCoder:
-    """Codes the keep masks of consecutive chunks of one file; carries the previous frame's mask between chunks."""
+def _packed(keep: np.ndarray) -> bytes:
+    return np.packbits(keep.reshape(-1), bitorder="little").tobytes()
 
-    def __init__(self, height: int, width: int):
-        self.height, self.width = height, width
-        self._previous: np.ndarray | None = None
 
-    def advance(self, keep: np.ndarray) -> None:
-        """Take a chunk's ``(k, h, w)`` keep as read some other way (a zlib-packed MASK record)."""
-        self._previous = keep[-1].copy()
+@register_mask_coder
+class RawMasks:
+    """One bit per position in ``(t, y, x)`` order, little bit order."""
 
-    def encode(self, keep: np.ndarray) -> bytes:
-        """A chunk's ``(k, h, w)`` bool keep -> its payload (one coder call for the whole chunk)."""
+    byte, since_version = 0, 1
+
+    @staticmethod
+    def encode(keep: np.ndarray, previous: np.ndarray | None) -> bytes:
+        return _packed(keep)
+
+    @staticmethod
+    def decode(data: bytes, frames: int, height: int, width: int, previous: np.ndarray | None) -> bytes:
+        return data
+
+    @staticmethod
+    def declared_kept(data: bytes, frames: int, positions: int, first: bool) -> None:
+        return None
+
+
+@register_mask_coder
+class ZlibMasks:
+    """The raw bits, zlib-compressed."""
+
+    byte, since_version = 1, 1
+
+    @staticmethod
+    def encode(keep: np.ndarray, previous: np.ndarray | None) -> bytes:
+        return zlib.compress(_packed(keep), 9)
+
+    @staticmethod
+    def decode(data: bytes, frames: int, height: int, width: int, previous: np.ndarray | None) -> bytes:
+        expected = (frames * height * width + 7) // 8
+        inflater = zlib.decompressobj()
+        try:
+            bits = inflater.decompress(data, expected + 1)  # never more than the chunk declares
+        except zlib.error as error:
+            raise LatokFormatError(f"MASK record does not inflate ({error})") from None
+        if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+            raise LatokFormatError("MASK record does not inflate to exactly its declared bits")
+        return bits
+
+    @staticmethod
+    def declared_kept(data: bytes, frames: int, positions: int, first: bool) -> None:
+        return None
+
+
+@register_mask_coder
+class ContextMasks:
+    """Range coding with ten contexts from the previous latent frame (this module's docstring)."""
+
+    byte, since_version = 2, 3
+
+    @staticmethod
+    def encode(keep: np.ndarray, previous: np.ndarray | None) -> bytes:
+        """One coder call for the whole chunk."""
         import constriction
 
-        first = int(self._previous is None)  # the file's frame 0 is fully kept and costs no bits
-        previous = keep[:-1] if first else np.concatenate([self._previous[None], keep[:-1]])  # each coded frame's previous
-        contexts = _contexts(previous).reshape(previous.shape[0], self.height * self.width)  # (frames coded, h*w)
+        first = int(previous is None)  # the file's frame 0 is fully kept and costs no bits
+        before = keep[:-1] if first else np.concatenate([previous[None], keep[:-1]])  # each coded frame's previous
+        contexts = _contexts(before).reshape(before.shape[0], keep[0].size)  # (frames coded, h*w)
         bits = keep[first:].reshape(contexts.shape).astype(np.int64)
         counts = np.zeros((CONTEXTS, 2), dtype=np.int64)
         np.add.at(counts, (contexts.ravel(), bits.ravel()), 1)
@@ -81,38 +130,38 @@ class MaskCoder:
         encoder = constriction.stream.queue.RangeEncoder()
         if symbols.size:
             encoder.encode(symbols.astype(np.int32), _categorical(), counts[contexts.ravel()[order]].astype(np.float64))
-        self._previous = keep[-1].copy()
         return COUNTS.pack(*counts.ravel().tolist()) + encoder.get_compressed().astype("<u4").tobytes()
 
-    def decode(self, frames: int, payload: bytes) -> np.ndarray:
-        """``frames`` latent frames' payload -> their ``(frames, h, w)`` bool keep (one coder call per frame).
+    @staticmethod
+    def decode(data: bytes, frames: int, height: int, width: int, previous: np.ndarray | None) -> bytes:
+        """One coder call per frame.
 
         Raises:
             LatokFormatError: the counts do not match the frames, or the bits do not decode exactly.
         """
         import constriction
 
-        declared_kept(payload, frames, self.height * self.width, first=self._previous is None)
-        counts = np.array(COUNTS.unpack_from(payload), dtype=np.int64).reshape(CONTEXTS, 2)
+        first = int(previous is None)
+        declared_kept(data, frames, height * width, first=bool(first))
+        counts = np.array(COUNTS.unpack_from(data), dtype=np.int64).reshape(CONTEXTS, 2)
         probabilities = counts.astype(np.float64)
-        decoder = guarded(constriction.stream.queue.RangeDecoder, np.frombuffer(payload, dtype="<u4", offset=COUNTS.size).astype(np.uint32))
+        decoder = guarded(constriction.stream.queue.RangeDecoder, np.frombuffer(data, dtype="<u4", offset=COUNTS.size).astype(np.uint32))
         model = _categorical()
-        keep = np.zeros((frames, self.height * self.width), dtype=bool)
-        previous = None if self._previous is None else self._previous.reshape(-1)
+        keep = np.zeros((frames, height * width), dtype=bool)
+        last = None if first else previous.reshape(-1)
         for t in range(frames):
-            if previous is None:
+            if last is None:
                 keep[t] = True
             else:
-                contexts = _contexts(previous.reshape(self.height, self.width)).ravel()
+                contexts = _contexts(last.reshape(height, width)).ravel()
                 order = np.argsort(contexts, kind="stable")
                 keep[t, order] = guarded(decoder.decode, model, probabilities[contexts[order]])
-            previous = keep[t]
-        first = int(self._previous is None)
-        before = keep[:-1] if first else np.concatenate([self._previous.reshape(1, -1), keep[:-1]])
-        contexts = _contexts(before.reshape(-1, self.height, self.width)).ravel()
+            last = keep[t]
+        before = keep[:-1] if first else np.concatenate([previous.reshape(1, -1), keep[:-1]])
+        contexts = _contexts(before.reshape(-1, height, width)).ravel()
         seen = np.bincount(contexts * 2 + keep[first:].ravel(), minlength=2 * CONTEXTS).reshape(CONTEXTS, 2)
         if not np.array_equal(seen, counts) or not guarded(decoder.maybe_exhausted):
             raise LatokFormatError("context-coded MASK record does not decode to its declared counts")
-        keep = keep.reshape(frames, self.height, self.width)
-        self._previous = keep[-1].copy()
-        return keep
+        return _packed(keep)
+
+    declared_kept = staticmethod(declared_kept)
