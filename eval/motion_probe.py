@@ -62,6 +62,7 @@ def probe(vae, inpainters, name: str, usage: float) -> dict:
             adaptive = AdaptiveLatent.from_dense(
                 latent, mask.keep, backend="taef2", backend_config=backend_config_hash(vae), tau=tau, reference=reference,
                 source=SourceInfo(*size, fps=24.0), motion=None if frame_motion is None else frame_motion.float(),
+                motion_model=None if frame_motion is None else "global",
             )  # fmt: skip
             guarded = decide_lit_guard(adaptive, latent, inpainters)
             lit = resolve(guarded, "lit", inpainters)(scatter(guarded), guarded.keep, guarded.motion)

@@ -59,7 +59,8 @@ def valid_file(frames: int = 6, chunk_frames: int = 2, motion: bool = False, val
     adaptive = AdaptiveLatent.from_dense(
         latent, redundancy_mask(latent, 0.3, motion=vectors).keep, backend="taef2", backend_config=backend_config_hash(vae_class("taef2")), tau=0.3,
         source=SourceInfo(frames=frames, height=48, width=80, fps=25.0, source_size=(96, 160), crop=(0, 0, 48, 80)),
-        motion=vectors, value_step=channel_steps(value_step, None, 32),
+        motion=vectors, motion_model=None if vectors is None else "global" if vectors.ndim == 3 else "block",
+        value_step=channel_steps(value_step, None, 32),
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         return save_latok(adaptive, Path(tmp) / "v.latok", chunk_frames=chunk_frames).read_bytes()

@@ -329,7 +329,7 @@ def test_block_motion_round_trips_through_the_file(tmp_path):
     assert torch.equal(loaded.motion, motion) and torch.equal(loaded.keep, keep) and loaded.motion_model == "block"
     torch.testing.assert_close(restore(loaded, "hold"), motion_hold_fill(scatter(loaded), keep, motion))
     wrong_grid = AdaptiveLatent.from_dense(latent, keep, backend="taef2", backend_config="test", tau=0.1,
-                                           source=SourceInfo(7, 320, 448, fps=24.0), motion=motion[..., :5])  # fmt: skip
+                                           source=SourceInfo(7, 320, 448, fps=24.0), motion=motion[..., :5], motion_model="block")  # fmt: skip
     with pytest.raises(InvalidInputError, match="motion must be"):  # the file holds only the model's own grid
         save_latok(wrong_grid, tmp_path / "wrong.latok")
     assert not (tmp_path / "wrong.latok").exists()

@@ -32,7 +32,8 @@ def _adaptive(latent, step=0.1, sensitivity=None, motion=None, tau=0.3) -> Adapt
     keep = redundancy_mask(latent, tau, motion=motion).keep
     steps = channel_steps(step, sensitivity, latent.shape[1])
     return AdaptiveLatent.from_dense(latent, keep, value_step=steps, backend="taef2", backend_config="abc123", tau=tau,
-                                     source=SourceInfo(frames=latent.shape[2], height=48, width=80), motion=motion)  # fmt: skip
+                                     source=SourceInfo(frames=latent.shape[2], height=48, width=80), motion=motion,
+                                     motion_model=None if motion is None else "global" if motion.ndim == 3 else "block")  # fmt: skip
 
 
 def test_channel_steps_follow_the_decoders_sensitivity():

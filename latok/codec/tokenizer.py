@@ -65,11 +65,6 @@ class LatentTokenizer:
         self.value_step = self.settings.value_step_for(self.vae)
         self.value_steps = channel_steps(self.value_step, self.vae.value_sensitivity, self.vae.latent_channels)
 
-    def __getattr__(self, name: str):  # settings read as attributes: tokenizer.tau, tokenizer.motion, ...
-        if name != "settings" and name in CodecSettings.names():
-            return getattr(self.settings, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     @property
     def default_tau(self) -> float | None:
         """The backend's tau calibrated for this tokenizer's motion (``None`` if it has none)."""

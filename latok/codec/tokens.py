@@ -101,10 +101,8 @@ class AdaptiveLatent:
             self.lit_frames is not None and len(self.lit_frames) != frames
         ):
             raise InvalidInputError(f"the lit guard needs one flag per latent frame ({frames}) and the model it was decided with")
-        if self.motion is not None and self.motion_model is None:  # unnamed: the built-in model of that shape
-            object.__setattr__(self, "motion_model", "global" if self.motion.ndim == 3 else "block")
         if (self.motion is None) != (self.motion_model is None):
-            raise InvalidInputError("a motion model needs its motion")
+            raise InvalidInputError("motion needs the name of the motion model that estimated it (motion_model=), and a model its motion")
         if self.motion is not None and (tuple(self.motion.shape[:3]) != (batch, frames, 2) or self.motion.dtype != torch.float32):
             raise InvalidInputError(f"motion must be float32 ({batch}, {frames}, 2, ...), got {self.motion.dtype} {tuple(self.motion.shape)}")
         if self.value_step is not None and (len(self.value_step) != channels or self.values.dtype != torch.float32):

@@ -94,10 +94,10 @@ def bench(
     if "latok" not in allocators:
         allocators = ["latok", *allocators]
     tau = tokenizer.resolve_tau(tau=latok_tau)
-    rule = {"tau": tau, "reference": tokenizer.reference, "motion": tokenizer.motion}  # the tokenizer's own rule
+    rule = {"tau": tau, "reference": tokenizer.settings.reference, "motion": tokenizer.settings.motion}  # the tokenizer's own rule
     policies = {name: get_allocator(name, **rule) if name == "latok" else get_allocator(name) for name in allocators}
     settings = {"allocators": allocators, "fill": fill, "matched_usage": matched_usage, "repeats": repeats,
-                "lpips": lpips, "tau": tau, "motion": tokenizer.motion, "backend": tokenizer.vae.name, "device": _device_name(tokenizer.vae.device),
+                "lpips": lpips, "tau": tau, "motion": tokenizer.settings.motion, "backend": tokenizer.vae.name, "device": _device_name(tokenizer.vae.device),
                 "clips": [c.name for c in clips]}  # fmt: skip
     done = _load_progress(progress, settings)
     per_clip = {name: [done[c.name][name] for c in clips if c.name in done] for name in allocators}

@@ -96,7 +96,7 @@ def roundtrip(tokenizer, clip, latok_path: Path | None = None, with_lpips: bool 
         latent = tokenizer.vae.encode(video)
     with watch("mask"):
         adaptive = tokenizer.tokenize(latent, source, lit_guard=False)
-    if tokenizer.lit_guard:
+    if tokenizer.settings.lit_guard:
         with watch("guard"):
             adaptive = tokenizer.guard_lit(adaptive, latent, video)
     size = save_latok(adaptive, latok_path).stat().st_size if latok_path else encoded_size(adaptive)

@@ -265,8 +265,10 @@ class LatokReader:
         if len(data) != expected:
             self._fail(f"MASK record holds {len(data)} bytes, expected {expected}")
         packed = np.frombuffer(data, dtype=np.uint8)
-        last = np.unpackbits(packed, count=positions, bitorder="little")[-height * width :]
-        self._previous_keep = last.view(np.bool_).reshape(height, width)  # the next context-coded chunk needs it
+        if decode and self.version >= 3:  # the next chunk's context: its last frame's bits only
+            start = positions - height * width
+            last = np.unpackbits(packed[start // 8 :], bitorder="little")[start % 8 : start % 8 + height * width]
+            self._previous_keep = last.view(np.bool_).reshape(height, width)
         spare = expected * 8 - positions
         if spare and packed[-1] >> (8 - spare):
             self._fail("MASK record sets bits past its last position")
