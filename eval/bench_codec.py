@@ -10,7 +10,6 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -23,8 +22,9 @@ from latok.codec.format.writer import save_latok
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.io import load_clip
 
-ROOT = Path(__file__).resolve().parents[1]
-CLIP = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p" / "blackswan"
+from harness import davis_clip, write_results
+
+CLIP = davis_clip("blackswan").path
 ROUNDS = 5
 
 
@@ -59,9 +59,7 @@ def main() -> None:
         "mask_pack_over_encode_target_usage": (median["mask_target_usage"] + median["pack"]) / median["encode"],
         "target": "<= 0.03",
     }
-    out = ROOT / "eval" / "results" / "bench_codec.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_results("bench_codec", result)
 
 
 if __name__ == "__main__":

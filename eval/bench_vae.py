@@ -33,8 +33,9 @@ from latok.io import read_video
 from latok.vae.taesd import TAEF2, TAEF2_DECODER, TAEF2_ENCODER, build_decoder, build_encoder, load_state
 from latok.weights import resolve_weight
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_INPUT = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p" / "blackswan"
+from harness import ROOT, davis_clip
+
+DEFAULT_INPUT = davis_clip("blackswan").path
 
 
 def seconds(fn) -> float:

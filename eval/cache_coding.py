@@ -28,7 +28,8 @@ from latok.training.data import LatentDataModule, read_samples, write_shard
 from latok.training.module import InpainterModule
 from latok.vae import vae_class
 
-RESULTS = Path("eval/results")
+from harness import write_results
+
 
 
 def main() -> None:
@@ -71,7 +72,6 @@ def main() -> None:
     base = rows[0]["bytes"] if rows[0]["step"] == 0 else None
     command = "python eval/cache_coding.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
     device = f"cpu, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    (RESULTS / "cache_coding.json").write_text(json.dumps({"command": command, "device": device, "rows": rows}, indent=1) + "\n")
     lines = [f"# Training caches with coded latents\n\n`{command}`; {device}; {len(samples)} pool-val clips, 17 latent frames of 30x54x32.\n",
              "| value step | shard bytes | smaller than fp16 | max abs error | read+decode per clip | fit time per step (xs, batch 8) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
@@ -79,8 +79,7 @@ def main() -> None:
         ratio = f"{base / r['bytes']:.2f}×" if base else "–"
         lines.append(f"| {r['step']:g}{' (fp16 npy)' if r['step'] == 0 else ''} | {r['bytes']:,} | {ratio} | {r['max_abs_error']:.4f} | "
                      f"{r['read_decode_s_per_sample'] * 1000:.0f} ms | {r['fit_s_per_step']:.3f} s |")  # fmt: skip
-    (RESULTS / "cache_coding.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("cache_coding", {"command": command, "device": device, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -39,22 +39,17 @@ from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr
 from latok.io import load_clip
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from harness import RESULTS, ROOT, clip_set
+
 CACHE = ROOT / "eval" / "cache"
-RESULTS = ROOT / "eval" / "results"
 TAU_GRID = [0.05, 0.1, 0.15, 0.2, 0.3]
 TABLE_FRAMES = 33
 LOSS_BUDGET_DB = 0.5
 
 
 def shared_clips(include_classic: bool) -> list[tuple[str, Path]]:
-    davis = DATA / "davis" / "JPEGImages" / "480p"
-    clips = [(f"davis/{p.name}", p) for p in sorted(davis.iterdir()) if p.is_dir()]
-    clips += [(f"tokenbench/{p.stem}", p) for p in sorted((DATA / "tokenbench-mini").glob("*.mp4"))]
-    if include_classic:
-        clips += [(f"clips/{p.stem}", p) for p in sorted((DATA / "clips").iterdir()) if p.suffix in (".mp4", ".avi")]
-    return clips
+    sets = ("davis", "tokenbench", "classic") if include_classic else ("davis", "tokenbench")
+    return [(clip.name, clip.path) for name in sets for clip in clip_set(name)]
 
 
 def encoded(tokenizer: LatentTokenizer, name: str, path: Path, frames: int, height: int):

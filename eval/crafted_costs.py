@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, davis_clip, write_results
+
 FUZZER = ROOT / "tests" / "fuzz_latok.py"
-DAVIS = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p" / "blackswan"
+DAVIS = davis_clip("blackswan").path
 FILES = ("v3_context_mask_frames", "v3_many_zero_chunks", "tall_valid", "latent_larger_than_source", "taef2_33_channels")
 
 
@@ -57,15 +58,13 @@ def main() -> None:
                     run = measured("latok", command, str(path), "-o", str(out))
                     twins.append({"file": name, "bytes": path.stat().st_size, "command": command, "exit": run["exit"], "peak_mib": run["peak_mib"]})
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "command": "python eval/crafted_costs.py", "crafted": rows, "real_against_twin": twins}
-    (ROOT / "eval" / "results" / "crafted_costs.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = ["# Costs of crafted `.latok` files", "", f"`{result['command']}` on {result['machine']}; each command in its own process (wall seconds include ~1.4 s of start-up).", "",
              "| file | bytes | command | exit | wall s | peak MiB |", "|---|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {r['file']} | {r['bytes']} | `{r['command']}` | {r['exit']} | {r['wall_s']} | {r['peak_mib']} |" for r in rows]
     lines += ["", "A crafted file against a real file of the same declared size (blackswan, 9 frames at 64p):", "",
               "| file | bytes | command | exit | peak MiB |", "|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {r['file']} | {r['bytes']} | `{r['command']}` | {r['exit']} | {r['peak_mib']} |" for r in twins]
-    (ROOT / "eval" / "results" / "crafted_costs.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("crafted_costs", result, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -35,9 +35,8 @@ from latok.codec.restore.resolve import default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.io import load_clip, to_8bit_levels
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-DAVIS = DATA / "davis" / "JPEGImages" / "480p"
+from harness import ROOT, clip_set
+
 VALIDATION = ("soapbox", "libby", "goat")  # the inpainter's held-out sequences: not used here
 MARGINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 WORST_ALLOWED_DB = -0.1  # the chosen margin: the best mean gain among those whose worst clip loses at most this
@@ -46,9 +45,9 @@ WORST_ALLOWED_DB = -0.1  # the chosen margin: the best mean gain among those who
 def clip_sets(name: str) -> list[tuple[str, Path, dict[str, dict]]]:
     """(name, path, {rate label: tokenize arguments}) per clip."""
     if name == "tokenbench":
-        return [(f"tokenbench/{p.stem}", p, {"default": {}}) for p in sorted((DATA / "tokenbench-mini").glob("*.mp4"))]
-    sources = [(f"davis/{p.name}", p) for p in sorted(DAVIS.iterdir()) if p.name not in VALIDATION]
-    sources += [(f"clips/{p.stem}", p) for p in sorted((DATA / "clips").iterdir())]
+        return [(c.name, c.path, {"default": {}}) for c in clip_set("tokenbench")]
+    sources = [(c.name, c.path) for c in clip_set("davis") if c.name.split("/")[1] not in VALIDATION]
+    sources += [(c.name, c.path) for c in clip_set("classic")]
     return [(label, path, {"default": {}, "usage0.5": {"target_usage": 0.5}}) for label, path in sources]
 
 

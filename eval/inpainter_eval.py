@@ -34,9 +34,8 @@ from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr, ssim
 from latok.io import load_clip
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-DAVIS = DATA / "davis" / "JPEGImages" / "480p"
+from harness import ROOT, clip_set, davis_clip
+
 VALIDATION = ("soapbox", "libby", "goat")
 FILLS = ("hold", "interp", "lit", "guarded", "pixel")  # guarded: lit + the encoder's lit guard; pixel: + --pixel-guard
 GUARDED = ("lit", "guarded", "pixel")
@@ -100,15 +99,15 @@ def main() -> None:
     pixel = LatentTokenizer(tokenizer.vae, inpainter=tokenizer.inpainter, pixel_guard=True)
     validation = []
     for name in tqdm(VALIDATION, desc="validation"):
-        clip = load_clip(DAVIS / name, frames=args.frames, height=240)
+        clip = load_clip(davis_clip(name).path, frames=args.frames, height=240)
         latent = tokenizer.vae.encode(clip.video)
         validation.append({"clip": f"davis/{name}", **scores(tokenizer, pixel, clip, latent, target_usage=args.target_usage)})
     tokenbench = []
-    for path in tqdm(sorted((DATA / "tokenbench-mini").glob("*.mp4")), desc="tokenbench"):
-        clip = load_clip(path, frames=args.frames, height=240)
+    for item in tqdm(clip_set("tokenbench"), desc="tokenbench"):
+        clip = load_clip(item.path, frames=args.frames, height=240)
         latent = tokenizer.vae.encode(clip.video)
-        tokenbench.append({"clip": f"tokenbench/{path.stem}", **scores(tokenizer, pixel, clip, latent)})
-    speed = timing(tokenizer, pixel, load_clip(DAVIS / "blackswan", frames=args.frames, height=240))
+        tokenbench.append({"clip": item.name, **scores(tokenizer, pixel, clip, latent)})
+    speed = timing(tokenizer, pixel, load_clip(davis_clip("blackswan").path, frames=args.frames, height=240))
 
     mean = {key: statistics.mean(r[key] for r in validation) for key in validation[0] if key.startswith(("psnr", "ssim"))}
     checks = {"val_mean_ssim": {fill: mean[f"ssim_{fill}"] for fill in FILLS}, "pass": {}}

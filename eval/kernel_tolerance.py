@@ -20,7 +20,6 @@ per-pixel difference measured, applied to 8x8 block means.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -32,7 +31,8 @@ import numpy as np
 
 from latok.codec.restore.resolve import restore
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, write_results
+
 KERNEL_SETS = {
     "default": {},
     "onednn-avx512-core": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
@@ -107,9 +107,7 @@ def main() -> None:
             default=0.0,
         ),
     }
-    path = ROOT / "eval" / "results" / "kernel_tolerance.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_results("kernel_tolerance", result)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -33,7 +32,8 @@ from latok.evaluation.metrics import psnr, ssim
 from latok.training.data import read_samples
 from latok.vae import load_vae
 
-RESULTS = Path("eval/results")
+from harness import write_results
+
 SETS = {"davis": "data/latents/report/davis", "tokenbench": "data/latents/report/tokenbench"}
 SHARES = (0.25, 0.5)
 WINDOWS = (1, 2)
@@ -67,7 +67,6 @@ def main() -> None:
 
 def write(rows: list[dict]) -> None:
     device = f"cpu, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    (RESULTS / "merge_eval.json").write_text(json.dumps({"command": "python eval/merge_eval.py", "device": device, "rows": rows}, indent=1) + "\n")
     methods = [f"merge{w} {s}" for s in SHARES for w in WINDOWS] + [f"tau {s}" for s in SHARES]
     lines = [f"# Token merging against a higher tau\n\n`python eval/merge_eval.py`; {device}; taef2, 240p, 17 frames, default decode.\n",
              "| set | removed | method | tokens kept (share of default) | PSNR | SSIM | PSNR − higher τ |", "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -82,8 +81,7 @@ def write(rows: list[dict]) -> None:
             delta = mean(method, "psnr") - mean(f"tau {share}", "psnr")
             lines.append(f"| {name} | {share:.0%} | {label} | {kept:.1%} | {mean(method, 'psnr'):.2f} | {mean(method, 'ssim'):.4f} | "
                          f"{'' if method.startswith('tau') else f'{delta:+.2f} dB'} |")  # fmt: skip
-    (RESULTS / "merge_eval.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("merge_eval", {"command": "python eval/merge_eval.py", "device": device, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -13,11 +13,9 @@ writes eval/results/motion_models_val.{json,md}
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -29,7 +27,8 @@ from latok.io import frames_to_video
 from latok.training.data import read_samples
 from latok.vae import load_vae
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, write_results
+
 MODELS = ("none", "global", "block")
 
 
@@ -70,8 +69,6 @@ def main() -> None:
         "split": "eval/splits/pool_val.txt (18 clips of ../shared/data/train; selects, never reports)",
         "rows": rows,
     }
-    out = ROOT / "eval" / "results"
-    (out / "motion_models_val.json").write_text(json.dumps(report, indent=1) + "\n")
     head = " | ".join(f"usage τ={t:g} {m}" for t in taus for m in MODELS)
     lines = [f"# Motion models on the pool validation split, usage {args.usage}", "", f"`{report['command']}` on {report['device']}; {report['split']}.", "",
              f"| clip | hold none | hold global | hold block | {head} |", "|---|---|---|---|" + "---|" * (len(taus) * len(MODELS))]  # fmt: skip
@@ -85,8 +82,7 @@ def main() -> None:
     lines += ["", f"block against global: {means['block'] - means['global']:+.2f} dB mean hold PSNR at usage {args.usage}; "
               f"worse by more than 0.05 dB on {worse} of {len(rows)} clips.",
               "Motion estimate per clip (s): " + ", ".join(f"{m} {statistics.mean(r[m]['motion_s'] for r in rows):.3f}" for m in MODELS[1:]) + "."]  # fmt: skip
-    (out / "motion_models_val.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("motion_models_val", report, "\n".join(lines))
 
 
 if __name__ == "__main__":

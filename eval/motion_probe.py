@@ -15,11 +15,9 @@ writes eval/results/motion_probe.{json,md}
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -30,17 +28,16 @@ from latok.codec.rule.masking import redundancy_mask, tau_for_usage
 from latok.codec.rule.motion import estimate_motion
 from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, scatter
 from latok.evaluation.metrics import psnr
-from latok.io import load_clip
 from latok.vae import load_vae
 
-ROOT = Path(__file__).resolve().parents[1]
-DAVIS = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p"
+from harness import davis_clip, write_results
+
 # the six sequences the probe reported (all shared DAVIS evaluation clips: nothing is tuned here)
 CLIPS = "paragliding-launch,drift-straight,blackswan,goat,soapbox,car-roundabout"
 
 
 def probe(vae, inpainters, name: str, usage: float) -> dict:
-    video = load_clip(DAVIS / name, frames=17, height=240).video
+    video = davis_clip(name).load().video
     start = time.perf_counter()
     latent = vae.encode(video)
     encode_seconds = time.perf_counter() - start
@@ -94,8 +91,6 @@ def main() -> None:
         "setting": "taef2, DAVIS 480p -> 240p, 17 frames from frame 0, hold fills, global translation per latent frame",
         "rows": rows,
     }
-    out = ROOT / "eval" / "results"
-    (out / "motion_probe.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Motion-compensated rule and hold at usage {args.usage}", "", f"`{report['command']}` on {report['device']}; {report['setting']}.", "",
              "| clip | mean shift (dy, dx) | ref | hold | MC hold | gain | interp | MC interp | gain | lit+guard | MC lit+guard | gain | mean d plain → MC |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -115,8 +110,7 @@ def main() -> None:
                      f"| | | **{statistics.mean(lit_gains):+.2f}** | |")  # fmt: skip
     share = statistics.mean(row["motion_s"] / row["encode_s"] for row in rows)
     lines += ["", f"Motion estimation costs {share:.1%} of the taef2 encode (mean over clips)."]
-    (out / "motion_probe.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("motion_probe", report, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@ writes eval/results/motion_timing.{json,md}
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,11 +24,10 @@ from latok.codec.restore.inpainter import InpaintingTransformer
 from latok.codec.restore.resolve import default_inpainter_path
 from latok.codec.rule.masking import redundancy_mask
 from latok.codec.rule.motion import estimate_motion
-from latok.io import load_clip
 from latok.vae import load_vae
 
-ROOT = Path(__file__).resolve().parents[1]
-DAVIS = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p"
+from harness import davis_clip, write_results
+
 CLIPS = "blackswan,car-roundabout,paragliding-launch,soapbox"
 TAU = 0.3
 
@@ -45,7 +42,7 @@ def best_of(repeats: int, function) -> float:
 
 
 def clip_times(vae, model, name: str, repeats: int) -> dict:
-    video = load_clip(DAVIS / name, frames=17, height=240).video
+    video = davis_clip(name).load().video
     size = video.shape[-3:]
     latent = vae.encode(video)
     row = {"clip": name, "encode_s": best_of(repeats, lambda: vae.encode(video)), "decode_s": best_of(repeats, lambda: vae.decode(latent, size=size))}
@@ -93,16 +90,13 @@ def main() -> None:
         "rows": rows,
         "shares": shares,
     }
-    out = ROOT / "eval" / "results"
-    (out / "motion_timing.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = ["# What motion costs, timed in one run", "", f"`{report['command']}` on {report['device']}; {report['setting']}.", "",
              f"taef2 encode {encode:.2f} s and decode {decode:.2f} s for the {len(rows)} clips.", "",
              "| motion | estimate + MC mask − plain mask, share of encode | MC hold − hold, share of decode | inpainter with − without motion, share of decode |",
              "|---|---|---|---|"]  # fmt: skip
     for kind, share in shares.items():
         lines.append(f"| {kind} | {share['encoder_motion_share_of_encode']:.1%} | {share['hold_warp_share_of_decode']:.1%} | {share['lit_warp_share_of_decode']:.1%} |")
-    (out / "motion_timing.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("motion_timing", report, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,8 @@
 #   pool_val.txt     18 clips (every 10th of the sorted pool: 1 ego, 1 exo, 3 robot, 13 web),
 #                   used only to choose checkpoints and thresholds (17 frames from frame 0, with frames)
 # The 14 shared DAVIS sequences and tokenbench-mini neither train nor select anything.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-POOL=${POOL:-../shared/data/train}
+source "$(dirname "$0")/env.sh"
+POOL=${POOL:-$SHARED/train}
 OUT=${OUT:-data/latents/pool}
 FRAMES=${FRAMES:-33}
 mapfile -t train < <(sed "s#^#$POOL/#" eval/splits/pool_train.txt)

@@ -3,9 +3,7 @@
 # Validation: DAVIS soapbox, libby, goat (17 frames from frame 0, with frames for pixel PSNR).
 # Training: the other 11 DAVIS sequences (64 frames from 0); tokenbench-mini and the classic clips
 # from frame 33 on (48 frames), so no frame of the 33-frame evaluation windows is trained on.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared/data}
+source "$(dirname "$0")/env.sh"
 OUT=${OUT:-data/latents/taef2}
 DAVIS=$SHARED/davis/JPEGImages/480p
 VAL="soapbox libby goat"

@@ -5,11 +5,7 @@
 #   eval/results/bench_davis_<device>_matched/  --matched-usage: infotok, rlt, fixed get latok's usage
 # Each run is resumable (bench_progress.json): rerunning the script continues where it stopped.
 # MATCHED_ONLY=1 runs only the matched run.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared/data}
-export LATOK_WEIGHTS_DIR=${LATOK_WEIGHTS_DIR:-../shared/weights}
-LATOK=${LATOK:-.venv/bin/latok}
+source "$(dirname "$0")/env.sh"
 DEVICE=${DEVICE:-cpu}
 FILL=${FILL:-hold}
 ARGS=(--dataset davis --root "$SHARED/davis" --fill "$FILL" --device "$DEVICE" ${EXTRA:-})

@@ -9,11 +9,7 @@
 #
 # Timing run (one tau, one fill, all 14 DAVIS sequences, from scratch): TIMING=1 eval/run_eval.sh
 # Lit with the pixel guard on tokenbench-mini (default tau and usage 0.5): PIXEL=1 eval/run_eval.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared/data}
-export LATOK_WEIGHTS_DIR=${LATOK_WEIGHTS_DIR:-../shared/weights}
-LATOK=${LATOK:-.venv/bin/latok}
+source "$(dirname "$0")/env.sh"
 COMMON=(--taus 0,default --target-usage 0.5 --fills zero,hold,lit --frames 17 --height 240)
 if [[ "${TIMING:-0}" == 1 ]]; then
   rm -rf /tmp/latok_eval_timing

@@ -8,11 +8,7 @@
 #                 MOTION at tau 0, its default tau and the same usages, with the Bjøntegaard-style comparison.
 # INPAINTER defaults to the shipped checkpoint; no LPIPS (CPU time). What was run: STAGE=val MOTIONS=none,block,
 # then STAGE=report MOTION=block (global lost to block on the same split: eval/results/motion_models_val.md).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared/data}
-export LATOK_WEIGHTS_DIR=${LATOK_WEIGHTS_DIR:-../shared/weights}
-LATOK=${LATOK:-.venv/bin/latok}
+source "$(dirname "$0")/env.sh"
 INPAINTER=${INPAINTER:-checkpoints/taef2-lit-xs}
 COMMON=(--fills lit --inpainter "$INPAINTER" --no-lpips --frames 17 --height 240 --target-usage 0.3,0.5,0.7,0.9)
 if [ "${STAGE:-val}" = val ]; then

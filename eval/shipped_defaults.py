@@ -16,10 +16,9 @@ Usage:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "eval" / "results"
+from harness import RESULTS, write_results
+
 SETS = {"davis": {"usage_05": 26.4, "usage_max": 0.80}, "tokenbench": {"usage_05": 31.3, "usage_max": 0.40}}
 LOSS_MAX_DB, CLIP_LOSS_MAX_DB = 0.5, 0.1
 
@@ -85,9 +84,7 @@ def main() -> None:
         for clip, values in row["clips"].items():
             lines.append(f"| {clip} | {values['today']:.2f} | {values['new_no_motion']:.2f} | {values['new']:.2f} | {values['new'] - values['today']:+.2f} |")
         lines.append("")
-    (RESULTS / "shipped_defaults.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (RESULTS / "shipped_defaults.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("shipped_defaults", summary, "\n".join(lines))
 
 
 if __name__ == "__main__":

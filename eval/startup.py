@@ -10,7 +10,6 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import statistics
@@ -19,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import write_results
+
 HEAVY = ("torch", "diffusers", "lightning", "torchmetrics", "webdataset", "av", "numpy")
 REPEATS = 7
 
@@ -65,10 +65,7 @@ def main() -> None:
         "heavy_modules_after_cli_parser": loaded_heavy_modules("import latok.cli; latok.cli.build_parser()"),
         "target_s": 1.0,
     }
-    output = ROOT / "eval" / "results" / "startup.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_results("startup", result)
 
 
 if __name__ == "__main__":

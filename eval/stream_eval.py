@@ -38,9 +38,10 @@ from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr
 from latok.io import VideoWriter, load_clip, stream_clip
 
-ROOT = Path(__file__).resolve().parents[1]
-DAVIS = ROOT.parent / "shared" / "data" / "davis" / "JPEGImages" / "480p"
-OUT = ROOT / "eval" / "results"
+from harness import RESULTS as OUT
+from harness import clip_set
+
+DAVIS = [clip.path for clip in clip_set("davis")]
 CHUNK = 16
 LONG, SHORT = 600, 60
 QUALITY_FRAMES = 50
@@ -68,7 +69,7 @@ def long_input(path: Path, frames: int, height: int = 240) -> Path:
     written = 0
     with VideoWriter(path, fps=24.0, crf=12) as out:
         while written < frames:
-            for sequence in sorted(DAVIS.iterdir()):
+            for sequence in DAVIS:
                 for chunk in stream_clip(sequence, CHUNK, frames=frames - written, height=height):
                     out.write(chunk.video)
                     written += chunk.frames
@@ -101,7 +102,7 @@ def memory_part(motion: str = "none", height: int = 240) -> dict:
 def quality_part(tau: float | None = None) -> dict:
     tokenizer = LatentTokenizer("taef2", tau=tau)
     tokenizer.inpainter, tokenizer.stream_inpainter  # load both before the loop  # noqa: B018
-    sequences = [s for s in sorted(DAVIS.iterdir()) if len(list(s.iterdir())) >= QUALITY_FRAMES]
+    sequences = [s for s in DAVIS if len(list(s.iterdir())) >= QUALITY_FRAMES]
     rows, with_sel, without_sel = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for sequence in tqdm(sequences, desc="quality"):

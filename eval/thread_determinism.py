@@ -12,7 +12,6 @@ writes eval/results/thread_determinism.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -24,7 +23,8 @@ import torch
 
 from latok.codec.format.reader import load_latok
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, write_results
+
 DATA = ROOT.parent / "shared" / "data"
 CLIPS = [DATA / "davis" / "JPEGImages" / "480p" / "blackswan", DATA / "clips" / "surveillance_vtest.avi"]
 
@@ -71,9 +71,7 @@ def main() -> None:
         "setting": f"taef2, 240p, {args.frames} frames, default tau, no lit guard",
         "rows": rows,
     }
-    out = ROOT / "eval" / "results" / "thread_determinism.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_results("thread_determinism", report)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,7 @@
 #   cp data/train_out/taef2-lit-xs-decoder-5/{config.json,model.safetensors} checkpoints/taef2-lit-xs/
 # Data first: eval/prepare_training_data.sh. About 13,000 CPU steps in all (2 cores: about a day).
 # START=N resumes at stage N (its predecessor's export must exist).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export LATOK_WEIGHTS_DIR=${LATOK_WEIGHTS_DIR:-../shared/weights}
-LATOK=${LATOK:-.venv/bin/latok}
+source "$(dirname "$0")/env.sh"
 STAGES=(
   configs/taef2_lit-xs.yaml
   configs/history/taef2_lit-xs-continued.yaml

@@ -5,9 +5,6 @@
 # data/train_out/taef2-lit-xs-pool/; nothing here writes checkpoints/. Shipping is a deliberate copy:
 #   cp data/train_out/taef2-lit-xs-pool/{config.json,model.safetensors} checkpoints/taef2-lit-xs/
 # The shared DAVIS sequences and tokenbench-mini are never read. The earlier recipe: eval/train_previous.sh.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export LATOK_WEIGHTS_DIR=${LATOK_WEIGHTS_DIR:-../shared/weights}
-LATOK=${LATOK:-.venv/bin/latok}
+source "$(dirname "$0")/env.sh"
 PATH="$(dirname "$LATOK"):$PATH" eval/prepare_pool_data.sh
 $LATOK train fit --config configs/taef2_lit-xs-pool.yaml

@@ -14,10 +14,8 @@ writes eval/results/warp_modes_val.{json,md}
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-from pathlib import Path
 
 import torch
 
@@ -26,7 +24,8 @@ from latok.codec.rule.masking import redundancy_mask, tau_for_usage
 from latok.codec.rule.motion import estimate_motion, warp
 from latok.training.data import read_samples
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, write_results
+
 MODES = ("nearest", "bilinear", "bicubic")
 
 
@@ -67,10 +66,7 @@ def main() -> None:
         cells = [statistics.mean(10 * math.log10(r[f"{model}/{mode}"] / r[f"{model}/bilinear"]) for r in rows) for mode in MODES]
         report[model] = dict(zip(MODES, cells))
         lines.append(f"| {model} | " + " | ".join(f"{c:+.2f} dB" for c in cells) + " |")
-    out = ROOT / "eval" / "results"
-    (out / "warp_modes_val.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "warp_modes_val.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("warp_modes_val", report, "\n".join(lines))
 
 
 if __name__ == "__main__":

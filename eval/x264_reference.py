@@ -25,15 +25,13 @@ from pathlib import Path
 
 import torch
 
-from latok.evaluation.datasets import ClipProtocol, load_dataset
 from latok.evaluation.metrics import psnr
 from latok.io import load_clip, write_video
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "eval" / "results"
+from harness import RESULTS, clip_set
+
 CRFS = (14, 18, 22, 26, 30, 34, 38, 42, 46)
-SETS = {"davis": DATA / "davis", "tokenbench": DATA / "tokenbench-mini"}
+SETS = ("davis", "tokenbench")
 
 
 def x264_curve(video: torch.Tensor, fps: float) -> list[tuple[float, float]]:
@@ -68,11 +66,11 @@ def main() -> None:
     parser.add_argument("--results", default="shipped_{set}_block", help="eval folder under eval/results, {set} = davis|tokenbench")
     args = parser.parse_args()
     rows = []
-    for name, root in SETS.items():
+    for name in SETS:
         results = json.loads((RESULTS / args.results.format(set=name) / "results.json").read_text())
         run = next(r for r in results["runs"] if r["rate"] == args.rate and r["fill"] == "lit")
         latok = {clip["name"]: clip for clip in run["clips"]}
-        for clip in load_dataset(name, root, ClipProtocol(frames=17, start=0, stride=1, height=240)):
+        for clip in clip_set(name):
             loaded = clip.load()
             points = x264_curve(loaded.video, loaded.fps)
             ours = latok[clip.name]
