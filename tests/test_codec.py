@@ -204,7 +204,7 @@ def test_shipped_inpainter_loads_for_fill_lit(tokenizer, sample):
 
 @needs_data
 def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
-    """robot_bridge_banana is where the unguarded shipped lit lost to hold (eval/results/inpainter_eval_*.md).
+    """robot_bridge_banana is where the unguarded shipped lit lost to hold (eval/inpainter_eval.py, previous checkpoint).
     Errors are measured as the guard measures them: in the inpainter's decoder metric."""
     clip = load_clip(DATA / "tokenbench-mini" / "robot_bridge_banana.mp4", frames=9, height=128)
     video, source = source_info(clip)
@@ -236,7 +236,7 @@ def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
 @needs_data
 def test_pixel_guard_never_decodes_worse_than_hold_on_any_frame(tokenizer):
     """drive_udacity_solidwhiteright is where the latent-metric guard lost 0.002 dB to hold in pixels
-    (eval/results/inpainter_eval_*.md): latent and decoded error can disagree, decoded pixels cannot."""
+    (eval/inpainter_eval.py, previous checkpoint): latent and decoded error can disagree, decoded pixels cannot."""
     from latok.evaluation.metrics import to_8bit_levels
 
     clip = load_clip(DATA / "tokenbench-mini" / "drive_udacity_solidwhiteright.mp4", frames=9, height=128)

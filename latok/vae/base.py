@@ -74,7 +74,7 @@ class VideoAutoencoder(abc.ABC):
     temporal_ratio: ClassVar[int]
     spatial_ratio: ClassVar[int]
     spatial_multiple: ClassVar[int | None] = None
-    default_tau: ClassVar[float | None] = None  # calibrated masking threshold (eval/codec_table.py)
+    default_tau: ClassVar[float | None] = None  # calibrated masking threshold without motion
     default_taus: ClassVar[dict[str, float]] = {}  # per motion model (eval/calibrate_pool.py)
     value_sensitivity: ClassVar[tuple[float, ...] | None] = None
     default_value_step: ClassVar[float] = 0.0
