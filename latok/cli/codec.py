@@ -234,10 +234,7 @@ def run_export(args: argparse.Namespace) -> int:
         metadata["max_seqlen"] = str(packed.max_seqlen)
     else:
         device = parse_device(args.device)
-        inpainters = Inpainters(
-            adaptive.backend, adaptive.shape[1], device, args.inpainter
-        )  # loaded only if the fill runs it
-        fill = resolve(adaptive, args.fill, inpainters)
+        fill = resolve(adaptive, args.fill, Inpainters.for_tokens(adaptive, device, args.inpainter))  # resolved once; loads lit only if it runs
         vae = (
             load_vae(adaptive.backend, device=device, **_weight_options(args, adaptive.backend))
             if args.native

@@ -106,6 +106,11 @@ class Inpainters:
         self.backend, self.latent_channels, self.device = backend, latent_channels, torch.device(device)
         self._model, self._stream_model = model, stream_model
 
+    @classmethod
+    def for_tokens(cls, adaptive: AdaptiveLatent, device: torch.device | str = "cpu", model=None) -> Inpainters:
+        """The inpainters that restore ``adaptive`` without a tokenizer (no autoencoder is loaded)."""
+        return cls(adaptive.backend, adaptive.shape[1], device, model)
+
     @property
     def available(self) -> bool:
         """Is there a bidirectional inpainter (given, or shipped for this backend)?"""
