@@ -210,11 +210,8 @@ def run_bench(args: argparse.Namespace) -> int:
         tokenizer, clips, allocators, fill=args.fill, matched_usage=args.matched_usage, repeats=args.repeats,
         lpips=args.lpips, latok_tau=args.tau, progress=out / bench.PROGRESS_NAME,
     )  # fmt: skip
-    command = (
-        "latok " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        if sys.argv[0].endswith("latok")
-        else "latok bench ..."
-    )
+    invoked = Path(sys.argv[0]).name in ("latok", "__main__.py")  # the latok script, or python -m latok.cli
+    command = "latok " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if invoked else "latok bench ..."
     bench.write(result, out, command)
     (out / bench.PROGRESS_NAME).unlink(missing_ok=True)
     print(bench.markdown(result, command))
