@@ -9,8 +9,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "latok"
 CLI = sorted((PACKAGE / "cli").glob("*.py")) if (PACKAGE / "cli").is_dir() else [PACKAGE / "cli.py"]
-# io/vae/weights/errors at the bottom, then the codec, then training and evaluation side by side, then the CLI
-STAGES = {"base": 0, "vae": 1, "codec": 2, "training": 3, "evaluation": 3, "cli": 4}
+# io/vae/weights/errors at the bottom, then the codec, then training and evaluation side by side, then corpora
+# (which describe clips as evaluation does), then the CLI
+STAGES = {"base": 0, "vae": 1, "codec": 2, "training": 3, "evaluation": 3, "corpus": 4, "cli": 5}
 # inside latok.codec: plain data and quantisation at the bottom, the facade on top
 CODEC_STAGES = {"quantise": 0, "tokens": 1, "rule": 2, "restore": 3, "format": 3, "settings": 4, "interop": 4, "streams": 5, "tokenizer": 6}
 PUBLIC_API = ("latok", "latok.merge")  # re-export from every stage

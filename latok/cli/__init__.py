@@ -1,7 +1,7 @@
 """The ``latok`` command line: parsing and dispatch, one module per command group.
 
 ``codec`` (encode, decode, export, info, roundtrip, demo, backends), ``evaluation`` (eval, bench),
-``training`` (cache-latents, train); ``options`` holds what they share.
+``training`` (cache-latents, train), ``corpus`` (corpus encode, corpus info); ``options`` holds what they share.
 
 Commands import what they need when they run, so ``latok --help`` stays fast.
 Expected failures (:class:`~latok.errors.LatokError`) print one line and exit 2;
@@ -18,7 +18,7 @@ import threading
 from contextlib import contextmanager
 
 from latok import __version__
-from latok.cli import codec, evaluation, training
+from latok.cli import codec, corpus, evaluation, training
 from latok.cli.options import EXIT_ERROR
 from latok.errors import LatokError
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     codec.add_measure_commands(commands)
     training.add_commands(commands)
     evaluation.add_commands(commands)
+    corpus.add_commands(commands)
     return parser
 
 

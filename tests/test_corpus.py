@@ -1,0 +1,157 @@
+"""`latok corpus encode` on local Ray over six small clips (one corrupt), and `CorpusDataset` reading them back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import needs_weights
+
+pytest.importorskip("ray", reason="the corpus extra (latok[corpus]) is part of the test extra")
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--height", "64", "--frames", "9"]
+
+
+def _latok(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LATOK_WEIGHTS_DIR": os.environ.get("LATOK_WEIGHTS_DIR", str(ROOT.parent / "shared" / "weights"))}
+    return subprocess.run([sys.executable, "-m", "latok.cli", *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from PIL import Image
+
+    from latok.io import write_video
+
+    sources = tmp_path_factory.mktemp("sources")
+    generator = torch.Generator().manual_seed(3)
+    for index in range(4):
+        video = (torch.rand(1, 3, 1, 64, 96, generator=generator) * 2 - 1).repeat(1, 1, 9, 1, 1)
+        video[:, :, 4:, 8:40, 8 + 10 * index : 40 + 10 * index] *= -0.5  # a change half way: some tokens kept
+        write_video(sources / "nested" / f"clip{index}.mp4" if index % 2 else sources / f"clip{index}.mp4", video, fps=24)
+    frames = sources / "frames"
+    frames.mkdir()
+    for t in range(9):
+        Image.fromarray((torch.rand(64, 96, 3, generator=generator) * 255).byte().numpy()).save(frames / f"{t:05d}.jpg")
+    (sources / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    out = tmp_path_factory.mktemp("corpus") / "c"
+    start = time.perf_counter()
+    first = _latok("corpus", "encode", str(sources), "--out", str(out), "--workers", "2", "--shard-clips", "3", "--no-progress", *ARGS)
+    return {"sources": sources, "out": out, "first": first, "seconds": time.perf_counter() - start}
+
+
+@needs_weights
+def test_manifest_rows_statuses_and_one_line_errors(corpus):
+    from latok.corpus.manifest import COLUMNS, read_manifest
+
+    first = corpus["first"]
+    assert first.returncode == 1, first.stderr  # one clip failed
+    assert first.stdout.strip().splitlines()[-1].startswith("5 ok, 1 failed, 0 already done")
+    rows = read_manifest(corpus["out"])
+    assert len(rows) == 6 and set(rows[0]) >= set(COLUMNS)
+    failed = [r for r in rows if r["status"] == "error"]
+    assert len(failed) == 1 and failed[0]["source"].endswith("corrupt.mp4")
+    assert "\n" not in failed[0]["error"] and "corrupt.mp4" in failed[0]["error"] and failed[0]["shard"] is None
+    for row in (r for r in rows if r["status"] == "ok"):
+        assert row["frames"] == 9 and row["height"] == 64 and 0 < row["token_usage"] <= 1 and row["bytes"] > 0
+        assert len(row["source_sha256"]) == 64 and row["shard"].startswith("shard-")
+    shards = sorted(p.name for p in (corpus["out"] / "shards").iterdir())
+    assert shards == ["shard-000000.tar", "shard-000001.tar"]  # 3 clips per shard, no temp file left
+
+
+@needs_weights
+def test_every_member_is_what_latok_encode_writes(corpus, tmp_path):
+    from latok.cli import main
+    from latok.corpus.manifest import read_manifest
+
+    for row in (r for r in read_manifest(corpus["out"]) if r["status"] == "ok"):
+        with tarfile.open(corpus["out"] / "shards" / row["shard"]) as tar:
+            member = tar.extractfile(f"{row['key']}.latok").read()
+            meta = json.loads(tar.extractfile(f"{row['key']}.json").read())
+        alone = tmp_path / f"{row['key']}.latok"
+        assert main(["encode", row["source"], "-o", str(alone), *ARGS]) == 0
+        assert member == alone.read_bytes(), row["source"]
+        assert meta["token_usage"] == row["token_usage"] and meta["source"] == row["source"]
+
+
+@needs_weights
+def test_a_rerun_is_a_no_op(corpus):
+    from latok.corpus.manifest import read_manifest
+
+    before = read_manifest(corpus["out"])
+    start = time.perf_counter()
+    again = _latok("corpus", "encode", str(corpus["sources"]), "--out", str(corpus["out"]), "--workers", "2", "--shard-clips", "3", "--no-progress", *ARGS)
+    seconds = time.perf_counter() - start
+    assert again.returncode == 1 and again.stdout.strip().startswith("0 ok, 0 failed, 6 already done (1 failed before")
+    assert read_manifest(corpus["out"]) == before
+    assert seconds < 0.5 * corpus["seconds"], (seconds, corpus["seconds"])
+
+
+@needs_weights
+def test_the_dataset_yields_each_clip_once_across_two_ranks_and_two_workers(corpus):
+    from torch.utils.data import DataLoader
+
+    from latok.corpus import CorpusDataset
+
+    keys = []
+    for rank in range(2):
+        dataset = CorpusDataset(corpus["out"], output="adaptive", rank=rank, world_size=2)
+        keys += [item["key"] for item in DataLoader(dataset, batch_size=None, num_workers=2)]
+    assert len(keys) == 5 and len(set(keys)) == 5
+    dense = next(iter(CorpusDataset(corpus["out"], output="dense")))
+    assert dense["latent"].shape == (32, 9, 8, 12) and dense["latent"].dtype == torch.float32
+
+
+@needs_weights
+def test_where_filters_and_packed_batches(corpus):
+    from latok import collate_packed
+    from latok.corpus import CorpusDataset
+    from latok.corpus.manifest import read_manifest
+    from latok.errors import InvalidInputError
+
+    rows = [r for r in read_manifest(corpus["out"]) if r["status"] == "ok"]
+    cut = sorted(r["token_usage"] for r in rows)[2]
+    kept = CorpusDataset(corpus["out"], output="packed", where=f"token_usage < {cut}")
+    assert {r["key"] for r in kept.rows} == {r["key"] for r in rows if r["token_usage"] < cut}
+    batch = collate_packed([item["tokens"] for item in kept])
+    assert batch.values.shape[0] == sum(r["tokens"] for r in rows if r["token_usage"] < cut) and len(batch.cu_seqlens) == len(kept) + 1
+    with pytest.raises(InvalidInputError, match="not a valid condition"):
+        CorpusDataset(corpus["out"], where="token_usage <<< 1")
+
+
+def test_bad_corpus_command_lines_are_one_line_and_exit_2(tmp_path):
+    (tmp_path / "file").write_text("x")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "manifest.parquet").write_bytes(b"PAR1 not really")
+    cases = [
+        (["corpus", "encode", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "no such file or folder"),
+        (["corpus", "encode", str(tmp_path / "file"), "--out", str(tmp_path / "file")], "is a file, not a folder"),
+        (["corpus", "info", str(damaged)], "not a readable manifest"),
+        (["corpus", "info", str(tmp_path)], "not a latok corpus"),
+    ]
+    for argv, message in cases:
+        result = _latok(*argv)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (argv, result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged", "file"]  # nothing half-written
+
+
+def test_only_the_engine_imports_ray():
+    import ast
+
+    importers = set()
+    for path in (ROOT / "latok").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                importers.add(path.relative_to(ROOT).as_posix())
+    assert importers == {"latok/corpus/engine.py"}
