@@ -127,6 +127,16 @@ def test_where_filters_and_packed_batches(corpus):
         CorpusDataset(corpus["out"], where="token_usage <<< 1")
 
 
+@needs_weights
+def test_the_readme_snippet_trains_on_a_corpus(corpus):
+    import re
+
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S) if "CorpusDataset" in b)
+    namespace = {}
+    exec(snippet.replace('"corpora/pool"', repr(str(corpus["out"]))).replace("token_usage < 0.5", "token_usage <= 1"), namespace)
+    assert namespace["latent"].ndim == 4 and namespace["latent"].shape[0] == 32
+
+
 def test_bad_corpus_command_lines_are_one_line_and_exit_2(tmp_path):
     (tmp_path / "file").write_text("x")
     damaged = tmp_path / "damaged"

@@ -19,9 +19,10 @@ def run_snippet(index: int, tmp_path, monkeypatch) -> dict:
     return namespace
 
 
-def test_readme_has_the_four_python_examples():
-    assert len(SNIPPETS) == 4
+def test_readme_has_the_five_python_examples():
+    assert len(SNIPPETS) == 5
     assert "encode_stream" in SNIPPETS[1] and "for_pipeline" in SNIPPETS[2] and "collate_packed" in SNIPPETS[3]
+    assert "CorpusDataset" in SNIPPETS[4]  # run against a real corpus in tests/test_corpus.py
 
 
 @needs_weights
