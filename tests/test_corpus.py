@@ -165,3 +165,30 @@ def test_only_the_engine_imports_ray():
             if any(n == "ray" or n.startswith("ray.") for n in names):
                 importers.add(path.relative_to(ROOT).as_posix())
     assert importers == {"latok/corpus/engine.py"}
+
+
+def test_sources_expand_folders_lists_and_shards(tmp_path, monkeypatch):
+    from latok.corpus.sources import expand_sources
+
+    (tmp_path / "videos" / "deep").mkdir(parents=True)
+    for name in ("videos/a.mp4", "videos/deep/a.mp4", "videos/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "videos" / "frames").mkdir()
+    (tmp_path / "videos" / "frames" / "00000.jpg").write_bytes(b"x")
+    found = expand_sources([str(tmp_path / "videos")])
+    assert sorted(Path(s.path).relative_to(tmp_path).as_posix() for s in found) == ["videos/a.mp4", "videos/deep/a.mp4", "videos/frames"]
+    assert len({s.key for s in found}) == 3 and all("." not in s.key for s in found)  # two a.mp4 stay apart; webdataset-safe
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "here.txt").write_text("../videos/a.mp4\n")  # relative to the list
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cwd.txt").write_text("videos/deep/a.mp4\n")
+    (lists / "cwd.txt").write_text("videos/deep/a.mp4\n")  # not beside the list: relative to the working folder
+    assert [Path(s.path) for s in expand_sources([str(lists / "here.txt"), str(lists / "cwd.txt")])] == [
+        tmp_path / "videos" / "a.mp4", tmp_path / "videos" / "deep" / "a.mp4"]
+    import tarfile
+
+    with tarfile.open(tmp_path / "shard.tar", "w") as tar:
+        tar.add(tmp_path / "videos" / "a.mp4", arcname="k1.mp4")
+        tar.add(tmp_path / "videos" / "notes.txt", arcname="k1.txt")
+    assert [s.member for s in expand_sources([str(tmp_path / "shard.tar")])] == ["k1.mp4"]

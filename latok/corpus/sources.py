@@ -74,7 +74,7 @@ def _tar_members(shard: Path) -> list[Source]:
 
 
 def _listed(listing: Path) -> list[Path]:
-    """The paths a list file names, relative ones against the list's folder."""
+    """The paths a list file names (relative ones against the list's folder, else the working folder)."""
     if listing.suffix == ".txt":
         entries = [line.strip() for line in listing.read_text().splitlines() if line.strip() and not line.startswith("#")]
     elif listing.suffix == ".csv":
@@ -95,7 +95,15 @@ def _listed(listing: Path) -> list[Path]:
         if column is None:
             raise InvalidInputError(f"{listing}: a Parquet list needs a 'path' column")
         entries = [str(v) for v in table.column(column).to_pylist() if v]
-    return [Path(e) if os.path.isabs(e) else listing.parent / e for e in entries]
+    return [_resolve(e, listing.parent) for e in entries]
+
+
+def _resolve(entry: str, folder: Path) -> Path:
+    """A listed path: absolute as is; relative against the list's folder, else against the working folder."""
+    path = Path(entry)
+    if path.is_absolute() or (folder / path).exists() or not path.exists():
+        return path if path.is_absolute() else folder / path
+    return path
 
 
 def expand_sources(arguments: list[str]) -> list[Source]:
