@@ -192,3 +192,79 @@ def test_sources_expand_folders_lists_and_shards(tmp_path, monkeypatch):
         tar.add(tmp_path / "videos" / "a.mp4", arcname="k1.mp4")
         tar.add(tmp_path / "videos" / "notes.txt", arcname="k1.txt")
     assert [s.member for s in expand_sources([str(tmp_path / "shard.tar")])] == ["k1.mp4"]
+
+
+@pytest.fixture(scope="module")
+def longer_clips(tmp_path_factory):
+    """Eight clips that take a few seconds each to encode: long enough to kill something mid-job."""
+    from latok.io import write_video
+
+    folder = tmp_path_factory.mktemp("longer")
+    generator = torch.Generator().manual_seed(5)
+    for index in range(8):
+        video = (torch.rand(1, 3, 1, 128, 192, generator=generator) * 2 - 1).repeat(1, 1, 17, 1, 1)
+        video[:, :, 8:, 10:60, 10 + 8 * index : 80 + 8 * index] *= -0.5
+        write_video(folder / f"clip{index}.mp4", video, fps=24)
+    return folder
+
+
+def _exactly_once(out: Path, expected: int) -> None:
+    """Every clip has one ``ok`` row, and the shard each row names holds its member once; no shard holds a clip twice."""
+    import collections
+
+    from latok.corpus.manifest import read_manifest
+
+    rows = read_manifest(out)
+    assert len(rows) == expected and {r["status"] for r in rows} == {"ok"} and len({r["key"] for r in rows}) == expected
+    members = collections.Counter()
+    for shard in (out / "shards").iterdir():
+        with tarfile.open(shard) as tar:
+            names = [n for n in tar.getnames() if n.endswith(".latok")]
+        members.update(names)
+        assert all(any(r["key"] + ".latok" == n and r["shard"] == shard.name for r in rows) for n in names)
+    assert set(members) == {r["key"] + ".latok" for r in rows} and max(members.values()) == 1
+
+
+def _encode_longer(folder: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "LATOK_WEIGHTS_DIR": os.environ.get("LATOK_WEIGHTS_DIR", str(ROOT.parent / "shared" / "weights"))}
+    argv = [sys.executable, "-m", "latok.cli", "corpus", "encode", str(folder), "--out", str(out), "--height", "128",
+            "--workers", "2", "--shard-clips", "2", "--no-progress"]  # fmt: skip
+    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@needs_weights
+def test_sigkill_of_a_worker_mid_job_leaves_every_clip_exactly_once(longer_clips, tmp_path):
+    import signal
+
+    process = _encode_longer(longer_clips, tmp_path / "c")
+    deadline, worker = time.monotonic() + 120, None
+    while worker is None and time.monotonic() < deadline and process.poll() is None:
+        found = subprocess.run(["pgrep", "-f", "ray::MapWorker"], capture_output=True, text=True).stdout.split()
+        worker = int(found[0]) if found else None
+        time.sleep(0.2)
+    assert worker is not None, "no encoding worker started"
+    time.sleep(3)  # the worker has its tokenizer and is encoding
+    os.kill(worker, signal.SIGKILL)
+    out, err = process.communicate(timeout=600)
+    if process.returncode != 0:  # Ray could not retry: a rerun finishes the job
+        rerun = _encode_longer(longer_clips, tmp_path / "c")
+        out, err = rerun.communicate(timeout=600)
+        assert rerun.returncode == 0, err
+    _exactly_once(tmp_path / "c", 8)
+
+
+@needs_weights
+def test_sigkill_of_the_driver_then_a_rerun_leaves_every_clip_exactly_once(longer_clips, tmp_path):
+    import signal
+
+    process = _encode_longer(longer_clips, tmp_path / "c")
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "c" / "manifest.parquet").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)  # the first shard and manifest are in place; the next shard is being written
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    rerun = _encode_longer(longer_clips, tmp_path / "c")
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0 and "already done" in out, err
+    _exactly_once(tmp_path / "c", 8)
