@@ -268,3 +268,21 @@ def test_sigkill_of_the_driver_then_a_rerun_leaves_every_clip_exactly_once(longe
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0 and "already done" in out, err
     _exactly_once(tmp_path / "c", 8)
+
+
+@pytest.mark.slow
+@needs_weights
+def test_joining_a_running_cluster(longer_clips, tmp_path):
+    """`ray start --head` on this machine, then `--address auto`: the job runs on that cluster, which outlives it."""
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run([ray, "start", "--head", "--num-cpus", "3", "--include-dashboard", "false"], env=env, check=True, capture_output=True, timeout=120)
+    try:
+        result = _latok("corpus", "encode", str(longer_clips), "--out", str(tmp_path / "c"), "--height", "128", "--workers", "2",
+                        "--address", "auto", "--no-progress")  # fmt: skip
+        assert result.returncode == 0 and result.stdout.startswith("8 ok, 0 failed"), result.stderr
+        alive = subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True, text=True).stdout.split()
+        assert alive  # the cluster is still up: latok joined it and did not shut it down
+        _exactly_once(tmp_path / "c", 8)
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
