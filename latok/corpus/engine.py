@@ -259,8 +259,10 @@ def _run(ray, sources, out, settings, done, by_key, make_tokenizer, encode_one, 
                 summary.failed += 1
             pending.append(row)
             if shards.full:
-                _flush(out, by_key, pending, shards.close())
-        _flush(out, by_key, pending, shards.close())
+                shards.close()  # the shard is in place before the manifest that names it
+                _flush(out, by_key, pending)
+        shards.close()
+        _flush(out, by_key, pending)
         bar.close()
     except BaseException:
         shards.abort()
@@ -286,8 +288,8 @@ def _native_log(path: Path):
             terminal.close()
 
 
-def _flush(out: Path, by_key: dict, pending: list[dict], shard: str | None) -> None:
-    """Shard first (already in place), then the manifest that names it."""
+def _flush(out: Path, by_key: dict, pending: list[dict]) -> None:
+    """Write the manifest with the rows since the last flush (their shards are already in place)."""
     for row in pending:
         by_key[row["key"]] = row
     pending.clear()
