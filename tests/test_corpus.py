@@ -25,18 +25,26 @@ def _latok(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "latok.cli", *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
+def _write_clips(paths: list[Path], height: int, frames: int, seed: int) -> None:
+    """A still random texture per clip whose rectangle (placed by the clip's index) changes half way: some tokens kept."""
+    from latok.io import write_video
+
+    generator = torch.Generator().manual_seed(seed)
+    for index, path in enumerate(paths):
+        video = (torch.rand(1, 3, 1, height, height * 3 // 2, generator=generator) * 2 - 1).repeat(1, 1, frames, 1, 1)
+        top, size = height // 8, height // 2
+        video[:, :, frames // 2 :, top : top + size, top + 8 * index : top + size + 8 * index] *= -0.5
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_video(path, video, fps=24)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     from PIL import Image
 
-    from latok.io import write_video
-
     sources = tmp_path_factory.mktemp("sources")
+    _write_clips([sources / "nested" / f"clip{i}.mp4" if i % 2 else sources / f"clip{i}.mp4" for i in range(4)], 64, 9, seed=3)
     generator = torch.Generator().manual_seed(3)
-    for index in range(4):
-        video = (torch.rand(1, 3, 1, 64, 96, generator=generator) * 2 - 1).repeat(1, 1, 9, 1, 1)
-        video[:, :, 4:, 8:40, 8 + 10 * index : 40 + 10 * index] *= -0.5  # a change half way: some tokens kept
-        write_video(sources / "nested" / f"clip{index}.mp4" if index % 2 else sources / f"clip{index}.mp4", video, fps=24)
     frames = sources / "frames"
     frames.mkdir()
     for t in range(9):
@@ -197,14 +205,9 @@ def test_sources_expand_folders_lists_and_shards(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def longer_clips(tmp_path_factory):
     """Eight clips that take a few seconds each to encode: long enough to kill something mid-job."""
-    from latok.io import write_video
 
     folder = tmp_path_factory.mktemp("longer")
-    generator = torch.Generator().manual_seed(5)
-    for index in range(8):
-        video = (torch.rand(1, 3, 1, 128, 192, generator=generator) * 2 - 1).repeat(1, 1, 17, 1, 1)
-        video[:, :, 8:, 10:60, 10 + 8 * index : 80 + 8 * index] *= -0.5
-        write_video(folder / f"clip{index}.mp4", video, fps=24)
+    _write_clips([folder / f"clip{i}.mp4" for i in range(8)], 128, 17, seed=5)
     return folder
 
 
