@@ -103,9 +103,7 @@ def add_measure_commands(commands) -> None:
     _add_backend_options(roundtrip)
     _add_mask_options(roundtrip)
     _add_fill_option(roundtrip)
-    roundtrip.add_argument(
-        "--lpips", action="store_true", help="also compute LPIPS-VGG (one VGG16 pass per frame: slow on CPU)"
-    )
+    _add_lpips_flag(roundtrip)
     roundtrip.set_defaults(run=run_roundtrip)
 
     demo = commands.add_parser(
@@ -122,14 +120,16 @@ def add_measure_commands(commands) -> None:
     _add_backend_options(demo)
     _add_mask_options(demo)
     _add_fill_option(demo)
-    demo.add_argument(
-        "--lpips", action="store_true", help="also compute LPIPS-VGG (one VGG16 pass per frame: slow on CPU)"
-    )
+    _add_lpips_flag(demo)
     demo.set_defaults(run=run_demo)
 
     backends = commands.add_parser("backends", help="list VAE backends, their latent geometry and weight availability")
     backends.add_argument("--json", action="store_true", help="print JSON instead of a table")
     backends.set_defaults(run=run_backends)
+
+
+def _add_lpips_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lpips", action="store_true", help="also compute LPIPS-VGG (one VGG16 pass per frame: slow on CPU)")
 
 
 def run_encode(args: argparse.Namespace) -> int:

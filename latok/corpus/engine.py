@@ -61,7 +61,7 @@ def _hash_stage(row: dict, settings: str, done: frozenset) -> dict:
     except (OSError, KeyError, tarfile.TarError) as error:
         row.update(status="error", meta=json.dumps({"error": f"cannot read the source: {_one_line(error)}"}))
         return row
-    row["status"] = "skip" if f"{row['sha']}|{settings}" in done else "todo"
+    row["status"] = "skip" if f"{row['sha']}|{settings}" in done else "pending"
     return row
 
 
@@ -75,7 +75,7 @@ class _Encoder:
         self.tokenizer, self.encode_one = make_tokenizer(), encode_one
 
     def __call__(self, row: dict) -> dict:
-        if row["status"] != "todo":
+        if row["status"] != "pending":
             return row
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="latok-corpus-") as tmp:
@@ -212,7 +212,7 @@ def encode_corpus(
     if workers < 1:
         raise InvalidInputError(f"--workers must be >= 1, got {workers}")
     summary, start = CorpusSummary(), time.perf_counter()
-    todo = []
+    to_encode = []
     for source in sources:  # unchanged sources already done are skipped without hashing, and without Ray
         row = by_key.get(source.key)
         unchanged = row is not None and row["settings"] == settings and row["source_stat"] == stat_of(source.path, source.member)
@@ -221,11 +221,11 @@ def encode_corpus(
         elif unchanged and not retry_errors:
             summary.failed_before += 1
         else:
-            todo.append(source)
-    if not todo:
+            to_encode.append(source)
+    if not to_encode:
         summary.seconds = time.perf_counter() - start
         return summary
-    sources = todo
+    sources = to_encode
     with _native_log(out / "ray-driver.log") as terminal:
         ray, started = _start_ray(address, workers)
         try:
@@ -325,7 +325,7 @@ def _start_ray(address: str | None, workers: int):
 
 
 def _pipeline(ray, sources, settings, done, make_tokenizer, encode_one, workers):
-    items = [{"key": s.key, "path": s.path, "member": s.member or "", "name": s.name, "status": "todo", "sha": "", "meta": "{}", "latok": b""}
+    items = [{"key": s.key, "path": s.path, "member": s.member or "", "name": s.name, "status": "pending", "sha": "", "meta": "{}", "latok": b""}
              for s in sources]  # fmt: skip
     threads = max(1, (os.cpu_count() or 1) // workers)
     dataset = (
