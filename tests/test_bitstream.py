@@ -224,3 +224,21 @@ def result_equal(a: AdaptiveLatent, b: AdaptiveLatent) -> bool:
         return True
     except AssertionError:
         return False
+
+
+def test_a_tar_member_reads_in_place_and_is_named_in_errors(tmp_path, valid_bytes):
+    import io
+    import tarfile
+
+    path = tmp_path / "x.latok"
+    path.write_bytes(valid_bytes)
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as tar:
+        for name, data in (("before.txt", b"x" * 700), ("clip.latok", valid_bytes), ("cut.latok", valid_bytes[:-9])):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(shard) as tar:
+        assert_same(load_latok(tar.extractfile("clip.latok"), name="shard.tar:clip.latok"), load_latok(path))
+        with pytest.raises(LatokFormatError, match=r"^shard\.tar:cut\.latok: truncated"):
+            load_latok(tar.extractfile("cut.latok"), name="shard.tar:cut.latok")

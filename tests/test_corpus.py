@@ -50,6 +50,12 @@ def corpus(tmp_path_factory):
     for t in range(9):
         Image.fromarray((torch.rand(64, 96, 3, generator=generator) * 255).byte().numpy()).save(frames / f"{t:05d}.jpg")
     (sources / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    _write_clips([sources / "packed" / f"robot{i}.mp4" for i in range(2)], 64, 9, seed=5)  # two clips inside a webdataset shard
+    with tarfile.open(sources / "videos.tar", "w") as tar:
+        for path in sorted((sources / "packed").iterdir()):
+            tar.add(path, arcname=f"episode/{path.name}")
+            path.unlink()
+    (sources / "packed").rmdir()
     out = tmp_path_factory.mktemp("corpus") / "c"
     start = time.perf_counter()
     first = _latok("corpus", "encode", str(sources), "--out", str(out), "--workers", "2", "--shard-clips", "3", "--no-progress", *ARGS)
@@ -62,9 +68,9 @@ def test_manifest_rows_statuses_and_one_line_errors(corpus):
 
     first = corpus["first"]
     assert first.returncode == 1, first.stderr  # one clip failed
-    assert first.stdout.strip().splitlines()[-1].startswith("5 ok, 1 failed, 0 already done")
+    assert first.stdout.strip().splitlines()[-1].startswith("7 ok, 1 failed, 0 already done")
     rows = read_manifest(corpus["out"])
-    assert len(rows) == 6 and set(rows[0]) >= set(COLUMNS)
+    assert len(rows) == 8 and set(rows[0]) >= set(COLUMNS)
     failed = [r for r in rows if r["status"] == "error"]
     assert len(failed) == 1 and failed[0]["source"].endswith("corrupt.mp4")
     assert "\n" not in failed[0]["error"] and "corrupt.mp4" in failed[0]["error"] and failed[0]["shard"] is None
@@ -72,7 +78,8 @@ def test_manifest_rows_statuses_and_one_line_errors(corpus):
         assert row["frames"] == 9 and row["height"] == 64 and 0 < row["token_usage"] <= 1 and row["bytes"] > 0
         assert len(row["source_sha256"]) == 64 and row["shard"].startswith("shard-")
     shards = sorted(p.name for p in (corpus["out"] / "shards").iterdir())
-    assert shards == ["shard-000000.tar", "shard-000001.tar"]  # 3 clips per shard, no temp file left
+    assert shards == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]  # 3 clips per shard, no temp file left
+    assert sorted(r["source"].rsplit("#", 1)[-1] for r in rows if "#" in r["source"]) == ["episode/robot0.mp4", "episode/robot1.mp4"]
 
 
 @needs_weights
@@ -84,8 +91,14 @@ def test_every_member_is_what_latok_encode_writes(corpus, tmp_path):
         with tarfile.open(corpus["out"] / "shards" / row["shard"]) as tar:
             member = tar.extractfile(f"{row['key']}.latok").read()
             meta = json.loads(tar.extractfile(f"{row['key']}.json").read())
+        source = row["source"]
+        if "#" in source:  # a member of a webdataset shard: encode it alone, from a file of its bytes
+            shard, name = source.rsplit("#", 1)
+            with tarfile.open(shard) as tar:
+                source = str(tmp_path / Path(name).name)
+                Path(source).write_bytes(tar.extractfile(name).read())
         alone = tmp_path / f"{row['key']}.latok"
-        assert main(["encode", row["source"], "-o", str(alone), *ARGS]) == 0
+        assert main(["encode", source, "-o", str(alone), *ARGS]) == 0
         assert member == alone.read_bytes(), row["source"]
         assert meta["token_usage"] == row["token_usage"] and meta["source"] == row["source"]
 
@@ -98,7 +111,7 @@ def test_a_rerun_is_a_no_op(corpus):
     start = time.perf_counter()
     again = _latok("corpus", "encode", str(corpus["sources"]), "--out", str(corpus["out"]), "--workers", "2", "--shard-clips", "3", "--no-progress", *ARGS)
     seconds = time.perf_counter() - start
-    assert again.returncode == 1 and again.stdout.strip().startswith("0 ok, 0 failed, 6 already done (1 failed before")
+    assert again.returncode == 1 and again.stdout.strip().startswith("0 ok, 0 failed, 8 already done (1 failed before")
     assert read_manifest(corpus["out"]) == before
     assert seconds < 0.5 * corpus["seconds"], (seconds, corpus["seconds"])
 
@@ -113,7 +126,7 @@ def test_the_dataset_yields_each_clip_once_across_two_ranks_and_two_workers(corp
     for rank in range(2):
         dataset = CorpusDataset(corpus["out"], output="adaptive", rank=rank, world_size=2)
         keys += [item["key"] for item in DataLoader(dataset, batch_size=None, num_workers=2)]
-    assert len(keys) == 5 and len(set(keys)) == 5
+    assert len(keys) == 7 and len(set(keys)) == 7
     dense = next(iter(CorpusDataset(corpus["out"], output="dense")))
     assert dense["latent"].shape == (32, 9, 8, 12) and dense["latent"].dtype == torch.float32
 

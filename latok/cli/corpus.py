@@ -73,7 +73,8 @@ def run_encode(args: argparse.Namespace) -> int:
     _tokenizer(args)  # bad options and missing weights fail once here, not once per worker
     summary = encode_corpus(
         sources, args.out, settings=fingerprint(_settings(args)),
-        make_tokenizer=functools.partial(_worker_tokenizer, args), encode_one=functools.partial(encode_clip, args),
+        make_tokenizer=functools.partial(_worker_tokenizer, args), read_one=functools.partial(read_clip, args),
+        encode_one=functools.partial(encode_clip, args),
         workers=args.workers, address=args.address, clips_per_shard=args.shard_clips, progress=args.progress,
         retry_errors=args.retry_errors,
     )  # fmt: skip
@@ -87,17 +88,27 @@ def _worker_tokenizer(args: argparse.Namespace):
     return tokenizer
 
 
-def encode_clip(args: argparse.Namespace, tokenizer, source: str, output) -> None:
-    """One clip, exactly as ``latok encode SOURCE -o OUTPUT`` with the same options writes it (with
-    ``--stream`` when it is longer than ``--stream-above`` frames)."""
-    from latok.codec.format.writer import save_latok
-    from latok.io import load_clip, stream_clip
+def read_clip(args: argparse.Namespace, source: str):
+    """The decoded clip ``latok encode SOURCE`` would encode, or ``None`` when it streams (``--stream``, or longer
+    than ``--stream-above`` frames: read chunk by chunk while encoding, never whole)."""
+    from latok.io import load_clip
 
     if args.stream or _frames_above(source, args):
+        return None
+    return load_clip(source, frames=args.frames, start=args.start, stride=args.stride, height=args.height or None)
+
+
+def encode_clip(args: argparse.Namespace, tokenizer, source, output) -> None:
+    """One clip (a :class:`~latok.io.Clip` from :func:`read_clip`, or a source path), exactly as
+    ``latok encode SOURCE -o OUTPUT`` with the same options writes it (with ``--stream`` when it streams)."""
+    from latok.codec.format.writer import save_latok
+    from latok.io import Clip, stream_clip
+
+    clip = source if isinstance(source, Clip) else read_clip(args, source)
+    if clip is None:
         chunks = stream_clip(source, args.chunk, frames=args.frames, start=args.start, stride=args.stride, height=args.height or None)
         tokenizer.encode_stream(chunks, output)
     else:
-        clip = load_clip(source, frames=args.frames, start=args.start, stride=args.stride, height=args.height or None)
         save_latok(tokenizer.encode(clip), output)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tarfile
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -70,10 +69,7 @@ class CorpusDataset(IterableDataset):
             handle = tar.extractfile(f"{row['key']}.latok")
         except KeyError:
             raise InvalidInputError(f"{row['shard']} has no member {row['key']}.latok: the corpus is damaged") from None
-        with tempfile.NamedTemporaryFile(suffix=".latok") as tmp:
-            tmp.write(handle.read())
-            tmp.flush()
-            adaptive = load_latok(tmp.name)
+        adaptive = load_latok(handle, name=f"{row['shard']}:{row['key']}.latok")
         if self.output == "adaptive":
             return {"key": row["key"], "tokens": adaptive, "meta": row}
         if self.output == "packed":

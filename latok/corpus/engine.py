@@ -1,4 +1,4 @@
-"""``latok corpus encode`` on Ray Data: sources hashed by tasks, clips encoded by an actor pool (the
+"""``latok corpus encode`` on Ray Data: sources hashed and decoded by tasks, clips encoded by an actor pool (the
 autoencoder and inpainter load once per worker), shards and the manifest written by the driver as the
 stream goes, atomically.  This module is the only one in latok that imports Ray.
 
@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import re
 import tarfile
 import tempfile
@@ -54,14 +55,25 @@ def _one_line(error: BaseException) -> str:
     return (text[0] if text else type(error).__name__)[:500]
 
 
-def _hash_stage(row: dict, settings: str, done: frozenset) -> dict:
-    """Task stage: the source's sha256, and whether this clip is already done under these settings."""
+def _read_stage(row: dict, settings: str, done: frozenset, read_one: Callable) -> dict:
+    """Task stage, overlapping the encoders: the source's sha256, whether this clip is already done under
+    these settings, and (unless it is done, or long enough to stream) its decoded frames."""
+    start = time.perf_counter()
     try:
         row["sha"] = sha256_of(row["path"], row["member"] or None)
     except (OSError, KeyError, tarfile.TarError) as error:
         row.update(status="error", meta=json.dumps({"error": f"cannot read the source: {_one_line(error)}"}))
         return row
-    row["status"] = "skip" if f"{row['sha']}|{settings}" in done else "pending"
+    if f"{row['sha']}|{settings}" in done:
+        row["status"] = "skip"
+        return row
+    with tempfile.TemporaryDirectory(prefix="latok-corpus-") as tmp:
+        try:
+            clip = read_one(_materialise(row, Path(tmp)))
+        except Exception as error:  # a bad clip is a manifest row, never the end of the job
+            row.update(status="error", meta=json.dumps({"error": _one_line(error), "seconds": time.perf_counter() - start}))
+            return row
+    row.update(clip=b"" if clip is None else pickle.dumps(clip), seconds=time.perf_counter() - start)
     return row
 
 
@@ -77,10 +89,10 @@ class _Encoder:
     def __call__(self, row: dict) -> dict:
         if row["status"] != "pending":
             return row
-        start = time.perf_counter()
+        start = time.perf_counter() - row["seconds"]  # the read stage's time counts
         with tempfile.TemporaryDirectory(prefix="latok-corpus-") as tmp:
-            try:
-                source = _materialise(row, Path(tmp))
+            try:  # a clip the read stage decoded, or (long: streamed in chunks) its source
+                source = pickle.loads(row["clip"]) if row["clip"] else _materialise(row, Path(tmp))
                 output = Path(tmp) / "clip.latok"
                 self.encode_one(self.tokenizer, source, output)
                 meta = _describe(output)
@@ -88,7 +100,7 @@ class _Encoder:
             except Exception as error:  # a bad clip is a manifest row, never the end of the job
                 meta = {"error": _one_line(error)}
                 row["status"] = "error"
-        row["meta"] = json.dumps({**meta, "seconds": time.perf_counter() - start})
+        row.update(clip=b"", meta=json.dumps({**meta, "seconds": time.perf_counter() - start}))
         return row
 
 
@@ -188,8 +200,8 @@ def prepare_folder(out: Path) -> tuple[list[dict], int]:
 
 
 def encode_corpus(
-    sources: list[Source], out: str | os.PathLike, *, settings: str, make_tokenizer: Callable, encode_one: Callable,
-    workers: int | None = None, address: str | None = None, clips_per_shard: int = SHARD_CLIPS, progress: bool = True,
+    sources: list[Source], out: str | os.PathLike, *, settings: str, make_tokenizer: Callable, read_one: Callable,
+    encode_one: Callable, workers: int | None = None, address: str | None = None, clips_per_shard: int = SHARD_CLIPS, progress: bool = True,
     retry_errors: bool = False,
 ) -> CorpusSummary:  # fmt: skip
     """Encode ``sources`` into the corpus at ``out`` on Ray Data; resumable, exactly once.
@@ -198,7 +210,10 @@ def encode_corpus(
         settings: fingerprint of the encode options (:func:`latok.corpus.manifest.fingerprint`); a clip
             whose sha256 and settings are ``ok`` in the manifest is skipped.
         make_tokenizer: builds a worker's tokenizer (called once per worker).
-        encode_one: ``(tokenizer, source path, output path)`` writes one clip's ``.latok`` file.
+        read_one: ``(source path)`` decodes a clip in the read stage, overlapping the encoders; ``None`` leaves
+            it to ``encode_one`` (a long clip, streamed in the memory of one chunk).
+        encode_one: ``(tokenizer, what read_one gave or the source path, output path)`` writes one clip's
+            ``.latok`` file.
         workers: encoding actors (default: the cores); ``address``: join a running Ray cluster
             (``"auto"`` or ``HOST:PORT``) instead of starting a local one.
         retry_errors: encode again the clips that failed before and are unchanged (by default a changed
@@ -229,7 +244,7 @@ def encode_corpus(
     with _native_log(out / "ray-driver.log") as terminal:
         ray, started = _start_ray(address, workers)
         try:
-            _run(ray, sources, out, settings, done, by_key, make_tokenizer, encode_one, workers,
+            _run(ray, sources, out, settings, done, by_key, (make_tokenizer, read_one, encode_one), workers,
                  _Shards(out / SHARDS, next_shard, clips_per_shard), _bar(len(sources), progress, terminal), summary)  # fmt: skip
         finally:
             if started:
@@ -238,10 +253,10 @@ def encode_corpus(
     return summary
 
 
-def _run(ray, sources, out, settings, done, by_key, make_tokenizer, encode_one, workers, shards, bar, summary) -> None:
+def _run(ray, sources, out, settings, done, by_key, stages, workers, shards, bar, summary) -> None:
     pending: list[dict] = []
     try:
-        stream = _pipeline(ray, sources, settings, done, make_tokenizer, encode_one, workers)
+        stream = _pipeline(ray, sources, settings, done, stages, workers)
         for result in stream:
             bar.update(1)
             if result["status"] == "skip":  # done before: remember how it looks now, so the next run needs no hash
@@ -324,13 +339,14 @@ def _start_ray(address: str | None, workers: int):
     return ray, True
 
 
-def _pipeline(ray, sources, settings, done, make_tokenizer, encode_one, workers):
-    items = [{"key": s.key, "path": s.path, "member": s.member or "", "name": s.name, "status": "pending", "sha": "", "meta": "{}", "latok": b""}
-             for s in sources]  # fmt: skip
+def _pipeline(ray, sources, settings, done, stages, workers):
+    make_tokenizer, read_one, encode_one = stages
+    items = [{"key": s.key, "path": s.path, "member": s.member or "", "name": s.name, "status": "pending", "sha": "", "meta": "{}",
+              "clip": b"", "seconds": 0.0, "latok": b""} for s in sources]  # fmt: skip
     threads = max(1, (os.cpu_count() or 1) // workers)
     dataset = (
         ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-        .map(_hash_stage, fn_kwargs={"settings": settings, "done": done}, num_cpus=0.5)
+        .map(_read_stage, fn_kwargs={"settings": settings, "done": done, "read_one": read_one}, num_cpus=0.5)
         .map(_encoder_class(make_tokenizer, encode_one, threads), concurrency=workers, num_cpus=1)
     )
     return dataset.iter_rows()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterator
+from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,15 +73,23 @@ class LatokReader:
     matched against the values present before any bool tensor is built.
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        try:
-            self._file = open(self.path, "rb")
-        except FileNotFoundError:
-            raise LatokFormatError(f"{self.path}: no such file") from None
-        except OSError as error:
-            raise LatokFormatError(f"{self.path}: cannot open ({error.strerror})") from None
-        self._size = os.fstat(self._file.fileno()).st_size
+    def __init__(self, path: str | os.PathLike | BinaryIO, name: str | None = None):
+        """``path``: a file name, or an open seekable binary file (e.g. a tar member; named ``name`` in errors)."""
+        self._owned = not hasattr(path, "read")
+        self.path = Path(path) if self._owned else Path(name or getattr(path, "name", "<stream>"))
+        if self._owned:
+            try:
+                self._file = open(self.path, "rb")
+            except FileNotFoundError:
+                raise LatokFormatError(f"{self.path}: no such file") from None
+            except OSError as error:
+                raise LatokFormatError(f"{self.path}: cannot open ({error.strerror})") from None
+        else:
+            self._file = path
+        start = self._file.tell()
+        self._end = self._file.seek(0, os.SEEK_END)
+        self._size = self._end - start
+        self._file.seek(start)
         preamble = self._read_exact(PREAMBLE.size, "file preamble")
         magic, version, flags = PREAMBLE.unpack(preamble)
         if magic != MAGIC:
@@ -109,7 +118,8 @@ class LatokReader:
         return self._size
 
     def close(self) -> None:
-        self._file.close()
+        if self._owned:
+            self._file.close()
 
     def __enter__(self) -> LatokReader:
         return self
@@ -118,11 +128,11 @@ class LatokReader:
         self.close()
 
     def _fail(self, reason: str):
-        self._file.close()
+        self.close()
         raise LatokFormatError(f"{self.path}: {reason}")
 
     def _read_exact(self, size: int, what: str) -> bytes:
-        if size > self._size - self._file.tell():
+        if size > self._end - self._file.tell():
             self._fail(f"truncated: {what} needs {size} bytes, file ends first")
         data = self._file.read(size)
         if len(data) != size:
@@ -189,7 +199,7 @@ class LatokReader:
             chunks += 1
         if len(payload) != END_RECORD.size or END_RECORD.unpack(payload) != (chunks, tokens) or t_expected != frames:
             self._fail(f"END record does not match the {chunks} chunks read ({t_expected} of {frames} latent frames)")
-        if self._file.tell() != self._size:
+        if self._file.tell() != self._end:
             self._fail("trailing bytes after the END record")
 
     def _decode_values(self, coder: ValueCoder, bits: bytes, t_count: int, height: int, width: int, payload, steps) -> memoryview:
@@ -326,15 +336,16 @@ def whole_clip_bytes(header: dict) -> int:
     return frames * height * width * (1 + 4 * channels * LATENT_COPIES + INPAINTER_BYTES) + pixels * 3 * 4 * VIDEO_COPIES
 
 
-def load_latok(path: str | os.PathLike) -> AdaptiveLatent:
-    """Read a whole ``.latok`` file into an :class:`AdaptiveLatent`.
+def load_latok(path: str | os.PathLike | BinaryIO, name: str | None = None) -> AdaptiveLatent:
+    """Read a whole ``.latok`` file (a path, or an open seekable binary file named ``name``) into an :class:`AdaptiveLatent`.
 
     Raises:
         LatokFormatError: the file is missing, truncated, corrupt or malformed.
         ClipTooLargeError: the clip it declares needs more memory than :func:`whole_clip_limit`
             to hold and decode at once (decode it with :meth:`~latok.LatentTokenizer.decode_stream`).
     """
-    with LatokReader(path) as reader:
+    with LatokReader(path, name) as reader:
+        path = reader.path
         header = reader.header
         needed, limit = whole_clip_bytes(header), whole_clip_limit()
         if needed > limit:
