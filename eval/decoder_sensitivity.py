@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=6)
     parser.add_argument("--frames", type=int, default=3)
     args = parser.parse_args()
-    vae = load_vae(args.backend)
+    vae = load_vae(args.backend, precision="fp32")  # finite differences need fp32
     samples = read_samples(args.shards)
     chosen = samples[:: max(1, len(samples) // args.clips)][: args.clips]
     metric = None

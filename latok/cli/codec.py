@@ -236,7 +236,7 @@ def run_export(args: argparse.Namespace) -> int:
         device = parse_device(args.device)
         fill = resolve(adaptive, args.fill, Inpainters.for_tokens(adaptive, device, args.inpainter))  # resolved once; loads lit only if it runs
         vae = (
-            load_vae(adaptive.backend, device=device, **_weight_options(args, adaptive.backend))
+            load_vae(adaptive.backend, device=device, precision=args.precision, **_weight_options(args, adaptive.backend))
             if args.native
             else None
         )

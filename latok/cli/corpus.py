@@ -18,7 +18,7 @@ from latok.errors import InvalidInputError
 # the encode options a clip's bytes depend on: their fingerprint is the manifest's ``settings``
 SETTINGS = ("backend", "weights", "frames", "start", "stride", "height", "tau", "target_usage", "reference",
             "keyframe_interval", "motion", "value_step", "dtype", "lit_guard", "pixel_guard", "inpainter",
-            "stream", "chunk", "stream_above")  # fmt: skip
+            "stream", "chunk", "stream_above", "precision")  # fmt: skip
 
 
 def add_commands(commands) -> None:
@@ -55,8 +55,12 @@ def add_commands(commands) -> None:
 
 def _settings(args: argparse.Namespace) -> dict:
     from latok import __version__
+    from latok.vae.base import parse_device
+    from latok.vae.precision import resolve_precision
 
-    return {"latok": __version__, **{name: getattr(args, name, None) for name in SETTINGS}}
+    settings = {name: getattr(args, name, None) for name in SETTINGS}
+    settings["precision"] = resolve_precision(args.precision, parse_device(args.device))  # what auto is on this machine
+    return {"latok": __version__, **settings}
 
 
 def run_encode(args: argparse.Namespace) -> int:

@@ -70,6 +70,11 @@ def _add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) 
         "(default: LATOK_WEIGHTS_DIR, then the cache, then download)",
     )
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    parser.add_argument(
+        "--precision", default="auto", metavar="{auto,fp32,bf16,fp16}",
+        help="what the autoencoder computes in: auto is bf16 where the hardware computes it natively (CUDA; "
+        "a CPU with AVX512-BF16 or AMX), fp32 elsewhere; fp16 on CUDA only (default: %(default)s)",
+    )  # fmt: skip
 
 
 def _add_mask_options(parser: argparse.ArgumentParser) -> None:
@@ -183,7 +188,7 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
     from latok.codec.tokenizer import LatentTokenizer
 
     backend = backend or args.backend
-    options = {"device": args.device, **_weight_options(args, backend)}
+    options = {"device": args.device, "precision": args.precision, **_weight_options(args, backend)}
     mask = {}
     if hasattr(args, "reference"):
         if args.pixel_guard and not args.lit_guard:

@@ -44,7 +44,7 @@ def run_cache_latents(args: argparse.Namespace) -> int:
 
     # caches keep finer values than .latok files: their default step is the cache's, checked as the codec checks one
     value_step = CodecSettings(value_step=DEFAULT_CACHE_VALUE_STEP if args.value_step is None else args.value_step).value_step
-    options = _weight_options(args, args.backend)
+    options = {"precision": args.precision, **_weight_options(args, args.backend)}
     shards, errors = cache_latents(
         args.inputs, args.out, backend=args.backend, frames=args.frames, start=args.start, stride=args.stride,
         height=args.height or None, with_video=args.with_video, vae_options=options, value_step=value_step,

@@ -15,6 +15,7 @@ the file (:mod:`latok.codec.format`) and interop (:mod:`latok.codec.interop`); s
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -120,6 +121,7 @@ class LatentTokenizer:
             backend_config=backend_config_hash(self.vae), tau=tau, source=source, target_usage=target_usage,
             reference=s.reference, keyframe_interval=s.keyframe_interval,
             motion=None if motion is None else motion.float().cpu(), motion_model=None if motion is None else s.motion,
+            precision=self.vae.precision,
         )  # fmt: skip
 
     def from_pipeline_latents(self, name: str, latents: torch.Tensor, fps: float = 24.0, scheduler=None,
@@ -134,7 +136,8 @@ class LatentTokenizer:
         if latent.shape[0] != 1 or latent.shape[1] != self.vae.latent_channels:
             raise InvalidInputError(f"one clip of {self.vae.latent_channels}-channel latents expected, got {tuple(latent.shape)}")
         frames, height, width = self.vae.decoded_size(latent.shape)
-        return self.tokenize(latent, SourceInfo(frames=frames, height=height, width=width, fps=fps), lit_guard=False)
+        adaptive = self.tokenize(latent, SourceInfo(frames=frames, height=height, width=width, fps=fps), lit_guard=False)
+        return replace(adaptive, precision=None)  # the pipeline encoded them, not this tokenizer's autoencoder
 
     # -- decode ---------------------------------------------------------------------------
 

@@ -73,6 +73,8 @@ class AdaptiveLatent:
         motion_model: the registered motion model that estimated ``motion`` (``None`` exactly when it is).
         value_step: the per-channel quantisation steps of ``values`` (:mod:`latok.codec.format.coders.values`): each
             value is float32 and exactly ``code * step``; ``None``: exact values in the storage dtype.
+        precision: what the autoencoder encoded in (``"fp32"``, ``"bf16"``, ``"fp16"``; :mod:`latok.vae.precision`);
+            ``None``: not recorded (files from before latok recorded it).
     """
 
     values: torch.Tensor
@@ -90,6 +92,7 @@ class AdaptiveLatent:
     motion: torch.Tensor | None = None
     value_step: tuple[float, ...] | None = None
     motion_model: str | None = None
+    precision: str | None = None
 
     def __post_init__(self):
         batch, channels, frames, height, width = self.shape

@@ -45,6 +45,7 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
         "target_usage": header["target_usage"],
         "reference": header["reference"],
         "motion": header["motion"] or "none",
+        "precision": header["precision"] or "not recorded",
         "keyframe_interval": header["keyframe_interval"],
         "lit_guard": None if guard is None else {"lit_frames": guard.count("1"), "of": len(guard)},
         "frames": source["frames"],

@@ -111,7 +111,7 @@ class InpainterModule(L.LightningModule):
             if sum(z.shape[1] for z in latents) >= self.hparams.metric_frames:
                 break
         latent = torch.cat(latents, dim=1)[:, : self.hparams.metric_frames].unsqueeze(0)
-        return load_vae(self.hparams.val_backend, device=self.device).decoder_metric(latent.to(self.device))
+        return load_vae(self.hparams.val_backend, device=self.device, precision="fp32").decoder_metric(latent.to(self.device))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         motion = batch.get("motion")
@@ -143,7 +143,7 @@ class InpainterModule(L.LightningModule):
         if self._vae is None:
             from latok.vae import load_vae
 
-            self._vae = load_vae(self.hparams.val_backend, device=self.device)
+            self._vae = load_vae(self.hparams.val_backend, device=self.device, precision="fp32")  # checkpoints are chosen in fp32
         return self._vae
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

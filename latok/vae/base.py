@@ -44,13 +44,11 @@ def default_chunk_pixels(device: torch.device) -> int:
     return CHUNK_PIXELS_CUDA if device.type == "cuda" else CHUNK_PIXELS_CPU
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA (what the video VAEs are trained and served in), fp32 elsewhere."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 class VideoAutoencoder(abc.ABC):
     """A frozen video autoencoder behind latok's protocol.
+
+    ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``; :mod:`latok.vae.precision`) is what the encoder and
+    decoder compute in: ``auto`` is bf16 where the hardware computes it natively, fp32 elsewhere.
 
     Class attributes (readable without loading weights):
         name: registry name, e.g. ``"taef2"``.
@@ -67,6 +65,8 @@ class VideoAutoencoder(abc.ABC):
         default_value_step: the quantisation step ``.latok`` files take by default (0: exact values).
         fixed_geometry: every model of this backend has these channels and ratios, so a ``.latok``
             header's latent shape must be exactly what :meth:`latent_shape` gives for its source.
+        auto_bf16_on_cpu: ``precision="auto"`` picks bf16 on a CPU that computes it natively (only for
+            backends whose bf16 quality was measured; elsewhere auto is fp32 on CPU and bf16 on CUDA).
     """
 
     name: ClassVar[str] = ""
@@ -80,15 +80,22 @@ class VideoAutoencoder(abc.ABC):
     default_value_step: ClassVar[float] = 0.0
     weights_option: ClassVar[str] = "weights"  # the constructor option that takes a weights path
     fixed_geometry: ClassVar[bool] = True  # channels and ratios are the class's; False where a model config may change them
+    auto_bf16_on_cpu: ClassVar[bool] = False  # precision "auto" may pick bf16 on a CPU: only where its quality was measured
 
     def __init__(
         self,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         chunk_pixels: int | None = None,
+        precision: str | None = None,
     ):
+        from latok.vae.precision import DTYPES, precision_of, resolve_precision
+
         self.device = parse_device(device)
-        self.dtype = dtype or default_dtype(self.device)
+        if dtype is not None and precision is not None:
+            raise InvalidInputError("give precision or dtype, not both")
+        self.precision = precision_of(dtype) if dtype is not None else resolve_precision(precision, self.device, self.auto_bf16_on_cpu)
+        self.dtype = DTYPES[self.precision]
         chunk_pixels = default_chunk_pixels(self.device) if chunk_pixels is None else chunk_pixels
         if chunk_pixels < 1:
             raise InvalidInputError(f"chunk_pixels must be >= 1, got {chunk_pixels}")
@@ -191,6 +198,8 @@ class VideoAutoencoder(abc.ABC):
             seed: seed of the random signs.
         """
         self._check_latent(latent)
+        if self.precision != "fp32":
+            raise InvalidInputError(f"decoder_metric needs an fp32 autoencoder (its finite differences vanish in {self.precision}): load it with precision='fp32'")
         if latent.shape[0] != 1:
             raise InvalidInputError(f"decoder_metric takes one clip (1, C, t, h, w), got {tuple(latent.shape)}")
         from tqdm.auto import tqdm
@@ -274,7 +283,7 @@ class VideoAutoencoder(abc.ABC):
         return (
             f"{type(self).__name__}(name={self.name!r}, latent_channels={self.latent_channels}, "
             f"temporal_ratio={self.temporal_ratio}, spatial_ratio={self.spatial_ratio}, "
-            f"device={self.device}, dtype={self.dtype})"
+            f"device={self.device}, precision={self.precision})"
         )
 
 

@@ -41,6 +41,7 @@ class DiffusersVideoVAE(VideoAutoencoder):
             none for a local directory that has its own ``config.json``).
         model: an already-built diffusers model; skips ``from_pretrained``.
         tiling: enable diffusers' tiled encode/decode to bound memory on large clips.
+        precision: ``auto`` (bf16 where native, else fp32), ``fp32``, ``bf16`` or ``fp16`` (CUDA); or ``dtype``.
     """
 
     model_class: ClassVar[str]
@@ -57,8 +58,9 @@ class DiffusersVideoVAE(VideoAutoencoder):
         dtype: torch.dtype | None = None,
         tiling: bool = True,
         chunk_pixels: int | None = None,
+        precision: str | None = None,
     ):
-        super().__init__(device=device, dtype=dtype, chunk_pixels=chunk_pixels)
+        super().__init__(device=device, dtype=dtype, chunk_pixels=chunk_pixels, precision=precision)
         if model is None:
             model = self._from_pretrained(pretrained, subfolder)
         if type(model).__name__ != self.model_class:

@@ -141,6 +141,8 @@ class TAEF2(VideoAutoencoder):
             faster on CPU, see eval/bench_vae.py).
         chunk_pixels: pixels per encoder/decoder call (default: one 240p frame on CPU).
         threads: set ``torch.set_num_threads`` (CPU only; ``None`` leaves it alone).
+        precision: ``auto`` (default: bf16 where the hardware computes it natively, fp32 elsewhere), ``fp32``,
+            ``bf16`` or ``fp16`` (CUDA only); see :mod:`latok.vae.precision`.
     """
 
     latent_channels = 32
@@ -150,6 +152,7 @@ class TAEF2(VideoAutoencoder):
     default_taus = {"block": 0.15}  # the default decode on the pool validation split: eval/results/calibrate_pool.md
     # sqrt of the decoder metric's diagonal on the pool validation split: eval/results/decoder_sensitivity_taef2.json
     value_sensitivity = (0.642, 1.383, 1.194, 3.821, 0.721, 1.229, 0.856, 0.915, 3.542, 0.655, 0.639, 0.940, 0.764, 0.626, 0.983, 1.894, 0.732, 0.656, 0.730, 1.829, 0.729, 0.825, 0.982, 0.668, 1.290, 0.911, 1.272, 0.731, 0.738, 1.337, 0.793, 1.324)  # fmt: skip
+    auto_bf16_on_cpu = True  # within 0.05 dB of fp32 on DAVIS and tokenbench-mini: eval/results/precision.md
     default_value_step = 0.13  # the largest step within 0.04 dB on the pool validation split: eval/results/value_coding_val_fine.md
 
     def __init__(
@@ -160,8 +163,9 @@ class TAEF2(VideoAutoencoder):
         chunk_pixels: int | None = None,
         channels_last: bool = True,
         threads: int | None = None,
+        precision: str | None = None,
     ):
-        super().__init__(device=device, dtype=dtype, chunk_pixels=chunk_pixels)
+        super().__init__(device=device, dtype=dtype, chunk_pixels=chunk_pixels, precision=precision)
         if threads is not None:
             torch.set_num_threads(threads)
         self.channels_last = channels_last

@@ -97,12 +97,13 @@ HEADER_SCHEMA: dict[str, Check] = {
     "shape": _integers((1, 1), (1, MAX_CHANNELS), (1, MAX_FRAMES), (1, MAX_SIDE), (1, MAX_SIDE)),
     "source": lambda v: type(v) is dict,  # its own schema below
     "motion": _optional(lambda v: type(v) is str and v != NO_MOTION and v in motion_names()),
+    "precision": _optional(_one_of("fp32", "bf16", "fp16")),
     "target_usage": _optional(_number(0.0, 1.0)),
     "tau": _number(0.0, MAX_TAU),
     "value_step": _optional(lambda v: type(v) is list and 1 <= len(v) <= MAX_CHANNELS and all(_number(MIN_STEP, MAX_STEP)(s) for s in v)),
 }
-# absent in older files, and "motion" / "value_step" when unused, so files without them keep their bytes
-OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None, "value_step": None}
+# absent in older files ("precision": not recorded), and "motion" / "value_step" when unused, so files without them keep their bytes
+OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None, "precision": None, "value_step": None}
 
 
 def _refuse_constant(name: str):

@@ -86,6 +86,7 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
         "lit_frames": None if adaptive.lit_frames is None else "".join("1" if f else "0" for f in adaptive.lit_frames),
         "lit_model": adaptive.lit_model,
         **({"motion": adaptive.motion_model} if adaptive.motion is not None else {}),  # absent, not null: version-1 bytes stay as they were
+        **({"precision": adaptive.precision} if adaptive.precision is not None else {}),
         "reference": adaptive.reference,
         "shape": list(adaptive.shape),
         "source": asdict(adaptive.source),
