@@ -47,7 +47,7 @@ def test_ci_runs_the_readme_test_command():
 def test_streaming_snippet_runs(tmp_path, monkeypatch):
     namespace = run_snippet(1, tmp_path, monkeypatch)
     assert namespace["summary"].frames == 20 and namespace["summary"].shape[2] == 20
-    assert [p.shape[2] for p in namespace["pieces"]] == [8, 8, 4] and namespace["frames"] == 20 and (tmp_path / "goat.mp4").stat().st_size > 0
+    assert [p.shape[2] for p in namespace["pieces"]] == [8, 8, 4] and (tmp_path / "goat.mp4").stat().st_size > 0
 
 
 @needs_weights

@@ -49,7 +49,9 @@ class LatentTokenizer:
             ``zero``, ``hold``, ``interp``, ``lit`` or a callable (:mod:`latok.codec.restore.resolve`).
         inpainter: a checkpoint directory or model for ``lit`` (default: ``checkpoints/<backend>-lit-xs``).
         stream_inpainter: the causal checkpoint or model for ``lit`` in :meth:`decode_stream`.
-        **options: :class:`CodecSettings` fields; anything else goes to :func:`latok.load_vae`.
+        **options: :class:`CodecSettings` fields; anything else goes to :func:`latok.load_vae`: ``device``, weights,
+            ``precision`` (``"auto"``, the default: bf16 where the hardware computes it natively, else fp32;
+            ``"fp32"``, ``"bf16"``, ``"fp16"`` on CUDA; :mod:`latok.vae.precision`).
     """
 
     def __init__(self, vae: str | VideoAutoencoder = "taef2", settings: CodecSettings | None = None, fill: str | Fill | None = None,

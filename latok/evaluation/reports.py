@@ -109,6 +109,7 @@ def roundtrip(tokenizer, clip, latok_path: Path | None = None, with_lpips: bool 
     return {
         "backend": tokenizer.vae.name,
         "device": str(tokenizer.vae.device),
+        "precision": tokenizer.vae.precision,
         "frames": source.frames,
         "height": source.height,
         "width": source.width,
@@ -159,7 +160,7 @@ def demo_text(report: dict) -> str:
     lines = [
         f"input         {report['input']}",
         f"clip          {frames} frames, {report['width']}x{report['height']} @ {report['fps']:.2f} fps",
-        f"backend       {report['backend']} on {report['device']}, latent {tuple(report['latent_shape'])}",
+        f"backend       {report['backend']} on {report['device']} in {report.get('precision', 'fp32')}, latent {tuple(report['latent_shape'])}",
         f"tokens        {report['tokens']} kept, usage {report['token_usage']:.1%} "
         f"(tau {report['tau']:.3g}, {report['reference']} reference, motion {report.get('motion', 'none')})",
         f"size          raw {report['raw_bytes'] / 1e6:.2f} MB -> .latok {report['bytes'] / 1e3:.1f} kB",
