@@ -16,6 +16,7 @@ motion``.  The built-in ones, :mod:`~latok.codec.rule.global_motion` and
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Protocol
 
@@ -83,7 +84,26 @@ def estimate_motion(latent: torch.Tensor, model: str = "global", previous: torch
         return None
     if latent.ndim != 5:
         raise InvalidInputError(f"latent must be (B, C, t, h, w), got {tuple(latent.shape)}")
-    return motion_model(model).estimate(latent, previous)
+    estimator = motion_model(model)
+    with one_thread():
+        return estimator.estimate(latent, previous)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block inside with one torch thread.  The motion search is hundreds of small ops a frame; with
+    two threads each one waits for the second thread, which on a busy machine is late (4 DAVIS clips beside
+    two CPU burners: 9.7 s with two threads, 2.1 s with one; idle 1.7 s and 1.4 s: eval/results/motion_under_load.md).
+    One thread also makes the estimate independent of the thread count."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def motion_shape(batch: int, frames: int, height: int, width: int, model: str) -> tuple[int, ...]:

@@ -1,0 +1,76 @@
+"""Does block motion keep its speed on a busy machine?  Its estimate against the taef2 encode, idle and beside
+two CPU-burning processes, with one and two threads.
+
+Four shared DAVIS sequences (timing only), 17 frames at 240p, latents encoded once (taef2, default precision).
+Per condition and thread count: ``estimate_motion(latent, "block")`` summed over the clips (median of
+``--repeats``), and the taef2 encode of the same clips with two threads.  ``--label`` names the code measured,
+so the same script can time an older checkout (``PYTHONPATH=OLD_CHECKOUT python eval/motion_under_load.py
+--label before``); each label's rows are kept in the results.
+
+    python eval/motion_under_load.py --label after   # -> eval/results/motion_under_load.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from latok.codec.rule.motion import estimate_motion
+from latok.vae import load_vae
+
+from harness import RESULTS, davis_clip, write_results
+from precision_speed import burners
+
+CLIPS = ("blackswan", "car-roundabout", "paragliding-launch", "soapbox")
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def measure(repeats: int) -> list[dict]:
+    vae = load_vae("taef2")
+    videos = [davis_clip(name).load().video for name in CLIPS]
+    latents = [vae.encode(video) for video in videos]
+    rows = []
+    for condition, count in (("idle", 0), ("beside two CPU burners", 2)):
+        with burners(count):
+            torch.set_num_threads(2)
+            encode = statistics.median(sum(timed(lambda v=v: vae.encode(v)) for v in videos) for _ in range(repeats))
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                motion = statistics.median(sum(timed(lambda z=z: estimate_motion(z, "block")) for z in latents) for _ in range(repeats))
+                rows.append({"condition": condition, "threads": threads, "motion_seconds": motion, "encode_seconds": encode,
+                             "motion_share_of_encode": motion / encode})  # fmt: skip
+    torch.set_num_threads(2)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", required=True, help="names the code measured (e.g. before, after)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    path = RESULTS / "motion_under_load.json"
+    result = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    result.update(command="python eval/motion_under_load.py --label LABEL", machine=f"{os.cpu_count()} cores, torch {torch.__version__}",
+                  clips=f"DAVIS {', '.join(CLIPS)}: 17 frames at 240p, latents encoded once")  # fmt: skip
+    result["runs"][args.label] = {"rows": measure(args.repeats)}
+    lines = ["# Block motion on a busy machine", "", f"`{result['command']}` on {result['machine']}; {result['clips']}; "
+             "seconds summed over the clips, median of 3; the encode always with 2 threads.", "",
+             "| code | condition | threads | block motion s | taef2 encode s | motion / encode |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for label, run in result["runs"].items():
+        for r in run["rows"]:
+            lines.append(f"| {label} | {r['condition']} | {r['threads']} | {r['motion_seconds']:.2f} | {r['encode_seconds']:.2f} | {r['motion_share_of_encode']:.1%} |")
+    write_results("motion_under_load", result, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
