@@ -52,6 +52,7 @@ def corpus(tmp_path_factory):
     (sources / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     _write_clips([sources / "packed" / f"robot{i}.mp4" for i in range(2)], 64, 9, seed=5)  # two clips inside a webdataset shard
     with tarfile.open(sources / "videos.tar", "w") as tar:
+        (sources / "packed" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
         for path in sorted((sources / "packed").iterdir()):
             tar.add(path, arcname=f"episode/{path.name}")
             path.unlink()
@@ -68,18 +69,19 @@ def test_manifest_rows_statuses_and_one_line_errors(corpus):
 
     first = corpus["first"]
     assert first.returncode == 1, first.stderr  # one clip failed
-    assert first.stdout.strip().splitlines()[-1].startswith("7 ok, 1 failed, 0 already done")
+    assert first.stdout.strip().splitlines()[-1].startswith("7 ok, 2 failed, 0 already done")
     rows = read_manifest(corpus["out"])
-    assert len(rows) == 8 and set(rows[0]) >= set(COLUMNS)
-    failed = [r for r in rows if r["status"] == "error"]
-    assert len(failed) == 1 and failed[0]["source"].endswith("corrupt.mp4")
-    assert "\n" not in failed[0]["error"] and "corrupt.mp4" in failed[0]["error"] and failed[0]["shard"] is None
+    assert len(rows) == 9 and set(rows[0]) >= set(COLUMNS)
+    failed = sorted((r for r in rows if r["status"] == "error"), key=lambda r: r["source"])
+    assert failed[0]["source"].endswith("/corrupt.mp4") and failed[1]["source"].endswith("/videos.tar#episode/broken.mp4")
+    for row in failed:  # one line naming the source itself (a tar member by its shard and name, not a temporary copy)
+        assert "\n" not in row["error"] and row["source"] in row["error"] and row["shard"] is None, row["error"]
     for row in (r for r in rows if r["status"] == "ok"):
         assert row["frames"] == 9 and row["height"] == 64 and 0 < row["token_usage"] <= 1 and row["bytes"] > 0
         assert len(row["source_sha256"]) == 64 and row["shard"].startswith("shard-")
     shards = sorted(p.name for p in (corpus["out"] / "shards").iterdir())
     assert shards == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]  # 3 clips per shard, no temp file left
-    assert sorted(r["source"].rsplit("#", 1)[-1] for r in rows if "#" in r["source"]) == ["episode/robot0.mp4", "episode/robot1.mp4"]
+    assert sorted(r["source"].rsplit("#", 1)[-1] for r in rows if "#" in r["source"] and r["status"] == "ok") == ["episode/robot0.mp4", "episode/robot1.mp4"]
 
 
 @needs_weights
@@ -111,7 +113,7 @@ def test_a_rerun_is_a_no_op(corpus):
     start = time.perf_counter()
     again = _latok("corpus", "encode", str(corpus["sources"]), "--out", str(corpus["out"]), "--workers", "2", "--shard-clips", "3", "--no-progress", *ARGS)
     seconds = time.perf_counter() - start
-    assert again.returncode == 1 and again.stdout.strip().startswith("0 ok, 0 failed, 8 already done (1 failed before")
+    assert again.returncode == 1 and again.stdout.strip().startswith("0 ok, 0 failed, 9 already done (2 failed before")
     assert read_manifest(corpus["out"]) == before
     assert seconds < 0.5 * corpus["seconds"], (seconds, corpus["seconds"])
 

@@ -50,9 +50,13 @@ class CorpusSummary:
         return not (self.failed or self.failed_before)
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException, row: dict | None = None, folder: str | None = None) -> str:
+    """The first line of ``error``; a tar member's temporary copy in ``folder`` named as the member (``row``'s)."""
     text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:500]
+    line = text[0] if text else type(error).__name__
+    if row is not None and folder is not None and row["member"]:
+        line = line.replace(str(Path(folder) / Path(row["member"]).name), row["name"])
+    return line[:500]
 
 
 def _read_stage(row: dict, settings: str, done: frozenset, read_one: Callable) -> dict:
@@ -71,7 +75,7 @@ def _read_stage(row: dict, settings: str, done: frozenset, read_one: Callable) -
         try:
             clip = read_one(_materialise(row, Path(tmp)))
         except Exception as error:  # a bad clip is a manifest row, never the end of the job
-            row.update(status="error", meta=json.dumps({"error": _one_line(error), "seconds": time.perf_counter() - start}))
+            row.update(status="error", meta=json.dumps({"error": _one_line(error, row, tmp), "seconds": time.perf_counter() - start}))
             return row
     row.update(clip=b"" if clip is None else pickle.dumps(clip), seconds=time.perf_counter() - start)
     return row
@@ -98,7 +102,7 @@ class _Encoder:
                 meta = _describe(output)
                 row.update(status="ok", latok=output.read_bytes())
             except Exception as error:  # a bad clip is a manifest row, never the end of the job
-                meta = {"error": _one_line(error)}
+                meta = {"error": _one_line(error, row, tmp)}
                 row["status"] = "error"
         row.update(clip=b"", meta=json.dumps({**meta, "seconds": time.perf_counter() - start}))
         return row
