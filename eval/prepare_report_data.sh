@@ -6,6 +6,6 @@ source "$(dirname "$0")/env.sh"
 DATA=$SHARED
 OUT=${OUT:-data/latents/report}
 mapfile -t davis < <(sed "s#^#$DATA/davis/JPEGImages/480p/#" "$DATA/davis/ImageSets/2016/val.txt")
-latok cache-latents --inputs "$DATA"/tokenbench-mini/*.mp4 --out "$OUT/tokenbench" --frames 17 --height 240 --with-video --value-step 0
-latok cache-latents --inputs "$DATA/clips/surveillance_vtest.avi" --out "$OUT/clips" --frames 17 --height 240 --with-video --value-step 0
-latok cache-latents --inputs "${davis[@]}" --out "$OUT/davis" --frames 17 --height 240 --with-video --value-step 0
+$LATOK cache-latents --inputs "$DATA"/tokenbench-mini/*.mp4 --out "$OUT/tokenbench" --frames 17 --height 240 --with-video --value-step 0
+$LATOK cache-latents --inputs "$DATA/clips/surveillance_vtest.avi" --out "$OUT/clips" --frames 17 --height 240 --with-video --value-step 0
+$LATOK cache-latents --inputs "${davis[@]}" --out "$OUT/davis" --frames 17 --height 240 --with-video --value-step 0

@@ -12,7 +12,7 @@ for seq in "$DAVIS"/*/; do
   name=$(basename "$seq")
   [[ " $VAL " == *" $name "* ]] || train_davis+=("$seq")
 done
-latok cache-latents --inputs "${train_davis[@]}" --out "$OUT/train" --frames 64 --height 240
+$LATOK cache-latents --inputs "${train_davis[@]}" --out "$OUT/train" --frames 64 --height 240
 # Clips shorter than 34 frames have nothing outside the evaluation window: they are reported and skipped.
-latok cache-latents --inputs "$SHARED"/tokenbench-mini/*.mp4 "$SHARED"/clips/* --out "$OUT/train" --start 33 --frames 48 --height 240 || true
-latok cache-latents --inputs $(for s in $VAL; do echo "$DAVIS/$s"; done) --out "$OUT/val" --frames 17 --height 240 --with-video
+$LATOK cache-latents --inputs "$SHARED"/tokenbench-mini/*.mp4 "$SHARED"/clips/* --out "$OUT/train" --start 33 --frames 48 --height 240 || true
+$LATOK cache-latents --inputs $(for s in $VAL; do echo "$DAVIS/$s"; done) --out "$OUT/val" --frames 17 --height 240 --with-video

@@ -40,6 +40,10 @@ def add_commands(commands) -> None:
         "--target-usage", default=None, metavar="U[,U...]", help="also run at these kept fractions, tau picked per clip"
     )
     evaluate.add_argument(
+        "--target-quality", default=None, metavar="DB[,DB...]",
+        help="also run at these PSNR loss budgets (dB against full rate), tau picked per clip",
+    )  # fmt: skip
+    evaluate.add_argument(
         "--fills", default="hold", help="comma-separated fills: zero, hold, interp, lit (default: %(default)s)"
     )
     _add_value_step_option(evaluate)
@@ -100,7 +104,7 @@ def run_eval(args: argparse.Namespace) -> int:
         fills = check_fills([f.strip() for f in args.fills.split(",") if f.strip()])
     except InvalidInputError as error:
         raise InvalidInputError(f"--fills: {error}") from None
-    rates = parse_rates(args.taus, args.target_usage)
+    rates = parse_rates(args.taus, args.target_usage, args.target_quality)
     baseline = _results_to_compare(args.compare_to, rates) if args.compare_to else None
     clips = _dataset_clips(args)
     inpainter = None

@@ -83,6 +83,10 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     rate.add_argument(
         "--target-usage", type=float, metavar="U", help="keep about this fraction of tokens, tau picked per clip"
     )
+    rate.add_argument(
+        "--target-quality", type=float, metavar="DB",
+        help="lose about this many dB of PSNR against the autoencoder's full rate, tau picked per clip (CRF-style)",
+    )  # fmt: skip
     parser.add_argument(
         "--reference",
         choices=("last-kept", "previous"),
@@ -196,6 +200,7 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
         mask = {
             "tau": args.tau,
             "target_usage": args.target_usage,
+            "target_quality": args.target_quality,
             "reference": args.reference,
             "keyframe_interval": args.keyframe_interval,
             "storage_dtype": getattr(torch, args.dtype),

@@ -12,6 +12,7 @@ import torch
 
 from latok.codec.quantise import channel_steps
 from latok.codec.restore.guard import LIT_GUARD_MARGIN
+from latok.codec.restore.quality import check_target_quality
 from latok.codec.rule.masking import MAX_TAU, Reference, check_rule
 from latok.codec.rule.motion import motion_names
 from latok.codec.tokens import dtype_name
@@ -24,6 +25,8 @@ class CodecSettings:
     Attributes:
         tau: threshold of the temporal-L1 rule; ``None``: the backend's calibrated default for ``motion``.
         target_usage: instead of tau, keep about this fraction of positions (tau picked per clip).
+        target_quality: instead of tau, lose about this many dB of PSNR against the full-rate decode
+            (tau picked per clip: :mod:`latok.codec.restore.quality`).
         reference: ``"last-kept"`` (default) or ``"previous"``.
         keyframe_interval: force every K-th latent frame to be kept; ``None`` for off.
         motion: ``"none"`` compares positions in place; a registered motion model
@@ -40,6 +43,7 @@ class CodecSettings:
 
     tau: float | None = None
     target_usage: float | None = None
+    target_quality: float | None = None
     reference: Reference = "last-kept"
     keyframe_interval: int | None = None
     motion: str = "block"
@@ -50,8 +54,7 @@ class CodecSettings:
     pixel_guard: bool = False
 
     def __post_init__(self):
-        if self.tau is not None and self.target_usage is not None:
-            raise InvalidInputError("give either tau or target usage, not both")
+        check_rate(self.tau, self.target_usage, self.target_quality)
         check_rule(self.tau, self.target_usage, self.reference, self.keyframe_interval)
         if self.tau is not None and self.tau > MAX_TAU:
             raise InvalidInputError(f"tau must be at most {MAX_TAU:g} (a .latok header holds no larger), got {self.tau}")
@@ -71,6 +74,19 @@ class CodecSettings:
         """The value step in force with backend ``vae`` (a class or an instance): the settings', else its default."""
         return vae.default_value_step if self.value_step is None else self.value_step
 
+    @property
+    def per_clip_rate(self) -> bool:
+        """Is tau picked per clip (a target usage or quality), rather than fixed?"""
+        return self.target_usage is not None or self.target_quality is not None
+
     def but(self, **changes) -> CodecSettings:
         """A copy with ``changes``, validated again."""
         return replace(self, **changes)
+
+
+def check_rate(tau: float | None, target_usage: float | None, target_quality: float | None) -> None:
+    """At most one of a fixed ``tau``, a ``target_usage`` and a ``target_quality`` (dB) sets the rate."""
+    given = [name for name, value in (("tau", tau), ("target usage", target_usage), ("target quality", target_quality)) if value is not None]
+    if len(given) > 1:
+        raise InvalidInputError(f"give one of tau, target usage and target quality, not {' and '.join(given)}")
+    check_target_quality(target_quality)

@@ -67,8 +67,8 @@ def encode_stream(
         raise InvalidInputError(
             f"streaming needs a per-frame backend; {tokenizer.vae.name} compresses {tokenizer.vae.temporal_ratio} frames per latent frame"
         )
-    if tau is None and settings.tau is None and settings.target_usage is not None:
-        raise InvalidInputError("streaming needs a fixed tau; a target usage would pick a different tau per chunk")
+    if tau is None and settings.tau is None and settings.per_clip_rate:
+        raise InvalidInputError("streaming needs a fixed tau; a target usage or quality would pick a different tau per chunk")
     tau = tokenizer.resolve_tau(tau=tau if tau is not None else settings.tau)
     writer, state, first, before = None, None, None, None
     usage: list[float] = []

@@ -27,9 +27,10 @@ from latok.codec.quantise import channel_steps
 from latok.codec.restore import resolve as restoration
 from latok.codec.restore.fills import Fill
 from latok.codec.restore.guard import check_per_frame, decide_lit_guard
+from latok.codec.restore.quality import QualityCalibration, tau_for_quality
 from latok.codec.rule.masking import redundancy_mask, resolve_tau
 from latok.codec.rule.motion import estimate_motion
-from latok.codec.settings import CodecSettings
+from latok.codec.settings import CodecSettings, check_rate
 from latok.codec.streams import STREAM_CONTEXT_FRAMES, StreamSummary, source_info
 from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash
 from latok.errors import InvalidInputError
@@ -74,34 +75,43 @@ class LatentTokenizer:
         return self.vae.default_taus.get(self.settings.motion, self.vae.default_tau)
 
     def resolve_tau(self, latent: torch.Tensor | None = None, tau: float | None = None, target_usage: float | None = None,
-                    motion: torch.Tensor | None = None) -> float:  # fmt: skip
-        """The one place tau is settled: ``tau`` or ``target_usage`` if given (for ``latent`` and its
-        ``motion``), else the settings', else the backend's calibrated default."""
+                    motion: torch.Tensor | None = None, target_quality: float | None = None) -> float:  # fmt: skip
+        """The one place tau is settled: ``tau``, ``target_usage`` or ``target_quality`` if given (for ``latent``
+        and its ``motion``), else the settings', else the backend's calibrated default."""
         s = self.settings
-        if tau is None and target_usage is None:
-            tau, target_usage = s.tau, s.target_usage
+        if tau is None and target_usage is None and target_quality is None:
+            tau, target_usage, target_quality = s.tau, s.target_usage, s.target_quality
+        check_rate(tau, target_usage, target_quality)
+        if target_quality is not None:
+            if latent is None:
+                raise InvalidInputError("a target quality picks tau per clip: it needs the clip's latent")
+            if self.vae.quality_calibration is None:
+                raise InvalidInputError(f"backend {self.vae.name} has no quality calibration; pass tau or target usage")
+            calibration = QualityCalibration(*self.vae.quality_calibration)
+            return tau_for_quality(latent, target_quality, calibration, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion)
         return resolve_tau(latent, tau, target_usage, self.default_tau, self.vae.name, s.reference, s.keyframe_interval, motion)
 
     # -- encode ---------------------------------------------------------------------------
 
-    def encode(self, video: torch.Tensor | Clip, tau: float | None = None, target_usage: float | None = None, fps: float | None = None) -> AdaptiveLatent:
+    def encode(self, video: torch.Tensor | Clip, tau: float | None = None, target_usage: float | None = None, fps: float | None = None,
+               target_quality: float | None = None) -> AdaptiveLatent:  # fmt: skip
         """Encode one clip: ``video`` is ``(1, 3, T, H, W)`` float in ``[-1, 1]``, or a :class:`latok.io.Clip`
-        (which also carries fps and framing); ``tau``/``target_usage`` override the settings for this clip;
-        ``fps`` is recorded when ``video`` is a tensor (default 24)."""
+        (which also carries fps and framing); ``tau``/``target_usage``/``target_quality`` override the settings
+        for this clip; ``fps`` is recorded when ``video`` is a tensor (default 24)."""
         video, source = source_info(video, fps)
-        return self.tokenize(self.vae.encode(video), source, tau=tau, target_usage=target_usage, video=video)
+        return self.tokenize(self.vae.encode(video), source, tau=tau, target_usage=target_usage, video=video, target_quality=target_quality)
 
     def tokenize(self, latent: torch.Tensor, source: SourceInfo, tau: float | None = None, target_usage: float | None = None,
-                 lit_guard: bool | None = None, video: torch.Tensor | None = None) -> AdaptiveLatent:  # fmt: skip
+                 lit_guard: bool | None = None, video: torch.Tensor | None = None, target_quality: float | None = None) -> AdaptiveLatent:  # fmt: skip
         """Mask a dense ``(1, C, t, h, w)`` latent and keep the surviving vectors (and, unless ``lit_guard``
         or the settings say no, :meth:`guard_lit` them; the pixel guard needs ``video``, ``(1, 3, T, H, W)``)."""
         s = self.settings
-        if tau is None and target_usage is None:
-            tau, target_usage = s.tau, s.target_usage
+        if tau is None and target_usage is None and target_quality is None:
+            tau, target_usage, target_quality = s.tau, s.target_usage, s.target_quality
         motion = estimate_motion(latent, s.motion)  # None without a motion model
-        tau = self.resolve_tau(latent, tau, target_usage, motion)
+        tau = self.resolve_tau(latent, tau, target_usage, motion, target_quality)
         keep = redundancy_mask(latent, tau, s.reference, s.keyframe_interval, motion=motion).keep
-        adaptive = self.tokens(latent, keep, tau, source, target_usage, motion)
+        adaptive = self.tokens(latent, keep, tau, source, target_usage, motion, target_quality)
         return self.guard_lit(adaptive, latent, video) if (s.lit_guard if lit_guard is None else lit_guard) else adaptive
 
     def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor | None = None) -> AdaptiveLatent:
@@ -115,7 +125,7 @@ class LatentTokenizer:
         return decide_lit_guard(adaptive, latent, self.inpainters, self.vae, pixels, self.settings.lit_guard_margin)
 
     def tokens(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None,
-               motion: torch.Tensor | None = None) -> AdaptiveLatent:  # fmt: skip
+               motion: torch.Tensor | None = None, target_quality: float | None = None) -> AdaptiveLatent:  # fmt: skip
         """The :class:`AdaptiveLatent` of ``latent`` under ``keep``, stored as the settings say."""
         s = self.settings
         return AdaptiveLatent.from_dense(
@@ -123,7 +133,7 @@ class LatentTokenizer:
             backend_config=backend_config_hash(self.vae), tau=tau, source=source, target_usage=target_usage,
             reference=s.reference, keyframe_interval=s.keyframe_interval,
             motion=None if motion is None else motion.float().cpu(), motion_model=None if motion is None else s.motion,
-            precision=self.vae.precision,
+            precision=self.vae.precision, target_quality=target_quality,
         )  # fmt: skip
 
     def from_pipeline_latents(self, name: str, latents: torch.Tensor, fps: float = 24.0, scheduler=None,

@@ -58,7 +58,7 @@ class AdaptiveLatent:
         backend: VAE backend name.
         backend_config: hash of the backend's identity (name, channels, ratios),
             checked when decoding with another backend.
-        tau: threshold used; ``target_usage`` if tau was picked per clip.
+        tau: threshold used; ``target_usage`` or ``target_quality`` if tau was picked per clip.
         reference: ``"last-kept"`` or ``"previous"``.
         keyframe_interval: forced keyframe period in latent frames, or ``None``.
         source: the encoded video's size, fps and framing.
@@ -75,6 +75,8 @@ class AdaptiveLatent:
             value is float32 and exactly ``code * step``; ``None``: exact values in the storage dtype.
         precision: what the autoencoder encoded in (``"fp32"``, ``"bf16"``, ``"fp16"``; :mod:`latok.vae.precision`);
             ``None``: not recorded (files from before latok recorded it).
+        target_quality: the PSNR loss budget (dB against the full-rate decode) tau was picked for
+            (:mod:`latok.codec.restore.quality`); ``None``: not a quality target.
     """
 
     values: torch.Tensor
@@ -93,6 +95,7 @@ class AdaptiveLatent:
     value_step: tuple[float, ...] | None = None
     motion_model: str | None = None
     precision: str | None = None
+    target_quality: float | None = None
 
     def __post_init__(self):
         batch, channels, frames, height, width = self.shape

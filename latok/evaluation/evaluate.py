@@ -42,15 +42,18 @@ METRICS = ("psnr", "ssim", "lpips", "token_usage", "bpp")
 
 @dataclass(frozen=True)
 class Rate:
-    """One masking rate: a fixed ``tau`` (``None``: the backend default) or a per-clip ``target_usage``."""
+    """One masking rate: a fixed ``tau`` (``None``: the backend default), or a per-clip ``target_usage`` or ``target_quality``."""
 
     tau: float | None = None
     target_usage: float | None = None
+    target_quality: float | None = None
 
     @property
     def key(self) -> str:
         if self.target_usage is not None:
             return f"usage={self.target_usage:g}"
+        if self.target_quality is not None:
+            return f"quality={self.target_quality:g}dB"
         return "tau=default" if self.tau is None else f"tau={self.tau:g}"
 
 
@@ -102,8 +105,8 @@ def run_key(rate: Rate, fill: str) -> str:
     return f"{rate.key}|fill={fill}"
 
 
-def parse_rates(taus: str | None, target_usages: str | None) -> tuple[Rate, ...]:
-    """``"0,default,0.3"`` and ``"0.5"`` -> rates; ``default`` is the backend's calibrated tau."""
+def parse_rates(taus: str | None, target_usages: str | None, target_qualities: str | None = None) -> tuple[Rate, ...]:
+    """``"0,default,0.3"``, ``"0.5"`` and ``"0.25"`` -> rates; ``default`` is the backend's calibrated tau."""
     rates: list[Rate] = []
     for item in filter(None, (taus or "").split(",")):
         item = item.strip()
@@ -121,8 +124,14 @@ def parse_rates(taus: str | None, target_usages: str | None) -> tuple[Rate, ...]
         except ValueError:
             raise InvalidInputError(f"--target-usage: {item!r} is not a number") from None
         rates.append(Rate(target_usage=_checked("--target-usage", target_usage=value).target_usage))
+    for item in filter(None, (target_qualities or "").split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            raise InvalidInputError(f"--target-quality: {item!r} is not a number") from None
+        rates.append(Rate(target_quality=_checked("--target-quality", target_quality=value).target_quality))
     if not rates:
-        raise InvalidInputError("give at least one rate: --taus and/or --target-usage")
+        raise InvalidInputError("give at least one rate: --taus, --target-usage and/or --target-quality")
     return tuple(dict.fromkeys(rates))
 
 
@@ -157,10 +166,12 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
         if not fills:
             continue
         model_fills = any(uses_inpainter(fill) for fill in fills)
-        adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage, lit_guard=model_fills, video=video)
+        adaptive = tokenizer.tokenize(latent, source, tau=rate.tau, target_usage=rate.target_usage, lit_guard=model_fills, video=video,
+                                      target_quality=rate.target_quality)  # fmt: skip
         size = encoded_size(adaptive)
         common = {
             "rate": rate.key, "tau": adaptive.tau, "target_usage": rate.target_usage,
+            **({"target_quality": rate.target_quality} if rate.target_quality is not None else {}),
             "token_usage": adaptive.token_usage, "bytes": size,
             "bpp": bitrate(size, source.frames, source.height, source.width, source.fps)["bpp"],
             "usage_per_frame": adaptive.keep.float().mean(dim=(-2, -1))[0].tolist(),
@@ -264,8 +275,9 @@ def collect(clips: list[EvalClip], out: Path, settings: EvalSettings) -> dict:
                 for m in METRICS
             }
             runs.append({
-                "rate": rate.key, "tau": rows[0]["tau"] if rate.target_usage is None else None,
-                "target_usage": rate.target_usage, "fill": fill, "summary": summary,
+                "rate": rate.key, "tau": rows[0]["tau"] if rate.target_usage is None and rate.target_quality is None else None,
+                "target_usage": rate.target_usage, **({"target_quality": rate.target_quality} if rate.target_quality is not None else {}),
+                "fill": fill, "summary": summary,
                 "clips": [{k: r[k] for k in ("name", "tau", *METRICS, "usage_per_frame")} for r in rows],
             })  # fmt: skip
     return {

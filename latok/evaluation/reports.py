@@ -43,6 +43,7 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
         "backend": header["backend"],
         "tau": header["tau"],
         "target_usage": header["target_usage"],
+        "target_quality": header["target_quality"],
         "reference": header["reference"],
         "motion": header["motion"] or "none",
         "precision": header["precision"] or "not recorded",

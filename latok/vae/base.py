@@ -62,6 +62,8 @@ class VideoAutoencoder(abc.ABC):
         value_sensitivity: per latent channel, how much decoded pixels move per unit of it
             (``sqrt`` of the :meth:`decoder_metric` diagonal, geometric mean 1); quantisation steps
             are divided by it (:mod:`latok.codec.format.coders.values`).  ``None``: one step for every channel.
+        quality_calibration: ``(scale, exponent)`` of the :class:`~latok.codec.restore.quality.QualityCalibration`
+            that maps the weighted hold error to the default decode's PSNR loss (``None``: no quality target).
         default_value_step: the quantisation step ``.latok`` files take by default (0: exact values).
         fixed_geometry: every model of this backend has these channels and ratios, so a ``.latok``
             header's latent shape must be exactly what :meth:`latent_shape` gives for its source.
@@ -77,6 +79,7 @@ class VideoAutoencoder(abc.ABC):
     default_tau: ClassVar[float | None] = None  # calibrated masking threshold without motion
     default_taus: ClassVar[dict[str, float]] = {}  # per motion model (eval/calibrate_pool.py)
     value_sensitivity: ClassVar[tuple[float, ...] | None] = None
+    quality_calibration: ClassVar[tuple[float, float] | None] = None  # (scale, exponent) of latok.codec.restore.quality
     default_value_step: ClassVar[float] = 0.0
     weights_option: ClassVar[str] = "weights"  # the constructor option that takes a weights path
     fixed_geometry: ClassVar[bool] = True  # channels and ratios are the class's; False where a model config may change them

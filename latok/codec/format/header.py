@@ -21,6 +21,7 @@ from latok.codec.rule.masking import MAX_TAU, REFERENCES
 from latok.codec.rule.motion import NO_MOTION, motion_names  # what a file's MOTN records hold
 from latok.codec.format.coders.values import MAX_CHUNK_VALUES
 from latok.codec.quantise import MAX_STEP, MIN_STEP
+from latok.codec.restore.quality import MAX_TARGET_DB
 from latok.errors import LatokFormatError
 
 MAX_HEADER_BYTES = 1 << 20
@@ -98,12 +99,13 @@ HEADER_SCHEMA: dict[str, Check] = {
     "source": lambda v: type(v) is dict,  # its own schema below
     "motion": _optional(lambda v: type(v) is str and v != NO_MOTION and v in motion_names()),
     "precision": _optional(_one_of("fp32", "bf16", "fp16")),
+    "target_quality": _optional(_number(0.0, MAX_TARGET_DB, low_open=True)),
     "target_usage": _optional(_number(0.0, 1.0)),
     "tau": _number(0.0, MAX_TAU),
     "value_step": _optional(lambda v: type(v) is list and 1 <= len(v) <= MAX_CHANNELS and all(_number(MIN_STEP, MAX_STEP)(s) for s in v)),
 }
-# absent in older files ("precision": not recorded), and "motion" / "value_step" when unused, so files without them keep their bytes
-OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None, "precision": None, "value_step": None}
+# absent in older files ("precision": not recorded), and "motion" / "target_quality" / "value_step" when unused, so files without them keep their bytes
+OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None, "precision": None, "target_quality": None, "value_step": None}
 
 
 def _refuse_constant(name: str):

@@ -90,6 +90,7 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
         "reference": adaptive.reference,
         "shape": list(adaptive.shape),
         "source": asdict(adaptive.source),
+        **({"target_quality": adaptive.target_quality} if adaptive.target_quality is not None else {}),
         "target_usage": adaptive.target_usage,
         "tau": adaptive.tau,
         **({"value_step": list(adaptive.value_step)} if adaptive.value_step is not None else {}),  # absent: exact values

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from latok.codec.rule.motion import warp
+from latok.codec.rule.chain import MotionChain
+from latok.codec.rule.motion import one_thread
 from latok.codec.tokens import last_kept_index, next_kept_index
 from latok.errors import InvalidInputError
 
@@ -84,45 +85,53 @@ def interp_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor |
     return torch.lerp(before, after, weight.unsqueeze(1).to(latent.dtype))
 
 
+@one_thread()
 def motion_hold_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-    """Hold along the motion: each dropped position repeats the previous *restored* frame warped by
-    its frame's motion ``motion`` (``(B, t, 2)``, or ``(B, t, 2, gh, gw)`` per block; :mod:`latok.codec.rule.motion`).  A zero motion is
-    exactly :func:`hold_fill`."""
-    restored = [latent[:, :, 0]]
-    for t in range(1, latent.shape[2]):
-        moved = warp(restored[-1], motion[:, t])
-        restored.append(torch.where(keep[:, t].unsqueeze(1), latent[:, :, t], moved))
-    return torch.stack(restored, dim=2)  # (B, C, t, h, w)
+    """Hold along the motion: each dropped position takes its last kept value followed along the motion
+    composed since (``motion`` ``(B, t, 2)``, or ``(B, t, 2, gh, gw)`` per block; one interpolation however
+    long the hold: :class:`~latok.codec.rule.chain.MotionChain`, the reference the rule compared against).
+    A zero motion is exactly :func:`hold_fill`."""
+    return torch.stack(_held(latent, keep, motion)[0], dim=2).to(latent.dtype)  # (B, C, t, h, w)
 
 
+@one_thread()
 def motion_interp_fill(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
     """Interpolation along the motion: the motion-compensated hold forward from the last kept value and
-    backward from the next (warped by the inverse translations), blended by how many frames each lies
+    backward from the next (followed by the negated translations), blended by how many frames each lies
     away; hold where no kept value follows.  A zero motion is :func:`interp_fill`."""
+    forward, age_forward = _held(latent, keep, motion)
     frames = latent.shape[2]
-    mask = keep.unsqueeze(1).to(latent.dtype)  # (B, 1, t, h, w)
-    forward, age_forward = [latent[:, :, 0]], [torch.zeros_like(mask[:, :, 0])]
-    for t in range(1, frames):
-        kept = keep[:, t].unsqueeze(1)
-        forward.append(torch.where(kept, latent[:, :, t], warp(forward[-1], motion[:, t])))
-        age_forward.append(torch.where(kept, 0.0, warp(age_forward[-1], motion[:, t]) + 1))
-    inf = torch.full_like(mask[:, :, 0], float("inf"))
-    backward, age_backward = [None] * frames, [None] * frames
-    backward[-1] = latent[:, :, -1]
-    age_backward[-1] = torch.where(keep[:, -1].unsqueeze(1), 0.0, inf)
-    for t in range(frames - 2, -1, -1):
-        kept = keep[:, t].unsqueeze(1)
-        back = -motion[:, t + 1]
-        backward[t] = torch.where(kept, latent[:, :, t], warp(backward[t + 1], back))
-        age = warp(torch.where(torch.isinf(age_backward[t + 1]), -1.0, age_backward[t + 1]), back)
-        age_backward[t] = torch.where(kept, 0.0, torch.where(age < 0, inf, age + 1))
-    restored = []
-    for t in range(frames):
-        has_next = torch.isfinite(age_backward[t])
-        span = torch.where(has_next, age_forward[t] + age_backward[t], 1.0).clamp(min=1)
+    last = latent[:, :, -1].float()
+    kept = keep[:, -1]
+    # the last frame's dropped positions have no value ahead: they refer to a frame standing for "none"
+    chain = MotionChain.start(last, frames - 1).commit(torch.zeros_like(last), ~kept, float("inf"))
+    restored = [None] * frames
+    for t in range(frames - 1, -1, -1):
+        if t < frames - 1:
+            chain = chain.follow(-motion[:, t + 1])
+        backward = chain.reference()
+        if t < frames - 1:
+            backward = torch.where(keep[:, t].unsqueeze(1), latent[:, :, t], backward)
+            chain = chain.commit(backward, keep[:, t], t)
+        age_backward = chain.age(t)
+        has_next = torch.isfinite(age_backward)
+        span = torch.where(has_next, age_forward[t] + age_backward, 1.0).clamp(min=1)
         weight = torch.where(has_next, age_forward[t] / span, 0.0)
-        restored.append(torch.lerp(forward[t], backward[t], weight))
-    return torch.stack(restored, dim=2)  # (B, C, t, h, w)
+        restored[t] = torch.lerp(forward[t], backward, weight)
+    return torch.stack(restored, dim=2).to(latent.dtype)  # (B, C, t, h, w)
+
+
+def _held(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The motion-compensated hold frame by frame, ``(B, C, h, w)`` each, and each position's age ``(B, 1, h, w)``:
+    frames since its value was kept."""
+    chain = MotionChain.start(latent[:, :, 0])
+    restored, ages = [latent[:, :, 0].float()], [chain.age(0)]
+    for t in range(1, latent.shape[2]):
+        chain = chain.follow(motion[:, t])
+        restored.append(torch.where(keep[:, t].unsqueeze(1), latent[:, :, t].float(), chain.reference()))
+        chain = chain.commit(restored[-1], keep[:, t], t)
+        ages.append(chain.age(t))
+    return restored, ages
 
 
 def _expand(index: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,8 @@ from typing import Literal
 
 import torch
 
-from latok.codec.rule.motion import is_motion, warp
+from latok.codec.rule.chain import MotionChain
+from latok.codec.rule.motion import is_motion, one_thread
 from latok.errors import InvalidInputError
 
 Reference = Literal["last-kept", "previous"]
@@ -40,10 +41,12 @@ class MaskState:
     Attributes:
         reference: ``(B, C, h, w)`` the reference each position is compared against next.
         frames: latent frames masked so far (keyframes are counted from the stream's start).
+        chain: with motion, where each position's reference lies (:class:`~latok.codec.rule.chain.MotionChain`).
     """
 
     reference: torch.Tensor
     frames: int
+    chain: MotionChain | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class MaskResult:
         return int(self.keep.sum())
 
 
+@one_thread()  # a frame loop of small ops: one thread does not wait on a busy second one (latok.codec.rule.motion.one_thread)
 def redundancy_mask(
     latent: torch.Tensor,
     tau: float,
@@ -96,8 +100,9 @@ def redundancy_mask(
             chunk; masking then continues where it stopped (no forced first frame), so
             chunked masks equal the mask of the whole stream.
         motion: ``(B, t, 2)`` per-frame translations, or ``(B, t, 2, gh, gw)`` per block (:func:`latok.codec.rule.motion.estimate_motion`);
-            the reference is warped by each frame's translation before it is compared, so
-            content that only moved is dropped.  ``None``: positions are compared in place.
+            each position is compared against its reference followed along the motion composed since
+            it was kept (:class:`~latok.codec.rule.chain.MotionChain`: one interpolation, however long
+            ago), so content that only moved is dropped.  ``None``: positions are compared in place.
 
     Returns:
         A :class:`MaskResult` whose ``state`` continues the stream.
@@ -118,10 +123,14 @@ def redundancy_mask(
         ref, start, offset = state.reference.to(latent.device, torch.float32), 0, state.frames
     if motion is not None and not is_motion(motion, batch, frames, height, width):
         raise InvalidInputError(f"motion must be (B, t, 2) or (B, t, 2, gh, gw) per block for a {tuple(latent.shape)} latent, got {tuple(motion.shape)}")
+    chain = None
+    if motion is not None:
+        chain = state.chain if state is not None and state.chain is not None else MotionChain.start(ref, offset + start - 1)
     for t in range(start, frames):
         current = latent[:, :, t]
-        if motion is not None:
-            ref = warp(ref, motion[:, t].to(latent.device))
+        if chain is not None:
+            chain = chain.follow(motion[:, t].to(latent.device))
+            ref = chain.reference()
         d = (current - ref).abs().mean(dim=1)  # (B, h, w)
         kept = d >= tau
         if keyframe_interval and (offset + t) % keyframe_interval == 0:
@@ -129,11 +138,10 @@ def redundancy_mask(
         else:
             distance[:, t] = d
         keep[:, t] = kept
-        if reference == "previous":
-            ref = current
-        else:
-            ref = torch.where(kept.unsqueeze(1), current, ref)
-    return MaskResult(keep=keep, distance=distance, tau=float(tau), state=MaskState(ref.clone(), offset + frames))
+        ref = current if reference == "previous" else torch.where(kept.unsqueeze(1), current, ref)
+        if chain is not None:
+            chain = MotionChain.start(current, offset + t) if reference == "previous" else chain.commit(ref, kept, offset + t)
+    return MaskResult(keep=keep, distance=distance, tau=float(tau), state=MaskState(ref.clone(), offset + frames, chain))
 
 
 def tau_for_usage(
@@ -161,13 +169,7 @@ def tau_for_usage(
         return 0.0
     total = previous.keep.numel()
     wanted = round(target_usage * total) - (total - free.numel())  # positions to keep beyond the forced ones
-    # Above this tau nothing after frame 0 is kept in either mode: no d against the previous
-    # frame, nor against frame 0 (the last-kept reference when nothing else is kept), reaches it.
-    if motion is None:
-        from_first = (latent.float() - latent[:, :, :1].float()).abs().mean(dim=1).max()
-    else:  # a warped reference is a convex combination of latent values: no d exceeds twice the largest |z|
-        from_first = 2 * latent.float().abs().max()
-    ceiling = max(float(free.max()), float(from_first)) * (1 + 1e-6) + 1e-6
+    ceiling = tau_ceiling(latent, motion, float(free.max()))
     if wanted <= 0:
         return ceiling
     if reference == "previous":
@@ -180,6 +182,21 @@ def tau_for_usage(
         else:
             high = middle
     return high
+
+
+def tau_ceiling(latent: torch.Tensor, motion: torch.Tensor | None = None, largest_step: float | None = None) -> float:
+    """A tau above which nothing after frame 0 (and the keyframes) is kept, in either reference mode: no d
+    against the previous frame (``largest_step``, its largest, if known), nor against frame 0 (the last-kept
+    reference when nothing else is kept), reaches it."""
+    latent = latent.float()
+    if motion is None:
+        from_first = (latent - latent[:, :, :1]).abs().mean(dim=1).max()
+        if largest_step is None:
+            largest_step = float((latent[:, :, 1:] - latent[:, :, :-1]).abs().mean(dim=1).max()) if latent.shape[2] > 1 else 0.0
+    else:  # a compensated reference is a convex combination of latent values: no d exceeds twice the largest |z|
+        from_first = 2 * latent.abs().max()
+        largest_step = float(from_first)
+    return max(largest_step, float(from_first)) * (1 + 1e-6) + 1e-6
 
 
 def resolve_tau(

@@ -123,11 +123,15 @@ def block_grid(height: int, width: int) -> tuple[int, int]:
     return -(-height // BLOCK), -(-width // BLOCK)
 
 
-def flow_field(shift: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``(B, 2, h, w)``: each latent pixel's (dy, dx) from one translation ``(B, 2)`` or a block field ``(B, 2, gh, gw)``."""
+def flow_field(shift: torch.Tensor, height: int, width: int, overlapped: bool = False) -> torch.Tensor:
+    """``(B, 2, h, w)``: each latent pixel's (dy, dx) from one translation ``(B, 2)`` or a block field ``(B, 2, gh, gw)``:
+    its block's vector, or with ``overlapped`` the bilinear blend of the vectors of the four nearest block centres."""
     if shift.ndim == 2:
         return shift.float().view(-1, 2, 1, 1).expand(-1, 2, height, width)
-    field = shift.float().repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)
+    if overlapped:
+        field = F.interpolate(shift.float(), scale_factor=BLOCK, mode="bilinear", align_corners=False)
+    else:
+        field = shift.float().repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)
     return field[:, :, :height, :width]
 
 

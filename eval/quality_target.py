@@ -1,0 +1,209 @@
+"""Can the encoder predict what a tau will cost, and does a quality target beat a fixed tau?
+
+The quality target (latok.codec.restore.quality) picks, per clip, the largest tau whose predicted PSNR loss
+against the full-rate decode stays within a budget D.  The prediction maps the weighted error of the
+motion-compensated hold against the true latent (channels weighted by the decoder's sensitivity squared) to
+decibels lost by the default decode (the guarded inpainter).  Three steps, each on its own split:
+
+    collect   per clip and tau of a grid: that error (of hold and of the default decode), token usage, and the
+              measured loss of the default decode (decoded PSNR against the source, minus the full rate's);
+              --set calibration: every 4th clip of eval/splits/pool_train.txt (41; cached by
+              PARTS=calibration eval/prepare_pool_data.sh), --set val: eval/splits/pool_val.txt (18)
+    fit       fit loss = scale * error^exponent in log-log on the calibration clips; check the prediction on the
+              validation clips (predicted against measured loss, per clip and tau)
+    check     on the validation clips: tokenize with --target-quality D for each D, and compare usage and the
+              per-clip spread of loss with the fixed tau that gives the same mean loss (interpolated on the grid)
+
+Every step reads and writes with block motion and the shipped inpainter (the defaults).  DAVIS and
+tokenbench-mini are not read: they are reported with `latok eval --target-quality` (eval/run_quality_target.sh).
+
+Usage:
+    python eval/quality_target.py collect --set calibration
+    python eval/quality_target.py collect --set val
+    python eval/quality_target.py fit
+    python eval/quality_target.py check --targets 0.25,0.5,1
+writes data/quality_target/<set>/*.json (per clip, resumable), eval/results/quality_target_fit.{json,md},
+eval/results/quality_target_val.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+
+import torch
+from tqdm import tqdm
+
+from latok.codec.restore.quality import QualityCalibration, weighted_error
+from latok.codec.tokenizer import LatentTokenizer, source_info
+from latok.evaluation.metrics import psnr
+from latok.io import frames_to_video
+from latok.training.data import read_samples
+
+from harness import ROOT, write_results
+
+TAUS = (0.04, 0.08, 0.15, 0.25, 0.4)
+SHARDS = {"calibration": ROOT / "data" / "latents" / "pool" / "calibration", "val": ROOT / "data" / "latents" / "pool" / "val"}
+WORK = ROOT / "data" / "quality_target"
+
+
+def clips(name: str):
+    for sample in read_samples(SHARDS[name]):
+        latent = torch.from_numpy(sample["latent.npy"]).float().unsqueeze(0)  # (1, C, t, h, w)
+        yield sample["json"]["name"], latent, *source_info(frames_to_video(sample["video.npy"]))
+
+
+def collect(tokenizer: LatentTokenizer, name: str) -> None:
+    out = WORK / name
+    out.mkdir(parents=True, exist_ok=True)
+    sensitivity = tokenizer.vae.value_sensitivity
+    for clip, latent, video, source in tqdm(list(clips(name)), desc=f"collect {name}"):
+        target = out / f"{clip.replace('/', '__')}.json"
+        if target.exists():
+            continue
+        size = video.shape[-3:]
+        full = psnr(tokenizer.vae.decode(latent, size=size), video)
+        rows = []
+        for tau in TAUS:
+            adaptive = tokenizer.tokenize(latent, source, tau=tau)
+            hold = tokenizer.restore(adaptive, "hold")
+            restored = tokenizer.restore(adaptive)  # the default decode
+            measured = psnr(tokenizer.vae.decode(restored, size=size), video)
+            rows.append({"tau": tau, "usage": adaptive.token_usage, "error_hold": weighted_error(hold, latent, sensitivity),
+                         "error_default": weighted_error(restored, latent, sensitivity), "loss_db": full - measured})  # fmt: skip
+        target.write_text(json.dumps({"clip": clip, "full_rate_psnr": full, "rows": rows}, indent=1) + "\n")
+
+
+def load(name: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((WORK / name).glob("*.json"))]
+
+
+def fit_log_log(points: list[tuple[float, float]]) -> QualityCalibration:
+    """Least squares of log loss on log error."""
+    xs, ys = [math.log(e) for e, _ in points], [math.log(l) for _, l in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return QualityCalibration(scale=math.exp(my - slope * mx), exponent=slope)
+
+
+def usable(rows: list[dict], key: str) -> list[tuple[float, float]]:
+    """(error, loss) pairs the log-log fit can take: both positive (a clip at tau that drops nothing loses nothing)."""
+    return [(r[key], r["loss_db"]) for r in rows if r[key] > 0 and r["loss_db"] > 0.005]
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(v):
+        order = sorted(range(len(v)), key=v.__getitem__)
+        out = [0.0] * len(v)
+        for rank, i in enumerate(order):
+            out[i] = float(rank)
+        return out
+
+    ra, rb = ranks(a), ranks(b)
+    return statistics.correlation(ra, rb)
+
+
+def fit() -> None:
+    calibration, val = load("calibration"), load("val")
+    report = {"command": "python eval/quality_target.py fit", "taus": TAUS, "calibration_clips": len(calibration), "val_clips": len(val), "fits": {}}
+    lines = ["# Predicting the loss of a tau from the latent, before any decode", "",
+             f"`python eval/quality_target.py fit`: loss = scale x error^exponent fitted in log-log on {len(calibration)} "
+             f"calibration clips (every 4th of the pool's training split) x {len(TAUS)} taus, checked on the {len(val)} "
+             "validation clips.  Error: the weighted squared error against the true latent (channels by the decoder's "
+             "sensitivity squared) of the motion-compensated hold (what the encoder computes) or of the default decode "
+             "(for comparison); loss: the default decode's PSNR against the source, below the full rate's.", "",
+             "| error of | scale | exponent | val: mean abs error (dB) | val: median abs error (dB) | val: Spearman |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for key in ("error_hold", "error_default"):
+        model = fit_log_log(usable([r for c in calibration for r in c["rows"]], key))
+        pairs = [(model.loss_db(r[key]), r["loss_db"]) for c in val for r in c["rows"]]
+        errors = [abs(p - m) for p, m in pairs]
+        entry = {"scale": model.scale, "exponent": model.exponent, "val_mean_abs_db": statistics.mean(errors),
+                 "val_median_abs_db": statistics.median(errors), "val_spearman": spearman(*zip(*pairs))}  # fmt: skip
+        report["fits"][key] = entry
+        lines.append(f"| {key.split('_')[1]} | {model.scale:.4g} | {model.exponent:.4f} | {entry['val_mean_abs_db']:.3f} | "
+                     f"{entry['val_median_abs_db']:.3f} | {entry['val_spearman']:.3f} |")  # fmt: skip
+    hold = report["fits"]["error_hold"]
+    model = QualityCalibration(hold["scale"], hold["exponent"])
+    lines += ["", "Per validation clip, hold-error fit: predicted / measured loss (dB) at each tau", "",
+              "| clip | " + " | ".join(f"tau {t:g}" for t in TAUS) + " |", "|---|" + "---|" * len(TAUS)]  # fmt: skip
+    for c in val:
+        cells = [f"{model.loss_db(r['error_hold']):.2f} / {r['loss_db']:.2f}" for r in c["rows"]]
+        lines.append(f"| {c['clip']} | " + " | ".join(cells) + " |")
+    write_results("quality_target_fit", report, "\n".join(lines))
+
+
+def interpolate(xs: list[float], ys: list[float], x: float) -> float:
+    """Piecewise-linear y(x) for increasing xs, clamped at the ends."""
+    if x <= xs[0]:
+        return ys[0]
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return ys[-1]
+
+
+def check(tokenizer: LatentTokenizer, targets: list[float]) -> None:
+    grid = {c["clip"]: c for c in load("val")}
+    rows = []
+    for clip, latent, video, source in tqdm(list(clips("val")), desc="check"):
+        size = video.shape[-3:]
+        full = grid[clip]["full_rate_psnr"]
+        row = {"clip": clip}
+        for target in targets:
+            adaptive = tokenizer.tokenize(latent, source, target_quality=target)
+            measured = psnr(tokenizer.vae.decode(tokenizer.restore(adaptive), size=size), video)
+            row[f"{target:g}"] = {"tau": adaptive.tau, "usage": adaptive.token_usage, "loss_db": full - measured}
+        rows.append(row)
+    # the fixed tau with the same mean loss, on the grid: mean loss and usage over the clips at each tau
+    mean_loss = [statistics.mean(grid[r["clip"]]["rows"][i]["loss_db"] for r in rows) for i in range(len(TAUS))]
+    summary = {}
+    lines = ["# Quality target against a fixed tau, pool validation split", "",
+             f"`python eval/quality_target.py check --targets {','.join(f'{t:g}' for t in targets)}`: {len(rows)} clips of "
+             "eval/splits/pool_val.txt, the default decode.  Fixed tau: the tau of the grid (interpolated) whose mean loss "
+             "equals the target's measured mean loss; its per-clip usage and loss are interpolated on each clip's grid.", "",
+             "| target | mean loss (dB) | loss spread: std (min..max) | mean usage | fixed tau at that mean loss | its usage | its spread: std (min..max) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for target in targets:
+        key = f"{target:g}"
+        losses, usages = [r[key]["loss_db"] for r in rows], [r[key]["usage"] for r in rows]
+        loss = statistics.mean(losses)
+        order = sorted(range(len(TAUS)), key=mean_loss.__getitem__)
+        tau = interpolate([mean_loss[i] for i in order], [TAUS[i] for i in order], loss)
+        fixed_losses = [interpolate(list(TAUS), [x["loss_db"] for x in grid[r["clip"]]["rows"]], tau) for r in rows]
+        fixed_usages = [interpolate(list(TAUS), [x["usage"] for x in grid[r["clip"]]["rows"]], tau) for r in rows]
+        summary[key] = {"mean_loss_db": loss, "loss_std_db": statistics.pstdev(losses), "loss_min_db": min(losses), "loss_max_db": max(losses),
+                        "mean_usage": statistics.mean(usages), "fixed_tau": tau, "fixed_mean_usage": statistics.mean(fixed_usages),
+                        "fixed_mean_loss_db": statistics.mean(fixed_losses), "fixed_loss_std_db": statistics.pstdev(fixed_losses),
+                        "fixed_loss_min_db": min(fixed_losses), "fixed_loss_max_db": max(fixed_losses)}  # fmt: skip
+        s = summary[key]
+        lines.append(f"| {target:g} dB | {loss:.3f} | {s['loss_std_db']:.3f} ({s['loss_min_db']:.2f}..{s['loss_max_db']:.2f}) | "
+                     f"{s['mean_usage']:.1%} | {tau:.3f} | {s['fixed_mean_usage']:.1%} | {s['fixed_loss_std_db']:.3f} "
+                     f"({s['fixed_loss_min_db']:.2f}..{s['fixed_loss_max_db']:.2f}) |")  # fmt: skip
+    lines += ["", "Per clip: tau, usage and measured loss at each target", "",
+              "| clip | " + " | ".join(f"{t:g} dB: tau / usage / loss" for t in targets) + " |", "|---|" + "---|" * len(targets)]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['clip']} | " + " | ".join(f"{r[f'{t:g}']['tau']:.3f} / {r[f'{t:g}']['usage']:.1%} / {r[f'{t:g}']['loss_db']:.2f}" for t in targets) + " |")
+    write_results("quality_target_val", {"command": lines[2].split("`")[1], "summary": summary, "rows": rows}, "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=("collect", "fit", "check"))
+    parser.add_argument("--set", choices=tuple(SHARDS), default="calibration")
+    parser.add_argument("--targets", default="0.25,0.5,1")
+    args = parser.parse_args()
+    if args.step == "fit":
+        fit()
+        return
+    tokenizer = LatentTokenizer("taef2")
+    if args.step == "collect":
+        collect(tokenizer, args.set)
+    else:
+        check(tokenizer, [float(t) for t in args.targets.split(",")])
+
+
+if __name__ == "__main__":
+    main()

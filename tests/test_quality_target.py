@@ -1,0 +1,99 @@
+"""The quality target: per clip, the largest tau whose predicted loss stays within a budget in dB."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import needs_weights
+
+from latok.codec.restore.fills import hold_fill
+from latok.codec.restore.quality import QualityCalibration, tau_for_quality, weighted_error
+from latok.codec.rule.masking import redundancy_mask
+from latok.codec.settings import CodecSettings
+from latok.errors import InvalidInputError
+
+IDENTITY = QualityCalibration(scale=1.0, exponent=1.0)  # predicted loss = weighted error: the budget is an error
+
+
+def drifting(speed: float, seed: int, frames: int = 8) -> torch.Tensor:
+    """``(1, 4, t, 24, 24)``: a random field whose values drift by about ``speed`` a frame."""
+    generator = torch.Generator().manual_seed(seed)
+    steps = torch.randn(1, 4, frames, 24, 24, generator=generator) * speed
+    steps[:, :, 0] = torch.randn(1, 4, 24, 24, generator=generator)
+    return steps.cumsum(dim=2)
+
+
+def cost(latent: torch.Tensor, tau: float, sensitivity) -> float:
+    keep = redundancy_mask(latent, tau).keep
+    return weighted_error(hold_fill(latent * keep.unsqueeze(1), keep), latent, sensitivity)
+
+
+def test_each_clip_gets_the_tau_that_spends_its_budget():
+    """A quiet and a busy clip: one fixed tau costs them very different errors; the target gives each its own
+    tau, and each then costs at most the budget and not far below it."""
+    sensitivity = (1.0, 2.0, 0.5, 1.0)
+    quiet, busy = drifting(0.02, 0), drifting(0.2, 1)
+    assert cost(quiet, 0.03, sensitivity) > 100 * cost(busy, 0.03, sensitivity)
+    for budget in (0.0005, 0.002):
+        taus = [tau_for_quality(latent, budget, IDENTITY, sensitivity) for latent in (quiet, busy)]
+        assert taus[1] > 2 * taus[0]
+        for latent, tau in zip((quiet, busy), taus):
+            assert 0.9 * budget <= cost(latent, tau, sensitivity) <= budget
+
+
+def test_a_larger_budget_keeps_fewer_tokens_and_a_tiny_one_keeps_all():
+    latent = drifting(0.1, 2)
+    usages = [redundancy_mask(latent, tau_for_quality(latent, budget, IDENTITY, None)).usage for budget in (1e-4, 1e-3, 1e-2)]
+    assert usages[0] > usages[1] > usages[2]
+    assert redundancy_mask(latent, tau_for_quality(latent, 1e-12, IDENTITY, None)).usage == 1.0  # no drop is cheap enough
+    assert redundancy_mask(latent, tau_for_quality(latent, 20.0, IDENTITY, None)).usage == pytest.approx(1 / 8)  # frame 0 only
+
+
+def test_calibration_inverts():
+    calibration = QualityCalibration(scale=3.0, exponent=0.6)
+    assert calibration.loss_db(calibration.error_for(0.5)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("rate", [{"tau": 0.1, "target_quality": 0.5}, {"target_usage": 0.5, "target_quality": 0.5}, {"target_quality": 0.0},
+                                  {"target_quality": float("nan")}, {"target_quality": 21.0}])  # fmt: skip
+def test_settings_take_one_rate_and_a_budget_in_range(rate):
+    with pytest.raises(InvalidInputError, match="one of tau|target quality is a PSNR loss"):
+        CodecSettings(**rate)
+
+
+@needs_weights
+def test_encode_with_a_quality_target_records_it_and_meets_it(taef2, tmp_path):
+    from latok.codec.tokenizer import LatentTokenizer
+    from latok.evaluation.metrics import psnr
+    from latok.io import frames_to_video
+    from latok.sample import sample_frames
+
+    video = frames_to_video(sample_frames(frames=9, height=64, width=112))
+    tokenizer = LatentTokenizer(taef2, target_quality=0.5)
+    adaptive = tokenizer.encode(video)
+    assert adaptive.target_quality == 0.5 and adaptive.target_usage is None
+    loose = tokenizer.encode(video, target_quality=3.0)
+    assert loose.tau > adaptive.tau and loose.token_usage < adaptive.token_usage
+    loaded = tokenizer.load(tokenizer.save(adaptive, tmp_path / "q.latok"))
+    assert loaded.target_quality == 0.5 and loaded.tau == adaptive.tau
+    full = psnr(taef2.decode(taef2.encode(video), size=video.shape[-3:]), video)
+    assert full - psnr(tokenizer.decode(loaded), video) < 1.5  # the sample is not a calibration clip: loosely within
+
+
+@needs_weights
+def test_cli_quality_target(tmp_path, capsys):
+    import json
+
+    from latok.cli import main
+    from latok.io import frames_to_video, write_video
+    from latok.sample import sample_frames
+
+    source = tmp_path / "in.mp4"
+    write_video(source, frames_to_video(sample_frames(frames=5, height=64, width=112)), fps=24)
+    assert main(["encode", str(source), "-o", str(tmp_path / "q.latok"), "--height", "64", "--target-quality", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "q.latok"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["target_quality"] == 0.5
+    with pytest.raises(SystemExit) as exit_info:
+        main(["encode", str(source), "-o", str(tmp_path / "x.latok"), "--tau", "0.1", "--target-quality", "0.5"])
+    assert exit_info.value.code == 2 and not (tmp_path / "x.latok").exists()
