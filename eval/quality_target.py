@@ -9,7 +9,8 @@ decibels lost by the default decode (the guarded inpainter).  Three steps, each 
               measured loss of the default decode (decoded PSNR against the source, minus the full rate's);
               --set calibration: every 4th clip of eval/splits/pool_train.txt (41; cached by
               PARTS=calibration eval/prepare_pool_data.sh), --set val: eval/splits/pool_val.txt (18)
-    fit       fit loss = scale * error^exponent in log-log on the calibration clips; check the prediction on the
+    fit       fit loss = scale * error^exponent in log-log on the calibration clips (the scale then unbiased where
+              targets are set: mean measured = mean predicted over predictions of 0.1-2 dB); check the prediction on the
               validation clips (predicted against measured loss, per clip and tau)
     check     on the validation clips: tokenize with --target-quality D for each D, and compare usage and the
               per-clip spread of loss with the fixed tau that gives the same mean loss (interpolated on the grid)
@@ -88,6 +89,15 @@ def fit_log_log(points: list[tuple[float, float]]) -> QualityCalibration:
     return QualityCalibration(scale=math.exp(my - slope * mx), exponent=slope)
 
 
+def unbiased(model: QualityCalibration, rows: list[dict], key: str, working: tuple[float, float] = (0.1, 2.0)) -> QualityCalibration:
+    """``model`` rescaled so that, over the rows it predicts within the ``working`` range of targets (dB), the mean
+    measured loss equals the mean prediction: a least-squares fit in log-log predicts the geometric mean, and a
+    target is met on the arithmetic one."""
+    pairs = [(model.loss_db(r[key]), r["loss_db"]) for r in rows if working[0] <= model.loss_db(r[key]) <= working[1]]
+    factor = sum(m for _, m in pairs) / sum(p for p, _ in pairs)
+    return QualityCalibration(scale=model.scale * factor, exponent=model.exponent)
+
+
 def usable(rows: list[dict], key: str) -> list[tuple[float, float]]:
     """(error, loss) pairs the log-log fit can take: both positive (a clip at tau that drops nothing loses nothing)."""
     return [(r[key], r["loss_db"]) for r in rows if r[key] > 0 and r["loss_db"] > 0.005]
@@ -110,14 +120,16 @@ def fit() -> None:
     report = {"command": "python eval/quality_target.py fit", "taus": TAUS, "calibration_clips": len(calibration), "val_clips": len(val), "fits": {}}
     lines = ["# Predicting the loss of a tau from the latent, before any decode", "",
              f"`python eval/quality_target.py fit`: loss = scale x error^exponent fitted in log-log on {len(calibration)} "
-             f"calibration clips (every 4th of the pool's training split) x {len(TAUS)} taus, checked on the {len(val)} "
+             f"calibration clips (every 4th of the pool's training split) x {len(TAUS)} taus, the scale then set so that the "
+             f"mean measured loss equals the mean prediction where it predicts 0.1-2 dB; checked on the {len(val)} "
              "validation clips.  Error: the weighted squared error against the true latent (channels by the decoder's "
              "sensitivity squared) of the motion-compensated hold (what the encoder computes) or of the default decode "
              "(for comparison); loss: the default decode's PSNR against the source, below the full rate's.", "",
              "| error of | scale | exponent | val: mean abs error (dB) | val: median abs error (dB) | val: Spearman |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for key in ("error_hold", "error_default"):
-        model = fit_log_log(usable([r for c in calibration for r in c["rows"]], key))
+        rows = [r for c in calibration for r in c["rows"]]
+        model = unbiased(fit_log_log(usable(rows, key)), rows, key)
         pairs = [(model.loss_db(r[key]), r["loss_db"]) for c in val for r in c["rows"]]
         errors = [abs(p - m) for p, m in pairs]
         entry = {"scale": model.scale, "exponent": model.exponent, "val_mean_abs_db": statistics.mean(errors),

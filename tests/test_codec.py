@@ -42,9 +42,10 @@ def test_tau_zero_reproduces_the_plain_vae(tokenizer, sample):
     assert psnr(tokenizer.decode(quantised, fill="hold"), plain) > 35
 
 
-def test_default_tau_drops_the_static_background(tokenizer, sample):
+def test_default_rate_drops_the_static_background(tokenizer, sample):
     adaptive = tokenizer.encode(sample)
-    assert adaptive.tau == tokenizer.vae.default_tau
+    assert adaptive.target_quality == tokenizer.vae.default_target_quality  # the default rate: a quality target
+    assert adaptive.tau == tokenizer.resolve_tau(tokenizer.vae.encode(sample), motion=adaptive.motion)  # picked for the clip
     assert 0.2 < adaptive.token_usage < 0.8  # static texture dropped, pan and disc kept
     usage = adaptive.keep.float().mean(dim=(0, 2, 3))
     assert usage[0] == 1.0 and usage[1:].max() < 0.8

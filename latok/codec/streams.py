@@ -69,7 +69,8 @@ def encode_stream(
         )
     if tau is None and settings.tau is None and settings.per_clip_rate:
         raise InvalidInputError("streaming needs a fixed tau; a target usage or quality would pick a different tau per chunk")
-    tau = tokenizer.resolve_tau(tau=tau if tau is not None else settings.tau)
+    tau = tau if tau is not None else settings.tau
+    tau = tokenizer.resolve_tau(tau=tau if tau is not None else tokenizer.default_tau)  # a stream's default: the calibrated tau
     writer, state, first, before = None, None, None, None
     usage: list[float] = []
     try:

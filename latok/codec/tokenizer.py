@@ -74,14 +74,28 @@ class LatentTokenizer:
         """The backend's tau calibrated for this tokenizer's motion (``None`` if it has none)."""
         return self.vae.default_taus.get(self.settings.motion, self.vae.default_tau)
 
+    @property
+    def default_target_quality(self) -> float | None:
+        """The backend's default PSNR loss budget (dB), where it has a quality calibration (else ``None``)."""
+        return self.vae.default_target_quality if self.vae.quality_calibration is not None else None
+
+    def rate(self, tau: float | None = None, target_usage: float | None = None, target_quality: float | None = None) -> tuple:
+        """``(tau, target_usage, target_quality)`` in force: the one given, else the settings', else the backend's
+        default quality target, else (all ``None``) its calibrated default tau."""
+        if tau is None and target_usage is None and target_quality is None:
+            s = self.settings
+            tau, target_usage, target_quality = s.tau, s.target_usage, s.target_quality
+            if tau is None and target_usage is None and target_quality is None:
+                target_quality = self.default_target_quality
+        check_rate(tau, target_usage, target_quality)
+        return tau, target_usage, target_quality
+
     def resolve_tau(self, latent: torch.Tensor | None = None, tau: float | None = None, target_usage: float | None = None,
                     motion: torch.Tensor | None = None, target_quality: float | None = None) -> float:  # fmt: skip
-        """The one place tau is settled: ``tau``, ``target_usage`` or ``target_quality`` if given (for ``latent``
-        and its ``motion``), else the settings', else the backend's calibrated default."""
+        """The one place tau is settled, from :meth:`rate`: a fixed tau, or one picked for ``latent`` (and its
+        ``motion``) by a target usage or quality, or the backend's calibrated default."""
         s = self.settings
-        if tau is None and target_usage is None and target_quality is None:
-            tau, target_usage, target_quality = s.tau, s.target_usage, s.target_quality
-        check_rate(tau, target_usage, target_quality)
+        tau, target_usage, target_quality = self.rate(tau, target_usage, target_quality)
         if target_quality is not None:
             if latent is None:
                 raise InvalidInputError("a target quality picks tau per clip: it needs the clip's latent")
@@ -106,8 +120,7 @@ class LatentTokenizer:
         """Mask a dense ``(1, C, t, h, w)`` latent and keep the surviving vectors (and, unless ``lit_guard``
         or the settings say no, :meth:`guard_lit` them; the pixel guard needs ``video``, ``(1, 3, T, H, W)``)."""
         s = self.settings
-        if tau is None and target_usage is None and target_quality is None:
-            tau, target_usage, target_quality = s.tau, s.target_usage, s.target_quality
+        tau, target_usage, target_quality = self.rate(tau, target_usage, target_quality)
         motion = estimate_motion(latent, s.motion)  # None without a motion model
         tau = self.resolve_tau(latent, tau, target_usage, motion, target_quality)
         keep = redundancy_mask(latent, tau, s.reference, s.keyframe_interval, motion=motion).keep

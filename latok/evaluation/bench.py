@@ -93,7 +93,7 @@ def bench(
 
     if "latok" not in allocators:
         allocators = ["latok", *allocators]
-    tau = tokenizer.resolve_tau(tau=latok_tau)
+    tau = tokenizer.resolve_tau(tau=latok_tau if latok_tau is not None else tokenizer.default_tau)  # one fixed rule for every clip
     rule = {"tau": tau, "reference": tokenizer.settings.reference, "motion": tokenizer.settings.motion}  # the tokenizer's own rule
     policies = {name: get_allocator(name, **rule) if name == "latok" else get_allocator(name) for name in allocators}
     settings = {"allocators": allocators, "fill": fill, "matched_usage": matched_usage, "repeats": repeats,

@@ -275,7 +275,7 @@ def collect(clips: list[EvalClip], out: Path, settings: EvalSettings) -> dict:
                 for m in METRICS
             }
             runs.append({
-                "rate": rate.key, "tau": rows[0]["tau"] if rate.target_usage is None and rate.target_quality is None else None,
+                "rate": rate.key, "tau": rows[0]["tau"] if all(r["tau"] == rows[0]["tau"] for r in rows) else None,  # per clip: None
                 "target_usage": rate.target_usage, **({"target_quality": rate.target_quality} if rate.target_quality is not None else {}),
                 "fill": fill, "summary": summary,
                 "clips": [{k: r[k] for k in ("name", "tau", *METRICS, "usage_per_frame")} for r in rows],

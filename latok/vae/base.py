@@ -64,6 +64,8 @@ class VideoAutoencoder(abc.ABC):
             are divided by it (:mod:`latok.codec.format.coders.values`).  ``None``: one step for every channel.
         quality_calibration: ``(scale, exponent)`` of the :class:`~latok.codec.restore.quality.QualityCalibration`
             that maps the weighted hold error to the default decode's PSNR loss (``None``: no quality target).
+        default_target_quality: the PSNR loss budget (dB) that is the default rate with a quality calibration;
+            ``None``: the default rate is ``default_taus`` / ``default_tau``.
         default_value_step: the quantisation step ``.latok`` files take by default (0: exact values).
         fixed_geometry: every model of this backend has these channels and ratios, so a ``.latok``
             header's latent shape must be exactly what :meth:`latent_shape` gives for its source.
@@ -80,6 +82,7 @@ class VideoAutoencoder(abc.ABC):
     default_taus: ClassVar[dict[str, float]] = {}  # per motion model (eval/calibrate_pool.py)
     value_sensitivity: ClassVar[tuple[float, ...] | None] = None
     quality_calibration: ClassVar[tuple[float, float] | None] = None  # (scale, exponent) of latok.codec.restore.quality
+    default_target_quality: ClassVar[float | None] = None  # the default rate where the backend has a quality calibration
     default_value_step: ClassVar[float] = 0.0
     weights_option: ClassVar[str] = "weights"  # the constructor option that takes a weights path
     fixed_geometry: ClassVar[bool] = True  # channels and ratios are the class's; False where a model config may change them
