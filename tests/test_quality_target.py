@@ -92,7 +92,7 @@ def test_cli_quality_target(tmp_path, capsys):
     write_video(source, frames_to_video(sample_frames(frames=5, height=64, width=112)), fps=24)
     assert main(["encode", str(source), "-o", str(tmp_path / "q.latok"), "--height", "64", "--target-quality", "0.5"]) == 0
     capsys.readouterr()
-    assert main(["info", str(tmp_path / "q.latok"), "--json"]) == 0
+    assert main(["info", str(tmp_path / "q.latok")]) == 0
     assert json.loads(capsys.readouterr().out)["target_quality"] == 0.5
     with pytest.raises(SystemExit) as exit_info:
         main(["encode", str(source), "-o", str(tmp_path / "x.latok"), "--tau", "0.1", "--target-quality", "0.5"])
