@@ -18,6 +18,7 @@ from latok.errors import InvalidInputError
 from latok.evaluation.metrics import psnr
 from latok.io import VideoWriter, frames_to_video, load_clip, stream_clip, write_video
 from latok.sample import sample_frames
+from latok.vae.taesd import TAEF2
 
 
 def _drifting_latent(frames: int = 13, seed: int = 0) -> torch.Tensor:
@@ -150,7 +151,7 @@ def sample():
 def test_encode_stream_equals_offline_and_decode_stream_matches(tokenizer, sample, tmp_path):
     path = tmp_path / "s.latok"
     summary = tokenizer.encode_stream(sample.split(3, dim=2), path)
-    offline = tokenizer.encode(sample)
+    offline = tokenizer.encode(sample, tau=tokenizer.default_tau)  # a stream's default rate: the fixed calibrated tau
     streamed = load_latok(path)
     assert summary.frames == 10 and summary.shape == offline.shape and summary.tokens == offline.num_tokens
     assert torch.equal(streamed.keep, offline.keep)
@@ -228,7 +229,10 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["frames"] == 7 and info["chunks"] == 3 and 0 < info["token_usage"] < 1
     offline = tmp_path / "o.latok"
-    assert main(["encode", str(BLACKSWAN), "-o", str(offline), "--frames", "7", "--height", "64"]) == 0
+    streamed = load_latok(latok_path)
+    assert streamed.tau == TAEF2.default_taus[streamed.motion_model]  # a stream's default rate: the fixed tau, no quality target
+    assert streamed.target_quality is None
+    assert main(["encode", str(BLACKSWAN), "-o", str(offline), "--frames", "7", "--height", "64", "--tau", str(streamed.tau)]) == 0
     assert torch.equal(load_latok(latok_path).keep, load_latok(offline).keep)
     assert main(["decode", str(latok_path), "-o", str(mp4), "--stream"]) == 0
     assert load_clip(mp4).frames == 7

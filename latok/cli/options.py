@@ -79,13 +79,14 @@ def _add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) 
 
 def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     rate = parser.add_mutually_exclusive_group()
-    rate.add_argument("--tau", type=float, help="masking threshold (default: the backend's calibrated tau)")
+    rate.add_argument("--tau", type=float, help="masking threshold, one for the whole clip (--stream's default: the backend's calibrated tau)")
     rate.add_argument(
         "--target-usage", type=float, metavar="U", help="keep about this fraction of tokens, tau picked per clip"
     )
     rate.add_argument(
         "--target-quality", type=float, metavar="DB",
-        help="lose about this many dB of PSNR against the autoencoder's full rate, tau picked per clip (CRF-style)",
+        help="lose about this many dB of PSNR against the autoencoder's full rate, tau picked per clip, CRF-style "
+             "(the default rate where the backend has one: 0.5 for taef2; not with --stream)",
     )  # fmt: skip
     parser.add_argument(
         "--reference",

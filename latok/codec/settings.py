@@ -12,10 +12,9 @@ import torch
 
 from latok.codec.quantise import channel_steps
 from latok.codec.restore.guard import LIT_GUARD_MARGIN
-from latok.codec.restore.quality import check_target_quality
 from latok.codec.rule.masking import MAX_TAU, Reference, check_rule
 from latok.codec.rule.motion import motion_names
-from latok.codec.tokens import dtype_name
+from latok.codec.tokens import check_target_quality, dtype_name
 from latok.errors import InvalidInputError
 
 @dataclass(frozen=True)

@@ -15,6 +15,13 @@ from latok.codec.quantise import dequantise, quantise
 from latok.errors import InvalidInputError
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+MAX_TARGET_DB = 20.0  # the largest quality target (PSNR loss budget, dB) latok takes
+
+
+def check_target_quality(loss_db: float | None) -> None:
+    """Raise :class:`InvalidInputError` unless ``loss_db`` is a quality target latok takes (``None``: not set)."""
+    if loss_db is not None and not (0.0 < loss_db <= MAX_TARGET_DB):
+        raise InvalidInputError(f"target quality is a PSNR loss in dB, in (0, {MAX_TARGET_DB:g}], got {loss_db}")
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -21,7 +21,7 @@ from latok.codec.rule.masking import MAX_TAU, REFERENCES
 from latok.codec.rule.motion import NO_MOTION, motion_names  # what a file's MOTN records hold
 from latok.codec.format.coders.values import MAX_CHUNK_VALUES
 from latok.codec.quantise import MAX_STEP, MIN_STEP
-from latok.codec.restore.quality import MAX_TARGET_DB
+from latok.codec.tokens import MAX_TARGET_DB
 from latok.errors import LatokFormatError
 
 MAX_HEADER_BYTES = 1 << 20

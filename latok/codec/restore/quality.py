@@ -22,10 +22,9 @@ import torch
 
 from latok.codec.restore.fills import hold_fill
 from latok.codec.rule.masking import Reference, redundancy_mask, tau_ceiling
-from latok.errors import InvalidInputError
+from latok.codec.tokens import check_target_quality
 
 BISECTION_STEPS = 16  # tau to 2^-16 of its range: finer than the loss it changes can be predicted
-MAX_TARGET_DB = 20.0
 
 
 @dataclass(frozen=True)
@@ -42,12 +41,6 @@ class QualityCalibration:
     def error_for(self, loss_db: float) -> float:
         """The weighted error at which the predicted loss is ``loss_db``."""
         return (loss_db / self.scale) ** (1.0 / self.exponent)
-
-
-def check_target_quality(loss_db: float | None) -> None:
-    """Raise :class:`InvalidInputError` unless ``loss_db`` is a budget latok takes (``None``: not set)."""
-    if loss_db is not None and not (0.0 < loss_db <= MAX_TARGET_DB):
-        raise InvalidInputError(f"target quality is a PSNR loss in dB, in (0, {MAX_TARGET_DB:g}], got {loss_db}")
 
 
 def weighted_error(restored: torch.Tensor, latent: torch.Tensor, sensitivity: Sequence[float] | None) -> float:
