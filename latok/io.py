@@ -412,7 +412,9 @@ class VideoWriter(AtomicWriter):
             if self._container is None:
                 if pad_h or pad_w:
                     logger.info("padding %dx%d to even size for yuv420p", width, height)
-                self._container = av.open(str(self._tmp), mode="w", format=_container_format(self.path))
+                fmt = _container_format(self.path)
+                options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}  # the index first: browsers play while loading
+                self._container = av.open(str(self._tmp), mode="w", format=fmt, options=options)
                 self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
                 self._stream.width, self._stream.height = width + pad_w, height + pad_h
                 self._stream.pix_fmt = "yuv420p"

@@ -211,3 +211,33 @@ def test_training_curve_covers_each_chain(tmp_path, chain):
         config = next(p for p in (ROOT / "configs" / f"{run}.yaml", ROOT / "configs" / "history" / f"{run}.yaml") if p.is_file())
         assert str(config.relative_to(ROOT)) in stages  # the recipe replays every logged stage
         assert f"| {run} | " in report
+
+
+@pytest.mark.parametrize("loss_ratio", ["pooled", "per-clip"])
+def test_loss_ratio_weighs_crops_as_chosen(loss_ratio):
+    """Pooled: the batch's error over hold's, so a nearly static crop (tiny hold error) counts by its tiny
+    error; per-clip: the mean of each crop's ratio, where that crop weighs as much as a busy one."""
+    from latok.training.module import InpainterModule
+
+    module = InpainterModule(loss_ratio=loss_ratio)
+    torch.manual_seed(0)
+    with torch.no_grad():  # an untrained model is exactly hold: move it off
+        for parameter in module.model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    latent = torch.randn(2, 32, 3, 4, 4)
+    latent[0, :, 1:] = latent[0, :, :1] + 1e-3 * torch.randn(32, 2, 4, 4)  # crop 0 barely changes: hold is nearly exact
+    keep = torch.ones(2, 3, 4, 4, dtype=torch.bool)
+    keep[:, 1:, :2] = False
+    sparse = latent * keep.unsqueeze(1)
+    from latok.codec.restore.fills import hold_fill
+
+    with torch.no_grad():
+        model_error = module.model.error(module.model(sparse, keep, None), latent, keep).sum(dim=1)
+        hold_error = module.model.error(hold_fill(sparse, keep), latent, keep).sum(dim=1)
+        _, _, ratio = module._losses(latent, keep, None)
+    expected = model_error.sum() / hold_error.sum() if loss_ratio == "pooled" else (model_error / hold_error).mean()
+    torch.testing.assert_close(ratio, expected)
+    assert float(hold_error[0]) < 1e-3 * float(hold_error[1])  # the two weighings differ on this batch
+    assert not torch.allclose(model_error.sum() / hold_error.sum(), (model_error / hold_error).mean())
+    with pytest.raises(ValueError, match="loss_ratio must be"):
+        InpainterModule(loss_ratio="mean")

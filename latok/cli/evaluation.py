@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from latok.cli.options import (
     FILL_CHOICES,
     MOTION_CHOICES,
+    _add_backend_options,
     _add_dataset_options,
     _add_value_step_option,
     _dataset_clips,
@@ -24,8 +26,9 @@ def add_commands(commands) -> None:
     evaluate = commands.add_parser(
         "eval", help="rate-distortion over a dataset: PSNR, SSIM, LPIPS, token usage, bpp; tables and plots",
         description="Evaluate the codec on a dataset under several rates and fills. Each clip is encoded once; "
-        "finished clips are skipped on a rerun. Writes results.json, results.csv, report.md, rd_curve.png "
-        "and usage_over_time.png into --out. Runs as a Lightning predict over all visible devices.",
+        "finished clips are skipped on a rerun. Writes results.json, results.csv, report.md, report.html (open it "
+        "in a browser: RD curves, sortable per-clip table, a synced player per clip), rd_curve.png and "
+        "usage_over_time.png into --out. Runs as a Lightning predict over all visible devices.",
     )  # fmt: skip
     _add_dataset_options(evaluate, "output directory")
     evaluate.add_argument(
@@ -65,7 +68,25 @@ def add_commands(commands) -> None:
         help="another eval's output folder (e.g. the same clips with another --motion): write comparison.md and "
         "comparison.json, the Bjøntegaard-style mean PSNR difference of the two --target-usage curves per fill",
     )
+    evaluate.add_argument(
+        "--videos", action=argparse.BooleanOptionalAction, default=True,
+        help="write each clip's original and every run's reconstruction and kept-token overlay under OUT/videos "
+        "for report.html, as runs are computed (default: on)",
+    )  # fmt: skip
     evaluate.set_defaults(run=run_eval)
+
+    view = commands.add_parser(
+        "view", help="an HTML page of one .latok file: header, bytes by part, usage and keep mask per frame, motion",
+        description="Write one self-contained HTML page for a .latok file (opens from disk, no server). With --source, "
+        "also decode the file and show it beside the source with PSNR per frame; the two videos go in PAGE_files/.",
+    )  # fmt: skip
+    view.add_argument("input", help=".latok file")
+    view.add_argument("-o", "--output", required=True, help="the page (.html)")
+    view.add_argument("--source", help="the video the file was encoded from, read with the framing the file records")
+    view.add_argument("--fill", choices=FILL_CHOICES, default=None, help="the decode to show with --source (default: the codec's)")
+    view.add_argument("--inpainter", help="inpainter checkpoint for fill lit (default: the backend's shipped one)")
+    _add_backend_options(view)
+    view.set_defaults(run=run_view)
 
     bench = commands.add_parser(
         "bench", help="speed and quality of token allocators (latok vs ElasticTok, InfoTok, RLT, fixed rate)",
@@ -128,12 +149,12 @@ def run_eval(args: argparse.Namespace) -> int:
     results = evaluate(
         clips, args.out, settings,
         tokenizer_options={"inpainter": inpainter, "pixel_guard": args.pixel_guard, "motion": args.motion, "value_step": value_step, **vae_options},
-        description=f"{args.dataset}: {len(clips)} clips from {args.root}",
+        description=f"{args.dataset}: {len(clips)} clips from {args.root}", videos=args.videos, command=invocation("eval"),
     )  # fmt: skip
     from latok.evaluation.evaluate import markdown
 
     print(markdown(results))
-    print(f"wrote {Path(args.out) / 'report.md'} (and results.json, results.csv, rd_curve.png, usage_over_time.png)")
+    print(f"wrote {Path(args.out) / 'report.md'} and {Path(args.out) / 'report.html'} (and results.json, results.csv, rd_curve.png, usage_over_time.png)")
     if baseline is not None:
         _write_comparison(results, baseline, args)
     return 0
@@ -188,9 +209,61 @@ def _write_comparison(results: dict, baseline: dict, args: argparse.Namespace) -
     print(f"wrote {out / 'comparison.md'} and comparison.json")
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def invocation(command: str) -> str:
+    """The command line that ran ``command``: the process's own when it is the latok script (or ``python -m
+    latok.cli``), else ``latok COMMAND ...`` (called from Python)."""
     import shlex
 
+    invoked = Path(sys.argv[0]).name in ("latok", "__main__.py") and sys.argv[1:2] == [command]
+    return "latok " + shlex.join(sys.argv[1:]) if invoked else f"latok {command} ..."
+
+
+def run_view(args: argparse.Namespace) -> int:
+    from latok._fs import check_outputs, staged_outputs
+    from latok.evaluation.pages import file_page
+    from latok.io import check_output_path
+
+    page = check_output_path(args.output, (".html", ".htm"))
+    videos = {}
+    if args.source:
+        folder = page.parent / f"{page.stem}_files"
+        videos = {"source": folder / "source.mp4", "decoded": folder / "decoded.mp4"}
+    check_outputs({"-o": page, **{f"-o ({name})": path for name, path in videos.items()}}, (args.input, args.source))
+    with staged_outputs(page, *videos.values()) as temps:  # the page and its videos appear together, or none
+        decoded = None
+        if args.source:
+            decoded = _decode_beside_source(args, temps[1], temps[2])
+            decoded.update({name: {"src": f"{page.stem}_files/{path.name}", "href": quote(f"{page.stem}_files/{path.name}"), "present": True}
+                            for name, path in videos.items()})  # fmt: skip
+        temps[0].write_text(file_page(args.input, decoded))
+    print(f"wrote {page}" + (f" and {len(videos)} videos in {page.stem}_files/" if videos else ""))
+    return 0
+
+
+def _decode_beside_source(args: argparse.Namespace, source_path: Path, decoded_path: Path) -> dict:
+    """Decode ``args.input``, read ``--source`` with the framing the file records, write both videos; PSNR per frame."""
+    from latok.codec.format.reader import load_latok
+    from latok.evaluation.evaluate import VIDEO_CRF
+    from latok.evaluation.metrics import psnr
+    from latok.io import load_clip, write_video
+
+    adaptive = load_latok(args.input)
+    info = adaptive.source
+    clip = load_clip(args.source, frames=info.frames, height=info.height)
+    got, want = (clip.video.shape[2], *clip.video.shape[-2:]), (info.frames, info.height, info.width)
+    if got != want:
+        raise InvalidInputError(
+            f"--source {args.source}: {got[2]}x{got[1]}, {got[0]} frames when read as the file was encoded; "
+            f"{args.input} holds {want[2]}x{want[1]}, {want[0]} frames: not its source"
+        )
+    decoded = _tokenizer(args, backend=adaptive.backend).decode(adaptive)
+    write_video(source_path, clip.video, info.fps, crf=VIDEO_CRF)
+    write_video(decoded_path, decoded, info.fps, crf=VIDEO_CRF)
+    per_frame = [psnr(decoded[:, :, i : i + 1], clip.video[:, :, i : i + 1]) for i in range(info.frames)]
+    return {"psnr": per_frame, "source_name": Path(args.source).name, "fill": args.fill or "the codec's default"}
+
+
+def run_bench(args: argparse.Namespace) -> int:
     from latok.codec.restore.resolve import fill_for_mask
     from latok.evaluation import bench
     from latok.evaluation.baselines import ALLOCATORS
@@ -214,8 +287,7 @@ def run_bench(args: argparse.Namespace) -> int:
         tokenizer, clips, allocators, fill=args.fill, matched_usage=args.matched_usage, repeats=args.repeats,
         lpips=args.lpips, latok_tau=args.tau, progress=out / bench.PROGRESS_NAME,
     )  # fmt: skip
-    invoked = Path(sys.argv[0]).name in ("latok", "__main__.py")  # the latok script, or python -m latok.cli
-    command = "latok " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if invoked else "latok bench ..."
+    command = invocation("bench")
     bench.write(result, out, command)
     (out / bench.PROGRESS_NAME).unlink(missing_ok=True)
     print(bench.markdown(result, command))

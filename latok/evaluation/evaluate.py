@@ -8,7 +8,8 @@ kept fraction of every latent frame.
 The loop is a Lightning ``predict`` over the clips, so it spreads over all visible
 GPUs; every finished clip is written to ``OUT/clips/<name>.json`` at once, and a
 rerun skips clips whose file already holds every requested run under the same
-settings (resumable).  Then ``OUT/results.json``, ``results.csv``, ``report.md``,
+settings (resumable).  Then ``OUT/results.json``, ``results.csv``, ``report.md``, ``report.html``
+(:mod:`latok.evaluation.pages`, with the videos written under ``OUT/videos`` as runs are computed),
 ``rd_curve.png`` and ``usage_over_time.png`` are written from the clip files.
 """
 
@@ -19,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -147,11 +149,37 @@ def clip_file(out: Path, clip: EvalClip) -> Path:
     return out / "clips" / (clip.name.replace("/", "__") + ".json")
 
 
-def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict | None = None) -> dict:
+VIDEO_CRF = 23  # the report's videos: small, and a browser plays them (H.264 yuv420p, index first)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name.replace("/", "__")).lstrip(".") or "_"
+
+
+def video_files(clip_name: str, rate_key: str | None = None, fill: str | None = None) -> dict[str, str]:
+    """Paths, relative to the eval folder, of a clip's videos: ``{"original"}``, or for one run
+    ``{"reconstruction", "kept"}`` (the kept tokens over the reconstruction)."""
+    folder = f"videos/{_slug(clip_name)}"
+    if rate_key is None:
+        return {"original": f"{folder}/original.mp4"}
+    stem = f"{folder}/{_slug(rate_key)}.{_slug(fill or '')}"
+    return {"reconstruction": f"{stem}.mp4", "kept": f"{stem}.kept.mp4"}
+
+
+def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict | None = None, videos: Path | None = None) -> dict:
     """Encode ``clip`` once, then mask, fill, decode and score it under every run of ``settings``
-    that ``done`` (a previous result for this clip) does not already hold."""
+    that ``done`` (a previous result for this clip) does not already hold; with ``videos`` (the eval
+    folder) also write the original and each computed run's reconstruction and kept-token overlay
+    (:func:`video_files`)."""
     from latok.codec.streams import source_info
     from latok.evaluation.metrics import ReferenceScorer
+    from latok.evaluation.viz import keep_overlay
+    from latok.io import video_to_frames, write_video
+
+    def write(relative: str, frames) -> None:
+        if videos is not None:
+            (videos / relative).parent.mkdir(parents=True, exist_ok=True)
+            write_video(videos / relative, frames, source.fps, crf=VIDEO_CRF)
 
     started = time.perf_counter()
     runs = dict(done["runs"]) if done else {}
@@ -161,6 +189,8 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
     video = video.to(tokenizer.vae.device)
     latent = tokenizer.vae.encode(video)
     scorer = ReferenceScorer(video, lpips=settings.lpips)
+    if videos is not None and missing and not (videos / video_files(clip.name)["original"]).exists():
+        write(video_files(clip.name)["original"], video)
     for rate in settings.rates:
         fills = [fill for fill in settings.fills if run_key(rate, fill) in missing]
         if not fills:
@@ -177,7 +207,7 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
             "usage_per_frame": adaptive.keep.float().mean(dim=(-2, -1))[0].tolist(),
         }  # fmt: skip
         nothing_dropped = bool(adaptive.keep.all())
-        first = None
+        first = decoded = None
         for fill in fills:
             extra = {}
             if uses_inpainter(fill):  # lit decodes with the encoder's lit guard, as the codec's default does
@@ -185,9 +215,13 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
                          "lit_guard": settings.lit_guard}  # fmt: skip
             if nothing_dropped and first is not None:  # every fill is the identity: score once
                 runs[run_key(rate, fill)] = {**first, "fill": fill, **extra}
-                continue
-            decoded = tokenizer.decode(adaptive, fill=fill)
-            runs[run_key(rate, fill)] = first = {**common, "fill": fill, **scorer(decoded), **extra}
+            else:
+                decoded = tokenizer.decode(adaptive, fill=fill)
+                runs[run_key(rate, fill)] = first = {**common, "fill": fill, **scorer(decoded), **extra}
+            if videos is not None:
+                paths, frames = video_files(clip.name, rate.key, fill), video_to_frames(decoded)
+                write(paths["reconstruction"], frames)
+                write(paths["kept"], keep_overlay(frames, adaptive.keep))
     return {
         "name": clip.name, "path": str(clip.path), "protocol": asdict(clip.protocol),
         "frames": source.frames, "height": source.height, "width": source.width, "fps": source.fps,
@@ -219,9 +253,9 @@ def is_done(clip: EvalClip, out: Path, settings: EvalSettings) -> bool:
 class ClipEvaluator(L.LightningModule):
     """``Trainer.predict`` step: evaluate one clip and write its file (one device per rank)."""
 
-    def __init__(self, settings: EvalSettings, out: Path, tokenizer_options: dict):
+    def __init__(self, settings: EvalSettings, out: Path, tokenizer_options: dict, videos: bool = True):
         super().__init__()
-        self.settings, self.out, self.tokenizer_options = settings, out, tokenizer_options
+        self.settings, self.out, self.tokenizer_options, self.videos = settings, out, tokenizer_options, videos
         self._tokenizer = None
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
@@ -233,7 +267,8 @@ class ClipEvaluator(L.LightningModule):
         if self._tokenizer is None:
             self._tokenizer = LatentTokenizer(self.settings.backend, device=self.device, **self.tokenizer_options)
         path = clip_file(self.out, clip)
-        result = evaluate_clip(self._tokenizer, clip, self.settings, previous_result(clip, self.out, self.settings))
+        result = evaluate_clip(self._tokenizer, clip, self.settings, previous_result(clip, self.out, self.settings),
+                               videos=self.out if self.videos else None)  # fmt: skip
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(result, indent=1) + "\n")
         return clip.name
@@ -245,8 +280,13 @@ def evaluate(
     settings: EvalSettings,
     tokenizer_options: dict | None = None,
     description: str = "",
+    videos: bool = True,
+    command: str | None = None,
 ) -> dict:
-    """Evaluate ``clips`` (skipping finished ones), then write the results files into ``out``; returns results.json."""
+    """Evaluate ``clips`` (skipping finished ones), then write the results files into ``out``; returns results.json.
+
+    With ``videos``, each clip's original and every computed run's reconstruction and kept-token overlay
+    are written under ``out/videos`` for ``report.html``; ``command`` is recorded as what made the report."""
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
     remaining = [clip for clip in clips if not is_done(clip, out, settings)]
@@ -255,9 +295,10 @@ def evaluate(
     if remaining:
         trainer = L.Trainer(accelerator="auto", devices="auto", logger=False, enable_checkpointing=False)
         loader = DataLoader(remaining, batch_size=None, collate_fn=lambda clip: clip)
-        trainer.predict(ClipEvaluator(settings, out, tokenizer_options or {}), loader, return_predictions=False)
+        trainer.predict(ClipEvaluator(settings, out, tokenizer_options or {}, videos), loader, return_predictions=False)
     results = collect(clips, out, settings)
-    results.update(description=description, wall_seconds_this_run=time.perf_counter() - started, clips_computed=len(remaining))
+    results.update(description=description, wall_seconds_this_run=time.perf_counter() - started, clips_computed=len(remaining),
+                   settings_fingerprint=settings.fingerprint(), command=command)  # fmt: skip
     write_reports(results, out)
     return results
 
@@ -315,6 +356,10 @@ def write_reports(results: dict, out: Path) -> None:
                 writer.writerow([run["rate"], clip["tau"], run["target_usage"], run["fill"], clip["name"], *(clip[m] for m in METRICS)])
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(markdown(results))
+    from latok.evaluation.pages import eval_page
+
+    with atomic_path(out / "report.html") as tmp:
+        tmp.write_text(eval_page(results, out))
     plot_rd_curve(results, out / "rd_curve.png")
     plot_usage(results, out / "usage_over_time.png")
 
@@ -401,7 +446,8 @@ def plot_rd_curve(results: dict, path: Path) -> None:
         axis.set_xlabel("token usage (%)")
         axis.set_ylabel(name)
         axis.grid(alpha=0.3)
-        axis.legend(title="fill")
+        if axis.lines:
+            axis.legend(title="fill")
     figure.suptitle(results.get("description") or results["backend"])
     figure.tight_layout()
     with atomic_path(path) as tmp:

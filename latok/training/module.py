@@ -17,12 +17,14 @@ from latok.codec.rule.motion import estimate_motion
 
 
 class InpainterModule(L.LightningModule):
-    """Squared error on dropped positions relative to hold's, per clip; AdamW with warm-up and cosine decay.
+    """Squared error on dropped positions relative to hold's; AdamW with warm-up and cosine decay.
 
-    The loss of a clip is its dropped-position squared error divided by hold's on the same
-    positions, averaged over clips: every clip counts by how much it beats hold (the
-    log of this ratio is a gain in dB), so nearly-static crops at small tau, where the
-    model must learn to leave hold alone, weigh as much as fast-moving ones.
+    With ``loss_ratio="pooled"`` (the default) the loss is the batch's dropped-position squared error
+    divided by hold's on the same positions: every error counts by its size, as it does in the decoded
+    clip's PSNR, and the division only makes batches comparable.  ``"per-clip"`` (the recipes before
+    it) divides each crop's error by its own hold error and averages the ratios: a nearly static crop,
+    whose hold error is tiny, then weighs as much as a fast-moving one, and the ratio rewards shaving
+    errors that no decoded pixel shows (eval/README.md, "How much does the inpainter add").
 
     With ``loss="decoder"`` errors are measured in the decoder's metric (see
     :meth:`~latok.codec.restore.inpainter.InpaintingTransformer.error`), estimated at fit start from
@@ -49,6 +51,7 @@ class InpainterModule(L.LightningModule):
         init_from: start from this inpainter checkpoint's weights (e.g. fine-tune a causal model
             from the bidirectional one; the architectures must match apart from ``causal``).
         loss: ``"latent"`` (plain squared error) or ``"decoder"`` (decoder metric).
+        loss_ratio: ``"pooled"`` (the batch's error over hold's) or ``"per-clip"`` (the mean of each crop's ratio).
         metric_dir, metric_frames: latents the decoder metric is estimated on, and how many frames.
     """
 
@@ -69,10 +72,13 @@ class InpainterModule(L.LightningModule):
         loss: Literal["latent", "decoder"] = "latent",
         metric_dir: str | None = None,
         metric_frames: int = 8,
+        loss_ratio: Literal["pooled", "per-clip"] = "pooled",
     ):
         super().__init__()
         if loss not in ("latent", "decoder"):
             raise ValueError(f"loss must be 'latent' or 'decoder', got {loss!r}")
+        if loss_ratio not in ("pooled", "per-clip"):
+            raise ValueError(f"loss_ratio must be 'pooled' or 'per-clip', got {loss_ratio!r}")
         self.save_hyperparameters()
         self.model = InpaintingTransformer(inpainter_preset(preset, latent_channels=latent_channels, causal=causal))
         if init_from:
@@ -124,7 +130,8 @@ class InpainterModule(L.LightningModule):
         self, latent: torch.Tensor, keep: torch.Tensor, tau: torch.Tensor | float | None, motion: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean squared error over dropped positions for the model and for hold (motion-compensated
-        with ``motion``), and the mean per-clip ratio of the two."""
+        with ``motion``), and the loss: their ratio, pooled over the batch or averaged over clips
+        (``loss_ratio``)."""
         sparse = latent * keep.unsqueeze(1)
         prediction = self.model(sparse, keep, tau, motion=motion)
         with torch.no_grad():
@@ -133,7 +140,12 @@ class InpainterModule(L.LightningModule):
         per_clip = self.model.error(prediction, latent, keep).sum(dim=1)
         count = (~keep).sum() * latent.shape[1]
         has_dropped = hold_per_clip > 0
-        ratio = (per_clip / hold_per_clip.clamp(min=1e-12))[has_dropped].mean() if has_dropped.any() else per_clip.sum()
+        if not has_dropped.any():
+            ratio = per_clip.sum()
+        elif self.hparams.loss_ratio == "pooled":
+            ratio = per_clip.sum() / hold_per_clip.sum()
+        else:
+            ratio = (per_clip / hold_per_clip.clamp(min=1e-12))[has_dropped].mean()
         return per_clip.sum() / count.clamp(min=1), hold_per_clip.sum() / count.clamp(min=1), ratio
 
     # -- validation: decoded pixels on whole held-out clips --------------------------------------
