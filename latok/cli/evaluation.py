@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from urllib.parse import quote
 
 from latok.cli.options import (
     FILL_CHOICES,
     MOTION_CHOICES,
     _add_backend_options,
     _add_dataset_options,
+    _add_fill_option,
     _add_value_step_option,
     _dataset_clips,
     _tokenizer,
@@ -22,7 +22,7 @@ from latok.errors import InvalidInputError
 
 
 def add_commands(commands) -> None:
-    """eval and bench."""
+    """eval, bench and view."""
     evaluate = commands.add_parser(
         "eval", help="rate-distortion over a dataset: PSNR, SSIM, LPIPS, token usage, bpp; tables and plots",
         description="Evaluate the codec on a dataset under several rates and fills. Each clip is encoded once; "
@@ -61,32 +61,10 @@ def add_commands(commands) -> None:
         action="store_true",
         help="lit runs decide the lit guard on decoded pixels, as `latok encode --pixel-guard` does",
     )
-    evaluate.add_argument(
-        "--compare-to",
-        metavar="DIR",
-        default=None,
-        help="another eval's output folder (e.g. the same clips with another --motion): write comparison.md and "
-        "comparison.json, the Bjøntegaard-style mean PSNR difference of the two --target-usage curves per fill",
-    )
-    evaluate.add_argument(
-        "--videos", action=argparse.BooleanOptionalAction, default=True,
-        help="write each clip's original and every run's reconstruction and kept-token overlay under OUT/videos "
-        "for report.html, as runs are computed (default: on)",
-    )  # fmt: skip
+    _add_report_options(evaluate)
     evaluate.set_defaults(run=run_eval)
 
-    view = commands.add_parser(
-        "view", help="an HTML page of one .latok file: header, bytes by part, usage and keep mask per frame, motion",
-        description="Write one self-contained HTML page for a .latok file (opens from disk, no server). With --source, "
-        "also decode the file and show it beside the source with PSNR per frame; the two videos go in PAGE_files/.",
-    )  # fmt: skip
-    view.add_argument("input", help=".latok file")
-    view.add_argument("-o", "--output", required=True, help="the page (.html)")
-    view.add_argument("--source", help="the video the file was encoded from, read with the framing the file records")
-    view.add_argument("--fill", choices=FILL_CHOICES, default=None, help="the decode to show with --source (default: the codec's)")
-    view.add_argument("--inpainter", help="inpainter checkpoint for fill lit (default: the backend's shipped one)")
-    _add_backend_options(view)
-    view.set_defaults(run=run_view)
+    _add_view(commands)
 
     bench = commands.add_parser(
         "bench", help="speed and quality of token allocators (latok vs ElasticTok, InfoTok, RLT, fixed rate)",
@@ -209,6 +187,36 @@ def _write_comparison(results: dict, baseline: dict, args: argparse.Namespace) -
     print(f"wrote {out / 'comparison.md'} and comparison.json")
 
 
+def _add_report_options(evaluate: argparse.ArgumentParser) -> None:
+    """What eval writes besides its results: the comparison with another run, the videos of report.html."""
+    evaluate.add_argument(
+        "--compare-to",
+        metavar="DIR",
+        default=None,
+        help="another eval's output folder (e.g. the same clips with another --motion): write comparison.md and "
+        "comparison.json, the Bjøntegaard-style mean PSNR difference of the two --target-usage curves per fill",
+    )
+    evaluate.add_argument(
+        "--videos", action=argparse.BooleanOptionalAction, default=True,
+        help="write each clip's original and every run's reconstruction and kept-token overlay under OUT/videos "
+        "for report.html, as runs are computed (default: on)",
+    )  # fmt: skip
+
+
+def _add_view(commands) -> None:
+    view = commands.add_parser(
+        "view", help="an HTML page of one .latok file: header, bytes by part, usage and keep mask per frame, motion",
+        description="Write one self-contained HTML page for a .latok file (opens from disk, no server). With --source, "
+        "also decode the file and show it beside the source with PSNR per frame; the two videos go in PAGE_files/.",
+    )  # fmt: skip
+    view.add_argument("input", help=".latok file")
+    view.add_argument("-o", "--output", required=True, help="the page (.html)")
+    view.add_argument("--source", help="the video the file was encoded from, read with the framing the file records")
+    _add_fill_option(view)  # the decode shown with --source
+    _add_backend_options(view)
+    view.set_defaults(run=run_view)
+
+
 def invocation(command: str) -> str:
     """The command line that ran ``command``: the process's own when it is the latok script (or ``python -m
     latok.cli``), else ``latok COMMAND ...`` (called from Python)."""
@@ -220,7 +228,7 @@ def invocation(command: str) -> str:
 
 def run_view(args: argparse.Namespace) -> int:
     from latok._fs import check_outputs, staged_outputs
-    from latok.evaluation.pages import file_page
+    from latok.evaluation.pages import decode_beside_source, file_page
     from latok.io import check_output_path
 
     page = check_output_path(args.output, (".html", ".htm"))
@@ -232,35 +240,13 @@ def run_view(args: argparse.Namespace) -> int:
     with staged_outputs(page, *videos.values()) as temps:  # the page and its videos appear together, or none
         decoded = None
         if args.source:
-            decoded = _decode_beside_source(args, temps[1], temps[2])
-            decoded.update({name: {"src": f"{page.stem}_files/{path.name}", "href": quote(f"{page.stem}_files/{path.name}"), "present": True}
-                            for name, path in videos.items()})  # fmt: skip
+            from latok.codec.format.reader import load_latok
+
+            tokenizer = _tokenizer(args, backend=load_latok(args.input).backend)
+            decoded = decode_beside_source(tokenizer, args.input, args.source, temps[1], temps[2], f"{page.stem}_files", args.fill)
         temps[0].write_text(file_page(args.input, decoded))
     print(f"wrote {page}" + (f" and {len(videos)} videos in {page.stem}_files/" if videos else ""))
     return 0
-
-
-def _decode_beside_source(args: argparse.Namespace, source_path: Path, decoded_path: Path) -> dict:
-    """Decode ``args.input``, read ``--source`` with the framing the file records, write both videos; PSNR per frame."""
-    from latok.codec.format.reader import load_latok
-    from latok.evaluation.evaluate import VIDEO_CRF
-    from latok.evaluation.metrics import psnr
-    from latok.io import load_clip, write_video
-
-    adaptive = load_latok(args.input)
-    info = adaptive.source
-    clip = load_clip(args.source, frames=info.frames, height=info.height)
-    got, want = (clip.video.shape[2], *clip.video.shape[-2:]), (info.frames, info.height, info.width)
-    if got != want:
-        raise InvalidInputError(
-            f"--source {args.source}: {got[2]}x{got[1]}, {got[0]} frames when read as the file was encoded; "
-            f"{args.input} holds {want[2]}x{want[1]}, {want[0]} frames: not its source"
-        )
-    decoded = _tokenizer(args, backend=adaptive.backend).decode(adaptive)
-    write_video(source_path, clip.video, info.fps, crf=VIDEO_CRF)
-    write_video(decoded_path, decoded, info.fps, crf=VIDEO_CRF)
-    per_frame = [psnr(decoded[:, :, i : i + 1], clip.video[:, :, i : i + 1]) for i in range(info.frames)]
-    return {"psnr": per_frame, "source_name": Path(args.source).name, "fill": args.fill or "the codec's default"}
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -20,7 +20,6 @@ import functools
 import hashlib
 import json
 import logging
-import re
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -149,23 +148,6 @@ def clip_file(out: Path, clip: EvalClip) -> Path:
     return out / "clips" / (clip.name.replace("/", "__") + ".json")
 
 
-VIDEO_CRF = 23  # the report's videos: small, and a browser plays them (H.264 yuv420p, index first)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name.replace("/", "__")).lstrip(".") or "_"
-
-
-def video_files(clip_name: str, rate_key: str | None = None, fill: str | None = None) -> dict[str, str]:
-    """Paths, relative to the eval folder, of a clip's videos: ``{"original"}``, or for one run
-    ``{"reconstruction", "kept"}`` (the kept tokens over the reconstruction)."""
-    folder = f"videos/{_slug(clip_name)}"
-    if rate_key is None:
-        return {"original": f"{folder}/original.mp4"}
-    stem = f"{folder}/{_slug(rate_key)}.{_slug(fill or '')}"
-    return {"reconstruction": f"{stem}.mp4", "kept": f"{stem}.kept.mp4"}
-
-
 def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict | None = None, videos: Path | None = None) -> dict:
     """Encode ``clip`` once, then mask, fill, decode and score it under every run of ``settings``
     that ``done`` (a previous result for this clip) does not already hold; with ``videos`` (the eval
@@ -173,6 +155,7 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
     (:func:`video_files`)."""
     from latok.codec.streams import source_info
     from latok.evaluation.metrics import ReferenceScorer
+    from latok.evaluation.pages import VIDEO_CRF, video_files
     from latok.evaluation.viz import keep_overlay
     from latok.io import video_to_frames, write_video
 

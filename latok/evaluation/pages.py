@@ -9,15 +9,37 @@ data for the page's script is embedded with ``tojson``, which escapes ``<``, ``>
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
+import re
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
 USAGE_PLOT = (320, 64)  # width, height of a token-usage-per-frame plot in CSS pixels
+
+
+VIDEO_CRF = 23  # the report's videos: small, and a browser plays them (H.264 yuv420p, index first)
+
+
+def _slug(name: str) -> str:
+    """A file name for ``name``: kept as is where it is plain, else sanitised and told apart by a hash of it."""
+    plain = name.replace("/", "__")
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", plain).lstrip(".") or "_"
+    return slug if slug == plain else f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def video_files(clip_name: str, rate_key: str | None = None, fill: str | None = None) -> dict[str, str]:
+    """Paths, relative to the eval folder, of a clip's videos: ``{"original"}``, or for one run
+    ``{"reconstruction", "kept"}`` (the kept tokens over the reconstruction)."""
+    folder = f"videos/{_slug(clip_name)}"
+    if rate_key is None:
+        return {"original": f"{folder}/original.mp4"}
+    stem = f"{folder}/{_slug(rate_key)}.{_slug(fill or '')}"
+    return {"reconstruction": f"{stem}.mp4", "kept": f"{stem}.kept.mp4"}
 
 
 def _environment():
@@ -104,8 +126,6 @@ def rd_figure(results: dict) -> str:
 
 def eval_page(results: dict, out: Path) -> str:
     """``report.html`` for the eval folder ``out`` (its videos are looked up there; missing ones are marked)."""
-    from latok.evaluation.evaluate import video_files
-
     rates = list(dict.fromkeys(run["rate"] for run in results["runs"]))
     fills = list(dict.fromkeys(run["fill"] for run in results["runs"]))
     by_key = {(run["rate"], run["fill"]): run for run in results["runs"]}
@@ -204,3 +224,28 @@ def file_page(path: str | Path, decoded: dict | None = None) -> str:
     return render("view.html", name=Path(path).name, header=header, parts=parts, usage=usage_plot(usage, 640, 120),
                   frames=list(zip(keep_heatmap(keep), motion_arrows(motion, h, w, 3.0) or [[] for _ in range(t)], usage)),
                   latent_size=(h, w), motion_model=adaptive.motion_model, decoded=decoded, psnr=psnr)  # fmt: skip
+
+
+def decode_beside_source(tokenizer, path: str | Path, source: str | Path, source_out: Path, decoded_out: Path, folder: str,
+                         fill: str | None = None) -> dict:  # fmt: skip
+    """Decode the ``.latok`` file at ``path``, read ``source`` with the framing the file records and write both
+    videos (``source_out``, ``decoded_out``, to be found in ``folder`` beside the page); what :func:`file_page`
+    shows of them, PSNR per frame included."""
+    from latok.codec.format.reader import load_latok
+    from latok.errors import InvalidInputError
+    from latok.evaluation.metrics import psnr
+    from latok.io import load_clip, write_video
+
+    adaptive = load_latok(path)
+    info = adaptive.source
+    clip = load_clip(source, frames=info.frames, height=info.height)
+    got, want = (clip.video.shape[2], *clip.video.shape[-2:]), (info.frames, info.height, info.width)
+    if got != want:
+        raise InvalidInputError(f"--source {source}: {got[2]}x{got[1]}, {got[0]} frames when read as the file was encoded; "
+                                f"{path} holds {want[2]}x{want[1]}, {want[0]} frames: not its source")  # fmt: skip
+    decoded = tokenizer.decode(adaptive, fill=fill)
+    write_video(source_out, clip.video, info.fps, crf=VIDEO_CRF)
+    write_video(decoded_out, decoded, info.fps, crf=VIDEO_CRF)
+    videos = {name: {"src": f"{folder}/{name}.mp4", "href": quote(f"{folder}/{name}.mp4"), "present": True} for name in ("source", "decoded")}
+    return {"psnr": [psnr(decoded[:, :, i : i + 1], clip.video[:, :, i : i + 1]) for i in range(info.frames)],
+            "source_name": Path(source).name, "fill": fill or "the codec's default", **videos}  # fmt: skip
