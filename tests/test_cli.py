@@ -32,6 +32,8 @@ def test_demo_on_builtin_sample_writes_outputs(tmp_path, capsys):
     assert reconstruction.video.shape == (1, 3, 5, 64, 112)
     assert reconstruction.fps == pytest.approx(24.0)
     assert load_clip(out / "side_by_side.mp4").video.shape[-1] == 3 * 112
+    page = (out / "clip.html").read_text()  # latok view of clip.latok, named as the user sees it
+    assert "latok view: clip.latok" in page and page.count('alt="keep mask of latent frame') == 5 and ".latok-" not in page
     source = frames_to_video(sample_frames(frames=5, height=64, width=112))
     assert abs(psnr(reconstruction.video, source) - metrics["psnr"]) < 1.0
 

@@ -292,6 +292,7 @@ def run_roundtrip(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from latok._fs import check_outputs, staged_outputs
     from latok.errors import OutputError
+    from latok.evaluation.pages import file_page
     from latok.evaluation.reports import demo_text, roundtrip, write_outputs
     from latok.io import Clip, check_read_options, frames_to_video, load_clip
     from latok.sample import SAMPLE_FPS, sample_frames
@@ -302,6 +303,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "reconstruction": output_dir / "reconstruction.mp4",
         "visualisation": output_dir / "side_by_side.mp4",
         "metrics": output_dir / "metrics.json",
+        "page": output_dir / "clip.html",  # latok view of clip.latok
     }
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"-o {output_dir}: is not a directory")
@@ -326,6 +328,7 @@ def run_demo(args: argparse.Namespace) -> int:
         report["raw_bytes"] = clip.video.numel()
         report["outputs"] = {name: str(path) for name, path in paths.items()}
         report = write_outputs(report, clip.video, staged["reconstruction"], staged["visualisation"], staged["metrics"])
+        staged["page"].write_text(file_page(staged["tokens"], name=paths["tokens"].name))
     print(demo_text(report))
     return 0
 

@@ -199,9 +199,9 @@ def motion_arrows(motion: np.ndarray | None, height: int, width: int, scale: flo
     return frames
 
 
-def file_page(path: str | Path, decoded: dict | None = None) -> str:
-    """The page of one ``.latok`` file; ``decoded`` (from ``latok view --source``) adds the decoded clip beside its
-    source: ``{"source", "decoded"}`` video paths relative to the page, ``psnr`` per frame, and the source's name."""
+def file_page(path: str | Path, decoded: dict | None = None, name: str | None = None) -> str:
+    """The page of one ``.latok`` file, shown as ``name`` (default: its file name); ``decoded`` (from
+    :func:`decode_beside_source`) adds the decoded clip beside its source."""
     from latok.codec.format.reader import load_latok
     from latok.evaluation.reports import file_info
 
@@ -211,8 +211,10 @@ def file_page(path: str | Path, decoded: dict | None = None) -> str:
     usage = keep.mean(axis=(1, 2)).tolist()
     motion = None if adaptive.motion is None else adaptive.motion[0].float().cpu().numpy()
     t, h, w = keep.shape
+    name = name or Path(path).name
     header = {key: value if isinstance(value, (str, int, float, type(None))) else json.dumps(value) for key, value in info.items()
               if key != "bytes_by_part"}  # fmt: skip
+    header["file"] = name if name != Path(path).name else header["file"]
     parts = [{"name": name, "bytes": size, "share": size / info["bytes"]} for name, size in info["bytes_by_part"].items()]
     psnr = None
     if decoded is not None:
@@ -221,7 +223,7 @@ def file_page(path: str | Path, decoded: dict | None = None) -> str:
         low, high = math.floor(min(finite)) - 1, math.ceil(max(finite)) + 1
         psnr = {"points": polyline(values, 640, 120, low, high), "low": low, "high": high, "width": 640, "height": 120,
                 "values": values, "mean": sum(finite) / len(finite)}  # fmt: skip
-    return render("view.html", name=Path(path).name, header=header, parts=parts, usage=usage_plot(usage, 640, 120),
+    return render("view.html", name=name, header=header, parts=parts, usage=usage_plot(usage, 640, 120),
                   frames=list(zip(keep_heatmap(keep), motion_arrows(motion, h, w, 3.0) or [[] for _ in range(t)], usage)),
                   latent_size=(h, w), motion_model=adaptive.motion_model, decoded=decoded, psnr=psnr)  # fmt: skip
 
