@@ -140,3 +140,28 @@ def test_page_data_cannot_close_its_script_or_attribute(tmp_path):
     assert html.count("<script>") == 1
     runs = json.loads(unescape(html.split("data-runs='")[1].split("'")[0]))  # the attribute holds the runs, intact
     assert sorted(runs) == ["tau=0.1", "usage=0.5"] and runs["tau=0.1"]["hold"]["psnr"] == 30.0
+
+
+def test_motion_arrows_and_keep_heatmap_follow_the_file():
+    import numpy as np
+
+    from latok.evaluation.pages import keep_heatmap, motion_arrows
+
+    global_motion = np.array([[0.0, 0.0], [1.0, -2.0]], dtype=np.float32)  # (t, 2): dy, dx per latent frame
+    frames = motion_arrows(global_motion, 8, 14, 3.0)
+    assert frames[0] == [] and frames[1] == [{"x1": 7.0, "y1": 4.0, "x2": 1.0, "y2": 7.0}]
+    block = np.zeros((2, 2, 2, 2), dtype=np.float32)  # (t, 2, gh, gw)
+    block[1, 1, 0, 1] = 0.5  # frame 1, top-right block moves right
+    assert motion_arrows(block, 8, 14, 3.0)[1] == [{"x1": 10.5, "y1": 2.0, "x2": 12.0, "y2": 2.0}]
+    keep = np.ones((3, 2, 2), dtype=bool)
+    keep[1:, 0, 0] = False
+    uris = keep_heatmap(keep)
+    assert len(uris) == 3 and all(u.startswith("data:image/png;base64,") for u in uris)
+    from base64 import b64decode
+    from io import BytesIO
+
+    from PIL import Image
+
+    pixels = [np.asarray(Image.open(BytesIO(b64decode(u.split(",")[1])))) for u in uris]
+    assert (pixels[0] == pixels[0][0, 0]).all()  # all kept: one colour
+    assert pixels[1][0, 0].tolist() != pixels[1][1, 1].tolist() and pixels[2][0, 0].sum() < pixels[1][0, 0].sum()  # older drops darker
