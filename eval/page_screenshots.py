@@ -2,8 +2,8 @@
 (tests/pagecheck.py: no console error, videos ready and playing, seeking synced, tables sorting, plots sized)
 at 1280x800 and 420x800, with screenshots for eval/README.md.
 
-    1. `latok eval` on tokenbench-mini (12 clips, 17 frames, 240p) at two rates (the default, usage 0.5), fills
-       hold and lit, no LPIPS: OUT/eval/report.html
+    1. `latok eval` on tokenbench-mini (12 clips, 17 frames, 240p) at two rates (the default, usage 0.5), the
+       default decode (fill lit), no LPIPS: OUT/eval/report.html
     2. `latok demo` (the README's demo), then `latok view` of its clip.latok: OUT/demo.html
     3. `latok encode` of tokenbench-mini's robot_bridge_sweep, then `latok view --source`: OUT/robot.html
 
@@ -48,7 +48,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     seconds = {
         "eval": run("eval", "--dataset", "tokenbench", "--root", str(DATA / "tokenbench-mini"), "--out", str(out / "eval"),
-                    "--taus", "default", "--target-usage", "0.5", "--fills", "hold,lit", "--no-lpips"),  # fmt: skip
+                    "--taus", "default", "--target-usage", "0.5", "--fills", "lit", "--no-lpips"),  # fmt: skip
         "demo": run("demo", "-o", str(out / "demo")),
     }
     seconds["view demo"] = run("view", str(out / "demo" / "clip.latok"), "-o", str(out / "demo.html"))

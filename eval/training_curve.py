@@ -11,7 +11,7 @@ on eval/splits/pool_val.txt with the motion-compensated rule; eval/train_shipped
 (the seven-stage chain before it, validated on DAVIS soapbox, libby, goat; eval/train_previous.sh).
 
 Usage:
-    python eval/training_curve.py [--chain shipped|previous] [--out eval/results/train]
+    python eval/training_curve.py [--chain shipped|previous|pooled] [--out eval/results/train]
 writes OUT/training_curve.{png,md} (``previous``: OUT/training_curve_previous.{png,md})
 """
 
@@ -32,6 +32,7 @@ LOGS = ROOT / "eval" / "results" / "train"
 # The runs of each chain, in order (configs/<run>.yaml or configs/history/<run>.yaml), and its recipe.
 CHAINS = {
     "shipped": ("taef2_lit-xs-pool",),
+    "pooled": ("taef2_lit-xs-pool", "taef2_lit-xs-pool-pooled"),
     "previous": (
         "taef2_lit-xs",
         "taef2_lit-xs-continued",
@@ -42,11 +43,15 @@ CHAINS = {
         "taef2_lit-xs-decoder-5",
     ),
 }
-RECIPES = {"shipped": "eval/train_shipped.sh", "previous": "eval/train_previous.sh"}
+RECIPES = {"shipped": "eval/train_shipped.sh", "previous": "eval/train_previous.sh",
+           "pooled": "eval/train_pooled.sh"}
 VALIDATION = {
     "shipped": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
     "previous": "DAVIS soapbox, libby and goat (240p, 17 frames)",
+    "pooled": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
 }
+TITLES = {"shipped": "checkpoints/taef2-lit-xs", "previous": "the inpainter shipped before the pool-trained one",
+          "pooled": "checkpoints/taef2-lit-xs fine-tuned with the pooled loss ratio (not shipped)"}
 GAIN, LOSS = "val/psnr_gain_over_hold", "train/loss"
 SMOOTH = 20  # logged training points averaged per plotted point
 
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     figure, (loss_axis, gain_axis) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     lines = [
-        f"# Training curve: {'checkpoints/taef2-lit-xs' if chain == 'shipped' else 'the inpainter shipped before the pool-trained one'} ({RECIPES[chain]})",
+        f"# Training curve: {TITLES[chain]} ({RECIPES[chain]})",
         "",
         f"Validation: PSNR gain of unguarded lit over hold on {VALIDATION[chain]}, usage 0.5,",
         "logged by Lightning during training. Each cycle starts from the previous cycle's export.",
@@ -107,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     gain_axis.axhline(1.5, color="grey", linestyle="--", linewidth=0.8)
     gain_axis.set_xlabel("optimiser steps, all cycles end to end (★ = export the next cycle starts from)")
     figure.tight_layout()
-    stem = "training_curve" if chain == "shipped" else "training_curve_previous"
+    stem = "training_curve" if chain == "shipped" else f"training_curve_{chain}"
     png, md = out / f"{stem}.png", out / f"{stem}.md"
     partial = png.with_suffix(".partial.png")
     figure.savefig(partial, dpi=110)
     partial.replace(png)
-    lines += ["", f"![curve]({png.name})", "", f"Command: `python eval/training_curve.py{'' if chain == 'shipped' else ' --chain previous'}`", ""]
+    lines += ["", f"![curve]({png.name})", "", f"Command: `python eval/training_curve.py{'' if chain == 'shipped' else ' --chain ' + chain}`", ""]
     partial_md = md.with_suffix(".partial.md")
     partial_md.write_text("\n".join(lines))
     partial_md.replace(md)

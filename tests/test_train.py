@@ -194,7 +194,7 @@ def test_causal_config_fine_tunes_with_stream_context(shards, tmp_path, monkeypa
     assert head > 0 and (state["head.weight"] - start["head.weight"]).abs().max() < 0.25 * head
 
 
-@pytest.mark.parametrize("chain", ["shipped", "previous"])
+@pytest.mark.parametrize("chain", ["shipped", "previous", "pooled"])
 def test_training_curve_covers_each_chain(tmp_path, chain):
     """eval/training_curve.py reads every committed log of the chain behind checkpoints/taef2-lit-xs (and the one before)."""
     import importlib.util
@@ -203,7 +203,7 @@ def test_training_curve_covers_each_chain(tmp_path, chain):
     curve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(curve)
     assert curve.main(["--out", str(tmp_path), "--chain", chain]) == 0
-    stem = "training_curve" if chain == "shipped" else "training_curve_previous"
+    stem = "training_curve" if chain == "shipped" else f"training_curve_{chain}"
     report = (tmp_path / f"{stem}.md").read_text()
     assert (tmp_path / f"{stem}.png").stat().st_size > 10_000
     stages = (ROOT / curve.RECIPES[chain]).read_text()
