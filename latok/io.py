@@ -339,7 +339,7 @@ def video_to_frames(video: torch.Tensor) -> np.ndarray:
 # -- writing ----------------------------------------------------------------------------
 
 
-def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: float = 24.0, crf: int = 12) -> Path:
+def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: float = 24.0, crf: int = 12, faststart: bool = False) -> Path:
     """Write a clip atomically: H.264 mp4 for ``.mp4/.mov/.mkv``, a PNG folder for a suffix-less path.
 
     Args:
@@ -347,11 +347,12 @@ def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: 
         video: float ``(1, 3, T, H, W)`` in ``[-1, 1]`` or uint8 ``(T, H, W, 3)``.
         fps: frame rate stored in the container.
         crf: x264 constant rate factor; lower is closer to lossless (0 is lossless).
+        faststart: mp4/mov: the index first (one more pass over the file), so that a browser plays it while loading.
 
     H.264 in yuv420p needs even sizes, so odd heights/widths are padded by one
     replicated row/column.  Nothing is left at ``path`` if writing fails.
     """
-    with VideoWriter(path, fps=fps, crf=crf) as writer:
+    with VideoWriter(path, fps=fps, crf=crf, faststart=faststart) as writer:
         writer.write(video)
     return Path(path)
 
@@ -363,11 +364,11 @@ class VideoWriter(AtomicWriter):
     An exception inside the block, or no frames at all, leaves nothing at ``path``.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float = 24.0, crf: int = 12):
+    def __init__(self, path: str | os.PathLike, fps: float = 24.0, crf: int = 12, faststart: bool = False):
         self.path = check_output_path(path)
         if fps <= 0:
             raise InvalidInputError(f"fps must be > 0, got {fps}")
-        self.fps, self.crf, self.frames = fps, crf, 0
+        self.fps, self.crf, self.frames, self.faststart = fps, crf, 0, faststart
         self._size: tuple[int, int] | None = None
         self._container = self._stream = None
         if self.path.suffix:
@@ -413,7 +414,7 @@ class VideoWriter(AtomicWriter):
                 if pad_h or pad_w:
                     logger.info("padding %dx%d to even size for yuv420p", width, height)
                 fmt = _container_format(self.path)
-                options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}  # the index first: browsers play while loading
+                options = {"movflags": "+faststart"} if self.faststart and fmt in ("mp4", "mov") else {}  # the index first: browsers play while loading
                 self._container = av.open(str(self._tmp), mode="w", format=fmt, options=options)
                 self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
                 self._stream.width, self._stream.height = width + pad_w, height + pad_h

@@ -62,6 +62,9 @@ def test_eval_report_opens_plays_syncs_and_sorts_in_chromium(browser, eval_folde
     assert seen["overflow_narrow"] <= 0  # at 420 px nothing sticks out sideways: wide tables scroll in their box
     videos = sorted((out / "videos").rglob("*.mp4"))
     assert len(videos) == 2 * (1 + 2 * 2 * 2)  # per clip: the original, and per rate and fill a reconstruction and an overlay
+    for video in videos:  # the index (moov) before the frames (mdat): a browser plays while loading
+        head = video.read_bytes()[:4096]
+        assert 0 <= head.find(b"moov") < max(head.find(b"mdat"), 0) or b"mdat" not in head, video
     pages = page.stat().st_size
     assert pages < 300_000, f"report.html is {pages} bytes"
 

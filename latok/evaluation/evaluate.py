@@ -162,7 +162,7 @@ def evaluate_clip(tokenizer, clip: EvalClip, settings: EvalSettings, done: dict 
     def write(relative: str, frames) -> None:
         if videos is not None:
             (videos / relative).parent.mkdir(parents=True, exist_ok=True)
-            write_video(videos / relative, frames, source.fps, crf=VIDEO_CRF)
+            write_video(videos / relative, frames, source.fps, crf=VIDEO_CRF, faststart=True)
 
     started = time.perf_counter()
     runs = dict(done["runs"]) if done else {}

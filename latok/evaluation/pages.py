@@ -246,8 +246,8 @@ def decode_beside_source(tokenizer, path: str | Path, source: str | Path, source
         raise InvalidInputError(f"--source {source}: {got[2]}x{got[1]}, {got[0]} frames when read as the file was encoded; "
                                 f"{path} holds {want[2]}x{want[1]}, {want[0]} frames: not its source")  # fmt: skip
     decoded = tokenizer.decode(adaptive, fill=fill)
-    write_video(source_out, clip.video, info.fps, crf=VIDEO_CRF)
-    write_video(decoded_out, decoded, info.fps, crf=VIDEO_CRF)
+    write_video(source_out, clip.video, info.fps, crf=VIDEO_CRF, faststart=True)
+    write_video(decoded_out, decoded, info.fps, crf=VIDEO_CRF, faststart=True)
     videos = {name: {"src": f"{folder}/{name}.mp4", "href": quote(f"{folder}/{name}.mp4"), "present": True} for name in ("source", "decoded")}
     return {"psnr": [psnr(decoded[:, :, i : i + 1], clip.video[:, :, i : i + 1]) for i in range(info.frames)],
             "source_name": Path(source).name, "fill": fill or "the codec's default", **videos}  # fmt: skip
