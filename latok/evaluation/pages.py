@@ -100,14 +100,16 @@ def _pyplot():
 # -- latok eval's report.html ----------------------------------------------------------------------
 
 
-def rd_figure(results: dict) -> str:
-    """The RD curves as SVG: token usage against PSNR, SSIM and LPIPS per fill, and PSNR against bpp."""
+def rd_figures(results: dict) -> list[str]:
+    """The RD curves as four small SVG plots (they wrap on a narrow screen): token usage against PSNR, SSIM and
+    LPIPS per fill, and PSNR against bpp."""
     plt = _pyplot()
     panels = [("token_usage", "psnr", "PSNR (dB) ↑"), ("token_usage", "ssim", "SSIM ↑"), ("token_usage", "lpips", "LPIPS-VGG ↓"),
               ("bpp", "psnr", "PSNR (dB) ↑")]  # fmt: skip
-    figure, axes = plt.subplots(1, 4, figsize=(14, 3.2))
     fills = list(dict.fromkeys(run["fill"] for run in results["runs"]))
-    for axis, (x, y, label) in zip(axes, panels):
+    svgs = []
+    for x, y, label in panels:
+        figure, axis = plt.subplots(figsize=(3.0, 2.6))
         for fill in fills:
             runs = [r for r in results["runs"] if r["fill"] == fill and r["summary"].get(x) is not None and r["summary"].get(y) is not None]
             runs.sort(key=lambda r: r["summary"][x])
@@ -117,11 +119,13 @@ def rd_figure(results: dict) -> str:
         axis.set_xlabel("token usage (%)" if x == "token_usage" else "bits per pixel")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-        if not axis.lines:
+        if axis.lines:
+            axis.legend(title="fill", fontsize=7)
+        else:
             axis.text(0.5, 0.5, "not measured", ha="center", va="center", transform=axis.transAxes)
-    axes[0].legend(title="fill", fontsize=8)
-    figure.tight_layout()
-    return svg_figure(figure)
+        figure.tight_layout()
+        svgs.append(svg_figure(figure))
+    return svgs
 
 
 def eval_page(results: dict, out: Path) -> str:
@@ -149,7 +153,7 @@ def eval_page(results: dict, out: Path) -> str:
         clips.append({"name": name, "original": video(video_files(name)["original"]), "runs": runs, "usage": usage})
     rows = [{"clip": clip["name"], "rate": run["rate"], "fill": run["fill"], **{m: clip.get(m) for m in ("token_usage", "psnr", "ssim", "lpips", "bpp")}}
             for run in results["runs"] for clip in run["clips"]]  # fmt: skip
-    return render("eval.html", results=results, rates=rates, fills=fills, clips=clips, rows=rows, rd_svg=rd_figure(results),
+    return render("eval.html", results=results, rates=rates, fills=fills, clips=clips, rows=rows, rd_svgs=rd_figures(results),
                   first_rate=rates[0] if rates else None, first_fill=fills[0] if fills else None)  # fmt: skip
 
 
