@@ -120,11 +120,13 @@ def test_view_refuses_bad_input_with_one_line_and_no_page(tmp_path, capsys):
         ["view", str(latok), "-o", str(tmp_path / "p.pdf")],
         ["view", str(latok), "-o", str(tmp_path / "p.html"), "--source", str(other)],  # not the file's source
         ["view", str(latok), "-o", str(tmp_path / "p.html"), "--source", str(tmp_path / "absent.mp4")],
+        ["view", str(latok), "-o", str(tmp_path / "p.html"), "--source", str(BLACKSWAN), "--weights", str(tmp_path / "none.pth")],  # missing weights
     ]
     for argv in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("latok: error: ") and "\n" not in err and "Traceback" not in err, (argv, err)
+        assert "cannot write" not in err, (argv, err)  # an input's fault is named as the input's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.latok", "damaged.latok"]  # no page, no p_files/
 
 

@@ -228,7 +228,7 @@ def invocation(command: str) -> str:
 
 def run_view(args: argparse.Namespace) -> int:
     from latok._fs import check_outputs, staged_outputs
-    from latok.evaluation.pages import decode_beside_source, file_page
+    from latok.evaluation.pages import decode_beside_source, file_page, write_beside_source
     from latok.io import check_output_path
 
     page = check_output_path(args.output, (".html", ".htm"))
@@ -237,13 +237,17 @@ def run_view(args: argparse.Namespace) -> int:
         folder = page.parent / f"{page.stem}_files"
         videos = {"source": folder / "source.mp4", "decoded": folder / "decoded.mp4"}
     check_outputs({"-o": page, **{f"-o ({name})": path for name, path in videos.items()}}, (args.input, args.source))
-    with staged_outputs(page, *videos.values()) as temps:  # the page and its videos appear together, or none
-        decoded = None
-        if args.source:
-            from latok.codec.format.reader import load_latok
+    decoded = None
+    if args.source:  # every read and the decode before any output is staged: their errors name the input
+        from latok.codec.format.reader import load_latok
+        from latok.io import check_input
 
-            tokenizer = _tokenizer(args, backend=load_latok(args.input).backend)
-            decoded = decode_beside_source(tokenizer, args.input, args.source, temps[1], temps[2], f"{page.stem}_files", args.fill)
+        check_input(args.source)
+        tokenizer = _tokenizer(args, backend=load_latok(args.input).backend)
+        decoded = decode_beside_source(tokenizer, args.input, args.source, args.fill)
+    with staged_outputs(page, *videos.values()) as temps:  # the page and its videos appear together, or none
+        if decoded is not None:
+            decoded = write_beside_source(decoded, dict(zip(videos, temps[1:])), f"{page.stem}_files")
         temps[0].write_text(file_page(args.input, decoded))
     print(f"wrote {page}" + (f" and {len(videos)} videos in {page.stem}_files/" if videos else ""))
     return 0

@@ -232,15 +232,13 @@ def file_page(path: str | Path, decoded: dict | None = None, name: str | None = 
                   latent_size=(h, w), motion_model=adaptive.motion_model, decoded=decoded, psnr=psnr)  # fmt: skip
 
 
-def decode_beside_source(tokenizer, path: str | Path, source: str | Path, source_out: Path, decoded_out: Path, folder: str,
-                         fill: str | None = None) -> dict:  # fmt: skip
-    """Decode the ``.latok`` file at ``path``, read ``source`` with the framing the file records and write both
-    videos (``source_out``, ``decoded_out``, to be found in ``folder`` beside the page); what :func:`file_page`
-    shows of them, PSNR per frame included."""
+def decode_beside_source(tokenizer, path: str | Path, source: str | Path, fill: str | None = None) -> dict:
+    """Decode the ``.latok`` file at ``path`` and read ``source`` with the framing the file records (refused when
+    it is not the file's source): both clips, their fps, PSNR per frame; :func:`write_beside_source` writes them."""
     from latok.codec.format.reader import load_latok
     from latok.errors import InvalidInputError
     from latok.evaluation.metrics import psnr
-    from latok.io import load_clip, write_video
+    from latok.io import load_clip
 
     adaptive = load_latok(path)
     info = adaptive.source
@@ -250,8 +248,17 @@ def decode_beside_source(tokenizer, path: str | Path, source: str | Path, source
         raise InvalidInputError(f"--source {source}: {got[2]}x{got[1]}, {got[0]} frames when read as the file was encoded; "
                                 f"{path} holds {want[2]}x{want[1]}, {want[0]} frames: not its source")  # fmt: skip
     decoded = tokenizer.decode(adaptive, fill=fill)
-    write_video(source_out, clip.video, info.fps, crf=VIDEO_CRF, faststart=True)
-    write_video(decoded_out, decoded, info.fps, crf=VIDEO_CRF, faststart=True)
-    videos = {name: {"src": f"{folder}/{name}.mp4", "href": quote(f"{folder}/{name}.mp4"), "present": True} for name in ("source", "decoded")}
     return {"psnr": [psnr(decoded[:, :, i : i + 1], clip.video[:, :, i : i + 1]) for i in range(info.frames)],
-            "source_name": Path(source).name, "fill": fill or "the codec's default", **videos}  # fmt: skip
+            "source_name": Path(source).name, "fill": fill or "the codec's default",
+            "clips": {"source": clip.video, "decoded": decoded}, "fps": info.fps}  # fmt: skip
+
+
+def write_beside_source(decoded: dict, outputs: dict[str, Path], folder: str) -> dict:
+    """Write :func:`decode_beside_source`'s clips to ``outputs`` (``{"source", "decoded"}`` paths, found in ``folder``
+    beside the page); what :func:`file_page` shows of them."""
+    from latok.io import write_video
+
+    for name, path in outputs.items():
+        write_video(path, decoded["clips"][name], decoded["fps"], crf=VIDEO_CRF, faststart=True)
+    videos = {name: {"src": f"{folder}/{name}.mp4", "href": quote(f"{folder}/{name}.mp4"), "present": True} for name in outputs}
+    return {key: value for key, value in decoded.items() if key not in ("clips", "fps")} | videos
