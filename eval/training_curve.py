@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
 from pathlib import Path
 
@@ -74,6 +75,25 @@ def smooth(points: list[tuple[int, float]], window: int) -> list[tuple[float, fl
     return [(sum(s for s, _ in c) / len(c), sum(v for _, v in c) / len(c)) for c in chunks]
 
 
+def loss_against_gain(runs: tuple[str, ...], window: int = 400) -> list[str]:
+    """Markdown: per run, the validation latent loss against hold by step (decoder metric, mean of per-clip ratios),
+    and per ``window`` training steps the logged loss and the pooled ratio (mean error over mean hold error)."""
+    lines = ["", "What the loss saw: validation latent loss / hold's by step; in training, per "
+             f"{window} steps, the logged loss and the pooled ratio mean(train/mse) / mean(train/hold_mse).", "",
+             "| cycle | val latent loss / hold's by step | train steps: logged loss, pooled ratio |", "|---|---|---|"]  # fmt: skip
+    for run in runs:
+        rows = read_log(run)
+        ratio = ", ".join(f"{s + 1}: {v:.2f}" for s, v in series(rows, "val/latent_loss_vs_hold"))
+        windows = {}
+        for row in rows:
+            if row.get(LOSS) and row.get("train/mse") and row.get("train/hold_mse"):
+                windows.setdefault(int(row["step"]) // window, []).append((float(row[LOSS]), float(row["train/mse"]), float(row["train/hold_mse"])))
+        cells = "; ".join(f"{w * window}–{(w + 1) * window}: {statistics.mean(v[0] for v in vs):.2f}, "
+                          f"{statistics.mean(v[1] for v in vs) / statistics.mean(v[2] for v in vs):.2f}" for w, vs in sorted(windows.items()))  # fmt: skip
+        lines.append(f"| {run} | {ratio or '–'} | {cells} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=LOGS)
@@ -106,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lines.append(f"| {run} | {last + 1} | (no validation logged) | last step |")
         offset += last + 1
+    lines += loss_against_gain(CHAINS[chain])
     loss_axis.set_ylabel("train loss (error / hold's)")
     loss_axis.legend(fontsize=7, ncol=2)
     gain_axis.set_ylabel("val PSNR gain over hold (dB)")
