@@ -185,10 +185,12 @@ def test_lit_and_its_guard_follow_motion(taef2, pan_clip):
     unguarded = tokenizer.inpainters.run(scatter(adaptive), adaptive.keep, adaptive.tau, adaptive.reference, motion=adaptive.motion)
     plain = tokenizer.inpainters.run(scatter(adaptive), adaptive.keep, adaptive.tau, adaptive.reference)
     assert not torch.allclose(unguarded, plain)  # the motion reaches the model's inputs
-    with pytest.raises(Exception, match="does not follow motion in streams"):
-        from latok.codec.restore.resolve import resolve_stream
+    from latok.codec.restore.resolve import resolve_stream
 
-        resolve_stream(0.15, "last-kept", "lit", tokenizer.inpainters, motion=True)
+    streamed = resolve_stream(0.15, "last-kept", "lit", tokenizer.inpainters)  # the causal model, in streams
+    causal = tokenizer.stream_inpainter
+    moving, still = streamed(scatter(adaptive), adaptive.keep, adaptive.motion), streamed(scatter(adaptive), adaptive.keep)
+    assert causal.config.causal and not torch.allclose(moving, still)  # the motion reaches the causal model's inputs too
 
 
 def test_eval_with_motion_is_its_own_run(tmp_path):

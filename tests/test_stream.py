@@ -174,13 +174,16 @@ def test_without_selection_cache_every_chunk_starts_fully_kept(tokenizer, sample
 
 
 @needs_weights
-def test_decode_stream_runs_the_causal_inpainter(taef2, sample, tmp_path):
+@pytest.mark.parametrize("motion", ["block", "none"])
+def test_decode_stream_runs_the_causal_inpainter(taef2, sample, tmp_path, motion):
     causal = InpaintingTransformer(InpainterConfig(latent_channels=32, width=32, depth=1, heads=2, causal=True))
-    tokenizer = LatentTokenizer(taef2, stream_inpainter=causal, motion="none")  # the causal model streams rules in place
+    tokenizer = LatentTokenizer(taef2, stream_inpainter=causal, motion=motion)
     tokenizer.encode_stream(sample.split(4, dim=2), tmp_path / "s.latok")
     lit = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit")), dim=2)
     hold = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="hold")), dim=2)
-    torch.testing.assert_close(lit, hold)  # an untrained model is exactly hold, context included
+    torch.testing.assert_close(lit, hold)  # an untrained model is exactly (motion-compensated) hold, context included
+    if motion == "block":
+        return
     # A trained-like (random) causal model changes the result, and never looks ahead: changing the
     # last chunk of the video leaves the earlier decoded chunks as they were.
     from test_inpainter import randomised
@@ -251,7 +254,7 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
 def test_shipped_causal_inpainter_streams_lit(tokenizer, sample, tmp_path):
     from latok.codec.tokenizer import LatentTokenizer
 
-    tokenizer = LatentTokenizer(tokenizer.vae, motion="none")  # the causal model streams rules in place, not motion yet
+    tokenizer = LatentTokenizer(tokenizer.vae)  # block motion, the default
     model = tokenizer.stream_inpainter
     assert model.config.causal and model.num_parameters < 25e6 / 4
     tokenizer.encode_stream(sample.split(5, dim=2), tmp_path / "s.latok", tau=0.3)

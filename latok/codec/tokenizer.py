@@ -221,7 +221,7 @@ class LatentTokenizer:
 
     def resolve_stream(self, header: dict, fill: str | Fill | None = None) -> restoration.NamedFill:
         """The fill :meth:`decode_stream` restores the stream of ``header`` with (the streaming rule)."""
-        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters, header["motion"] is not None)
+        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters)
 
     @staticmethod
     def save(adaptive: AdaptiveLatent, path: str | os.PathLike, chunk_frames: int = DEFAULT_CHUNK_FRAMES):

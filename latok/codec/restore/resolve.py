@@ -236,18 +236,16 @@ def restore(
     return vae.denormalise(latent)
 
 
-def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainters: Inpainters, motion: bool = False) -> NamedFill:
+def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainters: Inpainters) -> NamedFill:
     """The streaming rule: streams carry no lit guard for the causal model, so ``auto`` is ``hold``
-    and ``lit`` runs :attr:`Inpainters.stream_model` on every frame.  Fills of a stream with ``motion``
-    are called with each chunk's translations; the causal inpainter does not follow motion yet."""
+    and ``lit`` runs :attr:`Inpainters.stream_model` on every frame.  Fills of a stream with motion are
+    called with each chunk's motion; the causal inpainter's hold inputs follow it, as the offline model's do."""
     fill = fill or DEFAULT_FILL
     if isinstance(fill, NamedFill):
         return fill
     if fill == "auto":
         fill = "hold"
     if fill == "lit":
-        if motion:
-            raise InvalidInputError("fill lit does not follow motion in streams yet; stream motion-compensated tokens with hold, interp or zero")
         return inpainters.lit(tau, reference, model=inpainters.stream_model)
     if callable(fill):
         return NamedFill(getattr(fill, "__name__", type(fill).__name__), fill, follows_motion=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from latok.codec.rule.global_motion import REFINEMENT_STEPS, estimate_shift
+from latok.codec.rule.global_motion import REFINEMENT_STEPS, estimate_shift, first_minimum, integer_differences, refinement_candidates
 from latok.codec.rule.motion import BLOCK, DEFAULT_RADIUS, block_grid, register_motion, warp
 from latok.errors import InvalidInputError
 
@@ -30,52 +30,51 @@ class BlockMotion:
         before = previous
         for t in range(frames):
             if before is not None:
-                motion[:, t] = estimate_block_shift(latent[:, :, t], before, estimate_shift(latent[:, :, t], before))
+                current = latent[:, :, t].float()
+                differences = integer_differences(current, before.float())  # scored once, for the global and the block search
+                motion[:, t] = estimate_block_shift(current, before, estimate_shift(current, before.float(), differences=differences), differences=differences)
             before = latent[:, :, t]
         return motion
 
 
+def _block_mean(difference: torch.Tensor, channels: int) -> torch.Tensor:
+    """``(B, K, gh, gw)``: per block, the mean over its pixels of ``difference`` ``(B, K, h, w)`` (a sum over
+    ``channels``), divided by ``channels``; partial edge blocks average their pixels."""
+    height, width = difference.shape[-2:]
+    gh, gw = block_grid(height, width)
+    pad = (0, gw * BLOCK - width, 0, gh * BLOCK - height)
+    area = F.avg_pool2d(F.pad(difference.new_ones(1, 1, height, width), pad), BLOCK)
+    return F.avg_pool2d(F.pad(difference / channels, pad), BLOCK) / area
+
+
 def _block_error(current: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
     """``(B, gh, gw)`` mean |current - moved| over each block (partial edge blocks: their pixels)."""
-    difference = (current - moved).abs().sum(dim=1, keepdim=True) / current.shape[1]  # (B, 1, h, w)
-    height, width = current.shape[-2:]
-    gh, gw = block_grid(height, width)
-    padded = F.pad(difference, (0, gw * BLOCK - width, 0, gh * BLOCK - height))
-    ones = F.pad(torch.ones_like(difference), (0, gw * BLOCK - width, 0, gh * BLOCK - height))
-    return (F.avg_pool2d(padded, BLOCK) / F.avg_pool2d(ones, BLOCK)).squeeze(1)
+    return _block_mean((current - moved).abs().sum(dim=1, keepdim=True), current.shape[1]).squeeze(1)
 
 
-def estimate_block_shift(current: torch.Tensor, previous: torch.Tensor, global_shift: torch.Tensor, radius: int = DEFAULT_RADIUS) -> torch.Tensor:
+def estimate_block_shift(current: torch.Tensor, previous: torch.Tensor, global_shift: torch.Tensor, radius: int = DEFAULT_RADIUS,
+                         differences: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """``(B, 2, gh, gw)``: per block of ``current`` ``(B, C, h, w)``, the translation from ``previous`` that
     best explains it: every integer shift within ``radius`` (slices of the border-replicated frame, what
-    :func:`warp` gives for them), then half and quarter steps around the best.  A block keeps the frame's
-    ``global_shift`` ``(B, 2)`` unless its own vector lowers its mismatch by more than ``BLOCK_GAIN``."""
+    :func:`warp` gives for them, scored together: :func:`integer_differences`, passed in if the caller has
+    them), then half and quarter steps around the best, the eight of a step in one batched warp.  A block keeps
+    the frame's ``global_shift`` ``(B, 2)`` unless its own vector lowers its mismatch by more than ``BLOCK_GAIN``."""
     if current.shape != previous.shape or current.ndim != 4 or global_shift.shape != (current.shape[0], 2):
         raise InvalidInputError(f"estimate_block_shift needs two frames (B, C, h, w) of one shape and (B, 2) shifts, got {tuple(current.shape)}")
     current, previous = current.float(), previous.float()
-    batch, _, height, width = current.shape
+    batch, channels, height, width = current.shape
     gh, gw = block_grid(height, width)
     start = global_shift.float().view(batch, 2, 1, 1).expand(batch, 2, gh, gw).contiguous()
     start_error = _block_error(current, warp(previous, start))
-    best, best_error = start.clone(), start_error.clone()
-
-    def consider(candidate: torch.Tensor, error: torch.Tensor) -> None:
-        nonlocal best, best_error
-        better = error < best_error
-        best = torch.where(better.unsqueeze(1), candidate, best)
-        best_error = torch.minimum(error, best_error)
-
-    padded = F.pad(previous, (radius, radius, radius, radius), mode="replicate")
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            moved = padded[:, :, radius - dy : radius - dy + height, radius - dx : radius - dx + width]
-            consider(torch.tensor([dy, dx], dtype=torch.float32, device=current.device).view(1, 2, 1, 1).expand_as(best), _block_error(current, moved))
+    if differences is None:
+        differences = integer_differences(current, previous, radius)
+    shifts = torch.tensor([(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)], dtype=torch.float32, device=current.device)
+    integer = shifts.view(1, -1, 2, 1, 1).expand(1, -1, 2, gh, gw)  # raster order, as integer_differences scores them
+    best, best_error = first_minimum(start, start_error, integer, _block_mean(differences, channels))
     for step in REFINEMENT_STEPS:
-        centre = best.clone()
-        for dy in (-step, 0.0, step):
-            for dx in (-step, 0.0, step):
-                if dy or dx:
-                    candidate = centre + torch.tensor([dy, dx], dtype=torch.float32, device=current.device).view(1, 2, 1, 1)
-                    consider(candidate, _block_error(current, warp(previous, candidate)))
+        candidates = refinement_candidates(best, step)  # (B, 8, 2, gh, gw)
+        moved = warp(previous.repeat_interleave(8, dim=0), candidates.reshape(-1, 2, gh, gw))
+        errors = _block_error(current.repeat_interleave(8, dim=0), moved).view(batch, 8, gh, gw)
+        best, best_error = first_minimum(best, best_error, candidates, errors)
     pays = best_error < (1 - BLOCK_GAIN) * start_error
     return torch.where(pays.unsqueeze(1), best, start)
