@@ -11,7 +11,7 @@ on eval/splits/pool_val.txt with the motion-compensated rule; eval/train_shipped
 (the seven-stage chain before it, validated on DAVIS soapbox, libby, goat; eval/train_previous.sh).
 
 Usage:
-    python eval/training_curve.py [--chain shipped|previous|pooled] [--out eval/results/train]
+    python eval/training_curve.py [--chain shipped|previous|pooled|pixels] [--out eval/results/train]
 writes OUT/training_curve.{png,md} (``previous``: OUT/training_curve_previous.{png,md})
 """
 
@@ -34,6 +34,7 @@ LOGS = ROOT / "eval" / "results" / "train"
 CHAINS = {
     "shipped": ("taef2_lit-xs-pool",),
     "pooled": ("taef2_lit-xs-pool", "taef2_lit-xs-pool-pooled"),
+    "pixels": ("taef2_lit-xs-pool", "taef2_lit-xs-pool-pixels"),
     "previous": (
         "taef2_lit-xs",
         "taef2_lit-xs-continued",
@@ -45,14 +46,16 @@ CHAINS = {
     ),
 }
 RECIPES = {"shipped": "eval/train_shipped.sh", "previous": "eval/train_previous.sh",
-           "pooled": "eval/train_pooled.sh"}
+           "pooled": "eval/train_pooled.sh", "pixels": "eval/train_pixels.sh"}
 VALIDATION = {
     "shipped": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
     "previous": "DAVIS soapbox, libby and goat (240p, 17 frames)",
     "pooled": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
+    "pixels": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
 }
 TITLES = {"shipped": "checkpoints/taef2-lit-xs", "previous": "the inpainter shipped before the pool-trained one",
-          "pooled": "checkpoints/taef2-lit-xs fine-tuned with the pooled loss ratio (not shipped)"}
+          "pooled": "checkpoints/taef2-lit-xs fine-tuned with the pooled loss ratio (not shipped)",
+          "pixels": "checkpoints/taef2-lit-xs fine-tuned with the loss through the frozen decoder"}
 GAIN, LOSS = "val/psnr_gain_over_hold", "train/loss"
 SMOOTH = 20  # logged training points averaged per plotted point
 

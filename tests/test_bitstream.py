@@ -180,6 +180,25 @@ def test_malformed_lit_guard_is_refused(tmp_path, valid_bytes, guard):
     assert read_bytes(tmp_path, forge_header(valid_bytes, lit_frames="10110", lit_model="abc")).lit_frames == (True, False, True, True, False)
 
 
+def test_rule_metric_round_trips_and_old_files_read_as_the_plain_rule(tmp_path, valid_bytes):
+    from dataclasses import replace
+
+    from latok.vae.taesd import TAEF2
+
+    plain = make_adaptive()
+    weighted = replace(plain, rule_metric="decoder")
+    assert weighted.rule_weights is not None and len(weighted.rule_weights) == 32 and plain.rule_weights is None
+    assert load_latok(save_latok(weighted, tmp_path / "w.latok")).rule_metric == "decoder"
+    assert b"rule_metric" not in save_latok(plain, tmp_path / "p.latok").read_bytes()  # absent: the plain rule's bytes as before
+    assert load_latok(tmp_path / "p.latok").rule_metric == "latent"
+    assert weighted.rule_weights[TAEF2.value_sensitivity.index(max(TAEF2.value_sensitivity))] == max(weighted.rule_weights)
+    for bad in ("latent", "pixels", 1):  # "latent" is written as absence, so a file that says it is malformed too
+        with pytest.raises(LatokFormatError, match="rule_metric"):
+            read_bytes(tmp_path, forge_header(valid_bytes, rule_metric=bad))
+    with pytest.raises(InvalidInputError, match="rule metric"):
+        replace(plain, rule_metric="pixels")
+
+
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(LatokFormatError, match="no such file"):
         load_latok(tmp_path / "none.latok")

@@ -10,6 +10,7 @@ import torch
 from conftest import DATA, needs_data, needs_weights
 
 from latok.cli import main
+from latok.codec.format.reader import load_latok
 from latok.codec.restore.guard import LIT_GUARD_MARGIN
 from latok.codec.restore.resolve import default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
@@ -98,6 +99,12 @@ def test_cli_encode_info_decode(tmp_path, capsys):
     assert info["frames"] == 5 and info["height"] == 64 and info["bytes"] == tokens.stat().st_size
     assert info["token_usage"] == pytest.approx(0.5, abs=0.05)
     assert info["lit_guard"]["of"] == 5 and 1 <= info["lit_guard"]["lit_frames"] <= 5  # frame 0 drops nothing: lit there
+    assert info["rule_metric"] == "decoder"  # the default: change measured as the decoder shows it
+    plain = tmp_path / "plain.latok"
+    assert main(["encode", str(source), "-o", str(plain), "--frames", "5", "--height", "64", "--target-usage", "0.5", "--rule-metric", "latent"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(plain)]) == 0 and json.loads(capsys.readouterr().out)["rule_metric"] == "latent"
+    assert not torch.equal(load_latok(plain).keep, load_latok(tokens).keep)  # the two rules drop different positions
     out = tmp_path / "v.mp4"
     assert main(["decode", str(tokens), "-o", str(out), "--fill", "interp"]) == 0
     assert read_video(out).shape == (1, 3, 5, 64, 80)

@@ -9,7 +9,7 @@ import torch
 
 from latok.codec.restore.fills import hold_fill
 from latok.codec.restore.inpainter import InpainterConfig, InpaintingTransformer, preset, project_l1_ball
-from latok.codec.rule.masking import redundancy_mask
+from latok.codec.rule.masking import in_rule_metric, redundancy_mask
 from latok.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError
 
 TINY = InpainterConfig(latent_channels=8, width=32, depth=1, heads=2)
@@ -210,6 +210,26 @@ def test_dropped_predictions_stay_where_the_rule_says_the_truth_is(reference, mo
     assert ((bounded - hold).abs().mean(dim=1)[dropped] <= radius[dropped] + 1e-5).all()
     assert ((free - hold).abs().mean(dim=1)[dropped] > radius[dropped]).any()  # without tau it strays
     assert (bounded - latent).square().sum() <= (free - latent).square().sum()
+
+
+def test_predictions_stay_in_the_weighted_ball_of_the_decoder_metric_rule():
+    """With the rule in the decoder's metric, a dropped value moved less than tau in mean_c w_c |dz_c|: the
+    inpainter's corrections stay in that ball (not the plain one, which the truth may leave)."""
+    latent = walk(5)
+    tau = 0.6
+    weights = tuple(0.05 if c % 2 else 1.95 for c in range(latent.shape[1]))  # mean 1: half the channels barely count
+    scale = torch.tensor(weights).view(1, -1, 1, 1, 1)
+    keep = redundancy_mask(in_rule_metric(latent, weights), tau).keep
+    sparse = latent * keep.unsqueeze(1)
+    model = randomised(InpaintingTransformer(TINY))
+    model.head.weight.data *= 10
+    hold = hold_fill(sparse, keep)
+    bounded = model(sparse, keep, tau, weights=weights)
+    dropped = ~keep
+    assert (((latent - hold).abs() * scale).mean(dim=1)[dropped] < tau + 1e-6).all()  # the truth is in the weighted ball
+    assert (((bounded - hold).abs() * scale).mean(dim=1)[dropped] <= tau + 1e-5).all()
+    assert ((latent - hold).abs().mean(dim=1)[dropped] > tau).any()  # ... and not always in the plain one
+    assert not torch.allclose(bounded, model(sparse, keep, tau))  # the plain ball would bound it otherwise
 
 
 def test_tau_must_be_one_per_clip_and_non_negative():

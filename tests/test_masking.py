@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from latok.codec.restore.fills import hold_fill, interp_fill, zero_fill
 from latok.codec.tokens import staleness
 from latok.codec.restore.resolve import get_fill
-from latok.codec.rule.masking import redundancy_mask, resolve_tau, tau_for_usage
+from latok.codec.rule.masking import in_rule_metric, redundancy_mask, resolve_tau, tau_for_usage
+from latok.codec.tokens import rule_weights
 from latok.errors import InvalidInputError
 
 
@@ -36,6 +37,24 @@ def test_channel_mean_not_max():
     latent[0, 0, 1] = 0.5  # one channel moves by 0.5: mean |delta| = 0.125
     assert not redundancy_mask(latent, 0.2).keep[0, 1].item()
     assert redundancy_mask(latent, 0.1).keep[0, 1].item()
+
+
+def test_rule_in_the_decoder_metric_weighs_channels_by_how_much_the_decoder_shows_them():
+    from latok.vae.taesd import TAEF2
+
+    weights = rule_weights("decoder", TAEF2.value_sensitivity)
+    assert len(weights) == 32 and sum(weights) / 32 == pytest.approx(1.0)
+    assert rule_weights("latent", TAEF2.value_sensitivity) is None and rule_weights("decoder", None) is None
+    with pytest.raises(InvalidInputError, match="rule metric"):
+        rule_weights("pixels", TAEF2.value_sensitivity)
+    quiet, loud = weights.index(min(weights)), weights.index(max(weights))
+    for channel, kept in ((quiet, False), (loud, True)):  # the same change, in a channel the decoder barely shows or shows most
+        latent = torch.zeros(1, 32, 2, 1, 1)
+        latent[0, channel, 1] = 0.2 * 32  # mean |delta| over channels = 0.2
+        assert redundancy_mask(latent, 0.2 * 0.999).keep[0, 1].item()  # the plain rule keeps both
+        assert redundancy_mask(in_rule_metric(latent, weights), 0.2).keep[0, 1].item() is kept
+    with pytest.raises(InvalidInputError, match="one per channel"):
+        in_rule_metric(torch.zeros(1, 4, 2, 1, 1), weights)
 
 
 @given(seed=st.integers(0, 10_000), reference=st.sampled_from(["last-kept", "previous"]))

@@ -85,7 +85,7 @@ def test_decoder_loss_estimates_the_metric_and_trains_with_it(shards, tmp_path, 
     fresh.load_state_dict(checkpoint["state_dict"])
     assert torch.equal(fresh.model.decoder_metric, model.decoder_metric)
     with pytest.raises(ValueError, match="loss must be"):
-        type(cli.model)(loss="pixels")
+        type(cli.model)(loss="pixel")
 
 
 @needs_weights
@@ -211,6 +211,30 @@ def test_training_curve_covers_each_chain(tmp_path, chain):
         config = next(p for p in (ROOT / "configs" / f"{run}.yaml", ROOT / "configs" / "history" / f"{run}.yaml") if p.is_file())
         assert str(config.relative_to(ROOT)) in stages  # the recipe replays every logged stage
         assert f"| {run} | " in report
+
+
+@needs_weights
+def test_pixel_loss_runs_through_the_frozen_decoder():
+    """loss="pixels": drawn frames of each crop are decoded with the gradient; an untrained model (exactly hold)
+    scores 1, a moved one does not, and only the inpainter gets gradients, not the frozen decoder."""
+    from latok.training.module import InpainterModule
+
+    module = InpainterModule(loss="pixels", pixel_frames=2)
+    generator = torch.Generator().manual_seed(0)
+    latent = (torch.randn(2, 32, 4, 4, 4, generator=generator) * 0.4).cumsum(dim=2)
+    keep = torch.ones(2, 4, 4, 4, dtype=torch.bool)
+    keep[:, 1:, 1:3, :3] = False
+    torch.manual_seed(0)
+    _, _, ratio = module._losses(latent, keep, None)
+    assert float(ratio.detach()) == pytest.approx(1.0, abs=1e-6)
+    with torch.no_grad():
+        for parameter in module.model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    _, _, ratio = module._losses(latent, keep, None)
+    ratio.backward()
+    assert float(ratio.detach()) != pytest.approx(1.0, abs=1e-3)
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.model.parameters())
+    assert all(p.grad is None for p in module.vae.decoder.parameters())
 
 
 @pytest.mark.parametrize("loss_ratio", ["pooled", "per-clip"])

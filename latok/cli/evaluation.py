@@ -13,6 +13,7 @@ from latok.cli.options import (
     _add_backend_options,
     _add_dataset_options,
     _add_fill_option,
+    _add_rule_metric_option,
     _add_value_step_option,
     _dataset_clips,
     _tokenizer,
@@ -56,6 +57,7 @@ def add_commands(commands) -> None:
         default="block",
         help="(%(choices)s) the rule and the fills follow the frames' motion, as `latok encode --motion` (default: %(default)s)",
     )
+    _add_rule_metric_option(evaluate)
     evaluate.add_argument(
         "--pixel-guard",
         action="store_true",
@@ -122,11 +124,12 @@ def run_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(
         backend=args.backend, rates=rates, fills=fills, lpips=args.lpips,
         inpainter=inpainter, backend_options=tuple(sorted(vae_options.items())), pixel_guard=args.pixel_guard, motion=args.motion,
-        value_step=value_step,
+        value_step=value_step, rule_metric=args.rule_metric,
     )  # fmt: skip
     results = evaluate(
         clips, args.out, settings,
-        tokenizer_options={"inpainter": inpainter, "pixel_guard": args.pixel_guard, "motion": args.motion, "value_step": value_step, **vae_options},
+        tokenizer_options={"inpainter": inpainter, "pixel_guard": args.pixel_guard, "motion": args.motion, "value_step": value_step,
+                           "rule_metric": args.rule_metric, **vae_options},
         description=f"{args.dataset}: {len(clips)} clips from {args.root}", videos=args.videos, command=invocation("eval"),
     )  # fmt: skip
     from latok.evaluation.evaluate import markdown

@@ -77,6 +77,16 @@ def _add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) 
     )  # fmt: skip
 
 
+def _add_rule_metric_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rule-metric",
+        choices=("decoder", "latent"),
+        default="decoder",
+        help="how the rule measures change: each latent channel weighted by how much the decoder shows it (decoder), "
+        "or every channel alike (latent, the plain rule) (default: %(default)s)",
+    )
+
+
 def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     rate = parser.add_mutually_exclusive_group()
     rate.add_argument("--tau", type=float, help="masking threshold, one for the whole clip (--stream's default: the backend's calibrated tau)")
@@ -109,6 +119,7 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
         "one translation per latent frame (global), or also one per 4x4 latent block where that fits better (block); "
         "stored in the file, and every fill follows it (default: %(default)s)",
     )
+    _add_rule_metric_option(parser)
     _add_value_step_option(parser)
     parser.add_argument(
         "--dtype",
@@ -208,6 +219,7 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
             "lit_guard": args.lit_guard,
             "pixel_guard": args.pixel_guard,
             "motion": args.motion,
+            "rule_metric": args.rule_metric,
             "value_step": args.value_step,
         }
     tokenizer = LatentTokenizer(

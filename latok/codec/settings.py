@@ -14,7 +14,7 @@ from latok.codec.quantise import channel_steps
 from latok.codec.restore.guard import LIT_GUARD_MARGIN
 from latok.codec.rule.masking import MAX_TAU, Reference, check_rule
 from latok.codec.rule.motion import motion_names
-from latok.codec.tokens import check_target_quality, dtype_name
+from latok.codec.tokens import RULE_METRICS, RuleMetric, check_target_quality, dtype_name
 from latok.errors import InvalidInputError
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class CodecSettings:
         target_quality: instead of tau, lose about this many dB of PSNR against the full-rate decode
             (tau picked per clip: :mod:`latok.codec.restore.quality`).
         reference: ``"last-kept"`` (default) or ``"previous"``.
+        rule_metric: ``"decoder"`` (default) measures change per channel weighted by the decoder's sensitivity
+            (:func:`latok.codec.tokens.rule_weights`); ``"latent"``, every channel alike (the plain rule).
         keyframe_interval: force every K-th latent frame to be kept; ``None`` for off.
         motion: ``"none"`` compares positions in place; a registered motion model
             (:func:`latok.codec.rule.motion.motion_names`: ``"global"``, ``"block"``, the default) warps
@@ -44,6 +46,7 @@ class CodecSettings:
     target_usage: float | None = None
     target_quality: float | None = None
     reference: Reference = "last-kept"
+    rule_metric: RuleMetric = "decoder"
     keyframe_interval: int | None = None
     motion: str = "block"
     value_step: float | None = None
@@ -57,6 +60,8 @@ class CodecSettings:
         check_rule(self.tau, self.target_usage, self.reference, self.keyframe_interval)
         if self.tau is not None and self.tau > MAX_TAU:
             raise InvalidInputError(f"tau must be at most {MAX_TAU:g} (a .latok header holds no larger), got {self.tau}")
+        if self.rule_metric not in RULE_METRICS:
+            raise InvalidInputError(f"rule metric must be one of {', '.join(RULE_METRICS)}, got {self.rule_metric!r}")
         if self.motion not in motion_names():
             raise InvalidInputError(f"motion must be one of {', '.join(motion_names())}, got {self.motion!r}")
         if self.value_step is not None:

@@ -17,7 +17,7 @@ import torch
 from latok.codec.format.reader import LatokReader
 from latok.codec.format.writer import LatokWriter, header_of
 from latok.codec.restore.fills import Fill
-from latok.codec.rule.masking import redundancy_mask
+from latok.codec.rule.masking import in_rule_metric, redundancy_mask
 from latok.codec.rule.motion import estimate_motion
 from latok.codec.tokens import SourceInfo
 from latok.errors import InvalidInputError
@@ -28,6 +28,7 @@ class LatentTokenizer(Protocol):
 
     vae: object
     settings: object
+    rule_weights: tuple[float, ...] | None
 
     def resolve_tau(self, latent=None, tau=None, target_usage=None, motion=None) -> float: ...
     def tokens(self, latent, keep, tau, source, target_usage, motion=None): ...
@@ -83,7 +84,8 @@ def encode_stream(
             latent = tokenizer.vae.encode(video)
             motion = estimate_motion(latent, settings.motion, before if carry_selection else None)  # None without a model
             before = latent[:, :, -1]  # the frame before the next chunk is all the estimate carries across
-            mask = redundancy_mask(latent, tau, settings.reference, settings.keyframe_interval, state if carry_selection else None, motion=motion)
+            measured = in_rule_metric(latent.float(), tokenizer.rule_weights)  # what the rule compares
+            mask = redundancy_mask(measured, tau, settings.reference, settings.keyframe_interval, state if carry_selection else None, motion=motion)
             state = mask.state
             adaptive = tokenizer.tokens(latent, mask.keep, tau, replace(first, frames=None), None, motion)
             if writer is None:

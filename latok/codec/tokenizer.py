@@ -28,11 +28,11 @@ from latok.codec.restore import resolve as restoration
 from latok.codec.restore.fills import Fill
 from latok.codec.restore.guard import check_per_frame, decide_lit_guard
 from latok.codec.restore.quality import QualityCalibration, tau_for_quality
-from latok.codec.rule.masking import redundancy_mask, resolve_tau
+from latok.codec.rule.masking import in_rule_metric, redundancy_mask, resolve_tau
 from latok.codec.rule.motion import estimate_motion
 from latok.codec.settings import CodecSettings, check_rate
 from latok.codec.streams import STREAM_CONTEXT_FRAMES, StreamSummary, source_info
-from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash
+from latok.codec.tokens import AdaptiveLatent, SourceInfo, backend_config_hash, rule_weights
 from latok.errors import InvalidInputError
 from latok.io import Clip
 from latok.vae import VideoAutoencoder, load_vae
@@ -75,6 +75,11 @@ class LatentTokenizer:
         return self.vae.default_taus.get(self.settings.motion, self.vae.default_tau)
 
     @property
+    def rule_weights(self) -> tuple[float, ...] | None:
+        """The rule's channel weights under the settings' ``rule_metric`` (``None``: the plain rule)."""
+        return rule_weights(self.settings.rule_metric, self.vae.value_sensitivity)
+
+    @property
     def default_target_quality(self) -> float | None:
         """The backend's default PSNR loss budget (dB), where it has a quality calibration (else ``None``)."""
         return self.vae.default_target_quality if self.vae.quality_calibration is not None else None
@@ -93,7 +98,8 @@ class LatentTokenizer:
     def resolve_tau(self, latent: torch.Tensor | None = None, tau: float | None = None, target_usage: float | None = None,
                     motion: torch.Tensor | None = None, target_quality: float | None = None) -> float:  # fmt: skip
         """The one place tau is settled, from :meth:`rate`: a fixed tau, or one picked for ``latent`` (and its
-        ``motion``) by a target usage or quality, or the backend's calibrated default."""
+        ``motion``) by a target usage or quality, or the backend's calibrated default.  ``latent`` is the
+        clip's own; the rule measures it in its metric (:attr:`rule_weights`)."""
         s = self.settings
         tau, target_usage, target_quality = self.rate(tau, target_usage, target_quality)
         if target_quality is not None:
@@ -102,8 +108,10 @@ class LatentTokenizer:
             if self.vae.quality_calibration is None:
                 raise InvalidInputError(f"backend {self.vae.name} has no quality calibration; pass tau or target usage")
             calibration = QualityCalibration(*self.vae.quality_calibration)
-            return tau_for_quality(latent, target_quality, calibration, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion)
-        return resolve_tau(latent, tau, target_usage, self.default_tau, self.vae.name, s.reference, s.keyframe_interval, motion)
+            return tau_for_quality(latent, target_quality, calibration, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion,
+                                   self.rule_weights)  # fmt: skip
+        measured = None if latent is None else in_rule_metric(latent.float(), self.rule_weights)
+        return resolve_tau(measured, tau, target_usage, self.default_tau, self.vae.name, s.reference, s.keyframe_interval, motion)
 
     # -- encode ---------------------------------------------------------------------------
 
@@ -123,7 +131,7 @@ class LatentTokenizer:
         tau, target_usage, target_quality = self.rate(tau, target_usage, target_quality)
         motion = estimate_motion(latent, s.motion)  # None without a motion model
         tau = self.resolve_tau(latent, tau, target_usage, motion, target_quality)
-        keep = redundancy_mask(latent, tau, s.reference, s.keyframe_interval, motion=motion).keep
+        keep = redundancy_mask(in_rule_metric(latent.float(), self.rule_weights), tau, s.reference, s.keyframe_interval, motion=motion).keep
         adaptive = self.tokens(latent, keep, tau, source, target_usage, motion, target_quality)
         return self.guard_lit(adaptive, latent, video) if (s.lit_guard if lit_guard is None else lit_guard) else adaptive
 
@@ -147,6 +155,7 @@ class LatentTokenizer:
             reference=s.reference, keyframe_interval=s.keyframe_interval,
             motion=None if motion is None else motion.float().cpu(), motion_model=None if motion is None else s.motion,
             precision=self.vae.precision, target_quality=target_quality,
+            rule_metric="latent" if self.rule_weights is None else s.rule_metric,
         )  # fmt: skip
 
     def from_pipeline_latents(self, name: str, latents: torch.Tensor, fps: float = 24.0, scheduler=None,
@@ -221,7 +230,8 @@ class LatentTokenizer:
 
     def resolve_stream(self, header: dict, fill: str | Fill | None = None) -> restoration.NamedFill:
         """The fill :meth:`decode_stream` restores the stream of ``header`` with (the streaming rule)."""
-        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters)
+        weights = rule_weights(header["rule_metric"] or "latent", self.vae.value_sensitivity)
+        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters, weights)
 
     @staticmethod
     def save(adaptive: AdaptiveLatent, path: str | os.PathLike, chunk_frames: int = DEFAULT_CHUNK_FRAMES):

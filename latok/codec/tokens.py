@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -53,6 +55,21 @@ class SourceInfo:
     crop: tuple[int, int, int, int] | None = None
 
 
+RuleMetric = Literal["decoder", "latent"]
+RULE_METRICS = ("decoder", "latent")
+
+
+def rule_weights(metric: RuleMetric, sensitivity: Sequence[float] | None) -> tuple[float, ...] | None:
+    """The rule's per-channel weights: ``"decoder"``, the decoder ``sensitivity`` (one per channel) over its mean;
+    ``"latent"``, or a backend with no measured sensitivity, ``None`` (every channel counts the same)."""
+    if metric not in RULE_METRICS:
+        raise InvalidInputError(f"rule metric must be one of {', '.join(RULE_METRICS)}, got {metric!r}")
+    if metric == "latent" or sensitivity is None:
+        return None
+    mean = sum(sensitivity) / len(sensitivity)
+    return tuple(s / mean for s in sensitivity)
+
+
 @dataclass(frozen=True)
 class AdaptiveLatent:
     """An adaptively tokenized clip.
@@ -84,6 +101,9 @@ class AdaptiveLatent:
             ``None``: not recorded (files from before latok recorded it).
         target_quality: the PSNR loss budget (dB against the full-rate decode) tau was picked for
             (:mod:`latok.codec.restore.quality`); ``None``: not a quality target.
+        rule_metric: how the rule measured change: ``"decoder"``, ``mean_c w_c |dz_c|`` with the backend's
+            :attr:`rule_weights`, or ``"latent"``, every channel alike (files from before latok weighted it).
+            Dropped positions moved less than ``tau`` in it, which bounds the inpainter's corrections.
     """
 
     values: torch.Tensor
@@ -103,6 +123,7 @@ class AdaptiveLatent:
     motion_model: str | None = None
     precision: str | None = None
     target_quality: float | None = None
+    rule_metric: RuleMetric = "latent"
 
     def __post_init__(self):
         batch, channels, frames, height, width = self.shape
@@ -120,6 +141,8 @@ class AdaptiveLatent:
             raise InvalidInputError(f"motion must be float32 ({batch}, {frames}, 2, ...), got {self.motion.dtype} {tuple(self.motion.shape)}")
         if self.value_step is not None and (len(self.value_step) != channels or self.values.dtype != torch.float32):
             raise InvalidInputError(f"quantised values need {channels} steps and float32 values, got {len(self.value_step)} and {self.values.dtype}")
+        if self.rule_metric not in RULE_METRICS:
+            raise InvalidInputError(f"rule metric must be one of {', '.join(RULE_METRICS)}, got {self.rule_metric!r}")
 
     @classmethod
     def from_dense(
@@ -135,6 +158,13 @@ class AdaptiveLatent:
             values = dequantise(quantise(values.cpu(), value_step), value_step)
             meta["value_step"] = tuple(value_step)
         return cls(values=values.cpu().contiguous(), keep=keep.cpu(), shape=tuple(latent.shape), **meta)
+
+    @property
+    def rule_weights(self) -> tuple[float, ...] | None:
+        """The rule's channel weights under :attr:`rule_metric` (the backend's decoder sensitivities over their mean)."""
+        from latok.vae import vae_class
+
+        return rule_weights(self.rule_metric, vae_class(self.backend).value_sensitivity)
 
     @property
     def num_tokens(self) -> int:

@@ -71,6 +71,7 @@ class EvalSettings:
     pixel_guard: bool = False  # lit runs: the lit guard decided on decoded pixels (LatentTokenizer(pixel_guard=True))
     motion: str = CodecSettings.motion  # the codec's default motion model; "none" compares in place
     value_step: float = 0.0  # kept values quantised with this step (LatentTokenizer(value_step=)); 0: exact fp16
+    rule_metric: str = CodecSettings.rule_metric  # how the rule measures change (LatentTokenizer(rule_metric=))
 
     def fingerprint(self) -> str:
         """Identity of what every run depends on (the inpainter is checked per lit run)."""
@@ -79,6 +80,8 @@ class EvalSettings:
             identity["motion"] = self.motion
         if self.value_step:  # likewise results of exact fp16 files
             identity["value_step"] = self.value_step
+        if self.rule_metric != "latent":  # likewise results of the plain rule
+            identity["rule_metric"] = self.rule_metric
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     @functools.cached_property

@@ -45,6 +45,7 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
         "target_usage": header["target_usage"],
         "target_quality": header["target_quality"],
         "reference": header["reference"],
+        "rule_metric": header["rule_metric"] or "latent",
         "motion": header["motion"] or "none",
         "precision": header["precision"] or "not recorded",
         "keyframe_interval": header["keyframe_interval"],

@@ -31,6 +31,9 @@ class InpainterModule(L.LightningModule):
     ``metric_frames`` frames of ``metric_dir`` (default: the data module's training shards) and
     saved with the model, so the loss follows decoded pixel error rather than treating all
     latent channels alike (taef2's differ 37x in how much they move its decoded pixels).
+    With ``loss="pixels"`` the error is the decoded one itself: ``pixel_frames`` latent frames of each crop
+    (drawn in proportion to their dropped positions) go through the frozen decoder of ``val_backend``, with
+    the gradient, and the loss is the squared pixel error against the true latent's decode, over hold's.
 
     Validation decodes whole held-out clips at ``val_target_usage`` and logs
     PSNR of lit, hold and interp against the original frames, and lit's gain over hold;
@@ -50,7 +53,8 @@ class InpainterModule(L.LightningModule):
         val_motion: validate on motion-compensated masks and fills.
         init_from: start from this inpainter checkpoint's weights (e.g. fine-tune a causal model
             from the bidirectional one; the architectures must match apart from ``causal``).
-        loss: ``"latent"`` (plain squared error) or ``"decoder"`` (decoder metric).
+        loss: ``"latent"`` (plain squared error), ``"decoder"`` (decoder metric) or ``"pixels"`` (through the decoder).
+        pixel_frames: with ``loss="pixels"``, latent frames of each crop decoded per step.
         loss_ratio: ``"pooled"`` (the batch's error over hold's) or ``"per-clip"`` (the mean of each crop's ratio).
         metric_dir, metric_frames: latents the decoder metric is estimated on, and how many frames.
     """
@@ -69,14 +73,15 @@ class InpainterModule(L.LightningModule):
         val_target_usage: float = 0.5,
         val_motion: bool = False,
         init_from: str | None = None,
-        loss: Literal["latent", "decoder"] = "latent",
+        loss: Literal["latent", "decoder", "pixels"] = "latent",
         metric_dir: str | None = None,
         metric_frames: int = 8,
         loss_ratio: Literal["pooled", "per-clip"] = "pooled",
+        pixel_frames: int = 2,
     ):
         super().__init__()
-        if loss not in ("latent", "decoder"):
-            raise ValueError(f"loss must be 'latent' or 'decoder', got {loss!r}")
+        if loss not in ("latent", "decoder", "pixels"):
+            raise ValueError(f"loss must be 'latent', 'decoder' or 'pixels', got {loss!r}")
         if loss_ratio not in ("pooled", "per-clip"):
             raise ValueError(f"loss_ratio must be 'pooled' or 'per-clip', got {loss_ratio!r}")
         self.save_hyperparameters()
@@ -136,8 +141,12 @@ class InpainterModule(L.LightningModule):
         prediction = self.model(sparse, keep, tau, motion=motion)
         with torch.no_grad():
             hold = hold_fill(sparse, keep, motion)
-            hold_per_clip = self.model.error(hold, latent, keep).sum(dim=1)
-        per_clip = self.model.error(prediction, latent, keep).sum(dim=1)
+        if self.hparams.get("loss") == "pixels" and self.training:
+            per_clip, hold_per_clip = self._pixel_errors(prediction, hold, latent, keep)
+        else:
+            with torch.no_grad():
+                hold_per_clip = self.model.error(hold, latent, keep).sum(dim=1)
+            per_clip = self.model.error(prediction, latent, keep).sum(dim=1)
         count = (~keep).sum() * latent.shape[1]
         has_dropped = hold_per_clip > 0
         if not has_dropped.any():
@@ -147,6 +156,23 @@ class InpainterModule(L.LightningModule):
         else:
             ratio = (per_clip / hold_per_clip.clamp(min=1e-12))[has_dropped].mean()
         return per_clip.sum() / count.clamp(min=1), hold_per_clip.sum() / count.clamp(min=1), ratio
+
+    def _pixel_errors(self, prediction: torch.Tensor, hold: torch.Tensor, latent: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per crop, the summed squared decoded-pixel error of ``prediction`` and of ``hold`` against ``latent``'s
+        decode, on ``pixel_frames`` latent frames drawn in proportion to their dropped positions."""
+        dropped = (~keep).flatten(2).sum(dim=2).float()  # (B, t)
+        draws = min(self.hparams.pixel_frames, keep.shape[1])
+        frames = torch.multinomial(dropped + 1e-6, draws)  # (B, K)
+        index = frames.view(*frames.shape, 1, 1).unsqueeze(1).expand(-1, latent.shape[1], -1, *latent.shape[-2:])
+
+        def decoded(x: torch.Tensor) -> torch.Tensor:  # (B, C, K, h, w) -> (B, 3, K, H, W), the crops as one clip
+            pixels = self.vae.decode_with_grad(x.gather(2, index).transpose(0, 1).flatten(1, 2).unsqueeze(0).to(self.vae.dtype))
+            return pixels[0].unflatten(1, (x.shape[0], draws)).transpose(0, 1)
+
+        with torch.no_grad():
+            truth = decoded(latent)
+            hold_per_clip = (decoded(hold) - truth).square().flatten(1).sum(dim=1)
+        return (decoded(prediction) - truth).square().flatten(1).sum(dim=1), hold_per_clip
 
     # -- validation: decoded pixels on whole held-out clips --------------------------------------
 

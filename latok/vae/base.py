@@ -185,6 +185,12 @@ class VideoAutoencoder(abc.ABC):
             out = out[:, :, : size[0], : size[1], : size[2]]
         return out.clamp_(-1.0, 1.0)
 
+    def decode_with_grad(self, latent: torch.Tensor) -> torch.Tensor:
+        """The decoder on a normalised ``(1, C, t, h, w)`` latent keeping the autograd graph (a training loss through
+        the frozen decoder): no padding, chunking or clamping; the latent must be on the model's device and dtype."""
+        self._check_latent(latent)
+        return self._decode(latent)
+
     @torch.inference_mode()
     def decoder_metric(self, latent: torch.Tensor, step: float = 0.05, seed: int = 0) -> torch.Tensor:
         """The decoder's average pixel metric on latent errors, a ``(C, C)`` matrix G.

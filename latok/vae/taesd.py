@@ -148,8 +148,8 @@ class TAEF2(VideoAutoencoder):
     latent_channels = 32
     temporal_ratio = 1
     spatial_ratio = 8
-    default_tau = 0.15  # no motion: hold on DAVIS + tokenbench-mini, before they only reported (eval/README.md, changes)
-    default_taus = {"block": 0.15}  # the default decode on the pool validation split: eval/results/calibrate_pool.md
+    default_tau = 0.15  # no motion: hold on DAVIS + tokenbench-mini, before they only reported, under the plain rule (eval/README.md, changes)
+    default_taus = {"block": 0.15}  # the default decode on the pool validation split, rule in the decoder metric: eval/results/calibrate_pool.md
     # sqrt of the decoder metric's diagonal on the pool validation split: eval/results/decoder_sensitivity_taef2.json
     value_sensitivity = (0.642, 1.383, 1.194, 3.821, 0.721, 1.229, 0.856, 0.915, 3.542, 0.655, 0.639, 0.940, 0.764, 0.626, 0.983, 1.894, 0.732, 0.656, 0.730, 1.829, 0.729, 0.825, 0.982, 0.668, 1.290, 0.911, 1.272, 0.731, 0.738, 1.337, 0.793, 1.324)  # fmt: skip
     # the default decode's PSNR loss from the weighted hold error, block motion, fitted on 41 pool_train clips: eval/results/quality_target_fit.md

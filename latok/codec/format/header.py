@@ -95,6 +95,7 @@ HEADER_SCHEMA: dict[str, Check] = {
     "lit_frames": _optional(lambda v: type(v) is str and len(v) <= MAX_FRAMES and set(v) <= {"0", "1"}),
     "lit_model": _optional(_text()),
     "reference": _one_of(*REFERENCES),
+    "rule_metric": _optional(_one_of("decoder")),  # absent: "latent", the plain rule
     "shape": _integers((1, 1), (1, MAX_CHANNELS), (1, MAX_FRAMES), (1, MAX_SIDE), (1, MAX_SIDE)),
     "source": lambda v: type(v) is dict,  # its own schema below
     "motion": _optional(lambda v: type(v) is str and v != NO_MOTION and v in motion_names()),
@@ -104,8 +105,9 @@ HEADER_SCHEMA: dict[str, Check] = {
     "tau": _number(0.0, MAX_TAU),
     "value_step": _optional(lambda v: type(v) is list and 1 <= len(v) <= MAX_CHANNELS and all(_number(MIN_STEP, MAX_STEP)(s) for s in v)),
 }
-# absent in older files ("precision": not recorded), and "motion" / "target_quality" / "value_step" when unused, so files without them keep their bytes
-OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None, "precision": None, "target_quality": None, "value_step": None}
+# absent in older files ("precision": not recorded; "rule_metric": the plain rule), and "motion" / "target_quality" / "value_step"
+# when unused, so files without them keep their bytes
+OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None, "precision": None, "rule_metric": None, "target_quality": None, "value_step": None}
 
 
 def _refuse_constant(name: str):

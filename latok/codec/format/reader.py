@@ -379,6 +379,7 @@ def load_latok(path: str | os.PathLike | BinaryIO, name: str | None = None) -> A
             motion_model=header["motion"],
             precision=header["precision"],
             target_quality=header["target_quality"],
+            rule_metric=header["rule_metric"] or "latent",
             value_step=None if header["value_step"] is None else tuple(float(s) for s in header["value_step"]),
         )
     except InvalidInputError as error:

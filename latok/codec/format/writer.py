@@ -88,6 +88,7 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
         **({"motion": adaptive.motion_model} if adaptive.motion is not None else {}),  # absent, not null: version-1 bytes stay as they were
         **({"precision": adaptive.precision} if adaptive.precision is not None else {}),
         "reference": adaptive.reference,
+        **({"rule_metric": adaptive.rule_metric} if adaptive.rule_metric != "latent" else {}),  # absent: the plain rule
         "shape": list(adaptive.shape),
         "source": asdict(adaptive.source),
         **({"target_quality": adaptive.target_quality} if adaptive.target_quality is not None else {}),

@@ -47,7 +47,7 @@ def decide_lit_guard(
     keep = adaptive.keep
     sparse = scatter(adaptive)
     truth = latent.float().cpu()
-    lit = inpainters.run(sparse, keep, adaptive.tau, adaptive.reference, model=model, motion=adaptive.motion)
+    lit = inpainters.run(sparse, keep, adaptive.tau, adaptive.reference, model=model, motion=adaptive.motion, weights=adaptive.rule_weights)
     with torch.inference_mode():
         lit_error = model.error(lit, truth, keep)[0]
         hold = hold_fill(sparse, keep, adaptive.motion)

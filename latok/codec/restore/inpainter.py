@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -174,12 +175,13 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
     ``from_pretrained`` takes a local folder or a hub id (``revision=``, ``cache_dir=``, ``local_files_only=``),
     ``save_pretrained`` writes the two files, and ``push_to_hub`` uploads them.
 
-    ``forward(latent, keep, tau, reference, motion)``: ``latent`` is ``(B, C, t, h, w)``
+    ``forward(latent, keep, tau, reference, motion, weights)``: ``latent`` is ``(B, C, t, h, w)``
     normalised with kept values in place (dropped positions are ignored), ``keep`` is
     ``(B, t, h, w)`` bool with frame 0 kept, ``tau`` the threshold that made the mask
     (a float or one per clip; ``None`` or ``inf`` when unknown, e.g. a random mask), and ``motion``
     the frames' motion (``(B, t, 2)``, or ``(B, t, 2, gh, gw)`` per block) when the rule was motion-compensated (hold and interp,
-    its inputs and the centre of its L1 ball, then follow the motion).
+    its inputs and the centre of its L1 ball, then follow the motion), and ``weights`` the rule's channel weights
+    (its ball is then ``mean_c w_c |delta_c| <= tau``; ``None``: the plain rule's).
     Returns the restored ``(B, C, t, h, w)`` latent; kept positions are passed
     through bit-exactly.
     """
@@ -229,6 +231,7 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
         tau: float | torch.Tensor | None = None,
         reference: str = "last-kept",
         motion: torch.Tensor | None = None,
+        weights: Sequence[float] | None = None,
     ) -> torch.Tensor:
         self._check(latent, keep)
         _, channels, frames, height, width = latent.shape
@@ -250,7 +253,11 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
         correction, blend = out[:, :channels], out[:, channels:]
         delta = blend * (future - hold) + correction
         radius = tau.view(-1, 1, 1, 1, 1) * (staleness(keep).float().unsqueeze(1) if reference == "previous" else 1.0)
-        restored = hold + project_l1_ball(delta, radius)
+        if weights is None:
+            restored = hold + project_l1_ball(delta, radius)
+        else:  # the rule measured change as mean_c w_c |dz_c|: the ball is that of the scaled latent
+            scale = torch.tensor(weights, dtype=delta.dtype, device=delta.device).view(1, -1, 1, 1, 1)
+            restored = hold + project_l1_ball(delta * scale, radius) / scale
         return torch.where(keep.unsqueeze(1), latent, restored)
 
     @staticmethod

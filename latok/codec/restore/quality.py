@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from latok.codec.restore.fills import hold_fill
-from latok.codec.rule.masking import Reference, redundancy_mask, tau_ceiling
+from latok.codec.rule.masking import Reference, in_rule_metric, redundancy_mask, tau_ceiling
 from latok.codec.tokens import check_target_quality
 
 BISECTION_STEPS = 16  # tau to 2^-16 of its range: finer than the loss it changes can be predicted
@@ -60,18 +60,21 @@ def tau_for_quality(
     reference: Reference = "last-kept",
     keyframe_interval: int | None = None,
     motion: torch.Tensor | None = None,
+    weights: Sequence[float] | None = None,
 ) -> float:
     """The largest tau (to within the bisection) whose predicted loss stays within ``loss_db`` for ``latent``
-    ``(1, C, t, h, w)`` and its ``motion``; 0 (keep everything) when even the smallest drop would exceed it."""
+    ``(1, C, t, h, w)`` and its ``motion``; 0 (keep everything) when even the smallest drop would exceed it.
+    ``weights``: the rule's channel weights (:func:`~latok.codec.tokens.rule_weights`; ``None``: the plain rule)."""
     check_target_quality(loss_db)
     budget = calibration.error_for(loss_db)
     latent = latent.float()
+    measured = in_rule_metric(latent, weights)
 
     def error(tau: float) -> float:
-        keep = redundancy_mask(latent, tau, reference, keyframe_interval, motion=motion).keep
+        keep = redundancy_mask(measured, tau, reference, keyframe_interval, motion=motion).keep
         return weighted_error(hold_fill(latent * keep.unsqueeze(1), keep, motion), latent, sensitivity)
 
-    low, high = 0.0, tau_ceiling(latent, motion)
+    low, high = 0.0, tau_ceiling(measured, motion)
     if error(high) <= budget:
         return high
     for _ in range(BISECTION_STEPS):

@@ -150,24 +150,27 @@ class Inpainters:
         model=None,
         frames: Sequence[bool] | None = None,
         motion: torch.Tensor | None = None,
+        weights: Sequence[float] | None = None,
     ) -> torch.Tensor:
         """The inpainter (default :attr:`model`) on ``latent`` ``(B, C, t, h, w)`` with ``keep``, on its device.
 
-        ``tau``, ``reference`` and ``motion`` are those that made the mask; they bound where a dropped
-        value can lie (``None``: unknown, no bound).  ``frames``: a lit guard, one flag per
-        latent frame; frames flagged False are restored by hold (following ``motion``) instead."""
+        ``tau``, ``reference``, ``motion`` and the rule's channel ``weights`` are those that made the mask; they
+        bound where a dropped value can lie (``tau`` ``None``: unknown, no bound).  ``frames``: a lit guard, one
+        flag per latent frame; frames flagged False are restored by hold (following ``motion``) instead."""
         model = model or self.model
         with torch.inference_mode():
-            restored = model(latent.to(self.device), keep.to(self.device), tau, reference, motion)
+            restored = model(latent.to(self.device), keep.to(self.device), tau, reference, motion, weights)
         restored = restored.float().to(latent.device)
         if frames is None:
             return restored
         use = torch.tensor(list(frames), dtype=torch.bool, device=latent.device).view(1, 1, -1, 1, 1)
         return torch.where(use, restored, hold_fill(latent, keep, motion))
 
-    def lit(self, tau: float | None = None, reference: str = "last-kept", frames: Sequence[bool] | None = None, model=None) -> NamedFill:
-        """``lit`` as a fill ``(latent, keep, motion)`` for masks made with ``tau`` and ``reference`` (guarded by ``frames`` if given)."""
-        run = functools.partial(self.run, tau=tau, reference=reference, model=model, frames=frames)
+    def lit(self, tau: float | None = None, reference: str = "last-kept", frames: Sequence[bool] | None = None, model=None,
+            weights: Sequence[float] | None = None) -> NamedFill:  # fmt: skip
+        """``lit`` as a fill ``(latent, keep, motion)`` for masks made with ``tau``, ``reference`` and the rule's channel
+        ``weights`` (guarded by ``frames`` if given)."""
+        run = functools.partial(self.run, tau=tau, reference=reference, model=model, frames=frames, weights=weights)
         return NamedFill("lit", lambda latent, keep, motion=None: run(latent, keep, motion=motion), uses_model=True)
 
 
@@ -198,7 +201,7 @@ def resolve(adaptive: AdaptiveLatent, fill: str | Fill | None = None, inpainters
     matches = guard_matches(adaptive, inpainters)
     if adaptive.lit_frames is not None and not matches:
         logger.warning("the lit guard of these tokens was decided with another inpainter (%s); running lit on every frame", adaptive.lit_model)
-    return inpainters.lit(adaptive.tau, adaptive.reference, adaptive.lit_frames if matches else None)
+    return inpainters.lit(adaptive.tau, adaptive.reference, adaptive.lit_frames if matches else None, weights=adaptive.rule_weights)
 
 
 def restore(
@@ -236,7 +239,8 @@ def restore(
     return vae.denormalise(latent)
 
 
-def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainters: Inpainters) -> NamedFill:
+def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainters: Inpainters,
+                   weights: Sequence[float] | None = None) -> NamedFill:  # fmt: skip
     """The streaming rule: streams carry no lit guard for the causal model, so ``auto`` is ``hold``
     and ``lit`` runs :attr:`Inpainters.stream_model` on every frame.  Fills of a stream with motion are
     called with each chunk's motion; the causal inpainter's hold inputs follow it, as the offline model's do."""
@@ -246,7 +250,7 @@ def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainte
     if fill == "auto":
         fill = "hold"
     if fill == "lit":
-        return inpainters.lit(tau, reference, model=inpainters.stream_model)
+        return inpainters.lit(tau, reference, model=inpainters.stream_model, weights=weights)
     if callable(fill):
         return NamedFill(getattr(fill, "__name__", type(fill).__name__), fill, follows_motion=False)
     return NamedFill(fill, get_fill(fill))

@@ -15,10 +15,17 @@ where a larger tau keeps more (tests/test_masking.py shows one).
 
 The rate-targeted mode picks tau per clip from the distribution of d so that a
 requested fraction of positions is kept: one encoder pass, no decoder pass.
+
+**The rule's metric.**  Latent channels matter very unequally to the decoder, so by default the codec
+measures d in the decoder's metric, ``mean_c w_c |z_c - ref_c|`` with ``w`` the decoder's per-channel
+sensitivities normalised to mean 1 (:func:`latok.codec.tokens.rule_weights`; a property of the frozen decoder, nothing fitted).
+That is the plain rule on the latent scaled per channel, so the functions here take the scaled latent
+(:func:`in_rule_metric`) and the motion estimated on the unscaled one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +39,15 @@ Reference = Literal["last-kept", "previous"]
 REFERENCES = ("last-kept", "previous")
 MAX_TAU = 1e6  # latok's normalised latents are O(1); a tau this large keeps frame 0 only (and a .latok header holds no larger)
 _BISECTION_STEPS = 40
+
+
+def in_rule_metric(latent: torch.Tensor, weights: Sequence[float] | None) -> torch.Tensor:
+    """``latent`` ``(B, C, ...)`` with channel c scaled by ``weights[c]``: what the rule compares (``None``: itself)."""
+    if weights is None:
+        return latent
+    if len(weights) != latent.shape[1]:
+        raise InvalidInputError(f"rule weights: one per channel ({latent.shape[1]}) expected, got {len(weights)}")
+    return latent * torch.tensor(weights, dtype=latent.dtype, device=latent.device).view(1, -1, *([1] * (latent.ndim - 2)))
 
 
 @dataclass(frozen=True)
