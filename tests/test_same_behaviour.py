@@ -10,7 +10,8 @@ Recorded with::
 A change of what is recorded must be a deliberate one, said in its commit (the history: recorded
 before the codec's move into modules, re-recorded when ``--motion block``, the pool-trained inpainter
 and quantised values became the defaults, when the header began checking channel counts, and when
-it began recording the autoencoder's precision, with bf16 files added).
+it began recording the autoencoder's precision, with bf16 files added, and when the rule began measuring change in
+the decoder's metric).
 
 What is compared, and how exactly:
 
