@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from latok.codec.rule.motion import DEFAULT_RADIUS, register_motion, warp
+from latok.codec.rule.motion import DEFAULT_RADIUS, register_motion, warp_candidates
 from latok.errors import InvalidInputError
 
 REFINEMENT_STEPS = (0.5, 0.25)
@@ -32,14 +32,6 @@ class GlobalMotion:
                 motion[:, t] = estimate_shift(latent[:, :, t], before)
             before = latent[:, :, t]
         return motion
-
-
-def _mismatch(current: torch.Tensor, previous: torch.Tensor, shift: torch.Tensor, margin: int) -> torch.Tensor:
-    """``(B,)`` mean |current - warp(previous, shift)| over the interior ``margin`` pixels from every edge."""
-    moved = warp(previous, shift)
-    height, width = current.shape[-2:]
-    inner = (slice(None), slice(None), slice(margin, height - margin), slice(margin, width - margin))
-    return (current[inner] - moved[inner]).abs().mean(dim=(1, 2, 3))
 
 
 def integer_differences(current: torch.Tensor, previous: torch.Tensor, radius: int = DEFAULT_RADIUS) -> torch.Tensor:
@@ -100,9 +92,10 @@ def estimate_shift(current: torch.Tensor, previous: torch.Tensor, radius: int = 
     inner = current[:, :, margin : height - margin, margin : width - margin]
     best_error = torch.stack([(inner[b] - previous[b, :, margin - dy : height - margin - dy, margin - dx : width - margin - dx]).abs().mean()
                               for b, (dy, dx) in enumerate(best.long().tolist())])  # the winner's error, as a slice measures it  # fmt: skip
+    interior = (slice(margin, height - margin), slice(margin, width - margin))
     for step in REFINEMENT_STEPS:
         candidates = refinement_candidates(best, step)  # (B, 8, 2)
-        moved = previous.repeat_interleave(8, dim=0)
-        errors = _mismatch(current.repeat_interleave(8, dim=0), moved, candidates.reshape(-1, 2), margin).view(batch, 8)
+        moved = warp_candidates(previous, candidates, *interior)  # (B, 8, C, h', w')
+        errors = (inner.unsqueeze(1) - moved).abs().mean(dim=(2, 3, 4))
         best, best_error = first_minimum(best, best_error, candidates, errors)
     return best

@@ -146,12 +146,28 @@ def warp(frame: torch.Tensor, shift: torch.Tensor, mode: str = "bilinear") -> to
         )
     if not bool(shift.any()):
         return frame
-    height, width = frame.shape[-2:]
-    flow = flow_field(shift.to(frame.device), height, width)  # (B, 2, h, w)
-    ys = torch.arange(height, dtype=torch.float32, device=frame.device).view(1, height, 1) - flow[:, 0]
-    xs = torch.arange(width, dtype=torch.float32, device=frame.device).view(1, 1, width) - flow[:, 1]
-    grid = torch.stack([2 * xs / max(width - 1, 1) - 1, 2 * ys / max(height - 1, 1) - 1], dim=-1)  # (B, h, w, 2), (x, y) in [-1, 1]
+    grid = _sampling_grid(shift.to(frame.device), *frame.shape[-2:])
     return F.grid_sample(frame.float(), grid, mode=mode, padding_mode="border", align_corners=True).to(frame.dtype)
+
+
+def warp_candidates(frame: torch.Tensor, shifts: torch.Tensor, rows: slice = slice(None), columns: slice = slice(None)) -> torch.Tensor:
+    """``(B, K, C, h', w')``: ``frame`` ``(B, C, h, w)`` warped (bilinear, as :func:`warp`) by each of K candidate
+    shifts ``(B, K, 2)`` or ``(B, K, 2, gh, gw)``, only at ``rows`` x ``columns``: one ``grid_sample`` whose grid
+    stacks the K candidates, so the frame is neither copied K times nor sampled where no one looks."""
+    batch, count = shifts.shape[:2]
+    height, width = frame.shape[-2:]
+    grid = _sampling_grid(shifts.flatten(0, 1).to(frame.device), height, width)[:, rows, columns]  # (B K, h', w', 2)
+    grid = grid.unflatten(0, (batch, count)).flatten(1, 2)  # (B, K h', w', 2): the candidates one above the other
+    moved = F.grid_sample(frame.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)  # (B, C, K h', w')
+    return moved.unflatten(2, (count, -1)).transpose(1, 2)
+
+
+def _sampling_grid(shift: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(N, h, w, 2)``: where each output pixel samples a frame moved by ``shift`` (``grid_sample``'s (x, y) in [-1, 1])."""
+    flow = flow_field(shift, height, width)  # (N, 2, h, w)
+    ys = torch.arange(height, dtype=torch.float32, device=shift.device).view(1, height, 1) - flow[:, 0]
+    xs = torch.arange(width, dtype=torch.float32, device=shift.device).view(1, 1, width) - flow[:, 1]
+    return torch.stack([2 * xs / max(width - 1, 1) - 1, 2 * ys / max(height - 1, 1) - 1], dim=-1)
 
 
 def _is_shift(shift: torch.Tensor, batch: int, height: int, width: int) -> bool:
