@@ -2,8 +2,9 @@
 
 Reads (nothing is encoded here; `STAGE=report eval/run_shipped_defaults.sh` makes them):
   eval/results/rewarped_{set}_block/     the previous defaults: references re-warped every frame, fixed tau 0.15
-  eval/results/shipped_{set}_block/      the defaults now: references composed along the motion, the 0.5 dB quality
-                                         target, and comparison.json against the previous usage curves
+  eval/results/shipped_{set}_block/      the defaults now: references composed along the motion, the rule in the
+                                         decoder's metric, the 0.5 dB quality target, and comparison.json against the
+                                         previous usage curves
   eval/results/training_free_davis_block/  motion-compensated hold and interp at usage 0.5 (DAVIS)
 and writes eval/results/shipped_defaults.{json,md}: per set the Bjøntegaard-style difference of the usage 0.3-0.9
 curves, the default decode at usage 0.5 (mean and per clip against the previous), the inpainter's gain over the best
@@ -44,8 +45,9 @@ def main() -> None:
     summary = {"command": "python eval/shipped_defaults.py", "sets": {}}
     lines = ["# Shipped defaults on the evaluation sets, against the previous defaults", "",
              f"`{summary['command']}` after `STAGE=report eval/run_shipped_defaults.sh`. Now: block motion with references "
-             "composed along the motion (one interpolation per held value), the default rate a 0.5 dB quality target, the "
-             "same inpainter (`checkpoints/taef2-lit-xs`). Previous: references re-warped every frame, fixed τ 0.15 "
+             "composed along the motion (one interpolation per held value), the rule measuring change in the decoder's metric "
+             "(channels weighted by the decoder's sensitivity), the default rate a 0.5 dB quality target, the "
+             "same inpainter (`checkpoints/taef2-lit-xs`). Previous: references re-warped every frame, the plain rule, fixed τ 0.15 "
              "(`eval/results/rewarped_*_block`). Both chosen on the pool validation split; DAVIS and tokenbench-mini only "
              "evaluate. Default decode = fill lit behind its lit guard.", ""]  # fmt: skip
     for name, targets in TARGETS.items():
