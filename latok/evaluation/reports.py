@@ -167,7 +167,7 @@ def demo_text(report: dict) -> str:
         f"(tau {report['tau']:.3g}, {report['reference']} reference, motion {report.get('motion', 'none')})",
         f"size          raw {report['raw_bytes'] / 1e6:.2f} MB -> .latok {report['bytes'] / 1e3:.1f} kB",
         f"bitrate       {report['kbps']:.0f} kbps, {report['bpp']:.3f} bpp",
-        f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), mask {t['mask'] * 1e3:.1f} ms, "
+        f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), rule (motion, tau, mask) {t['mask'] * 1e3:.1f} ms, "
         + (f"lit guard {t['guard'] * 1e3:.1f} ms, " if "guard" in t else "")
         + f"fill ({report['fill']}) {t['inpaint'] * 1e3:.1f} ms, decode {t['decode']:.2f} s ({frames / t['decode']:.2f} fps)",
         f"quality       PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}"
