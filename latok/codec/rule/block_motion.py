@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from latok.codec.rule.global_motion import REFINEMENT_STEPS, estimate_shift, first_minimum, integer_differences, refinement_candidates
-from latok.codec.rule.motion import BLOCK, DEFAULT_RADIUS, block_grid, register_motion, warp, warp_candidates
+from latok.codec.rule.motion import BLOCK, DEFAULT_RADIUS, block_grid, candidate_differences, register_motion, warp
 from latok.errors import InvalidInputError
 
 BLOCK_GAIN = 0.1  # a block keeps the global vector unless its own lowers its mismatch by more than this share
@@ -57,7 +57,7 @@ def estimate_block_shift(current: torch.Tensor, previous: torch.Tensor, global_s
     """``(B, 2, gh, gw)``: per block of ``current`` ``(B, C, h, w)``, the translation from ``previous`` that
     best explains it: every integer shift within ``radius`` (slices of the border-replicated frame, what
     :func:`warp` gives for them, scored together: :func:`integer_differences`, passed in if the caller has
-    them), then half and quarter steps around the best, the eight of a step in one warp (:func:`warp_candidates`).  A block keeps
+    them), then half and quarter steps around the best, the eight of a step in one warp (:func:`candidate_differences`).  A block keeps
     the frame's ``global_shift`` ``(B, 2)`` unless its own vector lowers its mismatch by more than ``BLOCK_GAIN``."""
     if current.shape != previous.shape or current.ndim != 4 or global_shift.shape != (current.shape[0], 2):
         raise InvalidInputError(f"estimate_block_shift needs two frames (B, C, h, w) of one shape and (B, 2) shifts, got {tuple(current.shape)}")
@@ -73,8 +73,7 @@ def estimate_block_shift(current: torch.Tensor, previous: torch.Tensor, global_s
     best, best_error = first_minimum(start, start_error, integer, _block_mean(differences, channels))
     for step in REFINEMENT_STEPS:
         candidates = refinement_candidates(best, step)  # (B, 8, 2, gh, gw)
-        moved = warp_candidates(previous, candidates)  # (B, 8, C, h, w)
-        errors = _block_mean((current.unsqueeze(1) - moved).abs().sum(dim=2), channels)  # (B, 8, gh, gw)
+        errors = _block_mean(candidate_differences(current, previous, candidates), channels)  # (B, 8, gh, gw)
         best, best_error = first_minimum(best, best_error, candidates, errors)
     pays = best_error < (1 - BLOCK_GAIN) * start_error
     return torch.where(pays.unsqueeze(1), best, start)

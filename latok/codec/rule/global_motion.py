@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from latok.codec.rule.motion import DEFAULT_RADIUS, register_motion, warp_candidates
+from latok.codec.rule.motion import DEFAULT_RADIUS, candidate_differences, register_motion
 from latok.errors import InvalidInputError
 
 REFINEMENT_STEPS = (0.5, 0.25)
@@ -43,8 +43,12 @@ def integer_differences(current: torch.Tensor, previous: torch.Tensor, radius: i
     current = current.float()
     padded = F.pad(previous.float(), (radius, radius, radius, radius), mode="replicate")
     shifts = range(-radius, radius + 1)
-    return torch.stack([(current - padded[:, :, radius - dy : radius - dy + height, radius - dx : radius - dx + width]).abs().sum(dim=1)
-                        for dy in shifts for dx in shifts], dim=1)  # fmt: skip
+    differences = current.new_empty(current.shape[0], len(shifts) ** 2, height, width)
+    scratch = torch.empty_like(current)  # one buffer for every shift: no allocation in the loop
+    for k, (dy, dx) in enumerate((dy, dx) for dy in shifts for dx in shifts):
+        torch.sub(current, padded[:, :, radius - dy : radius - dy + height, radius - dx : radius - dx + width], out=scratch)
+        torch.sum(scratch.abs_(), dim=1, out=differences[:, k])
+    return differences
 
 
 def _search_order(radius: int) -> list[tuple[int, int]]:
@@ -88,14 +92,13 @@ def estimate_shift(current: torch.Tensor, previous: torch.Tensor, radius: int = 
     side = 2 * radius + 1
     interior = differences[:, :, margin : height - margin, margin : width - margin].sum(dim=(2, 3))  # (B, K), raster order
     errors = interior[:, [(dy + radius) * side + dx + radius for dy, dx in order]]  # smallest shift first
-    best = torch.tensor(order, dtype=torch.float32, device=current.device)[errors.argmin(dim=1)]  # (B, 2)
-    inner = current[:, :, margin : height - margin, margin : width - margin]
-    best_error = torch.stack([(inner[b] - previous[b, :, margin - dy : height - margin - dy, margin - dx : width - margin - dx]).abs().mean()
-                              for b, (dy, dx) in enumerate(best.long().tolist())])  # the winner's error, as a slice measures it  # fmt: skip
+    best_error, index = errors.min(dim=1)  # the first of equal minima: the smaller shift
+    best = torch.tensor(order, dtype=torch.float32, device=current.device)[index]  # (B, 2)
+    count = channels * (height - 2 * margin) * (width - 2 * margin)
+    best_error = best_error / count  # the mean |difference| over the interior, as the candidates' below
     interior = (slice(margin, height - margin), slice(margin, width - margin))
     for step in REFINEMENT_STEPS:
         candidates = refinement_candidates(best, step)  # (B, 8, 2)
-        moved = warp_candidates(previous, candidates, *interior)  # (B, 8, C, h', w')
-        errors = (inner.unsqueeze(1) - moved).abs().mean(dim=(2, 3, 4))
+        errors = candidate_differences(current, previous, candidates, *interior).sum(dim=(2, 3)) / count
         best, best_error = first_minimum(best, best_error, candidates, errors)
     return best

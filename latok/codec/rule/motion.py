@@ -150,16 +150,20 @@ def warp(frame: torch.Tensor, shift: torch.Tensor, mode: str = "bilinear") -> to
     return F.grid_sample(frame.float(), grid, mode=mode, padding_mode="border", align_corners=True).to(frame.dtype)
 
 
-def warp_candidates(frame: torch.Tensor, shifts: torch.Tensor, rows: slice = slice(None), columns: slice = slice(None)) -> torch.Tensor:
-    """``(B, K, C, h', w')``: ``frame`` ``(B, C, h, w)`` warped (bilinear, as :func:`warp`) by each of K candidate
-    shifts ``(B, K, 2)`` or ``(B, K, 2, gh, gw)``, only at ``rows`` x ``columns``: one ``grid_sample`` whose grid
-    stacks the K candidates, so the frame is neither copied K times nor sampled where no one looks."""
+def candidate_differences(current: torch.Tensor, previous: torch.Tensor, shifts: torch.Tensor, rows: slice = slice(None),
+                          columns: slice = slice(None)) -> torch.Tensor:  # fmt: skip
+    """``(B, K, h', w')``: the sum over channels of |``current`` - ``previous`` warped| (bilinear, as :func:`warp`),
+    for each of K candidate shifts ``(B, K, 2)`` or ``(B, K, 2, gh, gw)``, only at ``rows`` x ``columns`` (both
+    frames ``(B, C, h, w)``).  One ``grid_sample`` whose grid stacks the K candidates, so the frame is neither
+    copied K times nor sampled where no one looks; the difference is taken in place in the sampler's layout
+    (channels outermost), measured 4x faster than on a transposed view."""
     batch, count = shifts.shape[:2]
-    height, width = frame.shape[-2:]
-    grid = _sampling_grid(shifts.flatten(0, 1).to(frame.device), height, width)[:, rows, columns]  # (B K, h', w', 2)
+    height, width = previous.shape[-2:]
+    grid = _sampling_grid(shifts.flatten(0, 1).to(previous.device), height, width)[:, rows, columns]  # (B K, h', w', 2)
     grid = grid.unflatten(0, (batch, count)).flatten(1, 2)  # (B, K h', w', 2): the candidates one above the other
-    moved = F.grid_sample(frame.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)  # (B, C, K h', w')
-    return moved.unflatten(2, (count, -1)).transpose(1, 2)
+    moved = F.grid_sample(previous.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)  # (B, C, K h', w')
+    moved = moved.unflatten(2, (count, -1))  # (B, C, K, h', w')
+    return moved.sub_(current.float()[:, :, rows, columns].unsqueeze(2)).abs_().sum(dim=1)
 
 
 def _sampling_grid(shift: torch.Tensor, height: int, width: int) -> torch.Tensor:
