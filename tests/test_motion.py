@@ -20,9 +20,9 @@ def smooth_field(seed: int = 0, channels: int = 8, size: tuple[int, int] = (40, 
     return torch.nn.functional.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
 
 
-def panning(frames: int, velocity: tuple[float, float], seed: int = 0) -> torch.Tensor:
+def panning(frames: int, velocity: tuple[float, float], seed: int = 0, channels: int = 8) -> torch.Tensor:
     """``(1, C, t, h, w)``: one field moving by ``velocity`` latent pixels per frame (a camera pan)."""
-    field = smooth_field(seed)
+    field = smooth_field(seed, channels)
     shift = torch.tensor([velocity])
     return torch.stack([warp(field, shift * t) for t in range(frames)], dim=2)
 
@@ -213,6 +213,7 @@ def test_training_crops_of_a_pan_carry_its_motion_and_compensated_masks(tmp_path
         data = LatentDataModule(
             train_dir=str(tmp_path), val_dir=None, crop=(6, 24, 24), batch_size=8, num_workers=0,
             random_mask_fraction=0.0, tau_min=0.1, tau_max=0.1001, usage_min=0.5, usage_max=0.5, motion_fraction=fraction,
+            motion_model="global",
         )  # fmt: skip
         batch = next(iter(data.train_dataloader()))
         motion = batch["motion"]
@@ -277,10 +278,10 @@ def test_training_on_motion_batches_scores_against_the_compensated_hold(tmp_path
 # -- per-block motion -----------------------------------------------------------------------------------
 
 
-def two_motions(frames: int, top: tuple[float, float] = (0.0, 2.0), bottom: tuple[float, float] = (0.0, -1.0)) -> torch.Tensor:
+def two_motions(frames: int, top: tuple[float, float] = (0.0, 2.0), bottom: tuple[float, float] = (0.0, -1.0), channels: int = 8) -> torch.Tensor:
     """``(1, C, t, 40, 56)``: the top half of the picture moves by ``top`` a frame, the bottom half by ``bottom``
     (a pan with an object moving against it), which no single translation explains."""
-    upper, lower = smooth_field(5), smooth_field(6)
+    upper, lower = smooth_field(5, channels), smooth_field(6, channels)
     rows = []
     for t in range(frames):
         frame = warp(lower, torch.tensor([bottom]) * t).clone()
@@ -327,8 +328,9 @@ def test_block_motion_keeps_the_global_vector_where_its_own_does_not_pay():
         assert torch.equal(motion[0, t, :, :, 1:], global_motion[0, t].view(2, 1, 1).expand(2, 10, 13))
 
 
-def test_streamed_block_motion_and_masks_equal_offline():
-    latent = two_motions(7)
+@pytest.mark.parametrize("channels", [8, 32])  # 32: searched on the principal channels of each pair
+def test_streamed_block_motion_and_masks_equal_offline(channels):
+    latent = two_motions(7, channels=channels)
     motion = estimate_motion(latent, model="block")
     rest = estimate_motion(latent[:, :, 3:], previous=latent[:, :, 2], model="block")
     assert torch.equal(rest, motion[:, 3:])
@@ -376,3 +378,87 @@ def test_block_motion_round_trips_through_the_file(tmp_path):
     (tmp_path / "relabelled.latok").write_bytes(data[:12] + head + payload + struct.pack("<I", zlib.crc32(head + payload)) + data[20 + length + 4 :])
     with pytest.raises(LatokFormatError, match="MOTN"):
         load_latok(tmp_path / "relabelled.latok")
+
+
+@pytest.mark.parametrize("model", ["global", "block"])
+def test_a_wide_latent_is_searched_on_its_principal_channels_and_still_follows_a_pan(model):
+    from latok.codec.rule.global_motion import SEARCH_CHANNELS
+
+    latent = panning(5, (-1.0, 2.0), seed=3, channels=32)
+    assert latent.shape[1] > SEARCH_CHANNELS
+    motion = estimate_motion(latent, model=model)
+    vectors = motion[0, 1:] if model == "global" else motion[0, 1:, :, 2:-2, 2:-2].permute(0, 2, 3, 1).reshape(-1, 2)
+    assert torch.allclose(vectors, torch.tensor([[-1.0, 2.0]]).expand_as(vectors), atol=0.26)
+
+
+def test_principal_channels_keep_the_pairs_structure_and_depend_on_the_pair_alone():
+    from latok.codec.rule.global_motion import principal_channels
+
+    generator = torch.Generator().manual_seed(4)
+    structure = smooth_field(8, channels=3)  # three channels of structure mixed into 32 with noise
+    mixing = torch.randn(32, 3, generator=generator)
+    frames = [torch.einsum("kc,bchw->bkhw", mixing, warp(structure, torch.tensor([[0.0, float(t)]]))) + 0.05 * torch.randn(1, 32, 40, 56, generator=generator)
+              for t in range(3)]  # fmt: skip
+    current, previous = torch.cat(frames[1:]), torch.cat(frames[:-1])
+    now, before = principal_channels(current, previous, channels=4)
+    assert now.shape == before.shape == (2, 4, 40, 56)
+    alone = principal_channels(current[1:], previous[1:], channels=4)
+    assert torch.equal(alone[0], now[1:]) and torch.equal(alone[1], before[1:])  # a pair's projection ignores its batch
+    # the 4 principal channels hold nearly all of the pair's variance: the structure, not the noise
+    centred = torch.cat([current[0], previous[0]], dim=1).flatten(1)
+    kept = torch.cat([now[0], before[0]], dim=1).flatten(1)
+    assert (kept - kept.mean(1, keepdim=True)).pow(2).sum() > 0.95 * (centred - centred.mean(1, keepdim=True)).pow(2).sum()
+    untouched = principal_channels(current[:, :4], previous[:, :4], channels=4)
+    assert torch.equal(untouched[0], current[:, :4])  # no wider than the search: searched as it is
+
+
+def test_training_crops_with_block_motion_carry_their_blocks_vectors_and_the_encoders_masks(tmp_path):
+    """The default crops are masked as the encoder masks: block motion (each crop on the block grid, with
+    its blocks' vectors, mirrored and negated when flipped) and the rule in the decoder's metric (the
+    clip's backend's channel weights, which the crop carries for the correction ball)."""
+    from latok.codec.rule.masking import in_rule_metric
+    from latok.codec.tokens import rule_weights
+    from latok.training.data import CropDataset, write_shard
+    from latok.vae import vae_class
+
+    latent = two_motions(8, channels=32)
+    write_shard(tmp_path / "two.tar", "two", latent.squeeze(0), {"name": "two", "backend": "taef2"})
+    clip_motion = estimate_motion(latent.half().float(), model="block")[0]  # the shard stores fp16
+    weights = rule_weights("decoder", vae_class("taef2").value_sensitivity)
+    dataset = CropDataset([str(tmp_path / "two.tar")], (6, 16, 16), 16, (0.5, 0.5), 0.0, seed=1, tau_range=(0.1, 0.1001), motion_fraction=1.0)
+    crops = [item for _, item in zip(range(16), dataset)]
+    for item in crops:
+        motion = item["motion"]
+        assert motion.shape == (6, 2, 4, 4) and torch.equal(motion[0], torch.zeros(2, 4, 4))
+        # its vectors are the clip's at some block-aligned window, mirrored with dx negated when flipped
+        windows = clip_motion.unfold(2, 4, 1).unfold(3, 4, 1)  # (t, 2, gh', gw', 4, 4)
+        found = False
+        for t0 in range(0, 3):
+            for flipped in (False, True):
+                want = windows[t0 + 1 : t0 + 6]
+                want = (want.flip(-1) * torch.tensor([1.0, -1.0]).view(1, 2, 1, 1, 1, 1)) if flipped else want
+                match = (want == motion[1:].view(5, 2, 1, 1, 4, 4)).flatten(-2).all(-1).all(1).all(0)
+                found = found or bool(match.any())
+        assert found
+        assert torch.equal(item["weights"], torch.tensor(weights))
+        mask = redundancy_mask(in_rule_metric(item["latent"].unsqueeze(0), weights), item["tau"], motion=motion.unsqueeze(0)).keep[0]
+        assert torch.equal(mask, item["keep"])  # the encoder's rule, in the decoder's metric, with the crop's motion
+    fastest = [float(item["motion"][1:, 1].flatten()[item["motion"][1:, 1].abs().flatten().argmax()]) for item in crops]
+    assert min(fastest) < -1.7 and max(fastest) > 1.7  # the top's +2 pan, and mirrored by a flip, -2
+
+
+def test_training_step_on_block_motion_crops_scores_against_their_compensated_hold(tmp_path):
+    """A batch as the default data module makes it (block motion per crop, the rule's channel weights) goes
+    through the training step; a fresh inpainter is exactly the block-compensated hold: loss ratio 1."""
+    from latok.training.data import LatentDataModule, write_shard
+    from latok.training.module import InpainterModule
+
+    write_shard(tmp_path / "two.tar", "two", two_motions(8, channels=32).squeeze(0), {"name": "two", "backend": "taef2"})
+    data = LatentDataModule(train_dir=str(tmp_path), val_dir=None, crop=(6, 16, 16), batch_size=4, num_workers=0, random_mask_fraction=0.0,
+                            motion_fraction=1.0, usage_min=0.3, usage_max=0.3)  # fmt: skip
+    batch = next(iter(data.train_dataloader()))
+    assert batch["motion"].shape == (4, 6, 2, 4, 4) and bool(batch["motion"].any()) and batch["weights"].shape == (32,)
+    module = InpainterModule(preset="xs", latent_channels=32)
+    module.log_dict = lambda *args, **kwargs: None  # no trainer attached
+    ratio = module.training_step(batch, 0)
+    assert abs(float(ratio.detach()) - 1.0) < 1e-4

@@ -13,10 +13,13 @@ regime), half at a tau drawn log-uniformly from ``tau_range`` (the fixed-tau reg
 where small taus leave hold nearly exact), mixed with a fraction of random masks for
 robustness.  Each sample carries the tau that made its mask (``inf`` for random masks).
 
-With ``motion_fraction`` > 0, each clip's per-frame translations are estimated once
-(:func:`latok.codec.rule.motion.estimate_motion`, as the encoder does) and that share of the crops
-is masked by the motion-compensated rule; those crops carry their frames' translations (zeros
-otherwise), so the inpainter learns on the motion-compensated hold and interp it sees at inference.
+Masks are made as the encoder makes them: the rule measures change in ``rule_metric`` (by default the
+decoder's, the channels weighted by the clip's backend's decoder sensitivities, :func:`latok.codec.tokens.rule_weights`),
+and with ``motion_fraction`` > 0 each clip's motion is estimated once by ``motion_model`` (by default
+``block``, the encoder's) and that share of the crops is masked by the motion-compensated rule.  Block
+crops start on the block grid, so they carry their blocks' vectors (zeros without motion) and the
+inpainter learns on the motion-compensated hold and interp it meets at inference.  Each crop carries
+the rule's channel weights too, which centre its correction ball as the decoder's does.
 
 For a causal (streaming) inpainter, ``context_frames`` > 0 turns the first K frames of
 a crop (K uniform in 0..context_frames) into the fill cache C_fill the streaming
@@ -42,8 +45,10 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
 from latok.codec.restore.fills import hold_fill
-from latok.codec.rule.masking import redundancy_mask, tau_for_usage
-from latok.codec.rule.motion import estimate_motion
+from latok.codec.rule.masking import in_rule_metric, redundancy_mask, tau_for_usage
+from latok.codec.rule import motion as motion_models
+from latok.codec.rule.motion import BLOCK, NO_MOTION, estimate_motion
+from latok.codec.tokens import rule_weights
 from latok.errors import LatokFormatError, ShardFormatError
 
 logger = logging.getLogger(__name__)
@@ -124,10 +129,11 @@ def random_mask(
     tau_range: tuple[float, float] | None = None,
     motion: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """A ``(1, t, h, w)`` keep mask for a ``(1, C, t, h, w)`` crop, and the tau that made it.
+    """A ``(1, t, h, w)`` keep mask for a ``(1, C, t, h, w)`` crop (in the rule's metric: :func:`in_rule_metric`),
+    and the tau that made it.
 
     With probability ``random_fraction``: Bernoulli keeps at a random usage (tau ``inf``:
-    no bound).  Otherwise the temporal-L1 rule (motion-compensated with ``motion`` ``(1, t, 2)``),
+    no bound).  Otherwise the temporal-L1 rule (motion-compensated with ``motion`` ``(1, t, 2)`` or ``(1, t, 2, gh, gw)``),
     at a random usage or, half of the time when ``tau_range`` is given, at a log-uniform random tau.
     Frame 0 is always kept.
     """
@@ -169,11 +175,15 @@ class CropDataset(IterableDataset):
         tau_range: tuple[float, float] | None = None,
         context_frames: int = 0,
         motion_fraction: float = 0.0,
+        motion_model: str = "block",
+        rule_metric: str = "decoder",
     ):
         super().__init__()
         self.urls, self.crop, self.crops_per_clip = urls, crop, crops_per_clip
         self.usage_range, self.random_mask_fraction, self.seed = usage_range, random_mask_fraction, seed
         self.tau_range, self.context_frames, self.motion_fraction = tau_range, context_frames, motion_fraction
+        self.motion_model, self.rule_metric = motion_model, rule_metric
+        self.per_block = motion_model != NO_MOTION and motion_models.motion_model(motion_model).per_block
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -185,31 +195,52 @@ class CropDataset(IterableDataset):
         )
         for sample in clips:
             latent = torch.from_numpy(sample["latent.npy"]).float()  # (C, t, h, w)
-            motion = estimate_motion(latent.unsqueeze(0))[0] if self.motion_fraction > 0 else None  # (t, 2), whole frames
+            uses_motion = self.motion_fraction > 0 and self.motion_model != NO_MOTION
+            motion = estimate_motion(latent.unsqueeze(0), self.motion_model)[0] if uses_motion else None  # (t, 2[, gh, gw])
+            weights = self._weights(sample["json"])
             for _ in range(self.crops_per_clip):
                 crop, crop_motion = self._crop(latent, motion, rng)
                 crop = crop.unsqueeze(0)  # (1, C, ct, ch, cw)
                 compensated = motion is not None and rng.random() < self.motion_fraction
                 if not compensated:
-                    crop_motion = torch.zeros(crop.shape[2], 2)
+                    crop_motion = torch.zeros_like(crop_motion)
                 keep, tau = random_mask(
-                    crop, self.usage_range, self.random_mask_fraction, rng, self.tau_range, crop_motion.unsqueeze(0) if compensated else None
-                )
+                    in_rule_metric(crop, weights), self.usage_range, self.random_mask_fraction, rng, self.tau_range,
+                    crop_motion.unsqueeze(0) if compensated else None,
+                )  # fmt: skip
                 if self.context_frames:
                     context = min(rng.randint(0, self.context_frames), crop.shape[2] - 1)
                     crop, keep = as_stream_context(crop, keep, context)
-                yield {"latent": crop[0], "keep": keep[0], "tau": tau, "motion": crop_motion}
+                yield {"latent": crop[0], "keep": keep[0], "tau": tau, "motion": crop_motion,
+                       "weights": torch.ones(crop.shape[1]) if weights is None else torch.tensor(weights)}  # fmt: skip
+
+    def _weights(self, meta: dict) -> tuple[float, ...] | None:
+        """The rule's channel weights for a clip of ``meta["backend"]`` (``None``: every channel alike)."""
+        from latok.vae import vae_class
+
+        backend = meta.get("backend")
+        return rule_weights(self.rule_metric, vae_class(backend).value_sensitivity if isinstance(backend, str) else None)
 
     def _crop(self, latent: torch.Tensor, motion: torch.Tensor | None, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random (flipped) crop and its frames' translations (frame 0's zero: the crop starts there)."""
+        """A random (flipped) crop and its frames' motion (frame 0's zero: the crop starts there): with block
+        motion the crop starts on the block grid and carries its blocks' vectors, ``(ct, 2, gh, gw)``."""
         _, frames, height, width = latent.shape
         ct, ch, cw = (min(c, s) for c, s in zip(self.crop, (frames, height, width)))
-        t0, y0, x0 = rng.randint(0, frames - ct), rng.randint(0, height - ch), rng.randint(0, width - cw)
+        align = BLOCK if self.per_block else 1
+        t0 = rng.randint(0, frames - ct)
+        y0, x0 = (align * rng.randint(0, (size - crop) // align) for size, crop in ((height, ch), (width, cw)))
         crop = latent[:, t0 : t0 + ct, y0 : y0 + ch, x0 : x0 + cw]
-        shifts = torch.zeros(ct, 2) if motion is None else motion[t0 : t0 + ct].clone()
+        grid = (-(-ch // BLOCK), -(-cw // BLOCK)) if self.per_block else ()
+        if motion is None:
+            shifts = torch.zeros(ct, 2, *grid)
+        elif self.per_block:
+            shifts = motion[t0 : t0 + ct, :, y0 // BLOCK : y0 // BLOCK + grid[0], x0 // BLOCK : x0 // BLOCK + grid[1]].clone()
+        else:
+            shifts = motion[t0 : t0 + ct].clone()
         shifts[0] = 0.0
-        if rng.random() < 0.5:
-            crop, shifts = crop.flip(-1), shifts * torch.tensor([1.0, -1.0])
+        if rng.random() < 0.5 and (not self.per_block or cw % BLOCK == 0):  # a flip keeps the block grid only on whole blocks
+            crop, shifts = crop.flip(-1), shifts.flip(-1) if self.per_block else shifts
+            shifts = shifts * torch.tensor([1.0, -1.0]).view(1, 2, *([1] * len(grid)))
         return crop, shifts
 
 
@@ -217,15 +248,21 @@ def _pad_collate(items: list[dict]) -> dict:
     """Stack crops; crops from small clips are zero-padded, padding flagged as kept (so it carries no loss)."""
     shape = [max(item["latent"].shape[d] for item in items) for d in range(4)]
     latents, keeps, motions = [], [], []
+    motion_shape = [max(item["motion"].shape[d] for item in items) for d in range(items[0]["motion"].ndim)] if "motion" in items[0] else None
     for item in items:
         latent, keep = item["latent"], item["keep"]
         pad = [0, shape[3] - latent.shape[3], 0, shape[2] - latent.shape[2], 0, shape[1] - latent.shape[1]]
         latents.append(torch.nn.functional.pad(latent, pad))
         keeps.append(torch.nn.functional.pad(keep, pad, value=True))
         motion = item.get("motion", torch.zeros(latent.shape[1], 2))
-        motions.append(torch.nn.functional.pad(motion, [0, 0, 0, shape[1] - motion.shape[0]]))
+        if motion_shape is not None:  # (t, 2) or (t, 2, gh, gw): zeros where a smaller crop has no frame or block
+            motion = torch.nn.functional.pad(motion, [p for d in reversed(range(motion.ndim)) for p in (0, motion_shape[d] - motion.shape[d])])
+        motions.append(motion)
     taus = torch.tensor([item.get("tau", float("inf")) for item in items], dtype=torch.float32)
-    return {"latent": torch.stack(latents), "keep": torch.stack(keeps), "tau": taus, "motion": torch.stack(motions)}
+    batch = {"latent": torch.stack(latents), "keep": torch.stack(keeps), "tau": taus, "motion": torch.stack(motions)}
+    if "weights" in items[0]:
+        batch["weights"] = items[0]["weights"]  # the rule's channel weights: one backend, one set a batch
+    return batch
 
 
 class LatentDataModule(L.LightningDataModule):
@@ -242,6 +279,8 @@ class LatentDataModule(L.LightningDataModule):
         random_mask_fraction: share of masks drawn as random Bernoulli keeps instead of the rule.
         context_frames: up to this many leading crop frames become streaming context (causal models; 0: off).
         motion_fraction: share of crops masked by the motion-compensated rule (0: none).
+        motion_model: the motion those crops are masked with, as ``--motion`` names it (``block``: the encoder's default).
+        rule_metric: the rule's metric, as ``--rule-metric`` names it (``decoder``: the encoder's default).
         seed: base seed of crops and masks.
     """
 
@@ -260,6 +299,8 @@ class LatentDataModule(L.LightningDataModule):
         tau_max: float = 1.0,
         context_frames: int = 0,
         motion_fraction: float = 0.0,
+        motion_model: str = "block",
+        rule_metric: str = "decoder",
         seed: int = 0,
     ):
         super().__init__()
@@ -270,7 +311,7 @@ class LatentDataModule(L.LightningDataModule):
         dataset = CropDataset(
             shard_urls(h.train_dir), tuple(h.crop), h.crops_per_clip, (h.usage_min, h.usage_max),
             h.random_mask_fraction, h.seed, (h.tau_min, h.tau_max) if h.tau_min > 0 else None, h.context_frames,
-            h.motion_fraction,
+            h.motion_fraction, h.motion_model, h.rule_metric,
         )  # fmt: skip
         return DataLoader(
             dataset, batch_size=h.batch_size, num_workers=h.num_workers, collate_fn=_pad_collate,

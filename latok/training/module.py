@@ -12,8 +12,9 @@ from torchmetrics import MeanMetric
 from latok.codec.restore.fills import hold_fill, interp_fill
 from latok.codec.restore.inpainter import InpaintingTransformer
 from latok.codec.restore.inpainter import preset as inpainter_preset
-from latok.codec.rule.masking import redundancy_mask, tau_for_usage
+from latok.codec.rule.masking import in_rule_metric, redundancy_mask, tau_for_usage
 from latok.codec.rule.motion import estimate_motion
+from latok.codec.tokens import rule_weights
 
 
 class InpainterModule(L.LightningModule):
@@ -38,9 +39,11 @@ class InpainterModule(L.LightningModule):
     Validation decodes whole held-out clips at ``val_target_usage`` and logs
     PSNR of lit, hold and interp against the original frames, and lit's gain over hold;
     with ``val_motion`` the masks, hold, interp and lit are motion-compensated, as
-    ``--motion global`` encodes them.  Training batches with non-zero ``motion`` (see
+    ``--motion NAME`` encodes them, and the masks measure change in ``rule_metric``, as
+    ``--rule-metric`` does.  Training batches with non-zero ``motion`` (see
     :class:`~latok.training.data.LatentDataModule`'s ``motion_fraction``) train on the
-    motion-compensated references, and are scored against the motion-compensated hold.
+    motion-compensated references, and are scored against the motion-compensated hold; their
+    ``weights`` (the rule's channel weights) centre the correction ball as the decoder's do.
 
     Args:
         preset: inpainter size, ``"xs"`` or ``"s"``.
@@ -50,7 +53,9 @@ class InpainterModule(L.LightningModule):
         warmup_steps: linear warm-up length; then cosine decay to ``min_lr_ratio * lr`` at ``trainer.max_steps``.
         val_backend: VAE used to decode validation clips.
         val_target_usage: kept fraction of the validation masks.
-        val_motion: validate on motion-compensated masks and fills.
+        val_motion: validate on motion-compensated masks and fills: a motion model's name (``block``, the
+            encoder's default), ``True`` for ``global`` (what it meant before block motion) or ``False``.
+        rule_metric: the metric validation masks measure change in (``decoder``, the encoder's default, or ``latent``).
         init_from: start from this inpainter checkpoint's weights (e.g. fine-tune a causal model
             from the bidirectional one; the architectures must match apart from ``causal``).
         loss: ``"latent"`` (plain squared error), ``"decoder"`` (decoder metric) or ``"pixels"`` (through the decoder).
@@ -71,7 +76,8 @@ class InpainterModule(L.LightningModule):
         min_lr_ratio: float = 0.05,
         val_backend: str = "taef2",
         val_target_usage: float = 0.5,
-        val_motion: bool = False,
+        val_motion: bool | str = False,
+        rule_metric: str = "decoder",
         init_from: str | None = None,
         loss: Literal["latent", "decoder", "pixels"] = "latent",
         metric_dir: str | None = None,
@@ -127,18 +133,21 @@ class InpainterModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         motion = batch.get("motion")
         motion = motion if motion is not None and bool(motion.any()) else None  # all-zero: plain references, as before
-        loss, hold_loss, ratio = self._losses(batch["latent"], batch["keep"], batch.get("tau"), motion)
+        weights = batch.get("weights")
+        weights = None if weights is None or bool((weights == 1).all()) else tuple(weights.tolist())
+        loss, hold_loss, ratio = self._losses(batch["latent"], batch["keep"], batch.get("tau"), motion, weights)
         self.log_dict({"train/loss": ratio, "train/mse": loss, "train/hold_mse": hold_loss}, prog_bar=True)
         return ratio
 
     def _losses(
-        self, latent: torch.Tensor, keep: torch.Tensor, tau: torch.Tensor | float | None, motion: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, latent: torch.Tensor, keep: torch.Tensor, tau: torch.Tensor | float | None, motion: torch.Tensor | None = None,
+        weights: tuple[float, ...] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """Mean squared error over dropped positions for the model and for hold (motion-compensated
         with ``motion``), and the loss: their ratio, pooled over the batch or averaged over clips
-        (``loss_ratio``)."""
+        (``loss_ratio``).  ``weights``: the rule's channel weights (the correction ball's metric)."""
         sparse = latent * keep.unsqueeze(1)
-        prediction = self.model(sparse, keep, tau, motion=motion)
+        prediction = self.model(sparse, keep, tau, motion=motion, weights=weights)
         with torch.no_grad():
             hold = hold_fill(sparse, keep, motion)
         if self.hparams.get("loss") == "pixels" and self.training:
@@ -194,12 +203,14 @@ class InpainterModule(L.LightningModule):
 
         latent = batch["latent"].unsqueeze(0).to(self.device)  # (1, C, t, h, w)
         video = frames_to_video(batch["video"].cpu().numpy())  # (1, 3, T, H, W)
-        motion = estimate_motion(latent) if self.hparams.get("val_motion") else None
-        tau = tau_for_usage(latent, self.hparams.val_target_usage, motion=motion)
-        keep = redundancy_mask(latent, tau, motion=motion).keep
+        motion = estimate_motion(latent, self.validation_motion) if self.validation_motion else None
+        weights = rule_weights(self.hparams.get("rule_metric", "latent"), self.vae.value_sensitivity)
+        scaled = in_rule_metric(latent, weights)
+        tau = tau_for_usage(scaled, self.hparams.val_target_usage, motion=motion)
+        keep = redundancy_mask(scaled, tau, motion=motion).keep
         sparse = latent * keep.unsqueeze(1)
         size = video.shape[-3:]
-        scores = {"lit": psnr(self.vae.decode(self.model(sparse, keep, tau, motion=motion).float(), size=size).cpu(), video)}
+        scores = {"lit": psnr(self.vae.decode(self.model(sparse, keep, tau, motion=motion, weights=weights).float(), size=size).cpu(), video)}
         if batch_idx not in self._baselines:  # hold and interp do not depend on the weights: decoded once per clip
             self._baselines[batch_idx] = {
                 "hold": psnr(self.vae.decode(hold_fill(sparse, keep, motion), size=size).cpu(), video),
@@ -211,8 +222,16 @@ class InpainterModule(L.LightningModule):
             self.val_psnr[name].update(value)
             key = "val/psnr_gain_over_hold" if name == "gain_over_hold" else f"val/psnr_{name}"
             self.log(key, self.val_psnr[name], prog_bar=name == "gain_over_hold", batch_size=1)
-        _, _, ratio = self._losses(latent, keep, tau, motion)
+        _, _, ratio = self._losses(latent, keep, tau, motion, weights)
         self.log("val/latent_loss_vs_hold", ratio, batch_size=1)
+
+    @property
+    def validation_motion(self) -> str | None:
+        """The motion model validation masks with: ``val_motion``'s name, ``global`` for ``True``, ``None`` for ``False``."""
+        value = self.hparams.get("val_motion")
+        if value is True:
+            return "global"
+        return value or None
 
     # -- optimisation ----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from latok.codec.rule.global_motion import REFINEMENT_STEPS, estimate_shift, first_minimum, integer_differences, refinement_candidates
+from latok.codec.rule.global_motion import REFINEMENT_STEPS, estimate_pairs, estimate_shift, first_minimum, integer_differences, refinement_candidates
 from latok.codec.rule.motion import BLOCK, DEFAULT_RADIUS, block_grid, candidate_differences, register_motion, warp
 from latok.errors import InvalidInputError
 
@@ -25,16 +25,13 @@ class BlockMotion:
     per_block = True
 
     def estimate(self, latent: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        batch, _, frames, height, width = latent.shape
-        motion = torch.zeros(batch, frames, 2, *block_grid(height, width), device=latent.device)
-        before = previous
-        for t in range(frames):
-            if before is not None:
-                current = latent[:, :, t].float()
-                differences = integer_differences(current, before.float())  # scored once, for the global and the block search
-                motion[:, t] = estimate_block_shift(current, before, estimate_shift(current, before.float(), differences=differences), differences=differences)
-            before = latent[:, :, t]
-        return motion
+        return estimate_pairs(latent, previous, (2, *block_grid(*latent.shape[-2:])), _search_pairs)
+
+
+def _search_pairs(current: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """``(N, 2, gh, gw)``: each pair's global shift, then its blocks' (integer shifts scored once for both)."""
+    differences = integer_differences(current, before)
+    return estimate_block_shift(current, before, estimate_shift(current, before, differences=differences), differences=differences)
 
 
 def _block_mean(difference: torch.Tensor, channels: int) -> torch.Tensor:

@@ -4,6 +4,12 @@ Per latent frame t, the translation ``v[t] = (dy, dx)`` that best maps frame t-1
 integer search within ``radius`` minimising the mean |z[t] - shift(z[t-1], v)| over the frames' overlap,
 then two refinements at half and quarter steps with bilinear warping.  No network and no parameters:
 estimated, not learned.
+
+The models search each pair of frames on its ``SEARCH_CHANNELS`` principal channels (:func:`principal_channels`:
+the directions in which the pair's latent pixels vary most), several pairs a pass (:func:`estimate_pairs`).
+On taef2's 32-channel latents and the pool's validation split, 4 principal channels were 2.8x faster than
+searching every channel a frame at a time and their motion-compensated hold +0.10 dB better (no clip worse
+by more than 0.03 dB); 2 channels lost 0.12 dB on a clip, 8 and 16 gained less (eval/results/motion_search_val.md).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from latok.codec.rule.motion import DEFAULT_RADIUS, candidate_differences, regis
 from latok.errors import InvalidInputError
 
 REFINEMENT_STEPS = (0.5, 0.25)
+SEARCH_CHANNELS = 4  # principal channels a pair of frames is searched on (chosen on pool_val: motion_search_val.md)
+PIXELS_PER_PASS = 1 << 15  # frame pairs are searched together up to this many latent pixels (240p: 21 pairs a pass)
 
 
 @register_motion("global")
@@ -24,14 +32,45 @@ class GlobalMotion:
     per_block = False
 
     def estimate(self, latent: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        batch, _, frames = latent.shape[:3]
-        motion = torch.zeros(batch, frames, 2, device=latent.device)
-        before = previous
-        for t in range(frames):
-            if before is not None:
-                motion[:, t] = estimate_shift(latent[:, :, t], before)
-            before = latent[:, :, t]
-        return motion
+        return estimate_pairs(latent, previous, (2,), estimate_shift)
+
+
+def estimate_pairs(latent: torch.Tensor, previous: torch.Tensor | None, shape: tuple[int, ...], search) -> torch.Tensor:
+    """``(B, t, *shape)``: ``search(current, before)`` (frames ``(N, C', h, w)`` -> ``(N, *shape)``) for every frame of
+    ``latent`` ``(B, C, t, h, w)`` against the frame before it (frame 0 against ``previous``; zero without one),
+    each pair on its :func:`principal_channels`, as many pairs a pass as ``PIXELS_PER_PASS`` allows.  A pair's
+    result depends on that pair alone, so a stream's chunks give the offline motion bit for bit."""
+    batch, channels, frames, height, width = latent.shape
+    sequence = latent.float().transpose(1, 2)  # (B, t, C, h, w)
+    if previous is None:
+        current, before = sequence[:, 1:], sequence[:, :-1]
+    else:
+        current, before = sequence, torch.cat([previous.float().unsqueeze(1), sequence[:, :-1]], dim=1)
+    pairs = current.shape[1]
+    current, before = current.flatten(0, 1), before.flatten(0, 1)
+    step = max(1, PIXELS_PER_PASS // (height * width))
+    motion = torch.zeros(batch, frames, *shape, device=latent.device)
+    if pairs:
+        found = [search(*principal_channels(current[i : i + step], before[i : i + step])) for i in range(0, batch * pairs, step)]
+        motion[:, frames - pairs :] = torch.cat(found).unflatten(0, (batch, pairs))
+    return motion
+
+
+def principal_channels(current: torch.Tensor, previous: torch.Tensor, channels: int = SEARCH_CHANNELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both frames ``(N, C, h, w)`` projected, pair by pair, onto the ``channels`` eigenvectors of largest
+    eigenvalue of that pair's channel covariance over its 2 h w pixels: ``(N, channels, h, w)`` each.  Fewer
+    channels to compare, and the ones with structure: channels that only carry noise add noise to the
+    matching cost.  A latent of ``channels`` channels or fewer is searched as it is."""
+    current, previous = current.float(), previous.float()
+    if current.shape[1] <= channels:
+        return current, previous
+    bases = []
+    for now, before in zip(current, previous):  # one pair at a time: a pair's basis does not depend on its batch
+        pixels = torch.cat([now.flatten(1), before.flatten(1)], dim=1)  # (C, 2 h w)
+        pixels = pixels - pixels.mean(dim=1, keepdim=True)
+        bases.append(torch.linalg.eigh(pixels @ pixels.T).eigenvectors[:, -channels:].T)  # (channels, C): eigh sorts ascending
+    basis = torch.stack(bases)  # (N, channels, C)
+    return (basis @ current.flatten(2)).unflatten(2, current.shape[-2:]), (basis @ previous.flatten(2)).unflatten(2, previous.shape[-2:])
 
 
 def integer_differences(current: torch.Tensor, previous: torch.Tensor, radius: int = DEFAULT_RADIUS) -> torch.Tensor:
