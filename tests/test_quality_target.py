@@ -97,3 +97,20 @@ def test_cli_quality_target(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["encode", str(source), "-o", str(tmp_path / "x.latok"), "--tau", "0.1", "--target-quality", "0.5"])
     assert exit_info.value.code == 2 and not (tmp_path / "x.latok").exists()
+
+
+@pytest.mark.parametrize("start", [None, 1e-3, 0.05, 5.0])
+def test_the_search_finds_the_largest_tau_within_the_budget_from_any_start_in_few_passes(start, monkeypatch):
+    """Wherever it starts, the tau found fits the budget and 2 % more does not (the tolerance), so a plain
+    bisection could do no better; from a start near the answer it takes about 9 mask + hold passes."""
+    from latok.codec.restore import quality
+
+    latent = drifting(0.1, 3)
+    passes = []
+    monkeypatch.setattr(quality, "redundancy_mask", lambda *a, **k: passes.append(1) or redundancy_mask(*a, **k))
+    budget = 2e-3
+    tau = tau_for_quality(latent, budget, IDENTITY, None, start=start)
+    assert cost(latent, tau, None) <= budget < cost(latent, tau * (1 + quality.TAU_TOLERANCE), None)
+    if start == 0.05:  # near the answer
+        assert 0.5 * tau < start < 2 * tau and len(passes) <= 10
+    assert len(passes) <= 24

@@ -109,7 +109,7 @@ class LatentTokenizer:
                 raise InvalidInputError(f"backend {self.vae.name} has no quality calibration; pass tau or target usage")
             calibration = QualityCalibration(*self.vae.quality_calibration)
             return tau_for_quality(latent, target_quality, calibration, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion,
-                                   self.rule_weights)  # fmt: skip
+                                   self.rule_weights, start=self.default_tau)  # fmt: skip
         measured = None if latent is None else in_rule_metric(latent.float(), self.rule_weights)
         return resolve_tau(measured, tau, target_usage, self.default_tau, self.vae.name, s.reference, s.keyframe_interval, motion)
 
