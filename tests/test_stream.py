@@ -175,31 +175,28 @@ def test_without_selection_cache_every_chunk_starts_fully_kept(tokenizer, sample
 
 @needs_weights
 @pytest.mark.parametrize("motion", ["block", "none"])
-def test_decode_stream_runs_the_causal_inpainter(taef2, sample, tmp_path, motion):
-    causal = InpaintingTransformer(InpainterConfig(latent_channels=32, width=32, depth=1, heads=2, causal=True))
-    tokenizer = LatentTokenizer(taef2, stream_inpainter=causal, motion=motion)
+def test_decode_stream_runs_the_inpainter_over_each_chunk_and_its_context(taef2, sample, tmp_path, motion):
+    model = InpaintingTransformer(InpainterConfig(latent_channels=32, width=32, depth=1, heads=2))
+    tokenizer = LatentTokenizer(taef2, inpainter=model, motion=motion)
     tokenizer.encode_stream(sample.split(4, dim=2), tmp_path / "s.latok")
     lit = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit")), dim=2)
     hold = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="hold")), dim=2)
     torch.testing.assert_close(lit, hold)  # an untrained model is exactly (motion-compensated) hold, context included
     if motion == "block":
         return
-    # A trained-like (random) causal model changes the result, and never looks ahead: changing the
-    # last chunk of the video leaves the earlier decoded chunks as they were.
+    # A trained-like (random) model changes the result; it sees its chunk's future but never the next chunk's:
+    # changing the last frame changes the frame before it, in its chunk, and leaves the chunks before alone.
     from test_inpainter import randomised
 
-    randomised(causal)
+    randomised(model)
     changed = sample.clone()
-    changed[:, :, 8:] = changed[:, :, 8:].flip(-1)
+    changed[:, :, 9:] = changed[:, :, 9:].flip(-1)  # chunks of 4 frames: 0-3, 4-7, 8-9
     tokenizer.encode_stream(changed.split(4, dim=2), tmp_path / "c.latok")
     lit = list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit"))
     lit_changed = list(tokenizer.decode_stream(tmp_path / "c.latok", fill="lit"))
     assert not torch.allclose(torch.cat(lit, dim=2), hold, atol=1e-3)
     torch.testing.assert_close(lit[1], lit_changed[1])
-    assert not torch.allclose(lit[2], lit_changed[2], atol=1e-3)
-    bidirectional = InpaintingTransformer(InpainterConfig(latent_channels=32, width=32, depth=1, heads=2))
-    with pytest.raises(InvalidInputError, match="causal"):
-        list(LatentTokenizer(taef2, stream_inpainter=bidirectional).decode_stream(tmp_path / "s.latok", fill="lit"))
+    assert not torch.allclose(lit[2][:, :, :1], lit_changed[2][:, :, :1], atol=1e-3)  # frame 8: its tokens unchanged, its future not
 
 
 @needs_weights
@@ -251,12 +248,12 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
 
 
 @needs_weights
-def test_shipped_causal_inpainter_streams_lit(tokenizer, sample, tmp_path):
+def test_shipped_inpainter_streams_lit(tokenizer, sample, tmp_path):
     from latok.codec.tokenizer import LatentTokenizer
 
     tokenizer = LatentTokenizer(tokenizer.vae)  # block motion, the default
-    model = tokenizer.stream_inpainter
-    assert model.config.causal and model.num_parameters < 25e6 / 4
+    model = tokenizer.inpainter
+    assert not model.config.causal and model.num_parameters < 25e6 / 4
     tokenizer.encode_stream(sample.split(5, dim=2), tmp_path / "s.latok", tau=0.3)
     lit = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit")), dim=2)
     hold = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="hold")), dim=2)

@@ -177,7 +177,7 @@ def test_causal_config_fine_tunes_with_stream_context(shards, tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     cli = train_cli([
-        "fit", "--config", str(ROOT / "configs" / "taef2_lit-xs-causal.yaml"),
+        "fit", "--config", str(ROOT / "configs" / "history" / "taef2_lit-xs-causal.yaml"),
         "--model.init_from", str(ROOT / "checkpoints" / "taef2-lit-xs"),
         "--trainer.fast_dev_run", "2", "--trainer.logger", "false",
         "--data.train_dir", str(shards / "train"), "--data.val_dir", str(shards / "val"),

@@ -47,7 +47,7 @@ def add_file_commands(commands) -> None:
     decode.add_argument(
         "--stream",
         action="store_true",
-        help="decode chunk by chunk, writing the video as it goes (lit uses the causal checkpoint <backend>-lit-xs-causal)",
+        help="decode chunk by chunk, writing the video as it goes (lit runs the inpainter over each chunk and the frames restored before it)",
     )
     decode.set_defaults(run=run_decode)
 

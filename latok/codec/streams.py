@@ -114,8 +114,8 @@ def decode_stream(
 
     The fill cache C_fill carries the last ``context_frames`` restored latent frames into
     the next chunk: they are the fill's temporal context (marked kept), so ``hold`` continues
-    exactly as offline, and ``lit`` runs the causal :attr:`stream_inpainter` over
-    ``[C_fill, chunk]`` (unguarded: the default ``auto`` is ``hold`` here).  ``interp``
+    exactly as offline, and ``lit`` runs the inpainter over ``[C_fill, chunk]`` (the chunk's
+    future in view, not the next chunk's; unguarded: the default ``auto`` is ``hold`` here).  ``interp``
     cannot look past the chunk and holds there instead.
     """
     if context_frames < 1:

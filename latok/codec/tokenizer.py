@@ -49,14 +49,13 @@ class LatentTokenizer:
         fill: default fill for :meth:`decode`: ``auto`` (guarded lit where possible, else hold),
             ``zero``, ``hold``, ``interp``, ``lit`` or a callable (:mod:`latok.codec.restore.resolve`).
         inpainter: a checkpoint directory or model for ``lit`` (default: ``checkpoints/<backend>-lit-xs``).
-        stream_inpainter: the causal checkpoint or model for ``lit`` in :meth:`decode_stream`.
         **options: :class:`CodecSettings` fields; anything else goes to :func:`latok.load_vae`: ``device``, weights,
             ``precision`` (``"auto"``, the default: bf16 where the hardware computes it natively, else fp32;
             ``"fp32"``, ``"bf16"``, ``"fp16"`` on CUDA; :mod:`latok.vae.precision`).
     """
 
     def __init__(self, vae: str | VideoAutoencoder = "taef2", settings: CodecSettings | None = None, fill: str | Fill | None = None,
-                 inpainter=None, stream_inpainter=None, **options):  # fmt: skip
+                 inpainter=None, **options):  # fmt: skip
         chosen = {name: options.pop(name) for name in CodecSettings.names() if name in options}
         if settings is not None and chosen:
             raise InvalidInputError(f"give settings or {', '.join(chosen)}, not both")
@@ -65,7 +64,7 @@ class LatentTokenizer:
         if self.settings.pixel_guard:
             check_per_frame(self.vae)  # fail at construction, not after the encode
         self.fill = fill or restoration.DEFAULT_FILL
-        self.inpainters = restoration.Inpainters(self.vae.name, self.vae.latent_channels, self.vae.device, inpainter, stream_inpainter)
+        self.inpainters = restoration.Inpainters(self.vae.name, self.vae.latent_channels, self.vae.device, inpainter)
         self.value_step = self.settings.value_step_for(self.vae)
         self.value_steps = channel_steps(self.value_step, self.vae.value_sensitivity, self.vae.latent_channels)
 
@@ -179,11 +178,6 @@ class LatentTokenizer:
     def inpainter(self):
         """The Latent Inpainting Transformer behind ``fill="lit"`` (loaded on first use)."""
         return self.inpainters.model
-
-    @property
-    def stream_inpainter(self):
-        """The causal inpainter behind ``fill="lit"`` in :meth:`decode_stream` (loaded on first use)."""
-        return self.inpainters.stream_model
 
     def resolve(self, adaptive: AdaptiveLatent, fill: str | Fill | None = None) -> restoration.NamedFill:
         """The fill that restores ``adaptive`` (default: the tokenizer's), resolved once: ``auto`` becomes
