@@ -35,6 +35,7 @@ CHAINS = {
     "shipped": ("taef2_lit-xs-pool",),
     "pooled": ("taef2_lit-xs-pool", "taef2_lit-xs-pool-pooled"),
     "pixels": ("taef2_lit-xs-pool", "taef2_lit-xs-pool-pixels"),
+    "matched": ("taef2_lit-xs-pool", "taef2_lit-xs-pool-matched"),
     "previous": (
         "taef2_lit-xs",
         "taef2_lit-xs-continued",
@@ -46,16 +47,19 @@ CHAINS = {
     ),
 }
 RECIPES = {"shipped": "eval/train_shipped.sh", "previous": "eval/train_previous.sh",
-           "pooled": "eval/train_pooled.sh", "pixels": "eval/train_pixels.sh"}
+           "pooled": "eval/train_pooled.sh", "pixels": "bash eval/finetune.sh taef2_lit-xs-pool-pixels",
+           "matched": "bash eval/finetune.sh taef2_lit-xs-pool-matched"}
 VALIDATION = {
     "shipped": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
     "previous": "DAVIS soapbox, libby and goat (240p, 17 frames)",
     "pooled": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
     "pixels": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
+    "matched": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), block motion, the rule in the decoder's metric",
 }
 TITLES = {"shipped": "checkpoints/taef2-lit-xs", "previous": "the inpainter shipped before the pool-trained one",
           "pooled": "checkpoints/taef2-lit-xs fine-tuned with the pooled loss ratio (not shipped)",
-          "pixels": "checkpoints/taef2-lit-xs fine-tuned with the loss through the frozen decoder"}
+          "pixels": "checkpoints/taef2-lit-xs fine-tuned with the loss through the frozen decoder",
+          "matched": "checkpoints/taef2-lit-xs fine-tuned on crops masked as the encoder masks"}
 GAIN, LOSS = "val/psnr_gain_over_hold", "train/loss"
 SMOOTH = 20  # logged training points averaged per plotted point
 
