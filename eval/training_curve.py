@@ -46,9 +46,9 @@ CHAINS = {
         "taef2_lit-xs-decoder-5",
     ),
 }
-RECIPES = {"shipped": "eval/train_shipped.sh", "previous": "eval/train_previous.sh",
-           "pooled": "eval/train_pooled.sh", "pixels": "bash eval/finetune.sh taef2_lit-xs-pool-pixels",
-           "matched": "bash eval/finetune.sh taef2_lit-xs-pool-matched"}
+RECIPES = {"shipped": "eval/train_shipped.sh", "previous": "eval/train_previous.sh", "pooled": "eval/train_pooled.sh",
+           "pixels": "eval/finetune.sh", "matched": "eval/finetune.sh"}  # the script that replays the chain's runs
+RECIPE_ARGUMENTS = {"pixels": " taef2_lit-xs-pool-pixels", "matched": " taef2_lit-xs-pool-matched"}
 VALIDATION = {
     "shipped": "the 18 clips of eval/splits/pool_val.txt (240p, 17 frames), motion-compensated rule and fills",
     "previous": "DAVIS soapbox, libby and goat (240p, 17 frames)",
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     figure, (loss_axis, gain_axis) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     lines = [
-        f"# Training curve: {TITLES[chain]} ({RECIPES[chain]})",
+        f"# Training curve: {TITLES[chain]} ({RECIPES[chain]}{RECIPE_ARGUMENTS.get(chain, '')})",
         "",
         f"Validation: PSNR gain of unguarded lit over hold on {VALIDATION[chain]}, usage 0.5,",
         "logged by Lightning during training. Each cycle starts from the previous cycle's export.",

@@ -194,7 +194,7 @@ def test_causal_config_fine_tunes_with_stream_context(shards, tmp_path, monkeypa
     assert head > 0 and (state["head.weight"] - start["head.weight"]).abs().max() < 0.25 * head
 
 
-@pytest.mark.parametrize("chain", ["shipped", "previous", "pooled", "pixels"])
+@pytest.mark.parametrize("chain", ["shipped", "previous", "pooled", "pixels", "matched"])
 def test_training_curve_covers_each_chain(tmp_path, chain):
     """eval/training_curve.py reads every committed log of the chain behind checkpoints/taef2-lit-xs (and the one before)."""
     import importlib.util
