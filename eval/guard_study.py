@@ -8,16 +8,18 @@ lit wins by a hair in latent space it can lose by a hair in pixels.  A margin m 
 guard pick lit only when its latent error is below (1 - m) x hold's.
 
 taef2 decodes every frame on its own, so a clip's PSNR under any per-frame choice follows
-from the per-frame pixel errors of hold and of lit: this script decodes each clip twice
-and scores every margin without decoding again.
+from the per-frame pixel errors of hold and of lit: this script decodes each clip twice per
+rate and scores every margin without decoding again.  Hold and lit are the shipped defaults'
+(block motion, references composed along it, the rule in the decoder metric).
 
-- ``--set tune`` (default): the margin is chosen here, on clips that are not evaluation
-  clips: the 11 DAVIS training sequences and the classic clips, at the default tau and at
-  target usage 0.5 (17 frames from frame 0, 240p).
-- ``--set tokenbench``: the tokenbench-mini evaluation clips at the default tau, to check it.
+- ``--set pool_val`` (default): the margin is chosen here, on the training pool's validation
+  split (eval/splits/pool_val.txt, 18 clips, 17 frames at 240p, cached by
+  ``PARTS=val eval/prepare_pool_data.sh``), at the default rate and at usage 0.3, 0.5 and 0.8.
+- ``--set tokenbench``: the tokenbench-mini evaluation clips at the default rate and usage 0.5,
+  to report what the chosen margin does on clips that chose nothing.
 
 Usage:
-    python eval/guard_study.py [--set tune|tokenbench] [--checkpoint DIR]
+    python eval/guard_study.py [--set pool_val|tokenbench] [--checkpoint DIR]
 writes eval/results/guard_study_<set>.{json,md}
 """
 
@@ -28,36 +30,54 @@ import json
 import math
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from latok.codec.restore.guard import LIT_GUARD_MARGIN
 from latok.codec.restore.resolve import default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
-from latok.io import load_clip, to_8bit_levels
+from latok.io import frames_to_video, load_clip, to_8bit_levels
+from latok.training.data import read_samples
 
 from harness import ROOT, clip_set
 
-VALIDATION = ("soapbox", "libby", "goat")  # the inpainter's held-out sequences: not used here
 MARGINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 WORST_ALLOWED_DB = -0.1  # the chosen margin: the best mean gain among those whose worst clip loses at most this
+POOL_VAL = ROOT / "data" / "latents" / "pool" / "val"
 
 
-def clip_sets(name: str) -> list[tuple[str, Path, dict[str, dict]]]:
-    """(name, path, {rate label: tokenize arguments}) per clip."""
+def clip_sets(name: str, frames: int):
+    """(name, load, {rate label: tokenize arguments}) per clip; ``load()`` gives the clip's latent, video and source."""
     if name == "tokenbench":
-        return [(c.name, c.path, {"default": {}}) for c in clip_set("tokenbench")]
-    sources = [(c.name, c.path) for c in clip_set("davis") if c.name.split("/")[1] not in VALIDATION]
-    sources += [(c.name, c.path) for c in clip_set("classic")]
-    return [(label, path, {"default": {}, "usage0.5": {"target_usage": 0.5}}) for label, path in sources]
+
+        def encoder(path: Path):
+            def load(tokenizer: LatentTokenizer):
+                video, source = source_info(load_clip(path, frames=frames, height=240))
+                return tokenizer.vae.encode(video), video, source
+
+            return load
+
+        rates = {"default": {}, "usage0.5": {"target_usage": 0.5}}
+        return [(c.name, encoder(c.path), rates) for c in clip_set("tokenbench")]
+    if not POOL_VAL.is_dir():
+        raise SystemExit(f"{POOL_VAL} is missing: run PARTS=val eval/prepare_pool_data.sh first")
+
+    def cached(sample: dict):
+        def load(tokenizer: LatentTokenizer):
+            video, source = source_info(frames_to_video(sample["video.npy"]))
+            return torch.from_numpy(sample["latent.npy"]).float().unsqueeze(0), video, source
+
+        return load
+
+    rates = {"default": {}, **{f"usage{u:g}": {"target_usage": u} for u in (0.3, 0.5, 0.8)}}
+    return [(sample["json"]["name"], cached(sample), rates) for sample in read_samples(POOL_VAL)]
 
 
-def frame_errors(tokenizer: LatentTokenizer, path: Path, rates: dict[str, dict], frames: int) -> dict[str, dict]:
+def frame_errors(tokenizer: LatentTokenizer, load, rates: dict[str, dict]) -> dict[str, dict]:
     """Per rate and latent frame: latent squared error on dropped positions (in the inpainter's
     decoder metric when it has one, as the guard measures it) and decoded pixel squared error
     (8-bit scale, as latok.evaluation.metrics.psnr), for hold and for lit without a guard."""
-    clip = load_clip(path, frames=frames, height=240)
-    video, source = source_info(clip)
-    latent = tokenizer.vae.encode(video)
+    latent, video, source = load(tokenizer)
     reference = to_8bit_levels(video)
     rows = {}
     for label, rate in rates.items():
@@ -94,7 +114,7 @@ def guarded_gain(row: dict, margin: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", choices=("tune", "tokenbench"), default="tune")
+    parser.add_argument("--set", choices=("pool_val", "tokenbench"), default="pool_val")
     parser.add_argument("--checkpoint", default=str(default_inpainter_path("taef2")))
     parser.add_argument("--frames", type=int, default=17)
     args = parser.parse_args()
@@ -108,10 +128,10 @@ def main() -> None:
         previous = json.loads(out.with_suffix(".json").read_text())
         if previous.get("inpainter") == tokenizer.inpainter.fingerprint:
             rows = previous["clips"]
-    for name, path, rates in tqdm(clip_sets(args.set), desc=f"guard study ({args.set})"):
+    for name, load, rates in tqdm(clip_sets(args.set, args.frames), desc=f"guard study ({args.set})"):
         if all(f"{name}@{label}" in rows for label in rates):
             continue
-        for label, row in frame_errors(tokenizer, path, rates, args.frames).items():
+        for label, row in frame_errors(tokenizer, load, rates).items():
             rows[f"{name}@{label}"] = row
         result = study(args, tokenizer, rows)
         out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")  # after every clip: resumable
@@ -167,7 +187,7 @@ def choose(summary: list[dict]) -> float:
 
 def markdown(result: dict) -> str:
     lines = [
-        f"# Lit guard margin study: {len(result['clips'])} clips, inpainter {result['inpainter']}",
+        f"# Lit guard margin study: {len(result['clips'])} clip x rate cases, inpainter {result['inpainter']}",
         "",
         "Guarded lit picks lit on a latent frame when its latent error on the dropped positions (in the inpainter's",
         f"decoder metric: {'yes' if result.get('decoder_metric') else 'no'}) is at most",
@@ -182,6 +202,7 @@ def markdown(result: dict) -> str:
     pixel = result["pixel_guard"]
     lines.append(f"| pixel guard (`--pixel-guard`) | {pixel['worst_gain_db']:+.3f} | {pixel['mean_gain_db']:+.3f} | "
                  f"{pixel['clips_worse_than_hold']} |")
+    lines += by_rate(result["clips"])
     first = result["margins"][0]
     lines += [
         "",
@@ -191,12 +212,25 @@ def markdown(result: dict) -> str:
         f"Unguarded lit: worst {first['unguarded_worst_gain_db']:+.3f} dB, mean {first['unguarded_mean_gain_db']:+.3f} dB.",
         "",
         f"Chosen margin (best mean gain among margins whose worst clip loses at most {-WORST_ALLOWED_DB:g} dB): "
-        f"**{result['chosen_margin']:g}** (latok.codec.restore.resolve.LIT_GUARD_MARGIN).",
+        f"**{result['chosen_margin']:g}** (latok.codec.restore.guard.LIT_GUARD_MARGIN).",
         "",
         *disagreements(result["clips"], LIT_GUARD_MARGIN),
         f"Command: `{result['command']}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def by_rate(rows: dict) -> list[str]:
+    """Markdown lines: the mean gain of each margin at each rate (the cases' ``@`` label)."""
+    labels = sorted({name.rsplit("@", 1)[1] for name in rows})
+    lines = ["", "Mean gain over hold (dB) at each rate:", "", "| margin | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for margin in MARGINS:
+        cells = []
+        for label in labels:
+            gains = [guarded_gain(row, margin) for name, row in rows.items() if name.endswith(f"@{label}")]
+            cells.append(f"{sum(gains) / len(gains):+.3f}")
+        lines.append(f"| {margin:g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def disagreements(rows: dict, margin: float) -> list[str]:
