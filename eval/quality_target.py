@@ -6,14 +6,17 @@ motion-compensated hold against the true latent (channels weighted by the decode
 decibels lost by the default decode (the guarded inpainter).  Three steps, each on its own split:
 
     collect   per clip and tau of a grid: that error (of hold and of the default decode), token usage, and the
-              measured loss of the default decode (decoded PSNR against the source, minus the full rate's);
+              measured loss of the default decode (decoded PSNR against the source, minus the full rate's), with
+              the per-frame MSEs behind it and two latent statistics;
               --set calibration: every 4th clip of eval/splits/pool_train.txt (41; cached by
               PARTS=calibration eval/prepare_pool_data.sh), --set val: eval/splits/pool_val.txt (18)
     fit       fit loss = scale * error^exponent in log-log on the calibration clips (the scale then unbiased where
               targets are set: mean measured = mean predicted over predictions of 0.1-2 dB); check the prediction on the
-              validation clips (predicted against measured loss, per clip and tau)
-    check     on the validation clips: tokenize with --target-quality D for each D, and compare usage and the
-              per-clip spread of loss with the fixed tau that gives the same mean loss (interpolated on the grid)
+              validation clips (predicted against measured loss, per clip and tau); and the same error normalised
+              by the clip's full-rate error or a latent stand-in for it, as alternatives
+    check     on the validation clips: tokenize with --target-quality D for each D, with and without the encoder's
+              check of its prediction on decoded frames, and compare usage and the per-clip spread of loss with the
+              fixed tau that gives the same mean loss (interpolated on the grid)
 
 Every step reads and writes with block motion and the shipped inpainter (the defaults).  DAVIS and
 tokenbench-mini are not read: they are reported with `latok eval --target-quality` (eval/run_quality_target.sh).
@@ -22,7 +25,7 @@ Usage:
     python eval/quality_target.py collect --set calibration
     python eval/quality_target.py collect --set val
     python eval/quality_target.py fit
-    python eval/quality_target.py check --targets 0.25,0.5,1
+    python eval/quality_target.py check --targets 0.25,0.5,1 [--check-frames 0,4]
 writes data/quality_target/<set>/*.json (per clip, resumable), eval/results/quality_target_fit.{json,md},
 eval/results/quality_target_val.{json,md}
 """
@@ -40,7 +43,7 @@ from tqdm import tqdm
 from latok.codec.restore.quality import QualityCalibration, weighted_error
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr
-from latok.io import frames_to_video
+from latok.io import frames_to_video, to_8bit_levels
 from latok.training.data import read_samples
 
 from harness import ROOT, write_results
@@ -65,16 +68,38 @@ def collect(tokenizer: LatentTokenizer, name: str) -> None:
         if target.exists():
             continue
         size = video.shape[-3:]
-        full = psnr(tokenizer.vae.decode(latent, size=size), video)
+        full_frames = frame_mse(tokenizer.vae.decode(latent, size=size), video)
+        full = mse_psnr(statistics.mean(full_frames))
         rows = []
         for tau in TAUS:
             adaptive = tokenizer.tokenize(latent, source, tau=tau)
             hold = tokenizer.restore(adaptive, "hold")
             restored = tokenizer.restore(adaptive)  # the default decode
-            measured = psnr(tokenizer.vae.decode(restored, size=size), video)
+            frames = frame_mse(tokenizer.vae.decode(restored, size=size), video)
             rows.append({"tau": tau, "usage": adaptive.token_usage, "error_hold": weighted_error(hold, latent, sensitivity),
-                         "error_default": weighted_error(restored, latent, sensitivity), "loss_db": full - measured})  # fmt: skip
-        target.write_text(json.dumps({"clip": clip, "full_rate_psnr": full, "rows": rows}, indent=1) + "\n")
+                         "error_default": weighted_error(restored, latent, sensitivity), "loss_db": full - mse_psnr(statistics.mean(frames)),
+                         "frame_mse": frames})  # fmt: skip
+        record = {"clip": clip, "full_rate_psnr": full, "full_rate_frame_mse": full_frames, **latent_statistics(latent, sensitivity), "rows": rows}
+        target.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def frame_mse(video: torch.Tensor, reference: torch.Tensor) -> list[float]:
+    """Per frame, the MSE on the 8-bit scale of ``psnr`` (whose clip MSE is their mean)."""
+    return to_8bit_levels(video).sub(to_8bit_levels(reference)).pow(2).mean(dim=(0, 1, 3, 4)).tolist()
+
+
+def mse_psnr(mse: float) -> float:
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def latent_statistics(latent: torch.Tensor, sensitivity) -> dict:
+    """Latent-only candidates for what the full-rate decode's error scales with: the decoder-weighted spatial
+    gradient energy and variance of the clip's latent."""
+    weight = torch.tensor(sensitivity, dtype=torch.float32).pow(2).view(1, -1, 1, 1, 1)
+    x = latent.float()
+    gradient = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mul(weight).sum(1).mean() + (x[..., 1:] - x[..., :-1]).pow(2).mul(weight).sum(1).mean()
+    variance = x.var(dim=(2, 3, 4), keepdim=True).mul(weight).sum()
+    return {"latent_gradient": float(gradient), "latent_variance": float(variance)}
 
 
 def load(name: str) -> list[dict]:
@@ -144,7 +169,43 @@ def fit() -> None:
     for c in val:
         cells = [f"{model.loss_db(r['error_hold']):.2f} / {r['loss_db']:.2f}" for r in c["rows"]]
         lines.append(f"| {c['clip']} | " + " | ".join(cells) + " |")
+    report["normalised"] = normalised_fits(calibration, val)
+    lines += ["", "Does the loss scale with the clip's own full-rate error?  If a fill's added pixel error simply added to the",
+              "autoencoder's, loss = 10 log10(1 + a x error^b / m) with m the clip's full-rate MSE (known only after a decode) or",
+              "a latent-only stand-in for it; fitted the same way (least squares in log loss on the calibration clips):", "",
+              "| normalised by | a | b | val: mean abs error (dB) | val: median abs error (dB) |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, entry in report["normalised"].items():
+        lines.append(f"| {name} | {entry['a']:.4g} | {entry['b']:.3f} | {entry['val_mean_abs_db']:.3f} | {entry['val_median_abs_db']:.3f} |")
+    best = min(report["normalised"], key=lambda name: report["normalised"][name]["val_mean_abs_db"])
+    lines += ["", f"Best on the validation clips: {best}."]
     write_results("quality_target_fit", report, "\n".join(lines))
+
+
+NORMALISERS = {
+    "nothing (m = 1)": lambda clip: 1.0,
+    "full-rate MSE (a decode)": lambda clip: statistics.mean(clip["full_rate_frame_mse"]),
+    "full-rate MSE of frames 0, 8, 16": lambda clip: statistics.mean(clip["full_rate_frame_mse"][i] for i in (0, 8, 16)),
+    "the latent's weighted spatial gradient": lambda clip: clip["latent_gradient"],
+}
+
+
+def normalised_fits(calibration: list[dict], val: list[dict]) -> dict:
+    """Per normaliser m: loss = 10 log10(1 + a e^b / m) fitted by a grid over (log a, b) on the calibration
+    clips' hold errors (least squares in log loss, losses over 0.03 dB), scored on the validation clips."""
+    out = {}
+    for name, normaliser in NORMALISERS.items():
+        points = [(r["error_hold"], r["loss_db"], normaliser(c)) for c in calibration for r in c["rows"] if r["error_hold"] > 0 and r["loss_db"] > 0.03]
+
+        def predict(a, b, error, m):
+            return 10.0 * math.log10(1.0 + a * error**b / m)
+
+        def cost(a, b):
+            return sum((math.log(max(predict(a, b, e, m), 1e-9)) - math.log(loss)) ** 2 for e, loss, m in points)
+
+        _, a, b = min((cost(math.exp(la / 10), b / 50), math.exp(la / 10), b / 50) for la in range(-150, 151, 3) for b in range(30, 81, 2))
+        errors = [abs(predict(a, b, r["error_hold"], normaliser(c)) - r["loss_db"]) for c in val for r in c["rows"]]
+        out[name] = {"a": a, "b": b, "val_mean_abs_db": statistics.mean(errors), "val_median_abs_db": statistics.median(errors)}
+    return out
 
 
 def interpolate(xs: list[float], ys: list[float], x: float) -> float:
@@ -157,29 +218,33 @@ def interpolate(xs: list[float], ys: list[float], x: float) -> float:
     return ys[-1]
 
 
-def check(tokenizer: LatentTokenizer, targets: list[float]) -> None:
+def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[int]) -> None:
     grid = {c["clip"]: c for c in load("val")}
+    variants = [(target, count) for target in targets for count in check_counts]
+    checking = {count: LatentTokenizer(tokenizer.vae, quality_check_frames=count) for count in check_counts}
     rows = []
     for clip, latent, video, source in tqdm(list(clips("val")), desc="check"):
         size = video.shape[-3:]
         full = grid[clip]["full_rate_psnr"]
         row = {"clip": clip}
-        for target in targets:
-            adaptive = tokenizer.tokenize(latent, source, target_quality=target)
-            measured = psnr(tokenizer.vae.decode(tokenizer.restore(adaptive), size=size), video)
-            row[f"{target:g}"] = {"tau": adaptive.tau, "usage": adaptive.token_usage, "loss_db": full - measured}
+        for target, count in variants:
+            adaptive = checking[count].tokenize(latent, source, target_quality=target, video=video)
+            measured = psnr(tokenizer.vae.decode(checking[count].restore(adaptive), size=size), video)
+            row[label(target, count)] = {"tau": adaptive.tau, "usage": adaptive.token_usage, "loss_db": full - measured}
         rows.append(row)
     # the fixed tau with the same mean loss, on the grid: mean loss and usage over the clips at each tau
     mean_loss = [statistics.mean(grid[r["clip"]]["rows"][i]["loss_db"] for r in rows) for i in range(len(TAUS))]
     summary = {}
+    command = f"python eval/quality_target.py check --targets {','.join(f'{t:g}' for t in targets)} --check-frames {','.join(map(str, check_counts))}"
     lines = ["# Quality target against a fixed tau, pool validation split", "",
-             f"`python eval/quality_target.py check --targets {','.join(f'{t:g}' for t in targets)}`: {len(rows)} clips of "
-             "eval/splits/pool_val.txt, the default decode.  Fixed tau: the tau of the grid (interpolated) whose mean loss "
+             f"`{command}`: {len(rows)} clips of eval/splits/pool_val.txt, the default decode.  Checked: the encoder decodes "
+             "that many frames at the predicted tau, scales the map by measured over predicted loss and searches tau again "
+             "(`quality_check_frames`; 0: the prediction alone).  Fixed tau: the tau of the grid (interpolated) whose mean loss "
              "equals the target's measured mean loss; its per-clip usage and loss are interpolated on each clip's grid.", "",
-             "| target | mean loss (dB) | loss spread: std (min..max) | mean usage | fixed tau at that mean loss | its usage | its spread: std (min..max) |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for target in targets:
-        key = f"{target:g}"
+             "| target | checked frames | mean loss (dB) | loss spread: std (min..max) | mean usage | fixed tau at that mean loss | its usage | its spread: std (min..max) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for target, count in variants:
+        key = label(target, count)
         losses, usages = [r[key]["loss_db"] for r in rows], [r[key]["usage"] for r in rows]
         loss = statistics.mean(losses)
         order = sorted(range(len(TAUS)), key=mean_loss.__getitem__)
@@ -191,14 +256,19 @@ def check(tokenizer: LatentTokenizer, targets: list[float]) -> None:
                         "fixed_mean_loss_db": statistics.mean(fixed_losses), "fixed_loss_std_db": statistics.pstdev(fixed_losses),
                         "fixed_loss_min_db": min(fixed_losses), "fixed_loss_max_db": max(fixed_losses)}  # fmt: skip
         s = summary[key]
-        lines.append(f"| {target:g} dB | {loss:.3f} | {s['loss_std_db']:.3f} ({s['loss_min_db']:.2f}..{s['loss_max_db']:.2f}) | "
+        lines.append(f"| {target:g} dB | {count} | {loss:.3f} | {s['loss_std_db']:.3f} ({s['loss_min_db']:.2f}..{s['loss_max_db']:.2f}) | "
                      f"{s['mean_usage']:.1%} | {tau:.3f} | {s['fixed_mean_usage']:.1%} | {s['fixed_loss_std_db']:.3f} "
                      f"({s['fixed_loss_min_db']:.2f}..{s['fixed_loss_max_db']:.2f}) |")  # fmt: skip
-    lines += ["", "Per clip: tau, usage and measured loss at each target", "",
-              "| clip | " + " | ".join(f"{t:g} dB: tau / usage / loss" for t in targets) + " |", "|---|" + "---|" * len(targets)]  # fmt: skip
+    keys = [label(target, count) for target, count in variants]
+    lines += ["", "Per clip: tau, usage and measured loss at each target (and checked frames)", "",
+              "| clip | " + " | ".join(f"{k}: tau / usage / loss" for k in keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['clip']} | " + " | ".join(f"{r[f'{t:g}']['tau']:.3f} / {r[f'{t:g}']['usage']:.1%} / {r[f'{t:g}']['loss_db']:.2f}" for t in targets) + " |")
-    write_results("quality_target_val", {"command": lines[2].split("`")[1], "summary": summary, "rows": rows}, "\n".join(lines))
+        lines.append(f"| {r['clip']} | " + " | ".join(f"{r[k]['tau']:.3f} / {r[k]['usage']:.1%} / {r[k]['loss_db']:.2f}" for k in keys) + " |")
+    write_results("quality_target_val", {"command": command, "summary": summary, "rows": rows}, "\n".join(lines))
+
+
+def label(target: float, count: int) -> str:
+    return f"{target:g} dB, {count} checked"
 
 
 def main() -> None:
@@ -206,6 +276,7 @@ def main() -> None:
     parser.add_argument("step", choices=("collect", "fit", "check"))
     parser.add_argument("--set", choices=tuple(SHARDS), default="calibration")
     parser.add_argument("--targets", default="0.25,0.5,1")
+    parser.add_argument("--check-frames", default="0,4", help="quality_check_frames values to compare (0: the prediction alone)")
     args = parser.parse_args()
     if args.step == "fit":
         fit()
@@ -214,7 +285,7 @@ def main() -> None:
     if args.step == "collect":
         collect(tokenizer, args.set)
     else:
-        check(tokenizer, [float(t) for t in args.targets.split(",")])
+        check(tokenizer, [float(t) for t in args.targets.split(",")], [int(n) for n in args.check_frames.split(",")])
 
 
 if __name__ == "__main__":

@@ -97,6 +97,19 @@ def test_cli_quality_target(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["encode", str(source), "-o", str(tmp_path / "x.latok"), "--tau", "0.1", "--target-quality", "0.5"])
     assert exit_info.value.code == 2 and not (tmp_path / "x.latok").exists()
+    capsys.readouterr()
+    assert main(["encode", str(source), "-o", str(tmp_path / "x.latok"), "--height", "64", "--quality-check-frames", "-1"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "quality_check_frames" in error and len(error.splitlines()) == 1 and not (tmp_path / "x.latok").exists()
+
+
+def test_cli_states_the_library_default_of_check_frames():
+    from latok.cli import build_parser
+    from latok.codec.restore.quality import QUALITY_CHECK_FRAMES
+
+    encode = build_parser()._subparsers._group_actions[0].choices["encode"]
+    help_text = next(a.help for a in encode._actions if "--quality-check-frames" in a.option_strings)
+    assert f"default: {QUALITY_CHECK_FRAMES})" in help_text
 
 
 @pytest.mark.parametrize("start", [None, 1e-3, 0.05, 5.0])
@@ -114,3 +127,57 @@ def test_the_search_finds_the_largest_tau_within_the_budget_from_any_start_in_fe
     if start == 0.05:  # near the answer
         assert 0.5 * tau < start < 2 * tau and len(passes) <= 10
     assert len(passes) <= 24
+
+
+def test_check_frames_spread_over_the_clip_and_skip_the_first():
+    from latok.codec.restore.quality import check_frames
+
+    assert check_frames(17, 4) == [1, 6, 11, 16]
+    assert check_frames(3, 4) == [1, 2]
+    assert check_frames(1, 4) == [] and check_frames(17, 0) == []
+
+
+def test_a_check_scales_the_map_by_measured_over_predicted_within_bounds():
+    from latok.codec.restore.quality import CHECK_FACTOR_RANGE, checked_calibration
+
+    calibration = QualityCalibration(scale=2.0, exponent=1.1)
+    assert checked_calibration(calibration, 0.5, 1.0) == QualityCalibration(scale=4.0, exponent=1.1)
+    assert checked_calibration(calibration, 0.5, 100.0).scale == pytest.approx(2.0 * CHECK_FACTOR_RANGE[1])
+    assert checked_calibration(calibration, 0.5, -0.1).scale == pytest.approx(2.0 * CHECK_FACTOR_RANGE[0])  # lit beat the full rate there
+    assert checked_calibration(calibration, 0.0, 0.3).scale == pytest.approx(2.0 * CHECK_FACTOR_RANGE[1])
+
+
+@pytest.mark.parametrize("count", [-1, 1.5, True])
+def test_settings_take_a_whole_number_of_check_frames(count):
+    with pytest.raises(InvalidInputError, match="quality_check_frames"):
+        CodecSettings(quality_check_frames=count)
+
+
+@needs_weights
+def test_the_encoder_checks_a_wrong_map_on_decoded_frames_and_corrects_tau(taef2, monkeypatch):
+    """A map that predicts an eighth of the loss picks too large a tau and loses far more than the budget; checked on
+    4 decoded frames, the encoder searches again with the map scaled by what it measured and lands closer to the budget.
+    Without the input video there is nothing to check against: the prediction stands."""
+    from latok.codec.tokenizer import LatentTokenizer
+    from latok.codec.tokens import SourceInfo
+    from latok.evaluation.metrics import psnr
+    from latok.io import frames_to_video
+    from latok.sample import sample_frames
+
+    scale, exponent = taef2.quality_calibration
+    monkeypatch.setattr(taef2, "quality_calibration", (scale / 8, exponent))
+    video = frames_to_video(sample_frames(frames=9, height=64, width=112))
+    latent = taef2.encode(video)
+    source = SourceInfo(frames=9, height=64, width=112, fps=24.0)
+    full = psnr(taef2.decode(latent, size=video.shape[-3:]), video)
+    budget = 0.5
+    results = {}
+    for count in (0, 4):
+        tokenizer = LatentTokenizer(taef2, quality_check_frames=count)
+        adaptive = tokenizer.tokenize(latent, source, target_quality=budget, video=video)
+        results[count] = (adaptive.tau, full - psnr(tokenizer.decode(adaptive), video))
+        if count:
+            assert tokenizer.tokenize(latent, source, target_quality=budget).tau == results[0][0]  # no video: no check
+    (unchecked_tau, unchecked_loss), (checked_tau, checked_loss) = results[0], results[4]
+    assert unchecked_loss > 2 * budget  # the wrong map overspends
+    assert checked_tau < unchecked_tau and abs(checked_loss - budget) < abs(unchecked_loss - budget)

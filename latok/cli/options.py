@@ -99,6 +99,11 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
              "(the default rate where the backend has one: 0.5 for taef2; not with --stream)",
     )  # fmt: skip
     parser.add_argument(
+        "--quality-check-frames", type=int, default=None, metavar="N",
+        help="with a quality target, decode N frames at encode to check the predicted loss and pick tau once more with the "
+             "prediction scaled by what was measured (per-frame backends; 0: trust the prediction; default: 4)",
+    )  # fmt: skip
+    parser.add_argument(
         "--reference",
         choices=("last-kept", "previous"),
         default="last-kept",
@@ -222,6 +227,8 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
             "rule_metric": args.rule_metric,
             "value_step": args.value_step,
         }
+        if args.quality_check_frames is not None:
+            mask["quality_check_frames"] = args.quality_check_frames
     tokenizer = LatentTokenizer(
         backend, fill=getattr(args, "fill", None), inpainter=getattr(args, "inpainter", None), **mask, **options
     )

@@ -12,6 +12,7 @@ import torch
 
 from latok.codec.quantise import channel_steps
 from latok.codec.restore.guard import LIT_GUARD_MARGIN
+from latok.codec.restore.quality import QUALITY_CHECK_FRAMES
 from latok.codec.rule.masking import MAX_TAU, Reference, check_rule
 from latok.codec.rule.motion import motion_names
 from latok.codec.tokens import RULE_METRICS, RuleMetric, check_target_quality, dtype_name
@@ -40,6 +41,8 @@ class CodecSettings:
         lit_guard_margin: lit must cut hold's latent error on a frame by this fraction to be picked.
         pixel_guard: decide the lit guard on decoded pixels instead (per-frame backends; the margin is
             then not used).
+        quality_check_frames: with a target quality, the input video and a per-frame backend, decode this many
+            frames to check the predicted loss and search tau once more with the map corrected; ``0``: trust it.
     """
 
     tau: float | None = None
@@ -54,6 +57,7 @@ class CodecSettings:
     lit_guard: bool = True
     lit_guard_margin: float = LIT_GUARD_MARGIN
     pixel_guard: bool = False
+    quality_check_frames: int = QUALITY_CHECK_FRAMES
 
     def __post_init__(self):
         check_rate(self.tau, self.target_usage, self.target_quality)
@@ -69,6 +73,8 @@ class CodecSettings:
         dtype_name(self.storage_dtype)
         if not 0.0 <= self.lit_guard_margin < 1.0:
             raise InvalidInputError(f"lit_guard_margin must be in [0, 1), got {self.lit_guard_margin}")
+        if isinstance(self.quality_check_frames, bool) or not isinstance(self.quality_check_frames, int) or self.quality_check_frames < 0:
+            raise InvalidInputError(f"quality_check_frames must be a whole number >= 0, got {self.quality_check_frames!r}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from latok.codec.quantise import channel_steps
 from latok.codec.restore import resolve as restoration
 from latok.codec.restore.fills import Fill
 from latok.codec.restore.guard import check_per_frame, decide_lit_guard
-from latok.codec.restore.quality import QualityCalibration, tau_for_quality
+from latok.codec.restore.quality import QualityCalibration, check_frames, checked_calibration, decoded_loss, hold_error, tau_for_quality
 from latok.codec.rule.masking import in_rule_metric, redundancy_mask, resolve_tau
 from latok.codec.rule.motion import estimate_motion
 from latok.codec.settings import CodecSettings, check_rate
@@ -129,10 +129,34 @@ class LatentTokenizer:
         s = self.settings
         tau, target_usage, target_quality = self.rate(tau, target_usage, target_quality)
         motion = estimate_motion(latent, s.motion)  # None without a motion model
-        tau = self.resolve_tau(latent, tau, target_usage, motion, target_quality)
-        keep = redundancy_mask(in_rule_metric(latent.float(), self.rule_weights), tau, s.reference, s.keyframe_interval, motion=motion).keep
-        adaptive = self.tokens(latent, keep, tau, source, target_usage, motion, target_quality)
-        return self.guard_lit(adaptive, latent, video) if (s.lit_guard if lit_guard is None else lit_guard) else adaptive
+        guard = s.lit_guard if lit_guard is None else lit_guard
+
+        def masked(tau: float) -> AdaptiveLatent:
+            keep = redundancy_mask(in_rule_metric(latent.float(), self.rule_weights), tau, s.reference, s.keyframe_interval, motion=motion).keep
+            adaptive = self.tokens(latent, keep, tau, source, target_usage, motion, target_quality)
+            return self.guard_lit(adaptive, latent, video) if guard else adaptive
+
+        adaptive = masked(self.resolve_tau(latent, tau, target_usage, motion, target_quality))
+        if target_quality is not None and video is not None and s.quality_check_frames and self.vae.temporal_ratio == 1 and adaptive.tau > 0:
+            checked = self.checked_tau(adaptive, latent, video, target_quality, motion)
+            if checked != adaptive.tau:
+                adaptive = masked(checked)
+        return adaptive
+
+    def checked_tau(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor, target_quality: float,
+                    motion: torch.Tensor | None = None) -> float:  # fmt: skip
+        """The quality target's tau searched again after checking the prediction at ``adaptive``'s tau on
+        decoded frames (:func:`~latok.codec.restore.quality.checked_calibration`): the default decode's loss
+        against the full rate on ``quality_check_frames`` frames, over the loss the map predicted there
+        (``motion``: the clip's, as the mask used)."""
+        s = self.settings
+        calibration = QualityCalibration(*self.vae.quality_calibration)
+        frames = check_frames(latent.shape[2], s.quality_check_frames)
+        measured = decoded_loss(self.vae, self.restore(adaptive), latent, video, frames)
+        error = hold_error(latent, adaptive.tau, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion, self.rule_weights)
+        corrected = checked_calibration(calibration, calibration.loss_db(error), measured)
+        return tau_for_quality(latent, target_quality, corrected, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion,
+                               self.rule_weights, start=adaptive.tau)  # fmt: skip
 
     def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor | None = None) -> AdaptiveLatent:
         """``adaptive`` with its lit guard (:func:`latok.codec.restore.guard.decide_lit_guard`), decided against

@@ -13,6 +13,11 @@ decibels of PSNR lost by the default decode against the full-rate decode.  :func
 searches tau over mask + hold passes (no decode, no inpainter): from a start (the backend's fixed tau),
 doubling or halving until the budget is bracketed, then bisecting in log tau to ``TAU_TOLERANCE`` of tau,
 about 9 passes a clip where a plain bisection of [0, ceiling] took 17 (eval/results/motion_under_load.md).
+
+The map is fitted on the pool and errs on footage unlike it.  So where the encoder has the input video and the
+backend decodes frame by frame, it checks the prediction once (:func:`checked_calibration`): it decodes a few
+frames (:func:`check_frames`) of the full-rate latent and of the default decode at the predicted tau, scales the
+map by measured over predicted loss, and searches tau again (``CodecSettings.quality_check_frames``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ import torch
 from latok.codec.restore.fills import hold_fill
 from latok.codec.rule.masking import Reference, in_rule_metric, redundancy_mask, tau_ceiling
 from latok.codec.tokens import check_target_quality
+from latok.io import to_8bit_levels
 
+QUALITY_CHECK_FRAMES = 4  # decoded frames the encoder checks a prediction on (0: trust it)
+CHECK_FACTOR_RANGE = (0.25, 4.0)  # how far one check may move the map
 TAU_TOLERANCE = 0.02  # tau to 2 % of itself: finer than the loss it changes can be predicted
 SMALLEST_TAU = 2.0**-16  # of the ceiling: below it, keep everything
 
@@ -56,6 +64,46 @@ def weighted_error(restored: torch.Tensor, latent: torch.Tensor, sensitivity: Se
     return float(squared.sum(dim=1).mean())
 
 
+def hold_error(latent: torch.Tensor, tau: float, sensitivity: Sequence[float] | None, reference: Reference = "last-kept",
+               keyframe_interval: int | None = None, motion: torch.Tensor | None = None, weights: Sequence[float] | None = None,
+               measured: torch.Tensor | None = None) -> float:  # fmt: skip
+    """:func:`weighted_error` of the motion-compensated hold of ``latent`` masked at ``tau`` (``measured``: the latent
+    in the rule's metric, when the caller has it)."""
+    latent = latent.float()
+    measured = in_rule_metric(latent, weights) if measured is None else measured
+    keep = redundancy_mask(measured, tau, reference, keyframe_interval, motion=motion).keep
+    return weighted_error(hold_fill(latent * keep.unsqueeze(1), keep, motion), latent, sensitivity)
+
+
+def check_frames(frames: int, count: int = QUALITY_CHECK_FRAMES) -> list[int]:
+    """Up to ``count`` latent frames spread evenly over a clip of ``frames``, never the first (kept whole, it
+    loses nothing)."""
+    if frames < 2 or count < 1:
+        return []
+    return torch.linspace(1, frames - 1, min(count, frames - 1)).round().long().unique().tolist()
+
+
+def decoded_loss(vae, restored: torch.Tensor, latent: torch.Tensor, video: torch.Tensor, frames: list[int]) -> float:
+    """PSNR loss (dB) of ``restored`` against the full-rate ``latent``, both decoded at latent ``frames`` (a per-frame
+    backend) and compared with those frames of ``video`` (``(1, 3, T, H, W)`` in ``[-1, 1]``) on the 8-bit scale."""
+    index = torch.tensor(frames)
+    reference = to_8bit_levels(video[:, :, index.to(video.device)].float().cpu())
+    size = (len(frames), video.shape[-2], video.shape[-1])
+
+    def mse(x: torch.Tensor) -> float:
+        return float((to_8bit_levels(vae.decode(x[:, :, index.to(x.device)], size=size).float().cpu()) - reference).pow(2).mean())
+
+    full, filled = mse(latent), mse(restored)
+    return 10.0 * math.log10(max(filled, 1e-12) / max(full, 1e-12))
+
+
+def checked_calibration(calibration: QualityCalibration, predicted_db: float, measured_db: float) -> QualityCalibration:
+    """``calibration`` scaled by measured over predicted loss at one tau (within ``CHECK_FACTOR_RANGE``)."""
+    low, high = CHECK_FACTOR_RANGE
+    factor = high if predicted_db <= 0 else min(max(measured_db / predicted_db, low), high)
+    return QualityCalibration(scale=calibration.scale * factor, exponent=calibration.exponent)
+
+
 def tau_for_quality(
     latent: torch.Tensor,
     loss_db: float,
@@ -76,12 +124,11 @@ def tau_for_quality(
     latent = latent.float()
     measured = in_rule_metric(latent, weights)
 
-    def error(tau: float) -> float:
-        keep = redundancy_mask(measured, tau, reference, keyframe_interval, motion=motion).keep
-        return weighted_error(hold_fill(latent * keep.unsqueeze(1), keep, motion), latent, sensitivity)
+    def fits(tau: float) -> bool:
+        return hold_error(latent, tau, sensitivity, reference, keyframe_interval, motion, measured=measured) <= budget
 
     ceiling = tau_ceiling(measured, motion)
-    return _largest_within(lambda tau: error(tau) <= budget, min(start or 0.5 * ceiling, ceiling), ceiling, SMALLEST_TAU * ceiling)
+    return _largest_within(fits, min(start or 0.5 * ceiling, ceiling), ceiling, SMALLEST_TAU * ceiling)
 
 
 def _largest_within(fits, start: float, ceiling: float, floor: float) -> float:
