@@ -26,7 +26,7 @@ from latok.codec.format.writer import DEFAULT_CHUNK_FRAMES, save_latok
 from latok.codec.quantise import channel_steps
 from latok.codec.restore import resolve as restoration
 from latok.codec.restore.fills import Fill
-from latok.codec.restore.guard import check_per_frame, decide_lit_guard
+from latok.codec.restore.guard import check_per_frame, guarded
 from latok.codec.restore.quality import QualityCalibration, check_frames, checked_calibration, decoded_loss, hold_error, tau_for_quality
 from latok.codec.rule.masking import in_rule_metric, redundancy_mask, resolve_tau
 from latok.codec.rule.motion import estimate_motion
@@ -131,28 +131,31 @@ class LatentTokenizer:
         motion = estimate_motion(latent, s.motion)  # None without a motion model
         guard = s.lit_guard if lit_guard is None else lit_guard
 
-        def masked(tau: float) -> AdaptiveLatent:
+        def masked(tau: float) -> tuple[AdaptiveLatent, torch.Tensor | None]:
             keep = redundancy_mask(in_rule_metric(latent.float(), self.rule_weights), tau, s.reference, s.keyframe_interval, motion=motion).keep
             adaptive = self.tokens(latent, keep, tau, source, target_usage, motion, target_quality)
-            return self.guard_lit(adaptive, latent, video) if guard else adaptive
+            return self._guarded(adaptive, latent, video) if guard else (adaptive, None)
 
-        adaptive = masked(self.resolve_tau(latent, tau, target_usage, motion, target_quality))
+        adaptive, restored = masked(self.resolve_tau(latent, tau, target_usage, motion, target_quality))
         if target_quality is not None and video is not None and s.quality_check_frames and self.vae.temporal_ratio == 1 and adaptive.tau > 0:
-            checked = self.checked_tau(adaptive, latent, video, target_quality, motion)
+            checked = self.checked_tau(adaptive, latent, video, target_quality, motion, restored)
             if checked != adaptive.tau:
-                adaptive = masked(checked)
+                adaptive, _ = masked(checked)
         return adaptive
 
     def checked_tau(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor, target_quality: float,
-                    motion: torch.Tensor | None = None) -> float:  # fmt: skip
+                    motion: torch.Tensor | None = None, restored: torch.Tensor | None = None) -> float:  # fmt: skip
         """The quality target's tau searched again after checking the prediction at ``adaptive``'s tau on
         decoded frames (:func:`~latok.codec.restore.quality.checked_calibration`): the default decode's loss
         against the full rate on ``quality_check_frames`` frames, over the loss the map predicted there
-        (``motion``: the clip's, as the mask used)."""
+        (``motion``: the clip's, as the mask used; ``restored``: the guard's restoration of ``adaptive``, which
+        fill ``auto`` decodes, saving an inpainter run)."""
         s = self.settings
         calibration = QualityCalibration(*self.vae.quality_calibration)
         frames = check_frames(latent.shape[2], s.quality_check_frames)
-        measured = decoded_loss(self.vae, self.restore(adaptive), latent, video, frames)
+        if restored is None or self.fill != "auto":
+            restored = self.restore(adaptive)
+        measured = decoded_loss(self.vae, restored, latent, video, frames)
         error = hold_error(latent, adaptive.tau, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion, self.rule_weights)
         corrected = checked_calibration(calibration, calibration.loss_db(error), measured)
         return tau_for_quality(latent, target_quality, corrected, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion,
@@ -161,12 +164,16 @@ class LatentTokenizer:
     def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor | None = None) -> AdaptiveLatent:
         """``adaptive`` with its lit guard (:func:`latok.codec.restore.guard.decide_lit_guard`), decided against
         ``latent``, the truth (and ``video`` with the pixel guard); unchanged when the backend has no inpainter."""
+        return self._guarded(adaptive, latent, video)[0]
+
+    def _guarded(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor | None = None) -> tuple[AdaptiveLatent, torch.Tensor | None]:
+        """:meth:`guard_lit` and the guarded restoration from the same inpainter run (``None`` without an inpainter)."""
         if not self.inpainters.available:
-            return adaptive
+            return adaptive, None
         if self.settings.pixel_guard and video is None:
             raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
         pixels = video if self.settings.pixel_guard else None
-        return decide_lit_guard(adaptive, latent, self.inpainters, self.vae, pixels, self.settings.lit_guard_margin)
+        return guarded(adaptive, latent, self.inpainters, self.vae, pixels, self.settings.lit_guard_margin)
 
     def tokens(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None,
                motion: torch.Tensor | None = None, target_quality: float | None = None) -> AdaptiveLatent:  # fmt: skip

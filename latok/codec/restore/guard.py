@@ -43,6 +43,19 @@ def decide_lit_guard(
     pixel error), else in plain latent units, and are decided on the stored (rounded) values,
     exactly as a decoder will see them.  With ``video`` (``(1, 3, T, H, W)`` in ``[-1, 1]``) and
     ``vae``, the frames where lit wins at all are decided again on decoded pixels (the pixel guard)."""
+    return guarded(adaptive, latent, inpainters, vae, video, margin)[0]
+
+
+def guarded(
+    adaptive: AdaptiveLatent,
+    latent: torch.Tensor,
+    inpainters: Inpainters,
+    vae: VideoAutoencoder | None = None,
+    video: torch.Tensor | None = None,
+    margin: float = LIT_GUARD_MARGIN,
+) -> tuple[AdaptiveLatent, torch.Tensor]:
+    """:func:`decide_lit_guard`'s tokens and, from the same inpainter run, their guarded restoration: lit on the
+    frames the guard picks, hold elsewhere, what fill ``auto`` restores them to."""
     model = inpainters.model
     keep = adaptive.keep
     sparse = scatter(adaptive)
@@ -56,7 +69,8 @@ def decide_lit_guard(
         frames = guard_by_decoded_pixels(vae, lit, hold, lit_error < hold_error, video)
     else:
         frames = guard_by_latent_error(lit_error, hold_error, margin)
-    return replace(adaptive, lit_frames=tuple(frames.tolist()), lit_model=model.fingerprint)
+    restored = torch.where(frames.to(lit.device).view(1, 1, -1, 1, 1), lit, hold)
+    return replace(adaptive, lit_frames=tuple(frames.tolist()), lit_model=model.fingerprint), restored
 
 
 def guard_by_latent_error(lit_error: torch.Tensor, hold_error: torch.Tensor, margin: float = LIT_GUARD_MARGIN) -> torch.Tensor:
