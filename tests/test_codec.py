@@ -323,13 +323,13 @@ def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
 def test_the_guards_restoration_is_exactly_what_auto_restores(taef2, sample):
     """The quality target's check decodes the restoration the guard made, instead of running the inpainter again:
     it must be the default decode's latent bit for bit, with a guard that picks lit on some frames and not others."""
-    from latok.codec.restore.guard import guarded
+    from latok.codec.restore.guard import decide_lit_guard
 
     tokenizer = LatentTokenizer(taef2)
     video, source = source_info(sample)
     latent = taef2.encode(video)
     adaptive = tokenizer.tokenize(latent, source, target_usage=0.4, lit_guard=False)
-    decided, restored = guarded(adaptive, latent, tokenizer.inpainters, margin=0.0)
+    decided, restored = decide_lit_guard(adaptive, latent, tokenizer.inpainters, margin=0.0)
     assert torch.equal(restored, tokenizer.restore(decided))
     assert torch.equal(restored, tokenizer.restore(decided, "auto"))
     assert 0 < sum(decided.lit_frames) < len(decided.lit_frames)  # lit on some frames, hold on others

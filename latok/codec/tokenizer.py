@@ -26,7 +26,7 @@ from latok.codec.format.writer import DEFAULT_CHUNK_FRAMES, save_latok
 from latok.codec.quantise import channel_steps
 from latok.codec.restore import resolve as restoration
 from latok.codec.restore.fills import Fill
-from latok.codec.restore.guard import check_per_frame, guarded
+from latok.codec.restore.guard import check_per_frame, decide_lit_guard
 from latok.codec.restore.quality import QualityCalibration, check_frames, checked_calibration, decoded_loss, hold_error, tau_for_quality
 from latok.codec.rule.masking import in_rule_metric, redundancy_mask, resolve_tau
 from latok.codec.rule.motion import estimate_motion
@@ -173,7 +173,7 @@ class LatentTokenizer:
         if self.settings.pixel_guard and video is None:
             raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
         pixels = video if self.settings.pixel_guard else None
-        return guarded(adaptive, latent, self.inpainters, self.vae, pixels, self.settings.lit_guard_margin)
+        return decide_lit_guard(adaptive, latent, self.inpainters, self.vae, pixels, self.settings.lit_guard_margin)
 
     def tokens(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None,
                motion: torch.Tensor | None = None, target_quality: float | None = None) -> AdaptiveLatent:  # fmt: skip

@@ -35,27 +35,16 @@ def decide_lit_guard(
     vae: VideoAutoencoder | None = None,
     video: torch.Tensor | None = None,
     margin: float = LIT_GUARD_MARGIN,
-) -> AdaptiveLatent:
+) -> tuple[AdaptiveLatent, torch.Tensor]:
     """``adaptive`` with its lit guard: per latent frame, does the inpainter restore the dropped
     positions closer to ``latent`` (the truth) than hold does, by at least ``margin`` of hold's error?
+    And, from the same inpainter run, the guarded restoration: lit on the frames the guard picks, hold
+    elsewhere, what fill ``auto`` restores the tokens to.
 
     Errors are squared errors in the inpainter's decoder metric when it has one (about the decoded
     pixel error), else in plain latent units, and are decided on the stored (rounded) values,
     exactly as a decoder will see them.  With ``video`` (``(1, 3, T, H, W)`` in ``[-1, 1]``) and
     ``vae``, the frames where lit wins at all are decided again on decoded pixels (the pixel guard)."""
-    return guarded(adaptive, latent, inpainters, vae, video, margin)[0]
-
-
-def guarded(
-    adaptive: AdaptiveLatent,
-    latent: torch.Tensor,
-    inpainters: Inpainters,
-    vae: VideoAutoencoder | None = None,
-    video: torch.Tensor | None = None,
-    margin: float = LIT_GUARD_MARGIN,
-) -> tuple[AdaptiveLatent, torch.Tensor]:
-    """:func:`decide_lit_guard`'s tokens and, from the same inpainter run, their guarded restoration: lit on the
-    frames the guard picks, hold elsewhere, what fill ``auto`` restores them to."""
     model = inpainters.model
     keep = adaptive.keep
     sparse = scatter(adaptive)
