@@ -141,7 +141,7 @@ def test_where_filters_and_packed_batches(corpus):
     from latok.errors import InvalidInputError
 
     rows = [r for r in read_manifest(corpus["out"]) if r["status"] == "ok"]
-    cut = sorted(r["token_usage"] for r in rows)[2]
+    cut = sorted({r["token_usage"] for r in rows})[1]  # clips may share a usage: cut above the smallest
     kept = CorpusDataset(corpus["out"], output="packed", where=f"token_usage < {cut}")
     assert {r["key"] for r in kept.rows} == {r["key"] for r in rows if r["token_usage"] < cut}
     batch = collate_packed([item["tokens"] for item in kept])
