@@ -27,7 +27,7 @@ from latok.codec.quantise import channel_steps
 from latok.codec.restore import resolve as restoration
 from latok.codec.restore.fills import Fill
 from latok.codec.restore.guard import check_per_frame, decide_lit_guard
-from latok.codec.restore.quality import QualityCalibration, check_frames, checked_calibration, decoded_mse, hold_error, loss_db, tau_for_quality
+from latok.codec.restore.quality import QualityCalibration, check_frames, checked_calibration, decoded_loss, hold_error, tau_for_quality
 from latok.codec.rule.masking import in_rule_metric, redundancy_mask, resolve_tau
 from latok.codec.rule.motion import estimate_motion
 from latok.codec.settings import CodecSettings, check_rate
@@ -138,35 +138,28 @@ class LatentTokenizer:
 
         adaptive, restored = masked(self.resolve_tau(latent, tau, target_usage, motion, target_quality))
         if target_quality is not None and video is not None and s.quality_check_frames and self.vae.temporal_ratio == 1 and adaptive.tau > 0:
-            adaptive = self.checked(adaptive, restored, latent, video, target_quality, motion, masked)
+            checked = self.checked_tau(adaptive, latent, video, target_quality, motion, restored)
+            if checked != adaptive.tau:
+                adaptive, _ = masked(checked)
         return adaptive
 
-    def checked(self, adaptive: AdaptiveLatent, restored: torch.Tensor | None, latent: torch.Tensor, video: torch.Tensor,
-                target_quality: float, motion: torch.Tensor | None, masked) -> AdaptiveLatent:  # fmt: skip
-        """The quality target's tokens after checking the prediction on decoded frames
-        (:func:`~latok.codec.restore.quality.checked_calibration`): the default decode's loss against the full rate on
-        ``quality_check_frames`` frames at ``adaptive``'s tau, over the loss the map predicted there, scales the map;
-        tau is searched again and ``masked(tau)`` makes its tokens.  A larger tau must pass the same check on its own
-        frames, else ``adaptive`` stands.  ``restored``: the guard's restoration (what fill ``auto`` decodes, saving
-        an inpainter run); ``motion``: the clip's, as the mask used."""
+    def checked_tau(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor, target_quality: float,
+                    motion: torch.Tensor | None = None, restored: torch.Tensor | None = None) -> float:  # fmt: skip
+        """The quality target's tau searched again after checking the prediction at ``adaptive``'s tau on
+        decoded frames (:func:`~latok.codec.restore.quality.checked_calibration`): the default decode's loss
+        against the full rate on ``quality_check_frames`` frames, over the loss the map predicted there
+        (``motion``: the clip's, as the mask used; ``restored``: the guard's restoration of ``adaptive``, which
+        fill ``auto`` decodes, saving an inpainter run)."""
         s = self.settings
-        frames = check_frames(latent.shape[2], s.quality_check_frames)
-        full = decoded_mse(self.vae, latent, video, frames)
-
-        def measured(tokens: AdaptiveLatent, restoration: torch.Tensor | None) -> float:
-            if restoration is None or self.fill != "auto":
-                restoration = self.restore(tokens)
-            return loss_db(decoded_mse(self.vae, restoration, video, frames), full)
-
         calibration = QualityCalibration(*self.vae.quality_calibration)
+        frames = check_frames(latent.shape[2], s.quality_check_frames)
+        if restored is None or self.fill != "auto":
+            restored = self.restore(adaptive)
+        measured = decoded_loss(self.vae, restored, latent, video, frames)
         error = hold_error(latent, adaptive.tau, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion, self.rule_weights)
-        corrected = checked_calibration(calibration, calibration.loss_db(error), measured(adaptive, restored))
-        tau = tau_for_quality(latent, target_quality, corrected, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion,
-                              self.rule_weights, start=adaptive.tau)  # fmt: skip
-        if tau == adaptive.tau:
-            return adaptive
-        candidate, restoration = masked(tau)
-        return candidate if tau < adaptive.tau or measured(candidate, restoration) <= target_quality else adaptive
+        corrected = checked_calibration(calibration, calibration.loss_db(error), measured)
+        return tau_for_quality(latent, target_quality, corrected, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion,
+                               self.rule_weights, start=adaptive.tau)  # fmt: skip
 
     def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor | None = None) -> AdaptiveLatent:
         """``adaptive`` with its lit guard (:func:`latok.codec.restore.guard.decide_lit_guard`), decided against

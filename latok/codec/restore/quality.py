@@ -17,9 +17,7 @@ about 9 passes a clip where a plain bisection of [0, ceiling] took 17 (eval/resu
 The map is fitted on the pool and errs on footage unlike it.  So where the encoder has the input video and the
 backend decodes frame by frame, it checks the prediction once (:func:`checked_calibration`): it decodes a few
 frames (:func:`check_frames`) of the full-rate latent and of the default decode at the predicted tau, scales the
-map by measured over predicted loss, and searches tau again (``CodecSettings.quality_check_frames``).  A larger
-tau is kept only if its own decoded frames stay within the budget: a loss measured at one tau says little about
-a larger one where a whole region's change would be dropped at once.
+map by measured over predicted loss, and searches tau again (``CodecSettings.quality_check_frames``).
 """
 
 from __future__ import annotations
@@ -85,18 +83,18 @@ def check_frames(frames: int, count: int = QUALITY_CHECK_FRAMES) -> list[int]:
     return torch.linspace(1, frames - 1, min(count, frames - 1)).round().long().unique().tolist()
 
 
-def decoded_mse(vae, latent: torch.Tensor, video: torch.Tensor, frames: list[int]) -> float:
-    """MSE on the 8-bit scale of ``latent`` decoded at latent ``frames`` (a per-frame backend) against those frames
-    of ``video`` (``(1, 3, T, H, W)`` in ``[-1, 1]``)."""
+def decoded_loss(vae, restored: torch.Tensor, latent: torch.Tensor, video: torch.Tensor, frames: list[int]) -> float:
+    """PSNR loss (dB) of ``restored`` against the full-rate ``latent``, both decoded at latent ``frames`` (a per-frame
+    backend) and compared with those frames of ``video`` (``(1, 3, T, H, W)`` in ``[-1, 1]``) on the 8-bit scale."""
     index = torch.tensor(frames)
     reference = to_8bit_levels(video[:, :, index.to(video.device)].float().cpu())
-    decoded = vae.decode(latent[:, :, index.to(latent.device)], size=(len(frames), video.shape[-2], video.shape[-1]))
-    return float((to_8bit_levels(decoded.float().cpu()) - reference).pow(2).mean())
+    size = (len(frames), video.shape[-2], video.shape[-1])
 
+    def mse(x: torch.Tensor) -> float:
+        return float((to_8bit_levels(vae.decode(x[:, :, index.to(x.device)], size=size).float().cpu()) - reference).pow(2).mean())
 
-def loss_db(mse: float, full_rate_mse: float) -> float:
-    """The PSNR loss (dB) of an MSE against the full rate's."""
-    return 10.0 * math.log10(max(mse, 1e-12) / max(full_rate_mse, 1e-12))
+    full, filled = mse(latent), mse(restored)
+    return 10.0 * math.log10(max(filled, 1e-12) / max(full, 1e-12))
 
 
 def checked_calibration(calibration: QualityCalibration, predicted_db: float, measured_db: float) -> QualityCalibration:
