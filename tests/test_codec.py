@@ -148,7 +148,7 @@ def test_cli_roundtrip_writes_metrics_and_viz(tmp_path, capsys):
                  "--frames", "4", "--height", "64", "--tau", "0.2"]) == 0  # fmt: skip
     report = json.loads(metrics.read_text())
     required = {"psnr", "ssim", "lpips", "token_usage", "bytes", "bpp", "frames", "height", "width", "backend", "tau", "fill", "seconds"}
-    assert required <= set(report) and set(report["seconds"]) == {"encode", "mask", "guard", "inpaint", "decode"}
+    assert required <= set(report) and set(report["seconds"]) == {"encode", "tokenize", "inpaint", "decode"}
     assert report["lpips"] is None and report["tau"] == 0.2 and report["fill"] == "lit"  # auto: guarded by the shipped inpainter
     video = read_video(out)
     reference = read_video(source, frames=4, height=64)

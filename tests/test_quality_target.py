@@ -181,3 +181,19 @@ def test_the_encoder_checks_a_wrong_map_on_decoded_frames_and_corrects_tau(taef2
     (unchecked_tau, unchecked_loss), (checked_tau, checked_loss) = results[0], results[4]
     assert unchecked_loss > 2 * budget  # the wrong map overspends
     assert checked_tau < unchecked_tau and abs(checked_loss - budget) < abs(unchecked_loss - budget)
+
+
+@needs_weights
+def test_roundtrip_writes_the_tokens_encode_writes(taef2, tmp_path):
+    """`latok roundtrip` and the demo time the stages of an encode: their .latok must be what `latok encode` writes,
+    the quality target's check included."""
+    from latok.codec.tokenizer import LatentTokenizer
+    from latok.evaluation.reports import roundtrip
+    from latok.io import Clip, frames_to_video
+    from latok.sample import sample_frames
+
+    clip = Clip(video=frames_to_video(sample_frames(frames=5, height=64, width=112)), fps=24.0, source_size=(64, 112), resized_size=(64, 112), crop=(0, 0, 64, 112))
+    tokenizer = LatentTokenizer(taef2)
+    report = roundtrip(tokenizer, clip, tmp_path / "r.latok")
+    encoded = tokenizer.save(tokenizer.encode(clip), tmp_path / "e.latok")
+    assert (tmp_path / "r.latok").read_bytes() == encoded.read_bytes() and report["seconds"]["tokenize"] > 0

@@ -97,11 +97,8 @@ def roundtrip(tokenizer, clip, latok_path: Path | None = None, with_lpips: bool 
     video, source = source_info(clip)
     with watch("encode"):
         latent = tokenizer.vae.encode(video)
-    with watch("mask"):
-        adaptive = tokenizer.tokenize(latent, source, lit_guard=False)
-    if tokenizer.settings.lit_guard:
-        with watch("guard"):
-            adaptive = tokenizer.guard_lit(adaptive, latent, video)
+    with watch("tokenize"):  # what `latok encode` writes: motion, tau (a quality target checked on decoded frames), mask, lit guard
+        adaptive = tokenizer.tokenize(latent, source, video=video)
     size = save_latok(adaptive, latok_path).stat().st_size if latok_path else encoded_size(adaptive)
     with watch("inpaint"):
         fill = tokenizer.resolve(adaptive)
@@ -167,9 +164,8 @@ def demo_text(report: dict) -> str:
         f"(tau {report['tau']:.3g}, {report['reference']} reference, motion {report.get('motion', 'none')})",
         f"size          raw {report['raw_bytes'] / 1e6:.2f} MB -> .latok {report['bytes'] / 1e3:.1f} kB",
         f"bitrate       {report['kbps']:.0f} kbps, {report['bpp']:.3f} bpp",
-        f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), rule (motion, tau, mask) {t['mask'] * 1e3:.1f} ms, "
-        + (f"lit guard {t['guard'] * 1e3:.1f} ms, " if "guard" in t else "")
-        + f"fill ({report['fill']}) {t['inpaint'] * 1e3:.1f} ms, decode {t['decode']:.2f} s ({frames / t['decode']:.2f} fps)",
+        f"time          encode {t['encode']:.2f} s ({frames / t['encode']:.2f} fps), tokenize (motion, tau, mask, lit guard) "
+        f"{t['tokenize'] * 1e3:.1f} ms, fill ({report['fill']}) {t['inpaint'] * 1e3:.1f} ms, decode {t['decode']:.2f} s ({frames / t['decode']:.2f} fps)",
         f"quality       PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}"
         + (f", LPIPS {report['lpips']:.4f}" if report["lpips"] is not None else ""),
         f"outputs       {', '.join(report['outputs'].values())}",
