@@ -49,7 +49,7 @@ def scores(tokenizer: LatentTokenizer, pixel: LatentTokenizer, clip, latent: tor
     video, source = source_info(clip)
     guarded = tokenizer.tokenize(latent, source, lit_guard=True, **rate)
     pixel_guarded = pixel.tokenize(latent, source, lit_guard=True, video=video, **rate)
-    unguarded = replace(guarded, lit_frames=None, lit_model=None)
+    unguarded = guarded.without_lit_guard()
     row = {"usage": guarded.token_usage, "tau": guarded.tau, "lit_frames": flags(guarded.lit_frames),
            "pixel_lit_frames": flags(pixel_guarded.lit_frames)}  # fmt: skip
     for fill in FILLS:

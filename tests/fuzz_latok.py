@@ -232,7 +232,7 @@ def craft(directory: Path) -> list[Path]:
     files = {}
 
     # 2^31 latent positions of 1x1 frames, frame 0 kept: valid, 32 zlib chunks of 2^26 bits
-    tall = {**header, "shape": [1, 32, 1 << 31, 1, 1], "chunk_frames": 1 << 26, "lit_frames": None, "lit_model": None,
+    tall = {**header, "shape": [1, 32, 1 << 31, 1, 1], "chunk_frames": 1 << 26, "lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None,
             "source": {**header["source"], "frames": 1 << 31, "height": 8, "width": 8, "source_size": None, "resized_size": None, "crop": None}}  # fmt: skip
     mask = zlib.compress(b"\x01" + bytes((1 << 23) - 1), 9)
     rest = zlib.compress(bytes(1 << 23), 9)
@@ -252,7 +252,7 @@ def craft(directory: Path) -> list[Path]:
     files["deep_json"] = join(preamble, '{"a":' * 50_000 + "1" + "}" * 50_000, records)
     files["huge_tau"] = join(preamble, json.dumps(header, separators=(",", ":")).replace('"tau":0.3', '"tau":1' + "0" * 400), records)
     # a raw (uncompressed) mask record claiming 2^26 positions
-    wide = {**header, "shape": [1, 32, 4, 4096, 4096], "chunk_frames": 4, "lit_frames": None, "lit_model": None,
+    wide = {**header, "shape": [1, 32, 4, 4096, 4096], "chunk_frames": 4, "lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None,
             "source": {**header["source"], "frames": 4, "height": 1 << 15, "width": 1 << 15}}  # fmt: skip
     wide_mask = (b"MASK", struct.pack("<IIB", 0, 4, 0) + b"\xff" * 1000)
     files["wide_raw_mask"] = join(preamble, json.dumps(wide), [wide_mask, (b"VALS", struct.pack("<II", 0, 8) + bytes(512)), records[-1]])
@@ -262,7 +262,7 @@ def craft(directory: Path) -> list[Path]:
 
     side = 128
     frames = MAX_CHUNK_VALUES // (32 * side * side)
-    zeros = {**header, "shape": [1, 32, frames, side, side], "chunk_frames": frames, "lit_frames": None, "lit_model": None, "motion": None,
+    zeros = {**header, "shape": [1, 32, frames, side, side], "chunk_frames": frames, "lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None, "motion": None,
              "dtype": "float32", "value_step": [0.1] * 32,
              "source": {**header["source"], "frames": frames, "height": side * 8, "width": side * 8, "source_size": None, "crop": None}}  # fmt: skip
     tables = zlib.compress(bytes([1, 1]) * 2 * 32, 9)
@@ -273,7 +273,7 @@ def craft(directory: Path) -> list[Path]:
     files.update(crafted_v3(preamble, header))
     # a taef2 header with a channel count taef2 never makes, and a latent far larger than its 1-frame 8x8 source
     files["taef2_33_channels"] = join(preamble, json.dumps({**header, "shape": [1, 33, *header["shape"][2:]]}), records)
-    big = {**header, "shape": [1, 32, 64, 64, 64], "lit_frames": None, "lit_model": None,
+    big = {**header, "shape": [1, 32, 64, 64, 64], "lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None,
            "source": {**header["source"], "frames": 1, "height": 8, "width": 8, "source_size": None, "resized_size": None, "crop": None}}  # fmt: skip
     files["latent_larger_than_source"] = join(preamble, json.dumps(big), records)
     paths = []
@@ -303,7 +303,7 @@ def crafted_v3(preamble: bytes, header: dict) -> dict[str, bytes]:
     """Version-3 files that are small and valid but declare far more work than their bytes: what ``info`` must read
     in time proportional to its bytes, and what ``decode``/``export`` must weigh against the memory limit first."""
     v3 = PREAMBLE.pack(b"LATOK\r\n\x1a", 3, 0)
-    base = {**header, "lit_frames": None, "lit_model": None, "motion": None, "dtype": "float32", "value_step": [0.1] * 32}
+    base = {**header, "lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None, "motion": None, "dtype": "float32", "value_step": [0.1] * 32}
     files = {}
     # 2^19 latent frames of one position, context-coded masks: a decoder that loops per frame takes a minute
     frames, chunk = 1 << 19, 1 << 16
@@ -331,7 +331,7 @@ def twin(real: Path, out: Path) -> dict:
     with LatokReader(real) as reader:
         header = reader.header
     _, channels, frames, height, width = header["shape"]
-    twin_header = {**header, "lit_frames": None, "lit_model": None, "motion": None, "chunk_frames": frames}
+    twin_header = {**header, "lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None, "motion": None, "chunk_frames": frames}
     records = zero_chunk_records(0, frames, height * width, channels)
     end = (b"END\x00", struct.pack("<IQ", 1, frames * height * width))
     out.write_bytes(join(PREAMBLE.pack(b"LATOK\r\n\x1a", 3, 0), json.dumps(twin_header), [*records, end]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 import zlib
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -178,6 +180,63 @@ def test_malformed_lit_guard_is_refused(tmp_path, valid_bytes, guard):
     with pytest.raises(LatokFormatError, match="lit guard|lit_frames|lit_model"):
         read_bytes(tmp_path, forge_header(valid_bytes, **guard))
     assert read_bytes(tmp_path, forge_header(valid_bytes, lit_frames="10110", lit_model="abc")).lit_frames == (True, False, True, True, False)
+
+
+def weights_text(codes: list[int]) -> str:
+    from latok.codec.format.header import encode_lit_weights
+
+    return encode_lit_weights(bytes(codes))
+
+
+# the valid_bytes clip: 5 latent frames of 6 x 10, so squares of 4 make a (5, 2, 3) grid: 30 codes
+WEIGHTS = [0] * 6 + [3, 0, 16, 8, 1, 0] + [0] * 6 + [2] * 6 + [0, 0, 0, 0, 0, 9]
+
+
+def test_lit_weights_round_trip_and_files_without_them_keep_their_bytes(tmp_path):
+    adaptive = make_adaptive(frames=5)
+    codes = torch.tensor(WEIGHTS, dtype=torch.uint8).view(5, 2, 3)
+    weighted = replace(adaptive, lit_frames=(False, True, False, True, True), lit_model="abc", lit_weights=codes, lit_tile=4)
+    loaded = load_latok(save_latok(weighted, tmp_path / "w.latok", chunk_frames=2))
+    assert_same(loaded, weighted)
+    assert loaded.lit_tile == 4 and torch.equal(loaded.lit_weights, codes)
+    field = loaded.lit_guard()
+    assert field.shape == (1, 1, 5, 6, 10) and field[0, 0, 1, 3, 3] == 3 / 8 and field[0, 0, 1, 0, 8] == 2.0 and field[0, 0, 1, 5, 0] == 1.0 and field[0, 0, 4, 5, 9] == 9 / 8
+    flagged = replace(adaptive, lit_frames=(False, True, False, True, True), lit_model="abc")
+    assert b"lit_weights" not in save_latok(flagged, tmp_path / "f.latok").read_bytes()  # one flag a frame: as before
+    with pytest.raises(InvalidInputError, match="flag exactly the frames"):
+        replace(weighted, lit_frames=(True, True, False, True, True))
+    with pytest.raises(InvalidInputError, match="uint8 codes"):
+        replace(weighted, lit_weights=codes[:, :1])
+    with pytest.raises(InvalidInputError, match="uint8 codes"):
+        replace(weighted, lit_weights=codes.clone().fill_(17))
+    with pytest.raises(InvalidInputError, match="tile size"):
+        replace(weighted, lit_tile=None)
+    assert weighted.without_lit_guard().lit_guard() is None
+
+
+@pytest.mark.parametrize(
+    "guard",
+    [
+        {"lit_weights": weights_text(WEIGHTS[:29]), "lit_tile": 4},  # one code short
+        {"lit_weights": weights_text(WEIGHTS + [0]), "lit_tile": 4},  # one code over
+        {"lit_weights": weights_text([17] + WEIGHTS[1:]), "lit_tile": 4},  # a weight above 2
+        {"lit_weights": "not base64!", "lit_tile": 4},
+        {"lit_weights": "AAAA", "lit_tile": 4},  # base64, not zlib
+        {"lit_weights": weights_text(WEIGHTS)},  # no tile
+        {"lit_tile": 4},  # no weights
+        {"lit_weights": weights_text(WEIGHTS), "lit_tile": 0},
+        {"lit_weights": weights_text(WEIGHTS), "lit_tile": 5},  # the codes of another grid
+        {"lit_weights": weights_text(WEIGHTS), "lit_tile": 4, "lit_frames": "11011"},  # flags that disagree
+        {"lit_weights": weights_text(WEIGHTS), "lit_tile": 4, "lit_frames": None, "lit_model": None},  # no guard
+        {"lit_weights": weights_text(WEIGHTS), "lit_tile": 1 << 15},  # a tile larger than the frame is allowed, but not these codes
+    ],
+)
+def test_malformed_lit_weights_are_refused(tmp_path, valid_bytes, guard):
+    guard = {"lit_frames": "01011", "lit_model": "abc", **guard}
+    with pytest.raises(LatokFormatError, match="lit guard|lit_weights|lit_tile"):
+        read_bytes(tmp_path, forge_header(valid_bytes, **guard))
+    good = read_bytes(tmp_path, forge_header(valid_bytes, lit_frames="01011", lit_model="abc", lit_weights=weights_text(WEIGHTS), lit_tile=4))
+    assert good.lit_weights.view(-1).tolist() == WEIGHTS
 
 
 def test_rule_metric_round_trips_and_old_files_read_as_the_plain_rule(tmp_path, valid_bytes):

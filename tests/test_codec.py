@@ -11,7 +11,8 @@ from conftest import DATA, needs_data, needs_weights
 
 from latok.cli import main
 from latok.codec.format.reader import load_latok
-from latok.codec.restore.guard import LIT_GUARD_MARGIN
+from latok.codec.restore.guard import LIT_GUARD_MARGIN, LIT_TILE
+from latok.codec.tokens import LIT_WEIGHT_STEPS
 from latok.codec.restore.resolve import default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.errors import InvalidInputError
@@ -46,7 +47,8 @@ def test_tau_zero_reproduces_the_plain_vae(tokenizer, sample):
 def test_default_rate_drops_the_static_background(tokenizer, sample):
     adaptive = tokenizer.encode(sample)
     assert adaptive.target_quality == tokenizer.vae.default_target_quality  # the default rate: a quality target
-    assert adaptive.tau == tokenizer.resolve_tau(tokenizer.vae.encode(sample), motion=adaptive.motion)  # picked for the clip
+    predicted = LatentTokenizer(tokenizer.vae, quality_check_frames=0).encode(sample)  # the map's tau, unchecked
+    assert predicted.tau == tokenizer.resolve_tau(tokenizer.vae.encode(sample), motion=adaptive.motion)  # picked for the clip
     assert 0.2 < adaptive.token_usage < 0.8  # static texture dropped, pan and disc kept
     usage = adaptive.keep.float().mean(dim=(0, 2, 3))
     assert usage[0] == 1.0 and usage[1:].max() < 0.8
@@ -207,7 +209,7 @@ def test_shipped_inpainter_loads_for_fill_lit(tokenizer, sample):
     assert (default_inpainter_path("taef2") / "model.safetensors").is_file()
     assert DEFAULT_FILL == "auto" and tokenizer.fill == "auto"
     assert tokenizer.inpainter.config.latent_channels == 32
-    adaptive = replace(tokenizer.encode(sample, target_usage=0.5), lit_frames=None, lit_model=None)
+    adaptive = tokenizer.encode(sample, target_usage=0.5).without_lit_guard()
     lit, hold = tokenizer.decode(adaptive, fill="lit"), tokenizer.decode(adaptive, fill="hold")
     assert lit.shape == hold.shape and not torch.equal(lit, hold)  # a trained model, not the hold it starts as
     assert torch.equal(tokenizer.decode(adaptive), hold)  # auto: no guard, so hold
@@ -228,13 +230,18 @@ def test_lit_guard_never_loses_to_hold_on_any_frame(tokenizer, tmp_path):
 
     hold = tokenizer.restore(adaptive, "hold")
     guarded = tokenizer.restore(adaptive, "lit")
-    unguarded = tokenizer.restore(replace(adaptive, lit_frames=None, lit_model=None), "lit")
+    unguarded = tokenizer.restore(adaptive.without_lit_guard(), "lit")
     hold_error = frame_errors(hold, truth, adaptive.keep)
     assert bool((frame_errors(guarded, truth, adaptive.keep) <= hold_error * (1 + 1e-5) + 1e-6).all())  # float32 sums
-    flags = torch.tensor(adaptive.lit_frames).view(1, 1, -1, 1, 1)
-    assert torch.equal(guarded, torch.where(flags, unguarded, hold))
-    # a margin asks lit to cut hold's error by that fraction
-    strict = LatentTokenizer(tokenizer.vae, lit_guard_margin=0.5).tokenize(truth, source, target_usage=0.4)
+    assert adaptive.lit_weights is not None and adaptive.lit_tile == LIT_TILE  # the default guard: weights
+    torch.testing.assert_close(guarded, hold + adaptive.lit_guard() * (unguarded - hold), rtol=0, atol=1e-6)
+    # one flag a frame (lit_tile=0): lit where it beats hold, by a margin
+    flagged = LatentTokenizer(tokenizer.vae, lit_tile=0).tokenize(truth, source, target_usage=0.4)
+    assert flagged.lit_weights is None
+    flags = torch.tensor(flagged.lit_frames).view(1, 1, -1, 1, 1)
+    assert torch.equal(tokenizer.restore(flagged, "lit"), torch.where(flags, unguarded, hold))
+    assert bool((frame_errors(tokenizer.restore(flagged, "lit"), truth, adaptive.keep) <= hold_error * (1 + 1e-5) + 1e-6).all())
+    strict = LatentTokenizer(tokenizer.vae, lit_tile=0, lit_guard_margin=0.5).tokenize(truth, source, target_usage=0.4)
     lit_error = frame_errors(unguarded, truth, adaptive.keep)
     assert list(strict.lit_frames) == (lit_error <= 0.5 * hold_error).tolist()
     with pytest.raises(InvalidInputError, match="lit_guard_margin"):
@@ -263,7 +270,7 @@ def test_pixel_guard_never_decodes_worse_than_hold_on_any_frame(tokenizer):
     guarded = frame_errors(pixel.decode(adaptive))  # auto: lit on the frames the pixel guard allows
     assert pixel.resolve(adaptive).name == "lit"
     assert bool((guarded <= frame_errors(pixel.decode(adaptive, fill="hold"))).all())
-    latent_guarded = tokenizer.tokenize(latent, source, target_usage=0.4)  # the default guard: a subset of its candidates
+    latent_guarded = LatentTokenizer(tokenizer.vae, lit_tile=0).tokenize(latent, source, target_usage=0.4)  # flags: a subset of its candidates
     assert bool((guarded <= frame_errors(tokenizer.decode(latent_guarded))).all())
     assert torch.equal(LatentTokenizer(tokenizer.vae, inpainter=tokenizer.inpainter, pixel_guard=True).encode(clip, target_usage=0.4).keep, adaptive.keep)
     with pytest.raises(InvalidInputError, match="needs the input video"):
@@ -289,7 +296,7 @@ def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
     torch.manual_seed(0)
     broken = InpaintingTransformer(preset("xs"))
     torch.nn.init.normal_(broken.head.weight, std=1.0)  # corrections far off the truth
-    tokenizer = LatentTokenizer(taef2, inpainter=broken)
+    tokenizer = LatentTokenizer(taef2, inpainter=broken, lit_tile=0)  # one flag a frame (weights: tests/test_lit_weights.py)
     adaptive = tokenizer.encode(sample, target_usage=0.5)
     dropped_frames = (~adaptive.keep).flatten(2).any(dim=2)[0].tolist()
     assert adaptive.lit_frames == tuple(not d for d in dropped_frames)  # lit loses wherever it acts
@@ -300,7 +307,7 @@ def test_lit_guard_falls_back_to_hold_where_lit_loses(taef2, sample, caplog):
     with caplog.at_level("WARNING", logger="latok.codec.tokenizer"):
         everywhere = other.restore(adaptive, "lit")
     assert "another inpainter" in caplog.text
-    assert torch.equal(everywhere, other.restore(replace(adaptive, lit_frames=None, lit_model=None), "lit"))
+    assert torch.equal(everywhere, other.restore(adaptive.without_lit_guard(), "lit"))
     assert LatentTokenizer(taef2, inpainter=broken, lit_guard=False).encode(sample).lit_frames is None
 
 
@@ -309,11 +316,11 @@ def test_lit_guard_decides_in_the_inpainters_decoder_metric(taef2, sample):
 
     model = InpaintingTransformer.from_pretrained(default_inpainter_path("taef2"))
     model.set_decoder_metric(torch.diag(torch.logspace(-3, 3, 32)))  # errors count only in the last few channels
-    tokenizer = LatentTokenizer(taef2, inpainter=model)
+    tokenizer = LatentTokenizer(taef2, inpainter=model, lit_tile=0)  # one flag a frame (weights: tests/test_lit_weights.py)
     video, source = source_info(sample)
     latent = taef2.encode(video)
     adaptive = tokenizer.tokenize(latent, source, target_usage=0.4)
-    unguarded = replace(adaptive, lit_frames=None, lit_model=None)
+    unguarded = adaptive.without_lit_guard()
     lit, hold = tokenizer.restore(unguarded, "lit"), tokenizer.restore(unguarded, "hold")
     lit_error, hold_error = model.error(lit, latent, adaptive.keep)[0], model.error(hold, latent, adaptive.keep)[0]
     expected = lit_error <= (1 - LIT_GUARD_MARGIN) * hold_error
@@ -329,10 +336,14 @@ def test_the_guards_restoration_is_exactly_what_auto_restores(taef2, sample):
     video, source = source_info(sample)
     latent = taef2.encode(video)
     adaptive = tokenizer.tokenize(latent, source, target_usage=0.4, lit_guard=False)
-    decided, restored = decide_lit_guard(adaptive, latent, tokenizer.inpainters, margin=0.0)
-    assert torch.equal(restored, tokenizer.restore(decided))
-    assert torch.equal(restored, tokenizer.restore(decided, "auto"))
-    assert 0 < sum(decided.lit_frames) < len(decided.lit_frames)  # lit on some frames, hold on others
+    for tile in (0, LIT_TILE):  # one flag a frame, and weights
+        decided, restored = decide_lit_guard(adaptive, latent, tokenizer.inpainters, margin=0.0, tile=tile)
+        assert torch.equal(restored, tokenizer.restore(decided))
+        assert torch.equal(restored, tokenizer.restore(decided, "auto"))
+        assert 0 < sum(decided.lit_frames) < len(decided.lit_frames)  # lit on some frames, hold on others
+        if tile:
+            codes = decided.lit_weights
+            assert 0 < int((codes > 0).sum()) < codes.numel() and int((codes != LIT_WEIGHT_STEPS).sum()) > 0  # not all 0 or all 1
 
 
 @pytest.mark.parametrize("backend", ["wan2.1", "cogvideox"])

@@ -17,7 +17,8 @@ from latok.errors import InvalidInputError
 
 # the encode options a clip's bytes depend on: their fingerprint is the manifest's ``settings``
 SETTINGS = ("backend", "weights", "frames", "start", "stride", "height", "tau", "target_usage", "target_quality", "reference",
-            "keyframe_interval", "motion", "rule_metric", "value_step", "dtype", "lit_guard", "pixel_guard", "inpainter",
+            "keyframe_interval", "motion", "rule_metric", "value_step", "dtype", "lit_guard", "lit_tile", "pixel_guard", "inpainter",
+            "quality_check_frames",
             "stream", "chunk", "stream_above", "precision")  # fmt: skip
 
 

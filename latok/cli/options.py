@@ -136,14 +136,19 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
         "--lit-guard",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="run the inpainter once at encode time and record, per latent frame, whether it beats hold "
-        "there (1 bit per frame; needs a shipped or given inpainter; default: on)",
+        help="run the inpainter once at encode time and record how much of its correction to apply: a weight per "
+        "latent frame and --lit-tile square, or one lit/hold flag per frame (needs a shipped or given inpainter; default: on)",
     )
+    parser.add_argument(
+        "--lit-tile", type=int, default=None, metavar="N",
+        help="the lit guard's weights cover N x N latent positions each (about 0.2-0.6 %% of a file at 4); 0: one "
+             "lit/hold flag per latent frame instead (default: 4)",
+    )  # fmt: skip
     parser.add_argument(
         "--pixel-guard",
         action="store_true",
-        help="decide the lit guard on decoded pixels: lit only on frames where it decodes closer to the input "
-        "than hold (never worse than hold on any frame; up to 2 extra frame decodes per lit frame at encode)",
+        help="decide the lit guard on decoded pixels, one flag per frame: lit only on frames where it decodes closer to "
+        "the input than hold (never worse than hold on any frame; up to 2 extra frame decodes per lit frame at encode)",
     )
 
 
@@ -171,8 +176,8 @@ def _add_fill_option(parser: argparse.ArgumentParser) -> None:
         "--fill",
         choices=FILL_CHOICES, metavar="FILL",
         default=None,
-        help="(%(choices)s) how dropped tokens are restored (default: auto = lit on the frames the encoder's lit guard "
-        "allows when the tokens carry one, else hold; lit uses checkpoints/<backend>-lit-xs)",
+        help="(%(choices)s) how dropped tokens are restored (default: auto = lit behind the encoder's lit guard "
+        "when the tokens carry one, else hold; lit uses checkpoints/<backend>-lit-xs)",
     )
     parser.add_argument(
         "--inpainter", help="inpainter checkpoint directory for --fill lit (default: checkpoints/<backend>-lit-xs)"
@@ -229,6 +234,8 @@ def _tokenizer(args: argparse.Namespace, backend: str | None = None):
         }
         if args.quality_check_frames is not None:
             mask["quality_check_frames"] = args.quality_check_frames
+        if args.lit_tile is not None:
+            mask["lit_tile"] = args.lit_tile
     tokenizer = LatentTokenizer(
         backend, fill=getattr(args, "fill", None), inpainter=getattr(args, "inpainter", None), **mask, **options
     )

@@ -11,12 +11,14 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from latok.codec.quantise import channel_steps
-from latok.codec.restore.guard import LIT_GUARD_MARGIN
+from latok.codec.restore.guard import LIT_GUARD_MARGIN, LIT_TILE
 from latok.codec.restore.quality import QUALITY_CHECK_FRAMES
 from latok.codec.rule.masking import MAX_TAU, Reference, check_rule
 from latok.codec.rule.motion import motion_names
 from latok.codec.tokens import RULE_METRICS, RuleMetric, check_target_quality, dtype_name
 from latok.errors import InvalidInputError
+
+MAX_LIT_TILE = 64  # latent positions a side of the lit guard's squares
 
 @dataclass(frozen=True)
 class CodecSettings:
@@ -38,9 +40,11 @@ class CodecSettings:
             ``0`` keeps exact values in ``storage_dtype``; ``None``: the backend's ``default_value_step``.
         storage_dtype: dtype of exact kept values (fp16 default, bf16 or fp32).
         lit_guard: record per latent frame whether the inpainter beats hold there (when there is one).
-        lit_guard_margin: lit must cut hold's latent error on a frame by this fraction to be picked.
-        pixel_guard: decide the lit guard on decoded pixels instead (per-frame backends; the margin is
-            then not used).
+        lit_tile: the lit guard weighs the inpainter's correction per latent frame and square of this many
+            positions a side (:mod:`latok.codec.restore.guard`); ``0``: one lit/hold flag per latent frame.
+        lit_guard_margin: with ``lit_tile=0``, lit must cut hold's latent error on a frame by this fraction to be picked.
+        pixel_guard: decide the one-flag-a-frame lit guard on decoded pixels instead (per-frame backends; the
+            weights and the margin are then not used).
         quality_check_frames: with a target quality, the input video and a per-frame backend, decode this many
             frames to check the predicted loss and search tau once more with the map corrected; ``0``: trust it.
     """
@@ -55,6 +59,7 @@ class CodecSettings:
     value_step: float | None = None
     storage_dtype: torch.dtype = torch.float16
     lit_guard: bool = True
+    lit_tile: int = LIT_TILE
     lit_guard_margin: float = LIT_GUARD_MARGIN
     pixel_guard: bool = False
     quality_check_frames: int = QUALITY_CHECK_FRAMES
@@ -71,6 +76,8 @@ class CodecSettings:
         if self.value_step is not None:
             channel_steps(self.value_step, None, 1)
         dtype_name(self.storage_dtype)
+        if isinstance(self.lit_tile, bool) or not isinstance(self.lit_tile, int) or not 0 <= self.lit_tile <= MAX_LIT_TILE:
+            raise InvalidInputError(f"lit_tile must be a whole number in [0, {MAX_LIT_TILE}], got {self.lit_tile!r}")
         if not 0.0 <= self.lit_guard_margin < 1.0:
             raise InvalidInputError(f"lit_guard_margin must be in [0, 1), got {self.lit_guard_margin}")
         if isinstance(self.quality_check_frames, bool) or not isinstance(self.quality_check_frames, int) or self.quality_check_frames < 0:

@@ -173,7 +173,7 @@ class LatentTokenizer:
         if self.settings.pixel_guard and video is None:
             raise InvalidInputError("the pixel guard needs the input video: use encode(), or tokenize(..., video=video)")
         pixels = video if self.settings.pixel_guard else None
-        return decide_lit_guard(adaptive, latent, self.inpainters, self.vae, pixels, self.settings.lit_guard_margin)
+        return decide_lit_guard(adaptive, latent, self.inpainters, self.vae, pixels, self.settings.lit_guard_margin, self.settings.lit_tile)
 
     def tokens(self, latent: torch.Tensor, keep: torch.Tensor, tau: float, source: SourceInfo, target_usage: float | None,
                motion: torch.Tensor | None = None, target_quality: float | None = None) -> AdaptiveLatent:  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -18,6 +18,9 @@ from latok.errors import InvalidInputError
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 MAX_TARGET_DB = 20.0  # the largest quality target (PSNR loss budget, dB) latok takes
+LIT_WEIGHT_STEPS = 8  # a lit weight code k means the weight k / 8
+MAX_LIT_CODE = 2 * LIT_WEIGHT_STEPS  # weights lie in [0, 2]
+MAX_LIT_CODES = 1 << 20  # weight codes a clip carries (its header holds them); a longer clip falls back to flags
 
 
 def check_target_quality(loss_db: float | None) -> None:
@@ -91,6 +94,11 @@ class AdaptiveLatent:
             (``None``: not checked).  ``fill="lit"`` uses hold on the other frames.
         lit_model: :attr:`~latok.codec.restore.inpainter.InpaintingTransformer.fingerprint` of the inpainter
             the guard was decided with.
+        lit_weights: uint8 ``(t, gh, gw)`` codes, the weighted lit guard: per latent frame and square of
+            ``lit_tile`` x ``lit_tile`` positions (``gh = ceil(h / lit_tile)``), the dropped positions are restored
+            to ``hold + (code / LIT_WEIGHT_STEPS) (lit - hold)``; ``lit_frames`` then flags the frames with a
+            non-zero code.  ``None``: the guard is ``lit_frames`` alone (lit or hold per frame).
+        lit_tile: the side of those squares, with ``lit_weights`` (``None`` exactly when it is).
         motion: float32, each latent frame's translation (dy, dx) from the one before when the rule was
             motion-compensated (:mod:`latok.codec.rule.motion`): ``(B, t, 2)`` global, or ``(B, t, 2, gh, gw)``
             one per block; ``None``: in place.
@@ -124,6 +132,8 @@ class AdaptiveLatent:
     precision: str | None = None
     target_quality: float | None = None
     rule_metric: RuleMetric = "latent"
+    lit_weights: torch.Tensor | None = None
+    lit_tile: int | None = None
 
     def __post_init__(self):
         batch, channels, frames, height, width = self.shape
@@ -135,6 +145,8 @@ class AdaptiveLatent:
             self.lit_frames is not None and len(self.lit_frames) != frames
         ):
             raise InvalidInputError(f"the lit guard needs one flag per latent frame ({frames}) and the model it was decided with")
+        if self.lit_weights is not None or self.lit_tile is not None:
+            self._check_lit_weights()
         if (self.motion is None) != (self.motion_model is None):
             raise InvalidInputError("motion needs the name of the motion model that estimated it (motion_model=), and a model its motion")
         if self.motion is not None and (tuple(self.motion.shape[:3]) != (batch, frames, 2) or self.motion.dtype != torch.float32):
@@ -143,6 +155,34 @@ class AdaptiveLatent:
             raise InvalidInputError(f"quantised values need {channels} steps and float32 values, got {len(self.value_step)} and {self.values.dtype}")
         if self.rule_metric not in RULE_METRICS:
             raise InvalidInputError(f"rule metric must be one of {', '.join(RULE_METRICS)}, got {self.rule_metric!r}")
+
+    def _check_lit_weights(self) -> None:
+        _, _, frames, height, width = self.shape
+        tile, codes = self.lit_tile, self.lit_weights
+        if tile is None or codes is None or isinstance(tile, bool) or not isinstance(tile, int) or tile < 1 or self.lit_frames is None:
+            raise InvalidInputError("lit weights need their tile size (a whole number >= 1) and the lit guard's frames and model")
+        grid = (frames, -(-height // tile), -(-width // tile))
+        if frames * grid[1] * grid[2] > MAX_LIT_CODES:
+            raise InvalidInputError(f"lit weights of {grid} squares exceed the {MAX_LIT_CODES} a clip carries")
+        if codes.dtype != torch.uint8 or tuple(codes.shape) != grid or int(codes.max()) > MAX_LIT_CODE:
+            raise InvalidInputError(f"lit weights must be uint8 codes {grid} of at most {MAX_LIT_CODE}, got {codes.dtype} {tuple(codes.shape)}")
+        if tuple((codes > 0).flatten(1).any(1).tolist()) != tuple(self.lit_frames):
+            raise InvalidInputError("the lit guard's frames must flag exactly the frames with a non-zero lit weight")
+
+    def without_lit_guard(self) -> AdaptiveLatent:
+        """These tokens with no lit guard: ``fill="lit"`` then runs the inpainter on every dropped position."""
+        return replace(self, lit_frames=None, lit_model=None, lit_weights=None, lit_tile=None)
+
+    def lit_guard(self) -> torch.Tensor | None:
+        """The lit guard as weights on lit's correction over hold: float32 ``(1, 1, t, h, w)`` from :attr:`lit_weights`,
+        or ``(1, 1, t, 1, 1)`` of 0 and 1 from :attr:`lit_frames`; ``None`` without a guard."""
+        if self.lit_weights is not None:
+            _, _, _, height, width = self.shape
+            field = self.lit_weights.float().div(LIT_WEIGHT_STEPS).repeat_interleave(self.lit_tile, 1).repeat_interleave(self.lit_tile, 2)
+            return field[:, :height, :width].unsqueeze(0).unsqueeze(0)
+        if self.lit_frames is not None:
+            return torch.tensor(self.lit_frames, dtype=torch.float32).view(1, 1, -1, 1, 1)
+        return None
 
     @classmethod
     def from_dense(

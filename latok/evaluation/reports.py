@@ -49,7 +49,7 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
         "motion": header["motion"] or "none",
         "precision": header["precision"] or "not recorded",
         "keyframe_interval": header["keyframe_interval"],
-        "lit_guard": None if guard is None else {"lit_frames": guard.count("1"), "of": len(guard)},
+        "lit_guard": None if guard is None else {"lit_frames": guard.count("1"), "of": len(guard), **lit_weight_summary(header)},
         "frames": source["frames"],
         "height": source["height"],
         "width": source["width"],
@@ -68,6 +68,17 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
         **bitrate(size, source["frames"], source["height"], source["width"], source["fps"]),
         **({"verified": True} if verify else {}),
     }
+
+
+def lit_weight_summary(header: dict) -> dict:
+    """The weighted lit guard in a header: its squares' side, mean weight and the header bytes its codes take."""
+    if header["lit_weights"] is None:
+        return {}
+    from latok.codec.format.header import lit_weight_codes
+    from latok.codec.tokens import LIT_WEIGHT_STEPS
+
+    codes = lit_weight_codes(header)
+    return {"tile": header["lit_tile"], "mean_weight": float(codes.mean()) / LIT_WEIGHT_STEPS, "weight_bytes": len(header["lit_weights"])}
 
 
 class Stopwatch:

@@ -12,16 +12,21 @@ by the bytes the file actually holds (see :mod:`latok.codec.format.writer`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+import zlib
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from latok.codec.rule.masking import MAX_TAU, REFERENCES
 from latok.codec.rule.motion import NO_MOTION, motion_names  # what a file's MOTN records hold
 from latok.codec.format.coders.values import MAX_CHUNK_VALUES
 from latok.codec.quantise import MAX_STEP, MIN_STEP
-from latok.codec.tokens import MAX_TARGET_DB
+from latok.codec.tokens import MAX_LIT_CODE, MAX_LIT_CODES, MAX_TARGET_DB
 from latok.errors import LatokFormatError
 
 MAX_HEADER_BYTES = 1 << 20
@@ -94,6 +99,8 @@ HEADER_SCHEMA: dict[str, Check] = {
     "keyframe_interval": _optional(_integer(1, MAX_FRAMES)),
     "lit_frames": _optional(lambda v: type(v) is str and len(v) <= MAX_FRAMES and set(v) <= {"0", "1"}),
     "lit_model": _optional(_text()),
+    "lit_tile": _optional(_integer(1, MAX_SIDE)),
+    "lit_weights": _optional(lambda v: type(v) is str and len(v) <= MAX_HEADER_BYTES),
     "reference": _one_of(*REFERENCES),
     "rule_metric": _optional(_one_of("decoder")),  # absent: "latent", the plain rule
     "shape": _integers((1, 1), (1, MAX_CHANNELS), (1, MAX_FRAMES), (1, MAX_SIDE), (1, MAX_SIDE)),
@@ -107,7 +114,7 @@ HEADER_SCHEMA: dict[str, Check] = {
 }
 # absent in older files ("precision": not recorded; "rule_metric": the plain rule), and "motion" / "target_quality" / "value_step"
 # when unused, so files without them keep their bytes
-OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "motion": None, "precision": None, "rule_metric": None, "target_quality": None, "value_step": None}
+OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None, "motion": None, "precision": None, "rule_metric": None, "target_quality": None, "value_step": None}
 
 
 def _refuse_constant(name: str):
@@ -164,6 +171,10 @@ def _check_consistency(header: dict) -> None:
     guard, model = header["lit_frames"], header["lit_model"]
     if (guard is None) != (model is None) or (guard is not None and len(guard) != frames):
         raise LatokFormatError("malformed header (lit guard: lit_frames must be one 0/1 per latent frame, with lit_model)")
+    if header["lit_tile"] is not None or header["lit_weights"] is not None:
+        codes = lit_weight_codes(header)
+        if guard is None or "".join("1" if frame.any() else "0" for frame in codes) != guard:
+            raise LatokFormatError("malformed header (lit guard: lit_frames must flag exactly the frames with a non-zero lit weight)")
     steps = header["value_step"]
     if steps is not None and (len(steps) != header["shape"][1] or header["dtype"] != "float32"):
         raise LatokFormatError("malformed header (value_step needs one step per channel and dtype float32)")
@@ -184,3 +195,33 @@ def _check_consistency(header: dict) -> None:
                 f"latent shape {header['shape'][1:]} is not what {header['backend']} makes of a "
                 f"{source['frames']}x{source['height']}x{source['width']} video ({list(expected)})"
             )
+
+
+def encode_lit_weights(codes: bytes) -> str:
+    """The header's ``lit_weights``: uint8 codes in ``(t, gh, gw)`` order, zlib-compressed, base64."""
+    return base64.b64encode(zlib.compress(codes, 9)).decode("ascii")
+
+
+def lit_weight_codes(header: dict) -> np.ndarray:
+    """The lit guard's weight codes of a header with ``lit_weights``, uint8 ``(t, gh, gw)``, checked: exactly
+    that many codes, each at most :data:`~latok.codec.tokens.MAX_LIT_CODE`, inflated no further than that."""
+    _, _, frames, height, width = header["shape"]
+    tile, text = header["lit_tile"], header["lit_weights"]
+    if tile is None or text is None:
+        raise LatokFormatError("malformed header (lit_weights and lit_tile come together)")
+    grid = (frames, -(-height // tile), -(-width // tile))
+    expected = grid[0] * grid[1] * grid[2]
+    if expected > MAX_LIT_CODES:
+        raise LatokFormatError(f"malformed header (lit_weights of {expected} codes exceed the {MAX_LIT_CODES} a clip carries)")
+    try:
+        inflater = zlib.decompressobj()
+        codes = inflater.decompress(base64.b64decode(text, validate=True), expected + 1)
+        complete = inflater.eof and not inflater.unused_data
+    except (binascii.Error, ValueError, zlib.error):
+        raise LatokFormatError("malformed header (lit_weights is not base64 of zlib data)") from None
+    if len(codes) != expected or not complete:
+        raise LatokFormatError(f"malformed header (lit_weights must hold {expected} codes, one per latent frame and {tile}x{tile} square)")
+    array = np.frombuffer(codes, dtype=np.uint8).reshape(grid)
+    if int(array.max()) > MAX_LIT_CODE:
+        raise LatokFormatError(f"malformed header (lit_weights holds a code above {MAX_LIT_CODE})")
+    return array

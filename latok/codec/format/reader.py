@@ -30,7 +30,7 @@ from latok.codec.format.writer import (
     VALS_HEAD,
     VERSIONS,
 )
-from latok.codec.format.header import MAX_HEADER_BYTES, parse_header
+from latok.codec.format.header import MAX_HEADER_BYTES, lit_weight_codes, parse_header
 from latok.codec.format.coders import mask_coder, motion_coder
 from latok.codec.rule.motion import motion_shape
 from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo
@@ -375,6 +375,8 @@ def load_latok(path: str | os.PathLike | BinaryIO, name: str | None = None) -> A
             keyframe_interval=header["keyframe_interval"],
             lit_frames=None if header["lit_frames"] is None else tuple(c == "1" for c in header["lit_frames"]),
             lit_model=header["lit_model"],
+            lit_weights=None if header["lit_weights"] is None else torch.from_numpy(lit_weight_codes(header).copy()),
+            lit_tile=header["lit_tile"],
             motion=motion,
             motion_model=header["motion"],
             precision=header["precision"],

@@ -8,7 +8,8 @@ Layout (all integers little-endian)::
     records  ...       each: tag (4 bytes) | length u32 | payload | crc32 u32 of tag+length+payload
 
     HEAD  JSON header (sorted keys): backend, tau, shapes, storage dtype, source framing, chunking,
-          and the lit guard (``lit_frames``: one "0"/"1" per latent frame, ``lit_model``), or nulls;
+          and the lit guard (``lit_frames``: one "0"/"1" per latent frame, ``lit_model``), or nulls; a weighted guard adds
+          ``lit_tile`` and ``lit_weights`` (uint8 codes per latent frame and lit_tile x lit_tile square, zlib, base64);
           in version 2, ``motion`` ("global" or "block") when the rule was motion-compensated
     MASK  one per chunk: t_start u32, t_count u32, codec u8 (0 raw, 1 zlib: keep bits bit-packed, one bit
           per position in (t, y, x) order, little bit order; 2, version 3: context coded), the smallest of the
@@ -49,7 +50,7 @@ from pathlib import Path
 import torch
 
 from latok._fs import AtomicWriter, OutputFile, atomic_path
-from latok.codec.format.header import MAX_CHUNK_POSITIONS, parse_header
+from latok.codec.format.header import MAX_CHUNK_POSITIONS, encode_lit_weights, parse_header
 from latok.codec.format.coders import encode_mask, encode_motion
 from latok.codec.rule.motion import motion_shape
 from latok.codec.format.coders.values import MAX_CHUNK_VALUES, ValueCoder
@@ -85,6 +86,8 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
         "keyframe_interval": adaptive.keyframe_interval,
         "lit_frames": None if adaptive.lit_frames is None else "".join("1" if f else "0" for f in adaptive.lit_frames),
         "lit_model": adaptive.lit_model,
+        **({"lit_tile": adaptive.lit_tile, "lit_weights": encode_lit_weights(adaptive.lit_weights.numpy().tobytes())}
+           if adaptive.lit_weights is not None else {}),  # absent: the guard is lit_frames alone
         **({"motion": adaptive.motion_model} if adaptive.motion is not None else {}),  # absent, not null: version-1 bytes stay as they were
         **({"precision": adaptive.precision} if adaptive.precision is not None else {}),
         "reference": adaptive.reference,

@@ -4,9 +4,9 @@ A fill is a callable ``fill(latent, keep, motion=None) -> latent`` (see :mod:`la
 
 - ``zero``, ``hold``, ``interp``: closed-form (:mod:`latok.codec.restore.fills`); more can be registered
   with :func:`~latok.codec.restore.fills.register_fill`.
-- ``lit``: the Latent Inpainting Transformer (``checkpoints/<backend>-lit-xs``), restricted to the
-  latent frames the encoder's **lit guard** allows (hold on the others) when the guard was decided
-  with the same checkpoint.
+- ``lit``: the Latent Inpainting Transformer (``checkpoints/<backend>-lit-xs``), behind the encoder's
+  **lit guard** when it was decided with the same checkpoint: weights on lit's correction over hold per
+  latent frame and square of positions (or, in older files, lit or hold per frame).
 - ``auto``, the default: ``lit`` where the tokens carry a guard decided with the inpainter that
   will run, else ``hold`` (no inpainter, a stream, or tokens guarded by another checkpoint), so the
   default is never worse than hold in latent error on any frame.
@@ -135,30 +135,34 @@ class Inpainters:
         tau: float | None = None,
         reference: str = "last-kept",
         model=None,
-        frames: Sequence[bool] | None = None,
+        guard: torch.Tensor | None = None,
         motion: torch.Tensor | None = None,
         weights: Sequence[float] | None = None,
     ) -> torch.Tensor:
         """The inpainter (default :attr:`model`) on ``latent`` ``(B, C, t, h, w)`` with ``keep``, on its device.
 
         ``tau``, ``reference``, ``motion`` and the rule's channel ``weights`` are those that made the mask; they
-        bound where a dropped value can lie (``tau`` ``None``: unknown, no bound).  ``frames``: a lit guard, one
-        flag per latent frame; frames flagged False are restored by hold (following ``motion``) instead."""
+        bound where a dropped value can lie (``tau`` ``None``: unknown, no bound).  ``guard``: the lit guard
+        (:meth:`~latok.codec.tokens.AdaptiveLatent.lit_guard`), weights broadcastable to ``(1, 1, t, h, w)`` on
+        lit's correction over hold (following ``motion``): 0 restores hold, 1 lit."""
         model = model or self.model
         with torch.inference_mode():
             restored = model(latent.to(self.device), keep.to(self.device), tau, reference, motion, weights)
         restored = restored.float().to(latent.device)
-        if frames is None:
-            return restored
-        use = torch.tensor(list(frames), dtype=torch.bool, device=latent.device).view(1, 1, -1, 1, 1)
-        return torch.where(use, restored, hold_fill(latent, keep, motion))
+        return restored if guard is None else guarded(restored, hold_fill(latent, keep, motion), guard)
 
-    def lit(self, tau: float | None = None, reference: str = "last-kept", frames: Sequence[bool] | None = None, model=None,
+    def lit(self, tau: float | None = None, reference: str = "last-kept", guard: torch.Tensor | None = None, model=None,
             weights: Sequence[float] | None = None) -> NamedFill:  # fmt: skip
         """``lit`` as a fill ``(latent, keep, motion)`` for masks made with ``tau``, ``reference`` and the rule's channel
-        ``weights`` (guarded by ``frames`` if given)."""
-        run = functools.partial(self.run, tau=tau, reference=reference, model=model, frames=frames, weights=weights)
+        ``weights`` (behind the lit ``guard`` if given)."""
+        run = functools.partial(self.run, tau=tau, reference=reference, model=model, guard=guard, weights=weights)
         return NamedFill("lit", lambda latent, keep, motion=None: run(latent, keep, motion=motion), uses_model=True)
+
+
+def guarded(lit: torch.Tensor, hold: torch.Tensor, guard: torch.Tensor) -> torch.Tensor:
+    """``hold + guard (lit - hold)``, exactly ``lit`` where the guard is 1 and ``hold`` where it is 0."""
+    guard = guard.to(lit.device)
+    return torch.where(guard == 1, lit, torch.addcmul(hold, guard, lit - hold))
 
 
 # -- resolving a fill ---------------------------------------------------------------------------------
@@ -188,7 +192,7 @@ def resolve(adaptive: AdaptiveLatent, fill: str | Fill | None = None, inpainters
     matches = guard_matches(adaptive, inpainters)
     if adaptive.lit_frames is not None and not matches:
         logger.warning("the lit guard of these tokens was decided with another inpainter (%s); running lit on every frame", adaptive.lit_model)
-    return inpainters.lit(adaptive.tau, adaptive.reference, adaptive.lit_frames if matches else None, weights=adaptive.rule_weights)
+    return inpainters.lit(adaptive.tau, adaptive.reference, adaptive.lit_guard() if matches else None, weights=adaptive.rule_weights)
 
 
 def restore(
