@@ -156,8 +156,9 @@ def test_settings_take_a_whole_number_of_check_frames(count):
 @needs_weights
 def test_the_encoder_checks_a_wrong_map_on_decoded_frames_and_corrects_tau(taef2, monkeypatch):
     """A map that predicts an eighth of the loss picks too large a tau and loses far more than the budget; checked on
-    4 decoded frames, the encoder searches again with the map scaled by what it measured and lands closer to the budget.
+    the default number of decoded frames, the encoder searches again with the map scaled by what it measured and lands closer to the budget.
     Without the input video there is nothing to check against: the prediction stands."""
+    from latok.codec.restore.quality import QUALITY_CHECK_FRAMES
     from latok.codec.tokenizer import LatentTokenizer
     from latok.codec.tokens import SourceInfo
     from latok.evaluation.metrics import psnr
@@ -172,13 +173,13 @@ def test_the_encoder_checks_a_wrong_map_on_decoded_frames_and_corrects_tau(taef2
     full = psnr(taef2.decode(latent, size=video.shape[-3:]), video)
     budget = 0.5
     results = {}
-    for count in (0, 4):
+    for count in (0, QUALITY_CHECK_FRAMES):
         tokenizer = LatentTokenizer(taef2, quality_check_frames=count)
         adaptive = tokenizer.tokenize(latent, source, target_quality=budget, video=video)
         results[count] = (adaptive.tau, full - psnr(tokenizer.decode(adaptive), video))
         if count:
             assert tokenizer.tokenize(latent, source, target_quality=budget).tau == results[0][0]  # no video: no check
-    (unchecked_tau, unchecked_loss), (checked_tau, checked_loss) = results[0], results[4]
+    (unchecked_tau, unchecked_loss), (checked_tau, checked_loss) = results[0], results[QUALITY_CHECK_FRAMES]
     assert unchecked_loss > 2 * budget  # the wrong map overspends
     assert checked_tau < unchecked_tau and abs(checked_loss - budget) < abs(unchecked_loss - budget)
 

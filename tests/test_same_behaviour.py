@@ -11,8 +11,8 @@ A change of what is recorded must be a deliberate one, said in its commit (the h
 before the codec's move into modules, re-recorded when ``--motion block``, the pool-trained inpainter
 and quantised values became the defaults, when the header began checking channel counts, and when
 it began recording the autoencoder's precision, with bf16 files added, and when the rule began measuring change in
-the decoder's metric, when the lit guard's margin was chosen again on the pool validation split, and when the quality target began checking
-its prediction on decoded frames).
+the decoder's metric, when the lit guard's margin was chosen again on the pool validation split, when the quality target began checking
+its prediction on decoded frames, and when the lit guard became weights per 4x4 positions, with the quality map refitted).
 
 What is compared, and how exactly:
 

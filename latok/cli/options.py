@@ -101,7 +101,7 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quality-check-frames", type=int, default=None, metavar="N",
         help="with a quality target, decode N frames at encode to check the predicted loss and pick tau once more with the "
-             "prediction scaled by what was measured (per-frame backends; 0: trust the prediction; default: 4)",
+             "prediction scaled by what was measured (per-frame backends; 0: trust the prediction; default: 2)",
     )  # fmt: skip
     parser.add_argument(
         "--reference",
