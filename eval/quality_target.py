@@ -25,9 +25,9 @@ Usage:
     python eval/quality_target.py collect --set calibration
     python eval/quality_target.py collect --set val
     python eval/quality_target.py fit
-    python eval/quality_target.py check --targets 0.25,0.5,1 [--check-frames 0,4]
+    python eval/quality_target.py check --targets 0.25,0.5,1 [--check-frames 0,4] [--check-floors 0.25,0.5]
 writes data/quality_target/<set>/*.json (per clip, resumable), eval/results/quality_target_fit.{json,md},
-eval/results/quality_target_val.{json,md}
+eval/results/quality_target_val.{json,md} (with --check-floors: quality_target_val_floors.{json,md})
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import statistics
 import torch
 from tqdm import tqdm
 
+from latok.codec.restore import quality
 from latok.codec.restore.quality import QualityCalibration, weighted_error
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr
@@ -218,33 +219,40 @@ def interpolate(xs: list[float], ys: list[float], x: float) -> float:
     return ys[-1]
 
 
-def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[int]) -> None:
+def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[int], floors: list[float] | None = None) -> None:
+    """``floors``: compare these lower ends of the check's factor range too (how far one check may lower the map,
+    so raise tau); ``None``: the shipped range only."""
     grid = {c["clip"]: c for c in load("val")}
-    variants = [(target, count) for target in targets for count in check_counts]
+    shipped = quality.CHECK_FACTOR_RANGE
+    variants = [(target, count, floor) for target in targets for count in check_counts for floor in (floors or [shipped[0]]) if count or floor == (floors or [shipped[0]])[0]]
     checking = {count: LatentTokenizer(tokenizer.vae, quality_check_frames=count) for count in check_counts}
     rows = []
     for clip, latent, video, source in tqdm(list(clips("val")), desc="check"):
         size = video.shape[-3:]
         full = grid[clip]["full_rate_psnr"]
         row = {"clip": clip}
-        for target, count in variants:
+        for target, count, floor in variants:
+            quality.CHECK_FACTOR_RANGE = (floor, shipped[1])
             adaptive = checking[count].tokenize(latent, source, target_quality=target, video=video)
             measured = psnr(tokenizer.vae.decode(checking[count].restore(adaptive), size=size), video)
-            row[label(target, count)] = {"tau": adaptive.tau, "usage": adaptive.token_usage, "loss_db": full - measured}
+            row[label(target, count, floor if floors else None)] = {"tau": adaptive.tau, "usage": adaptive.token_usage, "loss_db": full - measured}
+        quality.CHECK_FACTOR_RANGE = shipped
         rows.append(row)
     # the fixed tau with the same mean loss, on the grid: mean loss and usage over the clips at each tau
     mean_loss = [statistics.mean(grid[r["clip"]]["rows"][i]["loss_db"] for r in rows) for i in range(len(TAUS))]
     summary = {}
     command = f"python eval/quality_target.py check --targets {','.join(f'{t:g}' for t in targets)} --check-frames {','.join(map(str, check_counts))}"
+    command += f" --check-floors {','.join(f'{f:g}' for f in floors)}" if floors else ""
     lines = ["# Quality target against a fixed tau, pool validation split", "",
              f"`{command}`: {len(rows)} clips of eval/splits/pool_val.txt, the default decode.  Checked: the encoder decodes "
              "that many frames at the predicted tau, scales the map by measured over predicted loss and searches tau again "
-             "(`quality_check_frames`; 0: the prediction alone).  Fixed tau: the tau of the grid (interpolated) whose mean loss "
+             "(`quality_check_frames`; 0: the prediction alone), the scale moving by at most [floor, 4] (floor: the lowest "
+             "factor, shown where several are compared).  Fixed tau: the tau of the grid (interpolated) whose mean loss "
              "equals the target's measured mean loss; its per-clip usage and loss are interpolated on each clip's grid.", "",
-             "| target | checked frames | mean loss (dB) | loss spread: std (min..max) | mean usage | fixed tau at that mean loss | its usage | its spread: std (min..max) |",
+             "| target | checked frames (floor) | mean loss (dB) | loss spread: std (min..max) | mean usage | fixed tau at that mean loss | its usage | its spread: std (min..max) |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for target, count in variants:
-        key = label(target, count)
+    for target, count, floor in variants:
+        key = label(target, count, floor if floors else None)
         losses, usages = [r[key]["loss_db"] for r in rows], [r[key]["usage"] for r in rows]
         loss = statistics.mean(losses)
         order = sorted(range(len(TAUS)), key=mean_loss.__getitem__)
@@ -256,19 +264,19 @@ def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[i
                         "fixed_mean_loss_db": statistics.mean(fixed_losses), "fixed_loss_std_db": statistics.pstdev(fixed_losses),
                         "fixed_loss_min_db": min(fixed_losses), "fixed_loss_max_db": max(fixed_losses)}  # fmt: skip
         s = summary[key]
-        lines.append(f"| {target:g} dB | {count} | {loss:.3f} | {s['loss_std_db']:.3f} ({s['loss_min_db']:.2f}..{s['loss_max_db']:.2f}) | "
+        lines.append(f"| {target:g} dB | {count}{f' ({floor:g})' if floors and count else ''} | {loss:.3f} | {s['loss_std_db']:.3f} ({s['loss_min_db']:.2f}..{s['loss_max_db']:.2f}) | "
                      f"{s['mean_usage']:.1%} | {tau:.3f} | {s['fixed_mean_usage']:.1%} | {s['fixed_loss_std_db']:.3f} "
                      f"({s['fixed_loss_min_db']:.2f}..{s['fixed_loss_max_db']:.2f}) |")  # fmt: skip
-    keys = [label(target, count) for target, count in variants]
+    keys = [label(target, count, floor if floors else None) for target, count, floor in variants]
     lines += ["", "Per clip: tau, usage and measured loss at each target (and checked frames)", "",
               "| clip | " + " | ".join(f"{k}: tau / usage / loss" for k in keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['clip']} | " + " | ".join(f"{r[k]['tau']:.3f} / {r[k]['usage']:.1%} / {r[k]['loss_db']:.2f}" for k in keys) + " |")
-    write_results("quality_target_val", {"command": command, "summary": summary, "rows": rows}, "\n".join(lines))
+    write_results("quality_target_val" + ("_floors" if floors else ""), {"command": command, "summary": summary, "rows": rows}, "\n".join(lines))
 
 
-def label(target: float, count: int) -> str:
-    return f"{target:g} dB, {count} checked"
+def label(target: float, count: int, floor: float | None = None) -> str:
+    return f"{target:g} dB, {count} checked" + (f", floor {floor:g}" if floor is not None and count else "")
 
 
 def main() -> None:
@@ -277,6 +285,7 @@ def main() -> None:
     parser.add_argument("--set", choices=tuple(SHARDS), default="calibration")
     parser.add_argument("--targets", default="0.25,0.5,1")
     parser.add_argument("--check-frames", default="0,4", help="quality_check_frames values to compare (0: the prediction alone)")
+    parser.add_argument("--check-floors", default=None, help="lower ends of the check's factor range to compare (default: the shipped one only)")
     args = parser.parse_args()
     if args.step == "fit":
         fit()
@@ -285,7 +294,8 @@ def main() -> None:
     if args.step == "collect":
         collect(tokenizer, args.set)
     else:
-        check(tokenizer, [float(t) for t in args.targets.split(",")], [int(n) for n in args.check_frames.split(",")])
+        floors = None if args.check_floors is None else [float(f) for f in args.check_floors.split(",")]
+        check(tokenizer, [float(t) for t in args.targets.split(",")], [int(n) for n in args.check_frames.split(",")], floors)
 
 
 if __name__ == "__main__":

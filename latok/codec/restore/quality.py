@@ -36,7 +36,10 @@ from latok.io import to_8bit_levels
 # decoded frames the encoder checks a prediction on (0: trust it): at the 0.5 dB target on the pool validation split, the
 # smallest per-clip spread of loss with the mean within the target (eval/results/quality_target_val.md)
 QUALITY_CHECK_FRAMES = 2
-CHECK_FACTOR_RANGE = (0.25, 4.0)  # how far one check may move the map
+# How far one check may move the map.  Lowering it raises tau, past where the check looked: the loss can then grow
+# faster than the map says (where the inpainter did well at the first tau, its holes grow), so at most 2x that way;
+# chosen on the pool validation split with the check frames (eval/results/quality_target_val_floors.md).
+CHECK_FACTOR_RANGE = (0.5, 4.0)
 TAU_TOLERANCE = 0.02  # tau to 2 % of itself: finer than the loss it changes can be predicted
 SMALLEST_TAU = 2.0**-16  # of the ceiling: below it, keep everything
 
