@@ -25,10 +25,9 @@ Usage:
     python eval/quality_target.py collect --set calibration
     python eval/quality_target.py collect --set val
     python eval/quality_target.py fit
-    python eval/quality_target.py check --targets 0.25,0.5,1 [--check-frames 0,4] [--check-floors 0.25,0.5] [--check-placements worst,spread]
+    python eval/quality_target.py check --targets 0.25,0.5,1 [--check-frames 0,4] [--check-floors 0.25,0.5]
 writes data/quality_target/<set>/*.json (per clip, resumable), eval/results/quality_target_fit.{json,md},
-eval/results/quality_target_val.{json,md} (with --check-floors: quality_target_val_floors.{json,md}; with
---check-placements: quality_target_val_placement.{json,md})
+eval/results/quality_target_val.{json,md} (with --check-floors: quality_target_val_floors.{json,md})
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from latok.codec.restore import quality
-from latok.codec.restore.quality import QualityCalibration, check_frames, frame_errors, weighted_error
+from latok.codec.restore.quality import QualityCalibration, weighted_error
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr
 from latok.io import frames_to_video, to_8bit_levels
@@ -68,7 +67,6 @@ def collect(tokenizer: LatentTokenizer, name: str) -> None:
     for clip, latent, video, source in tqdm(list(clips(name)), desc=f"collect {name}"):
         target = out / f"{clip.replace('/', '__')}.json"
         if target.exists():
-            add_frame_errors(tokenizer, target, latent, source)
             continue
         size = video.shape[-3:]
         full_frames = frame_mse(tokenizer.vae.decode(latent, size=size), video)
@@ -81,21 +79,9 @@ def collect(tokenizer: LatentTokenizer, name: str) -> None:
             frames = frame_mse(tokenizer.vae.decode(restored, size=size), video)
             rows.append({"tau": tau, "usage": adaptive.token_usage, "error_hold": weighted_error(hold, latent, sensitivity),
                          "error_default": weighted_error(restored, latent, sensitivity), "loss_db": full - mse_psnr(statistics.mean(frames)),
-                         "frame_mse": frames, "frame_error_default": frame_errors(restored, latent, sensitivity).tolist()})  # fmt: skip
+                         "frame_mse": frames})  # fmt: skip
         record = {"clip": clip, "full_rate_psnr": full, "full_rate_frame_mse": full_frames, **latent_statistics(latent, sensitivity), "rows": rows}
         target.write_text(json.dumps(record, indent=1) + "\n")
-
-
-def add_frame_errors(tokenizer: LatentTokenizer, target, latent: torch.Tensor, source) -> None:
-    """Give a record collected before the per-frame errors of the default decode were kept its ``frame_error_default``
-    (a tokenize and restore per tau: no decode)."""
-    record = json.loads(target.read_text())
-    if all("frame_error_default" in r for r in record["rows"]):
-        return
-    for r in record["rows"]:
-        restored = tokenizer.restore(tokenizer.tokenize(latent, source, tau=r["tau"]))
-        r["frame_error_default"] = frame_errors(restored, latent, tokenizer.vae.value_sensitivity).tolist()
-    target.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def frame_mse(video: torch.Tensor, reference: torch.Tensor) -> list[float]:
@@ -179,12 +165,6 @@ def fit() -> None:
                      f"{entry['val_median_abs_db']:.3f} | {entry['val_spearman']:.3f} |")  # fmt: skip
     hold = report["fits"]["error_hold"]
     model = QualityCalibration(hold["scale"], hold["exponent"])
-    report["check_ratio"] = {name: check_ratio(rows) for name, rows in (("calibration", calibration), ("val", val))}
-    ratio = report["check_ratio"]["calibration"]
-    lines += ["", f"Check ratio (the loss on a clip's {quality.QUALITY_CHECK_FRAMES} frames where the default decode's latent is furthest "
-              "from the truth, over the clip's loss; geometric mean over clips x taus losing 0.1-2 dB): "
-              f"**{ratio['ratio']:.4g}** on the calibration clips ({ratio['rows']} rows, log std {ratio['log_std']:.3f}); "
-              f"{report['check_ratio']['val']['ratio']:.4g} on the validation clips."]  # fmt: skip
     lines += ["", "Per validation clip, hold-error fit: predicted / measured loss (dB) at each tau", "",
               "| clip | " + " | ".join(f"tau {t:g}" for t in TAUS) + " |", "|---|" + "---|" * len(TAUS)]  # fmt: skip
     for c in val:
@@ -200,21 +180,6 @@ def fit() -> None:
     best = min(report["normalised"], key=lambda name: report["normalised"][name]["val_mean_abs_db"])
     lines += ["", f"Best on the validation clips: {best}."]
     write_results("quality_target_fit", report, "\n".join(lines))
-
-
-def check_ratio(clips: list[dict], working: tuple[float, float] = (0.1, 2.0)) -> dict:
-    """Geometric mean over rows losing ``working`` dB of the loss on the frames the encoder's check decodes (the
-    ``QUALITY_CHECK_FRAMES`` worst of the default decode, in the latent) over the clip's loss."""
-    logs = []
-    for clip in clips:
-        full = clip["full_rate_frame_mse"]
-        for r in clip["rows"]:
-            if not working[0] <= r["loss_db"] <= working[1]:
-                continue
-            frames = check_frames(torch.tensor(r["frame_error_default"]), quality.QUALITY_CHECK_FRAMES, "worst")
-            checked = 10.0 * math.log10(sum(r["frame_mse"][f] for f in frames) / sum(full[f] for f in frames))
-            logs.append(math.log(max(checked, 1e-3) / r["loss_db"]))
-    return {"ratio": math.exp(statistics.mean(logs)), "log_std": statistics.pstdev(logs), "rows": len(logs)}
 
 
 NORMALISERS = {
@@ -254,48 +219,40 @@ def interpolate(xs: list[float], ys: list[float], x: float) -> float:
     return ys[-1]
 
 
-def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[int], floors: list[float] | None = None,
-          placements: list[str] | None = None) -> None:  # fmt: skip
+def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[int], floors: list[float] | None = None) -> None:
     """``floors``: compare these lower ends of the check's factor range too (how far one check may lower the map,
-    so raise tau); ``placements``: compare these ``CHECK_PLACEMENT`` values (which frames the check decodes);
-    ``None``: the shipped one only."""
+    so raise tau); ``None``: the shipped range only."""
     grid = {c["clip"]: c for c in load("val")}
-    shipped_range, shipped_placement = quality.CHECK_FACTOR_RANGE, quality.CHECK_PLACEMENT
-    floor_list, placement_list = floors or [shipped_range[0]], placements or [shipped_placement]
-    variants = [(target, count, floor, placement) for target in targets for count in check_counts for floor in floor_list
-                for placement in placement_list if count or (floor, placement) == (floor_list[0], placement_list[0])]  # fmt: skip
+    shipped = quality.CHECK_FACTOR_RANGE
+    variants = [(target, count, floor) for target in targets for count in check_counts for floor in (floors or [shipped[0]]) if count or floor == (floors or [shipped[0]])[0]]
     checking = {count: LatentTokenizer(tokenizer.vae, quality_check_frames=count) for count in check_counts}
     rows = []
     for clip, latent, video, source in tqdm(list(clips("val")), desc="check"):
         size = video.shape[-3:]
         full = grid[clip]["full_rate_psnr"]
-        row, decoded = {"clip": clip}, {}  # decoded: loss per tau (variants often land on the same one)
-        for target, count, floor, placement in variants:
-            quality.CHECK_FACTOR_RANGE, quality.CHECK_PLACEMENT = (floor, shipped_range[1]), placement
+        row = {"clip": clip}
+        for target, count, floor in variants:
+            quality.CHECK_FACTOR_RANGE = (floor, shipped[1])
             adaptive = checking[count].tokenize(latent, source, target_quality=target, video=video)
-            if adaptive.tau not in decoded:
-                decoded[adaptive.tau] = full - psnr(tokenizer.vae.decode(checking[count].restore(adaptive), size=size), video)
-            key = label(target, count, floor if floors else None, placement if placements else None)
-            row[key] = {"tau": adaptive.tau, "usage": adaptive.token_usage, "loss_db": decoded[adaptive.tau]}
-        quality.CHECK_FACTOR_RANGE, quality.CHECK_PLACEMENT = shipped_range, shipped_placement
+            measured = psnr(tokenizer.vae.decode(checking[count].restore(adaptive), size=size), video)
+            row[label(target, count, floor if floors else None)] = {"tau": adaptive.tau, "usage": adaptive.token_usage, "loss_db": full - measured}
+        quality.CHECK_FACTOR_RANGE = shipped
         rows.append(row)
     # the fixed tau with the same mean loss, on the grid: mean loss and usage over the clips at each tau
     mean_loss = [statistics.mean(grid[r["clip"]]["rows"][i]["loss_db"] for r in rows) for i in range(len(TAUS))]
     summary = {}
     command = f"python eval/quality_target.py check --targets {','.join(f'{t:g}' for t in targets)} --check-frames {','.join(map(str, check_counts))}"
     command += f" --check-floors {','.join(f'{f:g}' for f in floors)}" if floors else ""
-    command += f" --check-placements {','.join(placements)}" if placements else ""
     lines = ["# Quality target against a fixed tau, pool validation split", "",
              f"`{command}`: {len(rows)} clips of eval/splits/pool_val.txt, the default decode.  Checked: the encoder decodes "
              "that many frames at the predicted tau, scales the map by measured over predicted loss and searches tau again "
              "(`quality_check_frames`; 0: the prediction alone), the scale moving by at most [floor, 4] (floor: the lowest "
-             "factor, shown where several are compared); the frames are the clip's worst in the latent (`worst`) or spread "
-             "evenly (`spread`), shown where both are compared.  Fixed tau: the tau of the grid (interpolated) whose mean loss "
+             "factor, shown where several are compared).  Fixed tau: the tau of the grid (interpolated) whose mean loss "
              "equals the target's measured mean loss; its per-clip usage and loss are interpolated on each clip's grid.", "",
-             "| target | checked frames (floor, placement) | mean loss (dB) | loss spread: std (min..max) | mean usage | fixed tau at that mean loss | its usage | its spread: std (min..max) |",
+             "| target | checked frames (floor) | mean loss (dB) | loss spread: std (min..max) | mean usage | fixed tau at that mean loss | its usage | its spread: std (min..max) |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for target, count, floor, placement in variants:
-        key = label(target, count, floor if floors else None, placement if placements else None)
+    for target, count, floor in variants:
+        key = label(target, count, floor if floors else None)
         losses, usages = [r[key]["loss_db"] for r in rows], [r[key]["usage"] for r in rows]
         loss = statistics.mean(losses)
         order = sorted(range(len(TAUS)), key=mean_loss.__getitem__)
@@ -307,21 +264,19 @@ def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[i
                         "fixed_mean_loss_db": statistics.mean(fixed_losses), "fixed_loss_std_db": statistics.pstdev(fixed_losses),
                         "fixed_loss_min_db": min(fixed_losses), "fixed_loss_max_db": max(fixed_losses)}  # fmt: skip
         s = summary[key]
-        detail = ", ".join(([f"{floor:g}"] if floors else []) + ([placement] if placements else [])) if count else ""
-        lines.append(f"| {target:g} dB | {count}{f' ({detail})' if detail else ''} | {loss:.3f} | {s['loss_std_db']:.3f} ({s['loss_min_db']:.2f}..{s['loss_max_db']:.2f}) | "
+        lines.append(f"| {target:g} dB | {count}{f' ({floor:g})' if floors and count else ''} | {loss:.3f} | {s['loss_std_db']:.3f} ({s['loss_min_db']:.2f}..{s['loss_max_db']:.2f}) | "
                      f"{s['mean_usage']:.1%} | {tau:.3f} | {s['fixed_mean_usage']:.1%} | {s['fixed_loss_std_db']:.3f} "
                      f"({s['fixed_loss_min_db']:.2f}..{s['fixed_loss_max_db']:.2f}) |")  # fmt: skip
-    keys = [label(target, count, floor if floors else None, placement if placements else None) for target, count, floor, placement in variants]
+    keys = [label(target, count, floor if floors else None) for target, count, floor in variants]
     lines += ["", "Per clip: tau, usage and measured loss at each target (and checked frames)", "",
               "| clip | " + " | ".join(f"{k}: tau / usage / loss" for k in keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['clip']} | " + " | ".join(f"{r[k]['tau']:.3f} / {r[k]['usage']:.1%} / {r[k]['loss_db']:.2f}" for k in keys) + " |")
-    name = "quality_target_val" + ("_placement" if placements else "_floors" if floors else "")
-    write_results(name, {"command": command, "summary": summary, "rows": rows}, "\n".join(lines))
+    write_results("quality_target_val" + ("_floors" if floors else ""), {"command": command, "summary": summary, "rows": rows}, "\n".join(lines))
 
 
-def label(target: float, count: int, floor: float | None = None, placement: str | None = None) -> str:
-    return f"{target:g} dB, {count} checked" + (f", floor {floor:g}" if floor is not None and count else "") + (f", {placement}" if placement and count else "")
+def label(target: float, count: int, floor: float | None = None) -> str:
+    return f"{target:g} dB, {count} checked" + (f", floor {floor:g}" if floor is not None and count else "")
 
 
 def main() -> None:
@@ -331,7 +286,6 @@ def main() -> None:
     parser.add_argument("--targets", default="0.25,0.5,1")
     parser.add_argument("--check-frames", default="0,4", help="quality_check_frames values to compare (0: the prediction alone)")
     parser.add_argument("--check-floors", default=None, help="lower ends of the check's factor range to compare (default: the shipped one only)")
-    parser.add_argument("--check-placements", default=None, help="which frames the check decodes, to compare: worst,spread (default: the shipped one only)")
     args = parser.parse_args()
     if args.step == "fit":
         fit()
@@ -341,8 +295,7 @@ def main() -> None:
         collect(tokenizer, args.set)
     else:
         floors = None if args.check_floors is None else [float(f) for f in args.check_floors.split(",")]
-        placements = None if args.check_placements is None else args.check_placements.split(",")
-        check(tokenizer, [float(t) for t in args.targets.split(",")], [int(n) for n in args.check_frames.split(",")], floors, placements)
+        check(tokenizer, [float(t) for t in args.targets.split(",")], [int(n) for n in args.check_frames.split(",")], floors)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ from latok.codec.quantise import channel_steps
 from latok.codec.restore import resolve as restoration
 from latok.codec.restore.fills import Fill
 from latok.codec.restore.guard import check_per_frame, decide_lit_guard
-from latok.codec.restore.quality import (QualityCalibration, check_frames, checked_calibration, decoded_loss, frame_errors,
-                                         hold_error, tau_for_quality)
+from latok.codec.restore.quality import QualityCalibration, check_frames, checked_calibration, decoded_loss, hold_error, tau_for_quality
 from latok.codec.rule.masking import in_rule_metric, redundancy_mask, resolve_tau
 from latok.codec.rule.motion import estimate_motion
 from latok.codec.settings import CodecSettings, check_rate
@@ -148,15 +147,14 @@ class LatentTokenizer:
                     motion: torch.Tensor | None = None, restored: torch.Tensor | None = None) -> float:  # fmt: skip
         """The quality target's tau searched again after checking the prediction at ``adaptive``'s tau on
         decoded frames (:func:`~latok.codec.restore.quality.checked_calibration`): the default decode's loss
-        against the full rate on ``quality_check_frames`` frames (where ``restored`` is furthest from ``latent``), over
-        the loss the map predicted for the clip
+        against the full rate on ``quality_check_frames`` frames, over the loss the map predicted there
         (``motion``: the clip's, as the mask used; ``restored``: the guard's restoration of ``adaptive``, which
         fill ``auto`` decodes, saving an inpainter run)."""
         s = self.settings
         calibration = QualityCalibration(*self.vae.quality_calibration)
+        frames = check_frames(latent.shape[2], s.quality_check_frames)
         if restored is None or self.fill != "auto":
             restored = self.restore(adaptive)
-        frames = check_frames(frame_errors(restored, latent, self.vae.value_sensitivity), s.quality_check_frames)
         measured = decoded_loss(self.vae, restored, latent, video, frames)
         error = hold_error(latent, adaptive.tau, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion, self.rule_weights)
         corrected = checked_calibration(calibration, calibration.loss_db(error), measured)

@@ -62,7 +62,7 @@ class VideoAutoencoder(abc.ABC):
         value_sensitivity: per latent channel, how much decoded pixels move per unit of it
             (``sqrt`` of the :meth:`decoder_metric` diagonal, geometric mean 1); quantisation steps
             are divided by it (:mod:`latok.codec.format.coders.values`).  ``None``: one step for every channel.
-        quality_calibration: ``(scale, exponent, check_ratio)`` of the :class:`~latok.codec.restore.quality.QualityCalibration`
+        quality_calibration: ``(scale, exponent)`` of the :class:`~latok.codec.restore.quality.QualityCalibration`
             that maps the weighted hold error to the default decode's PSNR loss (``None``: no quality target).
         default_target_quality: the PSNR loss budget (dB) that is the default rate with a quality calibration;
             ``None``: the default rate is ``default_taus`` / ``default_tau``.
@@ -81,7 +81,7 @@ class VideoAutoencoder(abc.ABC):
     default_tau: ClassVar[float | None] = None  # calibrated masking threshold without motion
     default_taus: ClassVar[dict[str, float]] = {}  # per motion model (eval/calibrate_pool.py)
     value_sensitivity: ClassVar[tuple[float, ...] | None] = None
-    quality_calibration: ClassVar[tuple[float, ...] | None] = None  # (scale, exponent, check_ratio) of latok.codec.restore.quality
+    quality_calibration: ClassVar[tuple[float, float] | None] = None  # (scale, exponent) of latok.codec.restore.quality
     default_target_quality: ClassVar[float | None] = None  # the default rate where the backend has a quality calibration
     default_value_step: ClassVar[float] = 0.0
     weights_option: ClassVar[str] = "weights"  # the constructor option that takes a weights path

@@ -16,11 +16,8 @@ about 9 passes a clip where a plain bisection of [0, ceiling] took 17 (eval/resu
 
 The map is fitted on the pool and errs on footage unlike it.  So where the encoder has the input video and the
 backend decodes frame by frame, it checks the prediction once (:func:`checked_calibration`): it decodes a few
-frames of the full-rate latent and of the default decode at the predicted tau, scales the map by measured over
-predicted loss, and searches tau again (``CodecSettings.quality_check_frames``).  The frames are where the default
-restoration lies furthest from the true latent (:func:`check_frames`): a clip whose loss sits in a few frames is
-seen there, where frames spread evenly over the clip can miss it.  Those are a clip's worst frames, so their loss
-runs above the clip's by about the calibration's ``check_ratio`` (fitted on the same clips as the map).
+frames (:func:`check_frames`) of the full-rate latent and of the default decode at the predicted tau, scales the
+map by measured over predicted loss, and searches tau again (``CodecSettings.quality_check_frames``).
 """
 
 from __future__ import annotations
@@ -39,9 +36,6 @@ from latok.io import to_8bit_levels
 # decoded frames the encoder checks a prediction on (0: trust it): at the 0.5 dB target on the pool validation split, the
 # smallest per-clip spread of loss with the mean within the target (eval/results/quality_target_val.md)
 QUALITY_CHECK_FRAMES = 2
-# which frames: "spread" (evenly over the clip) or "worst" (where the default restoration is furthest from the truth);
-# chosen on the pool validation split (eval/results/quality_target_val_placement.md)
-CHECK_PLACEMENT = "spread"
 # How far one check may move the map.  Lowering it raises tau, past where the check looked: the loss can then grow
 # faster than the map says (where the inpainter did well at the first tau, its holes grow), so at most 2x that way;
 # chosen on the pool validation split with the check frames (eval/results/quality_target_val_floors.md).
@@ -57,7 +51,6 @@ class QualityCalibration:
 
     scale: float
     exponent: float
-    check_ratio: float = 1.0  # loss on a clip's QUALITY_CHECK_FRAMES worst frames over the clip's (geometric mean)
 
     def loss_db(self, error: float) -> float:
         return self.scale * max(error, 0.0) ** self.exponent
@@ -70,15 +63,10 @@ class QualityCalibration:
 def weighted_error(restored: torch.Tensor, latent: torch.Tensor, sensitivity: Sequence[float] | None) -> float:
     """Mean over the ``(B, C, t, h, w)`` latent's positions of ``sum_c s_c^2 (restored - latent)_c^2`` (``s``:
     the backend's per-channel decoder sensitivity; ``None`` weighs every channel 1)."""
-    return float(frame_errors(restored, latent, sensitivity).mean())
-
-
-def frame_errors(restored: torch.Tensor, latent: torch.Tensor, sensitivity: Sequence[float] | None) -> torch.Tensor:
-    """:func:`weighted_error` per latent frame: ``(t,)``."""
     squared = (restored.float() - latent.float()).pow(2)
     if sensitivity is not None:
         squared = squared * torch.tensor(sensitivity, dtype=torch.float32, device=squared.device).pow(2).view(1, -1, 1, 1, 1)
-    return squared.sum(dim=1).mean(dim=(0, 2, 3))
+    return float(squared.sum(dim=1).mean())
 
 
 def hold_error(latent: torch.Tensor, tau: float, sensitivity: Sequence[float] | None, reference: Reference = "last-kept",
@@ -92,17 +80,12 @@ def hold_error(latent: torch.Tensor, tau: float, sensitivity: Sequence[float] | 
     return weighted_error(hold_fill(latent * keep.unsqueeze(1), keep, motion), latent, sensitivity)
 
 
-def check_frames(errors: torch.Tensor, count: int = QUALITY_CHECK_FRAMES, placement: str | None = None) -> list[int]:
-    """Up to ``count`` latent frames of a clip whose default restoration has per-frame ``errors`` (``(t,)``, of
-    :func:`frame_errors`), in order, never the first (kept whole, it loses nothing): the largest errors (ties: the
-    earlier frame) or, with ``placement="spread"``, evenly over the clip (default: ``CHECK_PLACEMENT``)."""
-    frames = errors.numel()
+def check_frames(frames: int, count: int = QUALITY_CHECK_FRAMES) -> list[int]:
+    """Up to ``count`` latent frames spread evenly over a clip of ``frames``, never the first (kept whole, it
+    loses nothing)."""
     if frames < 2 or count < 1:
         return []
-    if (placement or CHECK_PLACEMENT) == "spread":
-        return torch.linspace(1, frames - 1, min(count, frames - 1)).round().long().unique().tolist()
-    order = sorted(range(1, frames), key=lambda f: (-float(errors[f]), f))
-    return sorted(order[:count])
+    return torch.linspace(1, frames - 1, min(count, frames - 1)).round().long().unique().tolist()
 
 
 def decoded_loss(vae, restored: torch.Tensor, latent: torch.Tensor, video: torch.Tensor, frames: list[int]) -> float:
@@ -120,13 +103,10 @@ def decoded_loss(vae, restored: torch.Tensor, latent: torch.Tensor, video: torch
 
 
 def checked_calibration(calibration: QualityCalibration, predicted_db: float, measured_db: float) -> QualityCalibration:
-    """``calibration`` scaled by measured over predicted loss at one tau (within ``CHECK_FACTOR_RANGE``): the loss
-    measured on :func:`check_frames` over the clip's predicted loss, times what those frames typically lose over
-    the clip (``calibration.check_ratio`` for the worst frames; 1 for frames spread evenly)."""
+    """``calibration`` scaled by measured over predicted loss at one tau (within ``CHECK_FACTOR_RANGE``)."""
     low, high = CHECK_FACTOR_RANGE
-    expected = predicted_db * (calibration.check_ratio if CHECK_PLACEMENT == "worst" else 1.0)
-    factor = high if expected <= 0 else min(max(measured_db / expected, low), high)
-    return QualityCalibration(scale=calibration.scale * factor, exponent=calibration.exponent, check_ratio=calibration.check_ratio)
+    factor = high if predicted_db <= 0 else min(max(measured_db / predicted_db, low), high)
+    return QualityCalibration(scale=calibration.scale * factor, exponent=calibration.exponent)
 
 
 def tau_for_quality(
