@@ -258,3 +258,13 @@ def test_shipped_inpainter_streams_lit(tokenizer, sample, tmp_path):
     lit = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit")), dim=2)
     hold = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="hold")), dim=2)
     assert lit.shape == sample.shape and not torch.allclose(lit, hold, atol=1e-3)  # trained: it changes things
+    default = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok")), dim=2)
+    assert torch.equal(default, lit)  # a stream's auto: the unguarded inpainter, where the backend ships one
+
+
+def test_a_stream_without_an_inpainter_decodes_auto_as_hold(tmp_path, monkeypatch):
+    from latok.codec.restore.resolve import CHECKPOINTS_ENV, Inpainters, resolve_stream
+
+    assert resolve_stream(0.15, "last-kept", "auto", Inpainters("taef2", 32)).name != "hold"  # shipped: lit
+    monkeypatch.setenv(CHECKPOINTS_ENV, str(tmp_path))  # no model given and none shipped
+    assert resolve_stream(0.15, "last-kept", "auto", Inpainters("taef2", 32)).name == "hold"

@@ -115,7 +115,8 @@ def decode_stream(
     The fill cache C_fill carries the last ``context_frames`` restored latent frames into
     the next chunk: they are the fill's temporal context (marked kept), so ``hold`` continues
     exactly as offline, and ``lit`` runs the inpainter over ``[C_fill, chunk]`` (the chunk's
-    future in view, not the next chunk's; unguarded: the default ``auto`` is ``hold`` here).  ``interp``
+    future in view, not the next chunk's; unguarded: the default ``auto`` is this ``lit`` here, where the backend
+    has an inpainter, else ``hold``).  ``interp``
     cannot look past the chunk and holds there instead.
     """
     if context_frames < 1:
