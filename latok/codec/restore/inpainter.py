@@ -44,7 +44,6 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from latok.codec.restore.fills import hold_fill, interp_fill
-from latok.codec.restore.windows import in_windows
 from latok.codec.tokens import next_kept_index, staleness
 from latok.errors import InvalidInputError
 
@@ -182,8 +181,7 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
     (a float or one per clip; ``None`` or ``inf`` when unknown, e.g. a random mask), and ``motion``
     the frames' motion (``(B, t, 2)``, or ``(B, t, 2, gh, gw)`` per block) when the rule was motion-compensated (hold and interp,
     its inputs and the centre of its L1 ball, then follow the motion), and ``weights`` the rule's channel weights
-    (its ball is then ``mean_c w_c |delta_c| <= tau``; ``None``: the plain rule's), and ``window`` the
-    (frames, tokens a side) it attends over at once (:func:`~latok.codec.restore.windows.in_windows`; ``None``: all).
+    (its ball is then ``mean_c w_c |delta_c| <= tau``; ``None``: the plain rule's).
     Returns the restored ``(B, C, t, h, w)`` latent; kept positions are passed
     through bit-exactly.
     """
@@ -234,7 +232,6 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
         reference: str = "last-kept",
         motion: torch.Tensor | None = None,
         weights: Sequence[float] | None = None,
-        window: tuple[int | None, int | None] | None = None,
     ) -> torch.Tensor:
         self._check(latent, keep)
         _, channels, frames, height, width = latent.shape
@@ -247,8 +244,11 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
         pad_h, pad_w = -height % p, -width % p
         features = F.pad(features, (0, 0, 0, pad_w, 0, pad_h))  # zero features, flagged as kept: inert
         tokens = rearrange(features, "b t (h p1) (w p2) f -> b t h w (p1 p2 f)", p1=p, p2=p)
-        out = in_windows(self._transform, self.embed(tokens), window)  # (B, t, h/p, w/p, p*p*(C+1))
-        out = rearrange(out, "b t h w (p1 p2 c) -> b c t (h p1) (w p2)", p1=p, p2=p)
+        x = self.embed(tokens)  # (B, t, h/p, w/p, width)
+        spatial, temporal = self._angles(frames, x.shape[2], x.shape[3], latent.device)
+        for block in self.blocks:
+            x = block(x, spatial, temporal)
+        out = rearrange(self.head(self.norm(x)), "b t h w (p1 p2 c) -> b c t (h p1) (w p2)", p1=p, p2=p)
         out = out[..., :height, :width].to(hold.dtype)
         correction, blend = out[:, :channels], out[:, channels:]
         delta = blend * (future - hold) + correction
@@ -259,13 +259,6 @@ class InpaintingTransformer(nn.Module, ModelHubMixin, library_name="latok", tags
             scale = torch.tensor(weights, dtype=delta.dtype, device=delta.device).view(1, -1, 1, 1, 1)
             restored = hold + project_l1_ball(delta * scale, radius) / scale
         return torch.where(keep.unsqueeze(1), latent, restored)
-
-    def _transform(self, x: torch.Tensor) -> torch.Tensor:
-        """The blocks and head on embedded tokens ``(B, t, h, w, width)``."""
-        spatial, temporal = self._angles(x.shape[1], x.shape[2], x.shape[3], x.device)
-        for block in self.blocks:
-            x = block(x, spatial, temporal)
-        return self.head(self.norm(x))
 
     @staticmethod
     def _tau(tau: float | torch.Tensor | None, latent: torch.Tensor) -> torch.Tensor:

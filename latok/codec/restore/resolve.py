@@ -43,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FILL = "auto"
 CHECKPOINTS_ENV = "LATOK_CHECKPOINTS_DIR"
-# (latent frames, tokens a side) the inpainter attends over at once (latok.codec.restore.windows; None: the whole clip)
-LIT_WINDOW: tuple[int | None, int | None] | None = None
 INPAINTER_PRESET = "xs"  # the shipped CPU-sized inpainter
 def list_fills() -> list[str]:
     """Every fill name :func:`resolve` accepts."""
@@ -149,7 +147,7 @@ class Inpainters:
         lit's correction over hold (following ``motion``): 0 restores hold, 1 lit."""
         model = model or self.model
         with torch.inference_mode():
-            restored = model(latent.to(self.device), keep.to(self.device), tau, reference, motion, weights, window=LIT_WINDOW)
+            restored = model(latent.to(self.device), keep.to(self.device), tau, reference, motion, weights)
         restored = restored.float().to(latent.device)
         return restored if guard is None else guarded(restored, hold_fill(latent, keep, motion), guard)
 
