@@ -219,9 +219,10 @@ def interpolate(xs: list[float], ys: list[float], x: float) -> float:
     return ys[-1]
 
 
-def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[int], floors: list[float] | None = None) -> None:
+def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[int], floors: list[float] | None = None, name: str | None = None) -> None:
     """``floors``: compare these lower ends of the check's factor range too (how far one check may lower the map,
-    so raise tau); ``None``: the shipped range only."""
+    so raise tau); ``None``: the shipped range only.  ``name``: the results' stem (default: quality_target_val, with
+    floors quality_target_val_floors)."""
     grid = {c["clip"]: c for c in load("val")}
     shipped = quality.CHECK_FACTOR_RANGE
     variants = [(target, count, floor) for target in targets for count in check_counts for floor in (floors or [shipped[0]]) if count or floor == (floors or [shipped[0]])[0]]
@@ -243,6 +244,7 @@ def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[i
     summary = {}
     command = f"python eval/quality_target.py check --targets {','.join(f'{t:g}' for t in targets)} --check-frames {','.join(map(str, check_counts))}"
     command += f" --check-floors {','.join(f'{f:g}' for f in floors)}" if floors else ""
+    command += f" --name {name}" if name else ""
     lines = ["# Quality target against a fixed tau, pool validation split", "",
              f"`{command}`: {len(rows)} clips of eval/splits/pool_val.txt, the default decode.  Checked: the encoder decodes "
              "that many frames at the predicted tau, scales the map by measured over predicted loss and searches tau again "
@@ -272,7 +274,8 @@ def check(tokenizer: LatentTokenizer, targets: list[float], check_counts: list[i
               "| clip | " + " | ".join(f"{k}: tau / usage / loss" for k in keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['clip']} | " + " | ".join(f"{r[k]['tau']:.3f} / {r[k]['usage']:.1%} / {r[k]['loss_db']:.2f}" for k in keys) + " |")
-    write_results("quality_target_val" + ("_floors" if floors else ""), {"command": command, "summary": summary, "rows": rows}, "\n".join(lines))
+    stem = name or "quality_target_val" + ("_floors" if floors else "")
+    write_results(stem, {"command": command, "summary": summary, "rows": rows}, "\n".join(lines))
 
 
 def label(target: float, count: int, floor: float | None = None) -> str:
@@ -286,6 +289,7 @@ def main() -> None:
     parser.add_argument("--targets", default="0.25,0.5,1")
     parser.add_argument("--check-frames", default="0,4", help="quality_check_frames values to compare (0: the prediction alone)")
     parser.add_argument("--check-floors", default=None, help="lower ends of the check's factor range to compare (default: the shipped one only)")
+    parser.add_argument("--name", default=None, help="stem of the results in eval/results (default: quality_target_val[_floors])")
     args = parser.parse_args()
     if args.step == "fit":
         fit()
@@ -295,7 +299,7 @@ def main() -> None:
         collect(tokenizer, args.set)
     else:
         floors = None if args.check_floors is None else [float(f) for f in args.check_floors.split(",")]
-        check(tokenizer, [float(t) for t in args.targets.split(",")], [int(n) for n in args.check_frames.split(",")], floors)
+        check(tokenizer, [float(t) for t in args.targets.split(",")], [int(n) for n in args.check_frames.split(",")], floors, args.name)
 
 
 if __name__ == "__main__":
