@@ -7,6 +7,8 @@ Parts (run both by default; each rewrites its section of the outputs):
   first 60 frames; the input is the shared DAVIS sequences at 240p played one after another
   and written once to a temporary mp4.  For contrast, offline ``latok encode``/``decode`` at
   60 frames (the offline codec holds the whole clip in memory).
+- ``speed``: ``decode_stream`` time with each fill (hold, lit: the stream default), the first SPEED_FRAMES frames
+  of DAVIS goat at 240p in chunks of 16, block motion, median of 3 after a warm-up (model loaded), in this process.
 - ``quality``: every clip of ``--clips`` (DAVIS, or pool_val to select) with 50+ frames, first 50 frames at 240p,
   ``--motion`` block by default, at the stream's fixed tau (the calibrated one):
   offline (encode + decode with hold and the default, the guarded bidirectional lit) vs streaming
@@ -17,7 +19,7 @@ Parts (run both by default; each rewrites its section of the outputs):
   computed from the offline latents by the same ``redundancy_mask`` call, no second encode).
 
 Usage:
-    python eval/stream_eval.py [--part memory|quality|all] [--clips davis|pool_val] [--motion M] [--tau T]
+    python eval/stream_eval.py [--part memory|speed|quality|all] [--clips davis|pool_val] [--motion M] [--tau T]
 writes eval/results/stream_eval.{json,md}
 """
 
@@ -47,6 +49,7 @@ DAVIS = [clip.path for clip in clip_set("davis")]
 CHUNK = 16
 LONG, SHORT = 600, 60
 QUALITY_FRAMES = 50
+SPEED_FRAMES = 48
 BOUNDARY_WINDOW = 2  # latent frames either side of a boundary in the usage table
 
 # Runs argv and prints the child's peak RSS in KiB (Linux ru_maxrss) and wall seconds.
@@ -149,6 +152,28 @@ def quality_part(tau: float | None = None, clips: str = "davis", motion: str = "
     return result
 
 
+def speed_part() -> dict:
+    """Seconds ``decode_stream`` takes with hold and with lit (the stream default) on one stream."""
+    import time
+
+    tokenizer = LatentTokenizer("taef2")
+    goat = next(s for s in DAVIS if s.name == "goat")
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "goat.latok"
+        tokenizer.encode_stream(stream_clip(goat, CHUNK, frames=SPEED_FRAMES, height=240), path)
+        for fill in ("hold", "lit"):
+            runs = []
+            for _ in range(4):  # the first warms up (loads the inpainter)
+                start = time.perf_counter()
+                for _piece in tokenizer.decode_stream(path, fill=fill):
+                    pass
+                runs.append(time.perf_counter() - start)
+            seconds[fill] = statistics.median(runs[1:])
+    return {"frames": SPEED_FRAMES, "clip": "goat", "seconds": seconds, "lit_over_hold": seconds["lit"] / seconds["hold"] - 1,
+            "command": "python eval/stream_eval.py --part speed"}  # fmt: skip
+
+
 def summary_tau(path: Path) -> float:
     from latok.codec.format.reader import LatokReader
 
@@ -171,6 +196,11 @@ def markdown(result: dict) -> str:
         ratio = memory["stream_ratio_600_vs_60"]
         verdict = "meets" if ratio <= memory["target_ratio"] else "MISSES"
         lines += ["", f"Streaming peak at {LONG} frames / at {SHORT} frames: **{ratio:.3f}** ({verdict} the ≤ 1.15 target).", ""]
+    if "speed" in result:
+        speed = result["speed"]
+        lines += [f"## decode_stream time by fill (`{speed['command']}`)", "",
+                  f"{speed['frames']} frames of {speed['clip']}, 240p, median of 3 after a warm-up: hold {speed['seconds']['hold']:.2f} s, "
+                  f"lit {speed['seconds']['lit']:.2f} s (**{speed['lit_over_hold']:+.0%}**).", ""]  # fmt: skip
     for key in sorted(k for k in result if k.startswith("quality")):
         quality = result[key]
         m = quality["mean"]
@@ -206,7 +236,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("memory", "quality", "all"), default="all")
+    parser.add_argument("--part", choices=("memory", "speed", "quality", "all"), default="all")
     parser.add_argument("--tau", type=float, default=None, help="quality part at this tau (default: the calibrated one for --motion)")
     parser.add_argument("--motion", choices=("none", "global", "block"), default=None,
                         help="motion model (default: none for the memory part, block, the codec's default, for the quality part)")
@@ -220,6 +250,8 @@ def main() -> None:
         motion = args.motion or "none"
         plain = motion == "none" and args.height == 240
         result["memory" if plain else f"memory_motion_{motion}_{args.height}p"] = memory_part(motion, args.height)
+    if args.part in ("speed", "all"):
+        result["speed"] = speed_part()
     if args.part in ("quality", "all"):
         motion = args.motion or "block"
         quality = quality_part(args.tau, args.clips, motion)
