@@ -66,6 +66,24 @@ def valid_file(frames: int = 6, chunk_frames: int = 2, motion: bool = False, val
         return save_latok(adaptive, Path(tmp) / "v.latok", chunk_frames=chunk_frames).read_bytes()
 
 
+def valid_stream_file(frames: int = 6, chunk_frames: int = 2) -> bytes:
+    """A small valid file as a stream with lit weights writes it: quantised values, block motion, a LITW record per chunk."""
+    from latok.codec.format.writer import LatokWriter, header_of
+
+    _, header, _ = split(valid_file(frames, chunk_frames, motion=True, value_step=0.1))
+    adaptive = load_latok(io.BytesIO(valid_file(frames, chunk_frames, motion=True, value_step=0.1)))
+    codes = torch.arange(frames * 2 * 3, dtype=torch.uint8).remainder(17).view(frames, 2, 3)  # squares of 4 on 6 x 10
+    counts = adaptive.keep.sum(dim=(0, 2, 3)).tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.latok"
+        with LatokWriter(path, {**header_of(adaptive, chunk_frames), "lit_model": "0123456789abcdef", "lit_tile": 4}) as writer:
+            for t in range(0, frames, chunk_frames):
+                start, count = int(sum(counts[:t])), int(sum(counts[t : t + chunk_frames]))
+                writer.write_chunk(adaptive.keep[:, t : t + chunk_frames], adaptive.values[start : start + count],
+                                   motion=adaptive.motion[:, t : t + chunk_frames], lit_weights=codes[t : t + chunk_frames])  # fmt: skip
+        return path.read_bytes()
+
+
 def split(data: bytes) -> tuple[bytes, dict, list[tuple[bytes, bytes]]]:
     """A valid file -> (preamble, header, [(tag, payload), ...] after HEAD)."""
     preamble, offset, records = data[: PREAMBLE.size], PREAMBLE.size, []
@@ -146,6 +164,8 @@ def mutate_records(records: list[tuple[bytes, bytes]], rng: random.Random) -> li
             value = rng.choice([0, 1, 2, 3, 255, 2**16, 2**31, 2**32 - 1])
             t_start, t_count, codec = [value if i == field else v for i, v in enumerate((t_start, t_count, codec))]
             payload = struct.pack("<IIB", t_start, t_count, codec & 0xFF) + payload[9:]
+        elif action == 1 and tag == b"LITW" and len(payload) >= 8:  # lit weights: a zlib bomb, the wrong count, codes above 16
+            payload = payload[:8] + zlib.compress(bytes([rng.choice([0, 16, 17, 255])]) * rng.choice([1, 11, 12, 13, 1 << 20, 1 << 24]), 9)
         elif action == 1 and tag == b"MASK" and len(payload) >= 8:  # a zlib bomb, or bits that inflate to the wrong size
             size = rng.choice([1, 7, 8, 100, 1 << 20, 1 << 24])
             payload = payload[:8] + b"\x01" + zlib.compress(rng.choice([b"\x00", b"\xff"]) * size, 9)
@@ -158,7 +178,7 @@ def mutate_records(records: list[tuple[bytes, bytes]], rng: random.Random) -> li
         elif action == 2 and tag == b"MOTN" and len(payload) >= 8:  # translations: huge, non-finite, wrong extent
             value = rng.choice([float("nan"), float("inf"), 1e30, -1e3, 0.5])
             payload = payload[:8] + struct.pack("<f", value) * ((len(payload) - 8) // 4) if rng.random() < 0.7 else struct.pack("<II", rng.randrange(9), rng.randrange(9)) + payload[8:]
-        elif action in (7, 8) and tag in (b"QVAL", b"MASK", b"MOTN") and len(payload) > 9:  # coded bytes: flip, zero or randomise a span
+        elif action in (7, 8) and tag in (b"QVAL", b"MASK", b"MOTN", b"LITW") and len(payload) > 9:  # coded bytes: flip, zero or randomise a span
             data = bytearray(payload)
             start = rng.randrange(8, len(data))
             end = min(len(data), start + rng.choice([1, 4, 64]))
@@ -173,7 +193,7 @@ def mutate_records(records: list[tuple[bytes, bytes]], rng: random.Random) -> li
         elif action == 6:
             records.insert(index, (tag, payload))
         else:
-            tag = rng.choice([b"MASK", b"VALS", b"QVAL", b"MOTN", b"END\x00", b"HEAD", b"JUNK"])
+            tag = rng.choice([b"MASK", b"VALS", b"QVAL", b"MOTN", b"LITW", b"END\x00", b"HEAD", b"JUNK"])
         records[index] = (tag, payload)
     return records
 
@@ -189,7 +209,7 @@ def read(path: Path) -> None:
 
 def fuzz(cases: int, seed: int) -> dict:
     rng = random.Random(seed)
-    bases = [split(valid_file()), split(valid_file(motion=True)), split(valid_file(motion=True, value_step=0.1))]
+    bases = [split(valid_file()), split(valid_file(motion=True)), split(valid_file(motion=True, value_step=0.1)), split(valid_stream_file())]
     outcomes: dict[str, int] = {}
     slowest = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,6 +296,11 @@ def craft(directory: Path) -> list[Path]:
     big = {**header, "shape": [1, 32, 64, 64, 64], "lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None,
            "source": {**header["source"], "frames": 1, "height": 8, "width": 8, "source_size": None, "resized_size": None, "crop": None}}  # fmt: skip
     files["latent_larger_than_source"] = join(preamble, json.dumps(big), records)
+    # a stream's lit weights that inflate far past the codes their chunk holds
+    stream_preamble, stream_header, stream_records = split(valid_stream_file())
+    litw = next(i for i, (tag, _) in enumerate(stream_records) if tag == b"LITW")
+    weights_bomb = (b"LITW", stream_records[litw][1][:8] + zlib.compress(bytes(200 << 20), 9))
+    files["lit_weights_bomb"] = join(stream_preamble, json.dumps(stream_header), [*stream_records[:litw], weights_bomb, *stream_records[litw + 1 :]])
     paths = []
     for name, data in files.items():
         assert len(data) < 1 << 20, (name, len(data))

@@ -84,7 +84,7 @@ def test_chunks_stream_in_order(tmp_path):
     adaptive = make_adaptive(frames=10)
     path = save_latok(adaptive, tmp_path / "a.latok", chunk_frames=4)
     with LatokReader(path) as reader:
-        sizes = [keep.shape[1] for keep, _, _ in reader.chunks()]
+        sizes = [chunk.keep.shape[1] for chunk in reader.chunks()]
     assert sizes == [4, 4, 2]
 
 
@@ -237,6 +237,100 @@ def test_malformed_lit_weights_are_refused(tmp_path, valid_bytes, guard):
         read_bytes(tmp_path, forge_header(valid_bytes, **guard))
     good = read_bytes(tmp_path, forge_header(valid_bytes, lit_frames="01011", lit_model="abc", lit_weights=weights_text(WEIGHTS), lit_tile=4))
     assert good.lit_weights.view(-1).tolist() == WEIGHTS
+
+
+def chunk_weighted_bytes(tmp_path, codes: torch.Tensor = torch.tensor(WEIGHTS, dtype=torch.uint8).view(5, 2, 3)) -> bytes:
+    """The valid_bytes clip as a stream writes it with lit weights per chunk (chunks of 2, 2 and 1 latent frames)."""
+    adaptive = make_adaptive(frames=5)
+    header = {**header_of(adaptive, 2), "lit_model": "abc", "lit_tile": 4}
+    counts = adaptive.keep.sum(dim=(0, 2, 3)).tolist()
+    with LatokWriter(tmp_path / "c.latok", header) as writer:
+        for t in range(0, 5, 2):
+            start, count = int(sum(counts[:t])), int(sum(counts[t : t + 2]))
+            writer.write_chunk(adaptive.keep[:, t : t + 2], adaptive.values[start : start + count], lit_weights=codes[t : t + 2])
+    return (tmp_path / "c.latok").read_bytes()
+
+
+def with_record(data: bytes, tag: bytes, index: int, payload: bytes | None) -> bytes:
+    """``data`` with the ``index``-th ``tag`` record's payload replaced (checksum recomputed), or dropped (``None``)."""
+    offset, seen = 12, 0
+    while offset < len(data):
+        found, length = struct.unpack_from("<4sI", data, offset)
+        end = offset + 8 + length + 4
+        if found == tag and seen == index:
+            if payload is None:
+                return data[:offset] + data[end:]
+            head = struct.pack("<4sI", tag, len(payload))
+            return data[:offset] + head + payload + struct.pack("<I", zlib.crc32(head + payload)) + data[end:]
+        seen += found == tag
+        offset = end
+    raise AssertionError(f"no record {tag!r} #{index}")
+
+
+def test_stream_lit_weights_per_chunk_round_trip(tmp_path):
+    from latok.evaluation.reports import file_info
+
+    data = chunk_weighted_bytes(tmp_path)
+    assert data.count(b"LITW") == 3
+    with LatokReader(tmp_path / "c.latok") as reader:
+        assert reader.header["lit_frames"] is None and reader.header["lit_tile"] == 4
+        parts = list(reader.chunks())
+    assert [tuple(part.lit_weights.shape) for part in parts] == [(2, 2, 3), (2, 2, 3), (1, 2, 3)]
+    assert torch.cat([part.lit_weights for part in parts]).view(-1).tolist() == WEIGHTS
+    loaded = load_latok(tmp_path / "c.latok")  # the whole clip: the chunks' weights joined
+    assert loaded.lit_weights.view(-1).tolist() == WEIGHTS and loaded.lit_frames == (False, True, False, True, True)
+    info = file_info(tmp_path / "c.latok")
+    assert info["lit_guard"]["per_chunk"] and info["lit_guard"]["lit_frames"] == 3 and sum(info["bytes_by_part"].values()) == len(data)
+    adaptive = make_adaptive(frames=5)
+    count = int(adaptive.keep[:, :2].sum())
+    with pytest.raises(InvalidInputError, match="chunk lit weights"):  # the header promised them
+        with LatokWriter(tmp_path / "w.latok", {**header_of(adaptive, 2), "lit_model": "abc", "lit_tile": 4}) as writer:
+            writer.write_chunk(adaptive.keep[:, :2], adaptive.values[:count])
+    with pytest.raises(InvalidInputError, match="chunk lit weights"):  # it did not
+        with LatokWriter(tmp_path / "w.latok", header_of(adaptive, 2)) as writer:
+            writer.write_chunk(adaptive.keep[:, :2], adaptive.values[:count], lit_weights=torch.zeros(2, 2, 3, dtype=torch.uint8))
+    with pytest.raises(InvalidInputError, match="uint8 codes"):
+        with LatokWriter(tmp_path / "w.latok", {**header_of(adaptive, 2), "lit_model": "abc", "lit_tile": 4}) as writer:
+            writer.write_chunk(adaptive.keep[:, :2], adaptive.values[:count], lit_weights=torch.full((2, 2, 3), 17, dtype=torch.uint8))
+    assert not (tmp_path / "w.latok").exists()
+
+
+LITW = struct.Struct("<II")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: with_record(d, b"LITW", 1, None), "expected a LITW record"),  # missing
+        (lambda d: with_record(d, b"LITW", 0, LITW.pack(1, 2) + zlib.compress(bytes(12))), "expected a LITW record"),  # wrong frames
+        (lambda d: with_record(d, b"LITW", 0, LITW.pack(0, 2) + zlib.compress(bytes(11))), "must hold 12 codes"),
+        (lambda d: with_record(d, b"LITW", 0, LITW.pack(0, 2) + zlib.compress(bytes(13))), "must hold 12 codes"),
+        (lambda d: with_record(d, b"LITW", 0, LITW.pack(0, 2) + zlib.compress(bytes(1 << 20))), "must hold 12 codes"),  # a zlib bomb
+        (lambda d: with_record(d, b"LITW", 0, LITW.pack(0, 2) + zlib.compress(bytes([17] * 12))), "code above 16"),
+        (lambda d: with_record(d, b"LITW", 0, LITW.pack(0, 2) + b"not zlib"), "not zlib data"),
+        (lambda d: with_record(d, b"LITW", 0, LITW.pack(0, 2) + zlib.compress(bytes(12)) + b"x"), "must hold 12 codes"),  # trailing bytes
+        (lambda d: with_record(d, b"LITW", 2, b"\x04\x00"), "expected a LITW record"),  # too short for its head
+        (lambda d: forge_header(d, lit_model=None, lit_tile=None), "expected a MASK or END record, found b'LITW'"),  # records not promised
+        (lambda d: forge_header(d, lit_tile=None), "lit guard"),
+        (lambda d: forge_header(d, lit_model=None), "lit_weights and lit_tile come together"),
+    ],
+)
+def test_malformed_stream_lit_weights_are_refused(tmp_path, damage, message):
+    data = damage(chunk_weighted_bytes(tmp_path))
+    with pytest.raises(LatokFormatError, match=message):
+        read_bytes(tmp_path, data)
+    from latok.evaluation.reports import file_info
+
+    (tmp_path / "x.latok").write_bytes(data)
+    with pytest.raises(LatokFormatError, match=message):  # the structure-only read checks them too
+        file_info(tmp_path / "x.latok")
+
+
+def test_weights_per_chunk_need_the_model_and_the_tile(tmp_path, valid_bytes):
+    with pytest.raises(LatokFormatError, match="expected a LITW record"):  # a valid header that promises LITW records
+        read_bytes(tmp_path, forge_header(valid_bytes, lit_model="abc", lit_tile=4))
+    with pytest.raises(LatokFormatError, match="lit guard"):
+        read_bytes(tmp_path, forge_header(valid_bytes, lit_model="abc"))
 
 
 def test_rule_metric_round_trips_and_old_files_read_as_the_plain_rule(tmp_path, valid_bytes):

@@ -12,7 +12,8 @@ from conftest import DATA, needs_data, needs_weights
 from latok.cli import main
 from latok.codec.format.reader import load_latok
 from latok.codec.restore.guard import LIT_GUARD_MARGIN, LIT_TILE
-from latok.codec.tokens import LIT_WEIGHT_STEPS
+from latok.codec.restore.fills import hold_fill
+from latok.codec.tokens import LIT_WEIGHT_STEPS, scatter
 from latok.codec.restore.resolve import default_inpainter_path
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.errors import InvalidInputError
@@ -336,14 +337,23 @@ def test_the_guards_restoration_is_exactly_what_auto_restores(taef2, sample):
     video, source = source_info(sample)
     latent = taef2.encode(video)
     adaptive = tokenizer.tokenize(latent, source, target_usage=0.4, lit_guard=False)
+    # the margin that splits the frames in two, measured here (the errors differ in the last bits between CPUs' bf16 kernels)
+    model, sparse = tokenizer.inpainter, scatter(adaptive)
+    lit = tokenizer.inpainters.run(sparse, adaptive.keep, adaptive.tau, adaptive.reference, motion=adaptive.motion, weights=adaptive.rule_weights)
+    hold = hold_fill(sparse, adaptive.keep, adaptive.motion)
+    lit_error, hold_error = model.error(lit, latent.float(), adaptive.keep)[0], model.error(hold, latent.float(), adaptive.keep)[0]
+    ratios = (lit_error / hold_error)[hold_error > 0]
+    assert len(set(ratios.tolist())) > 1
+    margin = 1 - float(ratios.median())
     for tile in (0, LIT_TILE):  # one flag a frame, and weights
-        decided, restored = decide_lit_guard(adaptive, latent, tokenizer.inpainters, margin=0.0, tile=tile)
+        decided, restored = decide_lit_guard(adaptive, latent, tokenizer.inpainters, margin=margin, tile=tile)
         assert torch.equal(restored, tokenizer.restore(decided))
         assert torch.equal(restored, tokenizer.restore(decided, "auto"))
-        assert 0 < sum(decided.lit_frames) < len(decided.lit_frames)  # lit on some frames, hold on others
         if tile:
             codes = decided.lit_weights
             assert 0 < int((codes > 0).sum()) < codes.numel() and int((codes != LIT_WEIGHT_STEPS).sum()) > 0  # not all 0 or all 1
+        else:
+            assert 0 < sum(decided.lit_frames) < len(decided.lit_frames)  # lit on some frames, hold on others
 
 
 @pytest.mark.parametrize("backend", ["wan2.1", "cogvideox"])

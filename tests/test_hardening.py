@@ -196,7 +196,7 @@ BAD_HEADERS = [
     ("backend_config", ...), ("keyframe_interval", ...), ("target_usage", ...), ("target_usage", 2.0),
     ("target_quality", 0), ("target_quality", -1.0), ("target_quality", "0.5"), ("target_quality", "=Infinity"),
     ("rule_metric", "latent"), ("rule_metric", "pixels"), ("rule_metric", ["decoder"]),
-    ("lit_tile", 0), ("lit_tile", 4), ("lit_weights", "AAAA"), ("lit_weights", 7),
+    ("lit_tile", 0), ("lit_tile", 4), ("lit_weights", "AAAA"), ("lit_weights", 7), ("lit_model", "abc"),
     ("source.fps", 0), ("source.fps", "=NaN"), ("source.fps", "=Infinity"), ("source.frames", 0),
     ("source.crop", [0, 0, "=Infinity", 48]), ("source.crop", "=[0,0,Infinity,48]"), ("source.height", 10**6),
     ("source.frames", 1000), ("extra_key", 1), ("source", "=" + "[" * 50_000 + "]" * 50_000),

@@ -23,7 +23,7 @@ What is compared, and how exactly:
   within twice the largest relative difference measured (a ``--target-usage`` tau is a float quantile),
   and the decoded frames' 8x8 block means (``same_behaviour_frames.npz``) within twice the largest
   difference measured; bf16 files by their decoded frames only, within twice the largest difference between
-  the bf16 and fp32 frames recorded here (bf16 kernels differ more between CPUs).  Quantised values are not compared exactly: with another convolution algorithm
+  the bf16 and fp32 frames recorded here, three times over (bf16 kernels differ more between CPUs: ``BF16_FACTOR``).  Quantised values are not compared exactly: with another convolution algorithm
   a value a hair from a rounding boundary lands one step away, which the decoded frames show, within
   that tolerance.  Floats belong to a CPU's kernels: another machine computes slightly different ones.
 """
@@ -55,6 +55,10 @@ RATES = {"default-tau": {}, "usage-0.5": {"target_usage": 0.5}}
 PRECISIONS = ("fp32", "bf16")  # the autoencoder's (latok.vae.precision); bf16 where this CPU computes it natively
 FILLS = ("zero", "hold", "interp", "lit", "auto")
 BLOCK = 8
+# How far another CPU's bf16 frames may move from ours, in multiples of how far our bf16 frames lie from our fp32 ones.
+# Measured on an AMD EPYC with AVX512-BF16 against the recording machine's: up to 2.08x (static/usage-0.5@bf16/zero,
+# a zero fill at a quantile tau), every fp32 file identical in header, mask, motion and tau.
+BF16_FACTOR = 3
 if os.environ.get("LATOK_KERNELS") == "no-mkldnn":  # ATen's own convolutions: how another CPU's kernel choice is emulated here
     torch.backends.mkldnn.enabled = False
 
@@ -156,8 +160,8 @@ def test_latok_bytes_and_decoded_frames_are_unchanged():
         if key.endswith("/latok"):
             continue
         allowed = tolerance
-        if "@bf16/" in key:  # another CPU's bf16 moves no further from ours than bf16 moves from fp32 here, twice over
-            allowed = max(tolerance, 2 * float(np.abs(reference[key] - reference[key.replace("@bf16/", "@fp32/")]).max()))
+        if "@bf16/" in key:  # another CPU's bf16 moves no further from ours than bf16 moves from fp32 here, BF16_FACTOR times over
+            allowed = max(tolerance, BF16_FACTOR * float(np.abs(reference[key] - reference[key.replace("@bf16/", "@fp32/")]).max()))
         difference = float(np.abs(block_means(torch.from_numpy(video)) - reference[key]).max())
         assert difference <= allowed, f"{key}: decoded 8x8 block means moved by {difference:.2e}, over {allowed:.2e}"
 

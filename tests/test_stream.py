@@ -191,6 +191,7 @@ def test_decode_stream_runs_the_inpainter_over_each_chunk_and_its_context(taef2,
     randomised(model)
     changed = sample.clone()
     changed[:, :, 9:] = changed[:, :, 9:].flip(-1)  # chunks of 4 frames: 0-3, 4-7, 8-9
+    tokenizer.encode_stream(sample.split(4, dim=2), tmp_path / "s.latok")  # lit weights fitted for this model
     tokenizer.encode_stream(changed.split(4, dim=2), tmp_path / "c.latok")
     lit = list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit"))
     lit_changed = list(tokenizer.decode_stream(tmp_path / "c.latok", fill="lit"))
@@ -228,6 +229,7 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
     assert main(["encode", str(BLACKSWAN), "-o", str(latok_path), "--stream", "--chunk", "3", "--frames", "7", "--height", "64"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["frames"] == 7 and info["chunks"] == 3 and 0 < info["token_usage"] < 1
+    assert info["lit_guard"]["per_chunk"] and info["bytes_by_part"]["lit_weights"] > 0  # the stream's lit weights, one LITW a chunk
     offline = tmp_path / "o.latok"
     streamed = load_latok(latok_path)
     assert streamed.tau == TAEF2.default_taus[streamed.motion_model]  # a stream's default rate: the fixed tau, no quality target
@@ -260,6 +262,49 @@ def test_shipped_inpainter_streams_lit(tokenizer, sample, tmp_path):
     assert lit.shape == sample.shape and not torch.allclose(lit, hold, atol=1e-3)  # trained: it changes things
     default = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok")), dim=2)
     assert torch.equal(default, lit)  # a stream's auto: the unguarded inpainter, where the backend ships one
+
+
+def decoded_latents(tokenizer, path, fill=None) -> list[torch.Tensor]:
+    """The restored latent chunks ``decode_stream`` hands the decoder."""
+    seen, decode = [], tokenizer.vae.decode
+    tokenizer.vae.decode = lambda latent, size=None: seen.append(latent.clone()) or decode(latent, size=size)
+    try:
+        list(tokenizer.decode_stream(path, fill=fill))
+    finally:
+        tokenizer.vae.decode = decode
+    return seen
+
+
+@needs_weights
+def test_stream_chunks_carry_lit_weights_fitted_on_the_decoders_context(tokenizer, sample, tmp_path, monkeypatch):
+    from latok.codec import streams
+    from latok.codec.format.reader import LatokReader
+    from latok.codec.restore.guard import LIT_TILE
+
+    tokenizer = LatentTokenizer(tokenizer.vae)  # the shipped inpainter, block motion
+    fitted, weigh = [], streams.weigh_chunk
+    monkeypatch.setattr(streams, "weigh_chunk", lambda *a: fitted.append(weigh(*a)) or fitted[-1])
+    tokenizer.encode_stream(sample.split(4, dim=2), tmp_path / "w.latok", tau=0.3)
+    with LatokReader(tmp_path / "w.latok") as reader:
+        header, codes = reader.header, [chunk.lit_weights for chunk in reader.chunks()]
+    assert header["lit_model"] == tokenizer.inpainter.fingerprint and header["lit_tile"] == LIT_TILE and header["lit_frames"] is None
+    assert [tuple(c.shape) for c in codes] == [(4, 2, 4), (4, 2, 4), (2, 2, 4)]
+    assert all(torch.equal(c, f) for c, (f, _) in zip(codes, fitted))
+    every = torch.cat(codes)
+    assert 0 < int((every > 0).sum()) and len(set(every.view(-1).tolist())) > 3  # fitted weights, not one switch
+    # the encoder replayed the decoder exactly: the context it fitted each chunk on is what the decoder restores
+    auto = decoded_latents(tokenizer, tmp_path / "w.latok")
+    assert len(auto) == 3 and all(torch.equal(a, restored) for a, (_, restored) in zip(auto, fitted))
+    # ... and the weights pay: closer to the truth (in the decoder metric) than the unguarded inpainter and than hold
+    LatentTokenizer(tokenizer.vae, lit_tile=0).encode_stream(sample.split(4, dim=2), tmp_path / "u.latok", tau=0.3)
+    with LatokReader(tmp_path / "u.latok") as reader:
+        assert reader.header["lit_model"] is None and "LITW" not in str(reader.header)
+        keep = torch.cat([chunk.keep for chunk in reader.chunks()], dim=1)
+    truth = tokenizer.vae.encode(sample).float()
+    error = {name: float(tokenizer.inpainter.error(torch.cat(latents, dim=2), truth, keep).sum()) for name, latents in (
+        ("auto", auto), ("lit", decoded_latents(tokenizer, tmp_path / "u.latok", "lit")),
+        ("hold", decoded_latents(tokenizer, tmp_path / "w.latok", "hold")))}  # fmt: skip
+    assert error["auto"] < error["lit"] and error["auto"] < error["hold"], error
 
 
 def test_a_stream_without_an_inpainter_decodes_auto_as_hold(tmp_path, monkeypatch):

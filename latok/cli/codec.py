@@ -138,7 +138,7 @@ def run_encode(args: argparse.Namespace) -> int:
     from latok.evaluation.reports import file_info
 
     if args.stream and args.pixel_guard:
-        raise InvalidInputError("--pixel-guard does not apply to --stream: streams carry no lit guard")
+        raise InvalidInputError("--pixel-guard does not apply to --stream: streams weigh the inpainter per chunk on latents")
     check_outputs({"-o": args.output}, _read_paths(args))
     tokenizer = _tokenizer(args)
     if args.stream:

@@ -72,7 +72,7 @@ def run_encode(args: argparse.Namespace) -> int:
     if args.shard_clips < 1 or args.stream_above < 1:
         raise InvalidInputError("--shard-clips and --stream-above must be >= 1")
     if args.stream and args.pixel_guard:
-        raise InvalidInputError("--pixel-guard does not apply to --stream: streams carry no lit guard")
+        raise InvalidInputError("--pixel-guard does not apply to --stream: streams weigh the inpainter per chunk on latents")
     sources = expand_sources(args.sources)  # a missing SOURCE fails here, before Ray starts
     args.device = args.device or "cpu"
     _tokenizer(args)  # bad options and missing weights fail once here, not once per worker

@@ -177,7 +177,8 @@ def _add_fill_option(parser: argparse.ArgumentParser) -> None:
         choices=FILL_CHOICES, metavar="FILL",
         default=None,
         help="(%(choices)s) how dropped tokens are restored (default: auto = lit behind the encoder's lit guard "
-        "when the tokens carry one, else hold; with --stream, lit unguarded where the backend ships an inpainter; "
+        "when the tokens carry one, else hold; with --stream, lit behind the stream's lit weights per chunk (unguarded "
+        "without them) where the backend ships an inpainter; "
         "lit uses checkpoints/<backend>-lit-xs)",
     )
     parser.add_argument(

@@ -1,7 +1,9 @@
 """Streams: a video of any length, chunk by chunk, into a ``.latok`` file and back, with memory of one chunk.
 
 The rule carries its selection cache C_sel across chunks (so the mask equals the offline one) and the
-decoder its fill cache C_fill (the last restored latent frames, the fill's temporal context).
+decoder its fill cache C_fill (the last restored latent frames, the fill's temporal context).  The encoder
+replays the decoder's C_fill to fit each chunk's lit weights (the lit guard of :mod:`latok.codec.restore.guard`,
+per chunk) against the true latent; they travel in a LITW record after the chunk.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from typing import Protocol
 
 import torch
 
+from latok.codec.format.header import chunk_lit_weights
 from latok.codec.format.reader import LatokReader
 from latok.codec.format.writer import LatokWriter, header_of
-from latok.codec.restore.fills import Fill
+from latok.codec.restore.fills import Fill, hold_fill
+from latok.codec.restore.guard import lit_weight_codes
+from latok.codec.restore.resolve import Inpainters, guarded
 from latok.codec.rule.masking import in_rule_metric, redundancy_mask
 from latok.codec.rule.motion import estimate_motion
-from latok.codec.tokens import SourceInfo
+from latok.codec.tokens import AdaptiveLatent, SourceInfo, scatter, weight_field
 from latok.errors import InvalidInputError
 from latok.io import Clip
 
@@ -28,12 +33,13 @@ class LatentTokenizer(Protocol):
 
     vae: object
     settings: object
+    inpainters: Inpainters
     rule_weights: tuple[float, ...] | None
 
     def resolve_tau(self, latent=None, tau=None, target_usage=None, motion=None) -> float: ...
     def tokens(self, latent, keep, tau, source, target_usage, motion=None): ...
     def check_backend(self, backend: str, config: str) -> None: ...
-    def resolve_stream(self, header: dict, fill=None): ...
+    def resolve_stream(self, header: dict, fill=None, guard=None): ...
 
 
 STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried into the next chunk
@@ -61,7 +67,9 @@ def encode_stream(
             mask equals the offline one.  ``False`` restarts masking at every chunk (for
             ablations: every chunk then starts with a fully kept frame).
 
-    Memory stays that of one chunk however long the stream is.
+    Where the backend has an inpainter and the settings keep the weighted lit guard (``lit_guard``, ``lit_tile`` > 0),
+    every chunk also gets its lit weights, fitted as :func:`decode_stream` will restore it, over the restored
+    context C_fill the encoder replays.  Memory stays that of one chunk however long the stream is.
     """
     settings = tokenizer.settings
     if tokenizer.vae.temporal_ratio != 1:
@@ -72,7 +80,8 @@ def encode_stream(
         raise InvalidInputError("streaming needs a fixed tau; a target usage or quality would pick a different tau per chunk")
     tau = tau if tau is not None else settings.tau
     tau = tokenizer.resolve_tau(tau=tau if tau is not None else tokenizer.default_tau)  # a stream's default: the calibrated tau
-    writer, state, first, before = None, None, None, None
+    tile = settings.lit_tile if settings.lit_guard and tokenizer.inpainters.available else 0
+    writer, state, first, before, context = None, None, None, None, None
     usage: list[float] = []
     try:
         for chunk in chunks:
@@ -88,11 +97,17 @@ def encode_stream(
             mask = redundancy_mask(measured, tau, settings.reference, settings.keyframe_interval, state if carry_selection else None, motion=motion)
             state = mask.state
             adaptive = tokenizer.tokens(latent, mask.keep, tau, replace(first, frames=None), None, motion)
+            codes = None
+            if tile:
+                codes, restored = weigh_chunk(tokenizer.inpainters, adaptive, latent, context, tile)
+                context = torch.cat([c for c in (context, restored) if c is not None], dim=2)[:, :, -STREAM_CONTEXT_FRAMES:]
             if writer is None:
                 header = header_of(adaptive, chunk_frames=latent.shape[2])
                 header["shape"][2] = None
+                if tile:
+                    header.update(lit_model=tokenizer.inpainters.model.fingerprint, lit_tile=tile)
                 writer = LatokWriter(path, header)
-            writer.write_chunk(adaptive.keep, adaptive.values, video_frames=source.frames, motion=adaptive.motion)
+            writer.write_chunk(adaptive.keep, adaptive.values, video_frames=source.frames, motion=adaptive.motion, lit_weights=codes)
             usage += mask.usage_per_frame[0].tolist()
         if writer is None:
             raise InvalidInputError("the stream holds no frames")
@@ -115,8 +130,9 @@ def decode_stream(
     The fill cache C_fill carries the last ``context_frames`` restored latent frames into
     the next chunk: they are the fill's temporal context (marked kept), so ``hold`` continues
     exactly as offline, and ``lit`` runs the inpainter over ``[C_fill, chunk]`` (the chunk's
-    future in view, not the next chunk's; unguarded: the default ``auto`` is this ``lit`` here, where the backend
-    has an inpainter, else ``hold``).  ``interp``
+    future in view, not the next chunk's), behind the chunk's lit weights where the stream carries them
+    from this inpainter (:func:`stream_guard_matches`; fitted with the default ``context_frames``), else unguarded.
+    The default ``auto`` is this ``lit`` where the backend has an inpainter, else ``hold``.  ``interp``
     cannot look past the chunk and holds there instead.
     """
     if context_frames < 1:
@@ -124,27 +140,62 @@ def decode_stream(
     with LatokReader(path) as reader:
         header = reader.header
         tokenizer.check_backend(header["backend"], str(header["backend_config"]))
-        fill = tokenizer.resolve_stream(header, fill)
+        chosen = tokenizer.resolve_stream(header, fill)
+        weighted = chosen.uses_model and not callable(fill) and stream_guard_matches(header, tokenizer.inpainters)
         _, channels, _, height, width = header["shape"]
         source = header["source"]
         context = None  # C_fill: (1, C, <=K, h, w) restored latents
         done = 0
-        for keep, values, motion in reader.chunks():
+        for keep, values, motion, codes in reader.chunks():
             sparse = torch.zeros(1, keep.shape[1], height, width, channels)
             sparse[keep] = values.float()
             sparse = sparse.permute(0, 4, 1, 2, 3)  # (1, C, k, h, w)
-            if context is None:
-                restored = fill(sparse, keep, motion)
-            else:
-                known = torch.ones(1, context.shape[2], height, width, dtype=torch.bool)
-                if motion is not None:  # context frames are kept: their translations never move anything
-                    motion = torch.cat([motion.new_zeros(1, context.shape[2], *motion.shape[2:]), motion], dim=1)
-                restored = fill(torch.cat([context, sparse], dim=2), torch.cat([known, keep], dim=1), motion)[:, :, context.shape[2] :]
+            latent, known, motion, n = with_context(context, sparse, keep, motion)
+            step = tokenizer.resolve_stream(header, fill, guard=context_guard(codes, header["lit_tile"], n, height, width)) if weighted else chosen
+            restored = step(latent, known, motion)[:, :, n:]
             context = restored if context is None else torch.cat([context, restored], dim=2)
             context = context[:, :, -context_frames:]
             frames = min(keep.shape[1], source["frames"] - done)
             done += frames
             yield tokenizer.vae.decode(restored, size=(frames, source["height"], source["width"]))
+
+
+def with_context(context: torch.Tensor | None, sparse: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor | None):
+    """``(latent, keep, motion, n)``: a chunk's sparse ``(1, C, k, h, w)`` latent with the ``n`` restored frames of
+    C_fill before it, marked kept (their translations zero: kept frames never move anything), as a fill takes them."""
+    if context is None:
+        return sparse, keep, motion, 0
+    _, _, n, height, width = context.shape
+    known = torch.ones(1, n, height, width, dtype=torch.bool)
+    if motion is not None:
+        motion = torch.cat([motion.new_zeros(1, n, *motion.shape[2:]), motion], dim=1)
+    return torch.cat([context, sparse], dim=2), torch.cat([known, keep], dim=1), motion, n
+
+
+def context_guard(codes: torch.Tensor, tile: int, context_frames: int, height: int, width: int) -> torch.Tensor:
+    """A chunk's lit weights ``(k, gh, gw)`` as the guard ``(1, 1, n + k, h, w)`` over ``[C_fill, chunk]``: 0 (hold, the
+    kept context) on the ``n`` context frames."""
+    field = weight_field(codes, tile, height, width)
+    return torch.cat([field.new_zeros(1, 1, context_frames, *field.shape[3:]), field], dim=2)
+
+
+def weigh_chunk(inpainters: Inpainters, adaptive: AdaptiveLatent, latent: torch.Tensor, context: torch.Tensor | None,
+                tile: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """A stream chunk's lit weight codes ``(k, gh, gw)`` (:func:`~latok.codec.restore.guard.lit_weight_codes`) against its
+    true ``latent``, fitted on the restoration :func:`decode_stream` will run (the inpainter over ``[C_fill, chunk]``), and
+    the guarded restoration ``(1, C, k, h, w)`` they give: the next chunk's context."""
+    model = inpainters.model
+    inputs, known, motion, n = with_context(context, scatter(adaptive), adaptive.keep, adaptive.motion)
+    lit = inpainters.run(inputs, known, adaptive.tau, adaptive.reference, model=model, motion=motion, weights=adaptive.rule_weights)
+    hold = hold_fill(inputs, known, motion)
+    lit, hold = lit[:, :, n:], hold[:, :, n:]
+    codes = lit_weight_codes(model, lit, hold, latent.float().cpu(), adaptive.keep, tile)
+    return codes, guarded(lit, hold, weight_field(codes, tile, *adaptive.keep.shape[2:]))
+
+
+def stream_guard_matches(header: dict, inpainters: Inpainters) -> bool:
+    """Does the stream of ``header`` carry lit weights per chunk decided with the inpainter that would run now?"""
+    return chunk_lit_weights(header) and inpainters.available and header["lit_model"] == inpainters.model.fingerprint
 
 
 def source_info(video: torch.Tensor | Clip, fps: float | None = None) -> tuple[torch.Tensor, SourceInfo]:

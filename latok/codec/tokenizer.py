@@ -253,10 +253,11 @@ class LatentTokenizer:
         """Decode a ``.latok`` file chunk by chunk, ``(1, 3, k, H, W)`` pieces in order (:func:`latok.codec.streams.decode_stream`)."""
         return streams.decode_stream(self, path, fill, context_frames)
 
-    def resolve_stream(self, header: dict, fill: str | Fill | None = None) -> restoration.NamedFill:
-        """The fill :meth:`decode_stream` restores the stream of ``header`` with (the streaming rule)."""
+    def resolve_stream(self, header: dict, fill: str | Fill | None = None, guard: torch.Tensor | None = None) -> restoration.NamedFill:
+        """The fill :meth:`decode_stream` restores the stream of ``header`` with (the streaming rule; ``guard``: a chunk's
+        lit weights over its context and itself)."""
         weights = rule_weights(header["rule_metric"] or "latent", self.vae.value_sensitivity)
-        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters, weights)
+        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters, weights, guard)
 
     @staticmethod
     def save(adaptive: AdaptiveLatent, path: str | os.PathLike, chunk_frames: int = DEFAULT_CHUNK_FRAMES):

@@ -177,9 +177,7 @@ class AdaptiveLatent:
         """The lit guard as weights on lit's correction over hold: float32 ``(1, 1, t, h, w)`` from :attr:`lit_weights`,
         or ``(1, 1, t, 1, 1)`` of 0 and 1 from :attr:`lit_frames`; ``None`` without a guard."""
         if self.lit_weights is not None:
-            _, _, _, height, width = self.shape
-            field = self.lit_weights.float().div(LIT_WEIGHT_STEPS).repeat_interleave(self.lit_tile, 1).repeat_interleave(self.lit_tile, 2)
-            return field[:, :height, :width].unsqueeze(0).unsqueeze(0)
+            return weight_field(self.lit_weights, self.lit_tile, *self.shape[3:])
         if self.lit_frames is not None:
             return torch.tensor(self.lit_frames, dtype=torch.float32).view(1, 1, -1, 1, 1)
         return None
@@ -230,6 +228,13 @@ def backend_config_hash(vae) -> str:
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
+
+
+def weight_field(codes: torch.Tensor, tile: int, height: int, width: int) -> torch.Tensor:
+    """Lit weight codes, uint8 ``(t, ceil(height / tile), ceil(width / tile))``, as float32 weights ``(1, 1, t, height, width)``
+    on lit's correction over hold: each code over ``LIT_WEIGHT_STEPS``, spread over its ``tile`` x ``tile`` square."""
+    field = codes.float().div(LIT_WEIGHT_STEPS).repeat_interleave(tile, 1).repeat_interleave(tile, 2)
+    return field[:, :height, :width].unsqueeze(0).unsqueeze(0)
 
 def scatter(adaptive: AdaptiveLatent) -> torch.Tensor:
     """``(B, C, t, h, w)`` float32: the kept values in place, zeros at dropped positions."""

@@ -17,6 +17,7 @@ import torch
 from latok._fs import atomic_path
 from latok.codec.format.writer import bitrate, encoded_size, save_latok
 from latok.codec.format.reader import LatokReader
+from latok.codec.tokens import LIT_WEIGHT_STEPS
 
 
 def file_info(path: str | Path, verify: bool = False) -> dict:
@@ -29,15 +30,24 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
     path = Path(path)
     with LatokReader(path) as reader:
         header, size, header_bytes = reader.header, reader.size, reader.header_bytes
-        tokens, chunks, mask_bytes, value_bytes, motion_bytes = 0, 0, 0, 0, 0
+        tokens, chunks, mask_bytes, value_bytes, motion_bytes, lit_bytes, lit_codes = 0, 0, 0, 0, 0, 0, []
         for chunk in reader.records(decode=verify):
             tokens += chunk.count
             chunks += 1
             mask_bytes += chunk.mask_bytes
             value_bytes += chunk.values_bytes
             motion_bytes += chunk.motion_bytes
+            lit_bytes += chunk.lit_bytes
+            if chunk.lit_weights is not None:
+                lit_codes.append(chunk.lit_weights)
     source, shape = header["source"], header["shape"]
     guard = header["lit_frames"]
+    if lit_codes:  # a stream's weights, per chunk
+        codes = torch.cat(lit_codes)
+        guard = "".join("1" if frame.any() else "0" for frame in codes)
+        weights = {"tile": header["lit_tile"], "mean_weight": float(codes.float().mean()) / LIT_WEIGHT_STEPS, "weight_bytes": lit_bytes, "per_chunk": True}
+    else:
+        weights = lit_weight_summary(header)
     return {
         "file": str(path),
         "backend": header["backend"],
@@ -49,7 +59,7 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
         "motion": header["motion"] or "none",
         "precision": header["precision"] or "not recorded",
         "keyframe_interval": header["keyframe_interval"],
-        "lit_guard": None if guard is None else {"lit_frames": guard.count("1"), "of": len(guard), **lit_weight_summary(header)},
+        "lit_guard": None if guard is None else {"lit_frames": guard.count("1"), "of": len(guard), **weights},
         "frames": source["frames"],
         "height": source["height"],
         "width": source["width"],
@@ -62,8 +72,8 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
         "value_step": None if header["value_step"] is None else {"min": min(header["value_step"]), "max": max(header["value_step"])},
         "format_version": reader.version,
         "bytes": size,
-        "bytes_by_part": {"header": header_bytes, "masks": mask_bytes, "values": value_bytes, "motion": motion_bytes,
-                          "end": size - header_bytes - mask_bytes - value_bytes - motion_bytes},
+        "bytes_by_part": {"header": header_bytes, "masks": mask_bytes, "values": value_bytes, "motion": motion_bytes, "lit_weights": lit_bytes,
+                          "end": size - header_bytes - mask_bytes - value_bytes - motion_bytes - lit_bytes},
         "bits_per_kept_value": value_bytes * 8 / (tokens * shape[1]) if tokens else None,
         **bitrate(size, source["frames"], source["height"], source["width"], source["fps"]),
         **({"verified": True} if verify else {}),
@@ -75,7 +85,6 @@ def lit_weight_summary(header: dict) -> dict:
     if header["lit_weights"] is None:
         return {}
     from latok.codec.format.header import lit_weight_codes
-    from latok.codec.tokens import LIT_WEIGHT_STEPS
 
     codes = lit_weight_codes(header)
     return {"tile": header["lit_tile"], "mean_weight": float(codes.mean()) / LIT_WEIGHT_STEPS, "weight_bytes": len(header["lit_weights"])}

@@ -169,9 +169,11 @@ def _check_consistency(header: dict) -> None:
     if height * width * min(header["chunk_frames"], frames) > MAX_CHUNK_POSITIONS:
         raise LatokFormatError(f"chunks of {header['chunk_frames']} latent frames of {height}x{width} exceed the supported chunk size")
     guard, model = header["lit_frames"], header["lit_model"]
-    if (guard is None) != (model is None) or (guard is not None and len(guard) != frames):
+    if chunk_lit_weights(header):
+        pass  # the weights come per chunk, in LITW records
+    elif (guard is None) != (model is None) or (guard is not None and len(guard) != frames):
         raise LatokFormatError("malformed header (lit guard: lit_frames must be one 0/1 per latent frame, with lit_model)")
-    if header["lit_tile"] is not None or header["lit_weights"] is not None:
+    elif header["lit_tile"] is not None or header["lit_weights"] is not None:
         codes = lit_weight_codes(header)
         if guard is None or "".join("1" if frame.any() else "0" for frame in codes) != guard:
             raise LatokFormatError("malformed header (lit guard: lit_frames must flag exactly the frames with a non-zero lit weight)")
@@ -197,6 +199,13 @@ def _check_consistency(header: dict) -> None:
             )
 
 
+def chunk_lit_weights(header: dict) -> bool:
+    """Does the file carry its lit weights per chunk (a stream's: ``lit_model`` and ``lit_tile`` without
+    ``lit_frames`` or ``lit_weights``), one LITW record after each chunk's values and motion?"""
+    get = header.get
+    return get("lit_model") is not None and get("lit_tile") is not None and get("lit_frames") is None and get("lit_weights") is None
+
+
 def encode_lit_weights(codes: bytes) -> str:
     """The header's ``lit_weights``: uint8 codes in ``(t, gh, gw)`` order, zlib-compressed, base64."""
     return base64.b64encode(zlib.compress(codes, 9)).decode("ascii")
@@ -209,19 +218,37 @@ def lit_weight_codes(header: dict) -> np.ndarray:
     tile, text = header["lit_tile"], header["lit_weights"]
     if tile is None or text is None:
         raise LatokFormatError("malformed header (lit_weights and lit_tile come together)")
-    grid = (frames, -(-height // tile), -(-width // tile))
+    grid = lit_grid(frames, height, width, tile)
+    if grid[0] * grid[1] * grid[2] > MAX_LIT_CODES:
+        raise LatokFormatError(f"malformed header (lit_weights of {grid[0] * grid[1] * grid[2]} codes exceed the {MAX_LIT_CODES} a clip carries)")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise LatokFormatError("malformed header (lit_weights is not base64 of zlib data)") from None
+    try:
+        return inflate_lit_weights(data, grid, tile)
+    except LatokFormatError as error:
+        raise LatokFormatError(f"malformed header (lit_weights {error})") from None
+
+
+def lit_grid(frames: int, height: int, width: int, tile: int) -> tuple[int, int, int]:
+    """``(t, gh, gw)``: one lit weight per latent frame and ``tile`` x ``tile`` square."""
+    return frames, -(-height // tile), -(-width // tile)
+
+
+def inflate_lit_weights(data: bytes, grid: tuple[int, int, int], tile: int) -> np.ndarray:
+    """zlib-compressed uint8 weight codes -> ``grid``, inflated no further than its codes, each at most
+    :data:`~latok.codec.tokens.MAX_LIT_CODE` (else a :class:`LatokFormatError` completing "lit_weights ...")."""
     expected = grid[0] * grid[1] * grid[2]
-    if expected > MAX_LIT_CODES:
-        raise LatokFormatError(f"malformed header (lit_weights of {expected} codes exceed the {MAX_LIT_CODES} a clip carries)")
     try:
         inflater = zlib.decompressobj()
-        codes = inflater.decompress(base64.b64decode(text, validate=True), expected + 1)
+        codes = inflater.decompress(data, expected + 1)
         complete = inflater.eof and not inflater.unused_data
-    except (binascii.Error, ValueError, zlib.error):
-        raise LatokFormatError("malformed header (lit_weights is not base64 of zlib data)") from None
+    except zlib.error:
+        raise LatokFormatError("is not zlib data") from None
     if len(codes) != expected or not complete:
-        raise LatokFormatError(f"malformed header (lit_weights must hold {expected} codes, one per latent frame and {tile}x{tile} square)")
+        raise LatokFormatError(f"must hold {expected} codes, one per latent frame and {tile}x{tile} square")
     array = np.frombuffer(codes, dtype=np.uint8).reshape(grid)
     if int(array.max()) > MAX_LIT_CODE:
-        raise LatokFormatError(f"malformed header (lit_weights holds a code above {MAX_LIT_CODE})")
+        raise LatokFormatError(f"holds a code above {MAX_LIT_CODE}")
     return array

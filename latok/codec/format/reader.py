@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +25,16 @@ from latok.codec.format.writer import (
     MASK_HEAD,
     MOTN_HEAD,
     MOTN_HEAD_V3,
+    LITW_HEAD,
     PREAMBLE,
     RECORD,
     VALS_HEAD,
     VERSIONS,
 )
-from latok.codec.format.header import MAX_HEADER_BYTES, lit_weight_codes, parse_header
+from latok.codec.format.header import MAX_HEADER_BYTES, chunk_lit_weights, inflate_lit_weights, lit_grid, lit_weight_codes, parse_header
 from latok.codec.format.coders import mask_coder, motion_coder
 from latok.codec.rule.motion import motion_shape
-from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, SourceInfo
+from latok.codec.tokens import MAX_LIT_CODES, STORAGE_DTYPES, AdaptiveLatent, SourceInfo
 from latok.codec.format.coders.values import TABLE_HEAD, ValueCoder
 from latok.codec.quantise import dequantise
 from latok.errors import ClipTooLargeError, InvalidInputError, LatokFormatError
@@ -51,6 +52,8 @@ class Chunk:
         count: kept vectors, equal to the number of set bits.
         mask_bytes, values_bytes, motion_bytes: bytes the records take in the file (record framing included).
         motion: float32 translations of the chunk's latent frames, ``(1, t_count, 2)`` or per block ``(1, t_count, 2, gh, gw)``, or ``None``.
+        lit_weights, lit_bytes: a stream's lit weight codes for the chunk, uint8 ``(t_count, gh, gw)``, and the bytes
+            their LITW record takes; ``None`` and 0 in a file without weights per chunk.
     """
 
     t_start: int
@@ -62,6 +65,18 @@ class Chunk:
     values_bytes: int
     motion: torch.Tensor | None = None
     motion_bytes: int = 0
+    lit_weights: torch.Tensor | None = None
+    lit_bytes: int = 0
+
+
+class ChunkTensors(NamedTuple):
+    """One chunk as tensors (:meth:`LatokReader.chunks`): ``keep`` ``(1, k, h, w)`` bool, ``values`` ``(n, C)`` in the
+    storage dtype, ``motion`` ``(1, k, 2[, gh, gw])`` float32 or ``None``, ``lit_weights`` uint8 ``(k, gh, gw)`` or ``None``."""
+
+    keep: torch.Tensor
+    values: torch.Tensor
+    motion: torch.Tensor | None
+    lit_weights: torch.Tensor | None
 
 
 class LatokReader:
@@ -193,7 +208,9 @@ class LatokReader:
             del values
             before = self._file.tell()
             motion = self._read_motion(t_start, t_count, height, width) if self.header["motion"] is not None else None
-            yield Chunk(t_start, t_count, bits, data, count, mask_bytes, values_bytes, motion, self._file.tell() - before)
+            after = self._file.tell()
+            weights = self._read_lit_weights(t_start, t_count, height, width) if chunk_lit_weights(self.header) else None
+            yield Chunk(t_start, t_count, bits, data, count, mask_bytes, values_bytes, motion, after - before, weights, self._file.tell() - after)
             t_expected += t_count
             tokens += count
             chunks += 1
@@ -229,9 +246,20 @@ class LatokReader:
             self._fail(f"MOTN record at latent frame {t_start} holds a translation that is not finite or exceeds the frame")
         return torch.from_numpy(vectors.copy()).view(shape)
 
-    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """Yield ``(keep (1, k, h, w) bool, values (n, C), motion (1, k, 2[, gh, gw]) float32 or None)`` per chunk,
-        validating as it goes."""
+    def _read_lit_weights(self, t_start: int, t_count: int, height: int, width: int) -> torch.Tensor:
+        tile = self.header["lit_tile"]
+        grid = lit_grid(t_count, height, width, tile)
+        tag, payload = self._read_record()
+        if tag != b"LITW" or len(payload) < LITW_HEAD.size or LITW_HEAD.unpack_from(payload) != (t_start, t_count):
+            self._fail(f"expected a LITW record of lit weights for latent frames {t_start}..{t_start + t_count}, found {tag!r} of {len(payload)} bytes")
+        try:
+            codes = inflate_lit_weights(payload[LITW_HEAD.size :], grid, tile)
+        except LatokFormatError as error:
+            self._fail(f"LITW record at latent frame {t_start}: lit_weights {error}")
+        return torch.from_numpy(codes.copy())
+
+    def chunks(self) -> Iterator[ChunkTensors]:
+        """Yield each chunk as :class:`ChunkTensors` (keep, values, motion, lit weights), validating as it goes."""
         _, channels, _, height, width = self.header["shape"]
         dtype = STORAGE_DTYPES[self.header["dtype"]]
         for chunk in self.records():
@@ -243,7 +271,7 @@ class LatokReader:
                 values = torch.frombuffer(data, dtype=dtype).view(chunk.count, channels)
             else:
                 values = torch.empty(0, channels, dtype=dtype)
-            yield keep, values, chunk.motion
+            yield ChunkTensors(keep, values, chunk.motion, chunk.lit_weights)
 
     def _parse_mask(
         self, payload: bytes, t_expected: int, frames: int, height: int, width: int, chunk_frames: int, count: int, decode: bool = True
@@ -336,6 +364,23 @@ def whole_clip_bytes(header: dict) -> int:
     return frames * height * width * (1 + 4 * channels * LATENT_COPIES + INPAINTER_BYTES) + pixels * 3 * 4 * VIDEO_COPIES
 
 
+def _lit_guard(header: dict, parts: list[ChunkTensors]) -> dict:
+    """The clip's lit guard fields for :class:`AdaptiveLatent`: the header's, or a stream's weights per chunk joined
+    into one clip's (where they fit ``MAX_LIT_CODES``; else none)."""
+    if chunk_lit_weights(header):
+        codes = torch.cat([part.lit_weights for part in parts])
+        if codes.numel() > MAX_LIT_CODES:
+            return {}
+        frames = tuple((codes > 0).flatten(1).any(1).tolist())
+        return {"lit_frames": frames, "lit_model": header["lit_model"], "lit_weights": codes, "lit_tile": header["lit_tile"]}
+    return {
+        "lit_frames": None if header["lit_frames"] is None else tuple(c == "1" for c in header["lit_frames"]),
+        "lit_model": header["lit_model"],
+        "lit_weights": None if header["lit_weights"] is None else torch.from_numpy(lit_weight_codes(header).copy()),
+        "lit_tile": header["lit_tile"],
+    }
+
+
 def load_latok(path: str | os.PathLike | BinaryIO, name: str | None = None) -> AdaptiveLatent:
     """Read a whole ``.latok`` file (a path, or an open seekable binary file named ``name``) into an :class:`AdaptiveLatent`.
 
@@ -354,9 +399,9 @@ def load_latok(path: str | os.PathLike | BinaryIO, name: str | None = None) -> A
                 f"at once, over the {limit / (1 << 30):.1f} GiB limit ({MEMORY_LIMIT_ENV}); decode it with --stream"
             )
         parts = list(reader.chunks())
-    keep = torch.cat([k for k, _, _ in parts], dim=1)
-    values = torch.cat([v for _, v, _ in parts])
-    motion = None if header["motion"] is None else torch.cat([m for _, _, m in parts], dim=1)
+    keep = torch.cat([part.keep for part in parts], dim=1)
+    values = torch.cat([part.values for part in parts])
+    motion = None if header["motion"] is None else torch.cat([part.motion for part in parts], dim=1)
     source = dict(header["source"])
     for key in ("source_size", "resized_size", "crop"):
         if source[key] is not None:
@@ -373,10 +418,7 @@ def load_latok(path: str | os.PathLike | BinaryIO, name: str | None = None) -> A
             target_usage=header["target_usage"],
             reference=header["reference"],
             keyframe_interval=header["keyframe_interval"],
-            lit_frames=None if header["lit_frames"] is None else tuple(c == "1" for c in header["lit_frames"]),
-            lit_model=header["lit_model"],
-            lit_weights=None if header["lit_weights"] is None else torch.from_numpy(lit_weight_codes(header).copy()),
-            lit_tile=header["lit_tile"],
+            **_lit_guard(header, parts),
             motion=motion,
             motion_model=header["motion"],
             precision=header["precision"],

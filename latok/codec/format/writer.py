@@ -21,6 +21,9 @@ Layout (all integers little-endian)::
           ("global"), or per latent frame and block of a ceil(h/4) x ceil(w/4) grid in (t, 2, gy, gx) order ("block");
           version 3 adds a codec u8 after t_count: 0 float32 as before, 1 zlib of int16 quarter-pel codes
           (what latok's motion search finds), the smallest exact one (:mod:`~latok.codec.format.coders.motion`)
+    LITW  a stream's lit weights (HEAD has ``lit_model`` and ``lit_tile`` but no ``lit_frames``), one per chunk after its
+          values and motion: t_start u32, t_count u32, zlib of the uint8 codes per latent frame and lit_tile x lit_tile
+          square, in (t, gy, gx) order
     END   chunk count u32, total kept vectors u64
 
 A file with quantised values (``value_step``) is version 3, with context-coded masks.  Files of exact
@@ -50,12 +53,12 @@ from pathlib import Path
 import torch
 
 from latok._fs import AtomicWriter, OutputFile, atomic_path
-from latok.codec.format.header import MAX_CHUNK_POSITIONS, encode_lit_weights, parse_header
+from latok.codec.format.header import MAX_CHUNK_POSITIONS, chunk_lit_weights, encode_lit_weights, lit_grid, parse_header
 from latok.codec.format.coders import encode_mask, encode_motion
 from latok.codec.rule.motion import motion_shape
 from latok.codec.format.coders.values import MAX_CHUNK_VALUES, ValueCoder
 from latok.codec.quantise import codes_of
-from latok.codec.tokens import STORAGE_DTYPES, AdaptiveLatent, dtype_name
+from latok.codec.tokens import MAX_LIT_CODE, STORAGE_DTYPES, AdaptiveLatent, dtype_name
 from latok.errors import InvalidInputError, LatokFormatError, OutputError
 
 MAGIC = b"LATOK\r\n\x1a"
@@ -69,6 +72,7 @@ VALS_HEAD = struct.Struct("<II")
 END_RECORD = struct.Struct("<IQ")
 MOTN_HEAD = struct.Struct("<II")
 MOTN_HEAD_V3 = struct.Struct("<IIB")
+LITW_HEAD = struct.Struct("<II")
 DEFAULT_CHUNK_FRAMES = 16
 
 
@@ -149,6 +153,7 @@ class LatokWriter(AtomicWriter):
         self.motion = header.get("motion") is not None
         self.motion_model = header.get("motion")
         self.value_step = header.get("value_step")
+        self.lit_tile = header["lit_tile"] if chunk_lit_weights(header) else None
         self.version = 3 if self.value_step is not None else 2 if self.motion else 1
         if self.value_step is not None:
             _, channels, _, height, width = header["shape"]
@@ -172,12 +177,14 @@ class LatokWriter(AtomicWriter):
         shape[2] = latent_frames
         return {**self.header, "shape": shape, "source": {**self.header["source"], "frames": video_frames}}
 
-    def write_chunk(self, keep: torch.Tensor, values: torch.Tensor, video_frames: int | None = None, motion: torch.Tensor | None = None) -> None:
+    def write_chunk(self, keep: torch.Tensor, values: torch.Tensor, video_frames: int | None = None, motion: torch.Tensor | None = None,
+                    lit_weights: torch.Tensor | None = None) -> None:  # fmt: skip
         """``keep``: ``(1, k, h, w)`` bool; ``values``: ``(keep.sum(), C)`` in the storage dtype;
         ``video_frames``: frames of video the chunk covers (open-ended streams only);
         ``motion``: float32 translations, ``(1, k, 2)`` or per block ``(1, k, 2, gh, gw)`` as the header's
         ``motion`` says, exactly when it has one.  With the header's ``value_step``, values are float32 and
-        exactly on its grid (:func:`latok.codec.format.coders.values.quantise`)."""
+        exactly on its grid (:func:`latok.codec.format.coders.values.quantise`).  ``lit_weights``: the chunk's
+        uint8 codes ``(k, ceil(h / lit_tile), ceil(w / lit_tile))``, exactly when the header carries weights per chunk."""
         _, channels, frames, height, width = self.header["shape"]
         if self.open_ended:
             if video_frames is None or video_frames < 1:
@@ -197,6 +204,7 @@ class LatokWriter(AtomicWriter):
             raise InvalidInputError(f"chunk motion must be finite {expected or ''} exactly when the header says motion")
         if self.value_step is not None and t_start == 0 and not bool(keep[0, 0].all()):
             raise InvalidInputError("latent frame 0 must be fully kept")
+        self._check_lit_weights(lit_weights, t_count, height, width)
         bits = keep[0].numpy()
         codec, data = encode_mask(bits, self._previous_keep, self.version)
         self._previous_keep = bits[-1].copy()
@@ -211,10 +219,20 @@ class LatokWriter(AtomicWriter):
             codec, data = encode_motion(motion.detach().to(torch.float32).contiguous().cpu().numpy(), self.version)
             head = MOTN_HEAD.pack(t_start, t_count) if self.version < 3 else MOTN_HEAD_V3.pack(t_start, t_count, codec)  # v2: float32 only
             self._file.write(_record(b"MOTN", head + data))
+        if lit_weights is not None:
+            self._file.write(_record(b"LITW", LITW_HEAD.pack(t_start, t_count) + zlib.compress(lit_weights.numpy().tobytes(), 9)))
         self._frames_written += t_count
         self._video_frames += video_frames or 0
         self._chunks += 1
         self._tokens += values.shape[0]
+
+    def _check_lit_weights(self, codes: torch.Tensor | None, t_count: int, height: int, width: int) -> None:
+        if (codes is not None) != (self.lit_tile is not None):
+            raise InvalidInputError("chunk lit weights come exactly when the header carries them per chunk (lit_model and lit_tile, no lit_frames)")
+        if codes is not None:
+            grid = lit_grid(t_count, height, width, self.lit_tile)
+            if codes.dtype != torch.uint8 or tuple(codes.shape) != grid or int(codes.max()) > MAX_LIT_CODE:
+                raise InvalidInputError(f"chunk lit weights must be uint8 codes {grid} of at most {MAX_LIT_CODE}, got {codes.dtype} {tuple(codes.shape)}")
 
     @property
     def tokens(self) -> int:

@@ -14,9 +14,9 @@ A fill is a callable ``fill(latent, keep, motion=None) -> latent`` (see :mod:`la
 :func:`resolve` turns a name (or a callable) into a :class:`NamedFill` once, for one clip, and
 :func:`restore` applies it; the tokenizer, the CLI, the evaluation and the benchmark call them and hand the
 callable down.  Fills are called with the tokens' motion, so no caller decides "motion or none".
-:func:`resolve_stream` is the streaming rule: ``auto`` is ``hold``; ``lit`` runs the same inpainter
-unguarded over each chunk and the restored frames before it (C_fill).  The guard itself is decided by the encoder,
-which has the true latent (:mod:`latok.codec.restore.guard`).
+:func:`resolve_stream` is the streaming rule: ``auto`` is ``lit`` (else ``hold``), the same inpainter over each
+chunk and the restored frames before it (C_fill), behind the chunk's lit weights where the stream carries them.
+The guard itself is decided by the encoder, which has the true latent (:mod:`latok.codec.restore.guard`).
 """
 
 from __future__ import annotations
@@ -231,20 +231,21 @@ def restore(
 
 
 def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainters: Inpainters,
-                   weights: Sequence[float] | None = None) -> NamedFill:  # fmt: skip
+                   weights: Sequence[float] | None = None, guard: torch.Tensor | None = None) -> NamedFill:  # fmt: skip
     """The streaming rule: ``lit`` runs :attr:`Inpainters.model`, the offline inpainter, on every frame of a chunk, with
     the restored frames before it (C_fill) as kept context: it sees the chunk's future, never the next chunk's
-    (eval/results/stream_eval.md: within 0.3 dB of offline, where a causal model lost 0.6 dB).  Streams carry no lit
-    guard, so ``auto`` is that unguarded ``lit`` where the backend has an inpainter (on the pool validation split at
-    the streams' tau, +0.16 dB over hold, no clip below it by 0.01 dB), else ``hold``.  Fills of a stream with motion
-    are called with each chunk's motion."""
+    (eval/results/stream_eval.md: within 0.3 dB of offline, where a causal model lost 0.6 dB).  ``guard``: the chunk's
+    lit weights over ``[C_fill, chunk]`` (:func:`latok.codec.streams.stream_guard_matches`; 0 on the context), which the encoder fitted
+    per chunk by replaying this decode; without them ``lit`` is unguarded.  ``auto`` is ``lit`` where the backend
+    has an inpainter (unguarded, on the pool validation split at the streams' tau: +0.16 dB over hold, no clip below
+    it by 0.01 dB), else ``hold``.  Fills of a stream with motion are called with each chunk's motion."""
     fill = fill or DEFAULT_FILL
     if isinstance(fill, NamedFill):
         return fill
     if fill == "auto":
         fill = "lit" if inpainters.available else "hold"
     if fill == "lit":
-        return inpainters.lit(tau, reference, weights=weights)
+        return inpainters.lit(tau, reference, guard=guard, weights=weights)
     if callable(fill):
         return NamedFill(getattr(fill, "__name__", type(fill).__name__), fill, follows_motion=False)
     return NamedFill(fill, get_fill(fill))
