@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 
 import pytest
 import torch
@@ -238,6 +240,18 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
     assert torch.equal(load_latok(latok_path).keep, load_latok(offline).keep)
     assert main(["decode", str(latok_path), "-o", str(mp4), "--stream"]) == 0
     assert load_clip(mp4).frames == 7
+    # lit weights damaged in the last chunk, checksum resealed: one error line after the progress bar, no output,
+    # though two chunks decoded fine
+    from test_bitstream import with_record
+
+    damaged = tmp_path / "damaged" / "d.latok"
+    damaged.parent.mkdir()
+    damaged.write_bytes(with_record(latok_path.read_bytes(), b"LITW", 2, struct.pack("<II", 6, 1) + zlib.compress(bytes([17]) * 14)))
+    capsys.readouterr()
+    assert main(["decode", str(damaged), "-o", str(damaged.parent / "d.mp4"), "--stream"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("decode --stream:")]
+    assert len(lines) == 1 and lines[0].startswith("latok: error: ") and "LITW record at latent frame 6" in lines[0], lines
+    assert [p.name for p in damaged.parent.iterdir()] == ["d.latok"]
     capsys.readouterr()
     bad = tmp_path / "bad.latok"
     assert main(["encode", str(BLACKSWAN), "-o", str(bad), "--stream", "--target-usage", "0.3", "--frames", "3"]) == 2
