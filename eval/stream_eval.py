@@ -7,13 +7,16 @@ Parts (run both by default; each rewrites its section of the outputs):
   first 60 frames; the input is the shared DAVIS sequences at 240p played one after another
   and written once to a temporary mp4.  For contrast, offline ``latok encode``/``decode`` at
   60 frames (the offline codec holds the whole clip in memory).
-- ``speed``: ``decode_stream`` time with each fill (hold, lit: the stream default), the first SPEED_FRAMES frames
-  of DAVIS goat at 240p in chunks of 16, block motion, median of 3 after a warm-up (model loaded), in this process.
+- ``speed``: ``decode_stream`` time with each fill (hold, lit: the stream default), and ``encode_stream`` time with and
+  without the lit weights per chunk, the first SPEED_FRAMES frames of DAVIS goat at 240p in chunks of 16, block motion,
+  median of 3 after a warm-up (model loaded), interleaved, in this process.
 - ``quality``: every clip of ``--clips`` (DAVIS, or pool_val to select) with 50+ frames, first 50 frames at 240p,
   ``--motion`` block by default, at the stream's fixed tau (the calibrated one):
   offline (encode + decode with hold and the default, the guarded bidirectional lit) vs streaming
-  (``encode_stream`` with chunks of 16, ``decode_stream`` with hold and lit: the same inpainter over each chunk and its
-  restored context).  Without motion,
+  (``encode_stream`` with chunks of 16, ``decode_stream`` with hold, unguarded lit (the same inpainter over each chunk
+  and its restored context) and the default: that lit behind the lit weights the encoder fitted per chunk).  The stream
+  file is also decoded offline (``load_latok``: the chunks' weights joined into one clip's guard), and the share of
+  its bytes the weights take is recorded.  Without motion,
   also the usage per latent frame around the chunk boundaries with the selection cache C_sel and
   without it (each chunk masked afresh, as ``encode_stream(carry_selection=False)`` does;
   computed from the offline latents by the same ``redundancy_mask`` call, no second encode).
@@ -37,7 +40,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from latok.codec.format.reader import LatokReader, load_latok
 from latok.codec.rule.masking import redundancy_mask
+from latok.evaluation.reports import file_info
 from latok.codec.tokenizer import LatentTokenizer, source_info
 from latok.evaluation.metrics import psnr
 from latok.io import VideoWriter, load_clip, stream_clip
@@ -132,15 +137,22 @@ def quality_part(tau: float | None = None, clips: str = "davis", motion: str = "
                 without = restarted[0].float().mean(dim=(1, 2)).tolist()
                 row["usage_stream_without_csel"] = statistics.mean(without)
                 without_sel.append(without)
-            for fill in ("hold", "lit"):
+            with LatokReader(path) as reader:
+                unguarded = tokenizer.resolve_stream(reader.header, "lit")  # a resolved fill: no chunk weights
+            for name, fill in (("hold", "hold"), ("lit", unguarded), ("auto", None)):
                 decoded = torch.cat(list(tokenizer.decode_stream(path, fill=fill)), dim=2)
-                row[f"psnr_stream_{fill}"] = psnr(decoded, clip.video)
+                row[f"psnr_stream_{name}"] = psnr(decoded, clip.video)
+            streamed = load_latok(path)
+            row["psnr_stream_file_offline"] = psnr(tokenizer.decode(streamed), clip.video)
+            info = file_info(path)
+            row["lit_weight_share"] = info["bytes_by_part"]["lit_weights"] / info["bytes"]
             rows.append(row)
             with_sel.append(summary.usage_per_frame)
     mean = lambda key: statistics.mean(r[key] for r in rows)  # noqa: E731
     result = {
         "frames": QUALITY_FRAMES, "chunk_frames": CHUNK, "tau": tau, "clips": clips, "motion": motion,
         "stream_lit": "the inpainter over each chunk and its restored context (C_fill)",
+        "stream_auto": "that inpainter behind the lit weights the encoder fitted per chunk (the default)",
         "sequences": rows, "mean": {key: mean(key) for key in rows[0] if key != "sequence"},
     }  # fmt: skip
     if without_sel:
@@ -153,24 +165,30 @@ def quality_part(tau: float | None = None, clips: str = "davis", motion: str = "
 
 
 def speed_part() -> dict:
-    """Seconds ``decode_stream`` takes with hold and with lit (the stream default) on one stream."""
+    """Seconds ``decode_stream`` takes with hold and with lit (the stream default, behind the chunks' lit weights) on one
+    stream, and ``encode_stream`` with the lit weights (the default) and without them (``lit_tile=0``), runs interleaved."""
     import time
 
     tokenizer = LatentTokenizer("taef2")
+    unweighted = LatentTokenizer(tokenizer.vae, lit_tile=0)
     goat = next(s for s in DAVIS if s.name == "goat")
-    seconds = {}
+    runs: dict[str, list[float]] = {"hold": [], "lit": [], "encode_weights": [], "encode_no_weights": []}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "goat.latok"
-        tokenizer.encode_stream(stream_clip(goat, CHUNK, frames=SPEED_FRAMES, height=240), path)
-        for fill in ("hold", "lit"):
-            runs = []
-            for _ in range(4):  # the first warms up (loads the inpainter)
+        chunks = list(stream_clip(goat, CHUNK, frames=SPEED_FRAMES, height=240))
+        for _ in range(4):  # the first warms up (loads the inpainter)
+            for name, encoder in (("encode_weights", tokenizer), ("encode_no_weights", unweighted)):
+                start = time.perf_counter()
+                encoder.encode_stream(chunks, path)
+                runs[name].append(time.perf_counter() - start)
+            for fill in ("hold", "lit"):  # the file with weights, written last
                 start = time.perf_counter()
                 for _piece in tokenizer.decode_stream(path, fill=fill):
                     pass
-                runs.append(time.perf_counter() - start)
-            seconds[fill] = statistics.median(runs[1:])
+                runs[fill].append(time.perf_counter() - start)
+    seconds = {name: statistics.median(times[1:]) for name, times in runs.items()}
     return {"frames": SPEED_FRAMES, "clip": "goat", "seconds": seconds, "lit_over_hold": seconds["lit"] / seconds["hold"] - 1,
+            "weights_encode_cost": seconds["encode_weights"] / seconds["encode_no_weights"] - 1,
             "command": "python eval/stream_eval.py --part speed"}  # fmt: skip
 
 
@@ -200,26 +218,18 @@ def markdown(result: dict) -> str:
         speed = result["speed"]
         lines += [f"## decode_stream time by fill (`{speed['command']}`)", "",
                   f"{speed['frames']} frames of {speed['clip']}, 240p, median of 3 after a warm-up: hold {speed['seconds']['hold']:.2f} s, "
-                  f"lit {speed['seconds']['lit']:.2f} s (**{speed['lit_over_hold']:+.0%}**).", ""]  # fmt: skip
+                  f"lit {speed['seconds']['lit']:.2f} s (**{speed['lit_over_hold']:+.0%}**)."
+                  + (f" `encode_stream` with the lit weights per chunk {speed['seconds']['encode_weights']:.2f} s, without them "
+                     f"(`lit_tile=0`) {speed['seconds']['encode_no_weights']:.2f} s (**{speed['weights_encode_cost']:+.0%}**)."
+                     if "weights_encode_cost" in speed else ""), ""]  # fmt: skip
     for key in sorted(k for k in result if k.startswith("quality")):
         quality = result[key]
         m = quality["mean"]
         if "psnr_offline_auto" not in m:  # a result of the earlier layout (offline lit unguarded, no motion): rerun it
             continue
         where = "each DAVIS sequence with 50+ frames" if quality["clips"] == "davis" else f"each {quality['clips']} clip with 50+ frames"
-        lines += [f"## Streaming vs offline PSNR ({quality['frames']} frames of {where}, --motion {quality['motion']}, τ {quality['tau']:g})", "",
-                  f"Stream lit: {quality.get('stream_lit', 'the causal model')}.", "",
-                  f"`{quality['command']}`", "",
-                  "| clip | usage offline | usage stream | offline hold | offline default (guarded lit) | stream hold | stream lit |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for r in quality["sequences"] + [{**m, "sequence": "**mean**"}]:
-            lines.append(f"| {r['sequence']} | {r['usage_offline']:.1%} | {r['usage_stream']:.1%} | {r['psnr_offline_hold']:.2f} | "
-                         f"{r['psnr_offline_auto']:.2f} | {r['psnr_stream_hold']:.2f} | {r['psnr_stream_lit']:.2f} |")  # fmt: skip
-        gap = m["psnr_stream_lit"] - m["psnr_offline_auto"]
-        worst = min(r["psnr_stream_lit"] - r["psnr_offline_auto"] for r in quality["sequences"])
-        lines += ["", f"Stream − offline, hold: {m['psnr_stream_hold'] - m['psnr_offline_hold']:+.3f} dB; stream lit − offline "
-                  f"default decode: **{gap:+.3f} dB** mean, {worst:+.3f} dB worst clip (target: within 0.3 dB: "
-                  f"{'met' if gap >= -0.3 else 'MISSED'}).", ""]  # fmt: skip
+        lines += [f"## Streaming vs offline PSNR ({quality['frames']} frames of {where}, --motion {quality['motion']}, τ {quality['tau']:g})", ""]
+        lines += streaming_table(quality)
         if "boundary_usage" in quality:
             lines += [f"### Token usage per latent frame around chunk boundaries (τ {quality['tau']:g})", "",
                       f"Mean over clips and the boundaries at latent frames {quality['boundary_usage']['boundaries']} "
@@ -232,6 +242,33 @@ def markdown(result: dict) -> str:
             lines += ["", f"Whole-clip usage: with C_sel {m['usage_stream']:.1%} (offline {m['usage_offline']:.1%}), "
                       f"without {m['usage_stream_without_csel']:.1%}.", ""]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def streaming_table(quality: dict) -> list[str]:
+    """The per-clip table of one quality result and its summary lines (stream default: the weighted lit, where measured)."""
+    m, rows = quality["mean"], quality["sequences"]
+    weighted = "psnr_stream_auto" in m  # results from before the stream's lit weights have no such column
+    lines = [f"Stream lit: {quality.get('stream_lit', 'the causal model')}" + (f"; stream default: {quality['stream_auto']}." if weighted else "."),
+             "", f"`{quality['command']}`", "",
+             "| clip | usage offline | usage stream | offline hold | offline default (guarded lit) | stream hold | stream lit (unguarded) |"
+             + (" stream default (weighted lit) | stream file decoded offline | weights' share of the file |" if weighted else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|---|" if weighted else "")]  # fmt: skip
+    for r in rows + [{**m, "sequence": "**mean**"}]:
+        lines.append(f"| {r['sequence']} | {r['usage_offline']:.1%} | {r['usage_stream']:.1%} | {r['psnr_offline_hold']:.2f} | "
+                     f"{r['psnr_offline_auto']:.2f} | {r['psnr_stream_hold']:.2f} | {r['psnr_stream_lit']:.2f} |"
+                     + (f" {r['psnr_stream_auto']:.2f} | {r['psnr_stream_file_offline']:.2f} | {r['lit_weight_share']:.2%} |" if weighted else ""))  # fmt: skip
+    default = "psnr_stream_auto" if weighted else "psnr_stream_lit"
+    gap = m[default] - m["psnr_offline_auto"]
+    worst = min(r[default] - r["psnr_offline_auto"] for r in rows)
+    lines += ["", f"Stream − offline, hold: {m['psnr_stream_hold'] - m['psnr_offline_hold']:+.3f} dB; stream {'default' if weighted else 'lit'} − "
+              f"offline default decode: **{gap:+.3f} dB** mean, {worst:+.3f} dB worst clip (target: within 0.3 dB: "
+              f"{'met' if gap >= -0.3 else 'MISSED'})."]  # fmt: skip
+    if weighted:
+        over = [r["psnr_stream_auto"] - r["psnr_stream_lit"] for r in rows]
+        offline = [r["psnr_stream_file_offline"] - r["psnr_stream_auto"] for r in rows]
+        lines += [f"The weights: stream default − unguarded stream lit {statistics.mean(over):+.3f} dB mean, {min(over):+.3f} dB worst clip; "
+                  f"the stream file decoded offline − streamed {statistics.mean(offline):+.3f} dB mean, {min(offline):+.3f} dB worst clip."]  # fmt: skip
+    return lines + [""]
 
 
 def main() -> None:

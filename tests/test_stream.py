@@ -240,6 +240,8 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
     assert torch.equal(load_latok(latok_path).keep, load_latok(offline).keep)
     assert main(["decode", str(latok_path), "-o", str(mp4), "--stream"]) == 0
     assert load_clip(mp4).frames == 7
+    assert main(["decode", str(latok_path), "-o", str(tmp_path / "whole.mp4")]) == 0  # a stream file decodes as a stream
+    assert (tmp_path / "whole.mp4").read_bytes() == mp4.read_bytes()
     # lit weights damaged in the last chunk, checksum resealed: one error line after the progress bar, no output,
     # though two chunks decoded fine
     from test_bitstream import with_record

@@ -47,7 +47,8 @@ def add_file_commands(commands) -> None:
     decode.add_argument(
         "--stream",
         action="store_true",
-        help="decode chunk by chunk, writing the video as it goes (lit runs the inpainter over each chunk and the frames restored before it)",
+        help="decode chunk by chunk, writing the video as it goes (lit runs the inpainter over each chunk and the frames restored "
+        "before it); files written with --stream carry lit weights fitted to this decode, and always decode this way",
     )
     decode.set_defaults(run=run_decode)
 
@@ -172,6 +173,7 @@ def run_decode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from latok._fs import check_outputs
+    from latok.codec.format.header import chunk_lit_weights
     from latok.codec.format.reader import LatokReader, load_latok
     from latok.evaluation.reports import file_info
     from latok.io import VideoWriter, check_output_path, write_video
@@ -182,7 +184,7 @@ def run_decode(args: argparse.Namespace) -> int:
         header = reader.header
     tokenizer = _tokenizer(args, backend=header["backend"])
     tokenizer.check_backend(header["backend"], header["backend_config"])  # before the clip is read
-    if args.stream:
+    if args.stream or chunk_lit_weights(header):  # a stream's lit weights were fitted to the stream decode
         tokenizer.vae.progress = False
         source = header["source"]
         with (

@@ -237,8 +237,9 @@ def resolve_stream(tau: float, reference: str, fill: str | Fill | None, inpainte
     (eval/results/stream_eval.md: within 0.3 dB of offline, where a causal model lost 0.6 dB).  ``guard``: the chunk's
     lit weights over ``[C_fill, chunk]`` (:func:`latok.codec.streams.stream_guard_matches`; 0 on the context), which the encoder fitted
     per chunk by replaying this decode; without them ``lit`` is unguarded.  ``auto`` is ``lit`` where the backend
-    has an inpainter (unguarded, on the pool validation split at the streams' tau: +0.16 dB over hold, no clip below
-    it by 0.01 dB), else ``hold``.  Fills of a stream with motion are called with each chunk's motion."""
+    has an inpainter, else ``hold`` (on the pool validation split at the streams' tau, the weighted lit: +0.20 dB over
+    hold, no clip below it; +0.05 dB over the unguarded lit).  Fills of a stream with motion are called with each
+    chunk's motion."""
     fill = fill or DEFAULT_FILL
     if isinstance(fill, NamedFill):
         return fill
