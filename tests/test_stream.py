@@ -241,9 +241,8 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
     assert main(["decode", str(latok_path), "-o", str(mp4), "--stream"]) == 0
     assert load_clip(mp4).frames == 7
     assert main(["decode", str(latok_path), "-o", str(tmp_path / "whole.mp4")]) == 0  # a stream file decodes as a stream
-    assert (tmp_path / "whole.mp4").read_bytes() == mp4.read_bytes()
-    # lit weights damaged in the last chunk, checksum resealed: one error line after the progress bar, no output,
-    # though two chunks decoded fine
+    assert torch.equal(load_clip(tmp_path / "whole.mp4").video, load_clip(mp4).video)
+    # lit weights damaged in the last chunk, checksum resealed: one error line before any model loads or frame decodes
     from test_bitstream import with_record
 
     damaged = tmp_path / "damaged" / "d.latok"
@@ -251,7 +250,7 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
     damaged.write_bytes(with_record(latok_path.read_bytes(), b"LITW", 2, struct.pack("<II", 6, 1) + zlib.compress(bytes([17]) * 14)))
     capsys.readouterr()
     assert main(["decode", str(damaged), "-o", str(damaged.parent / "d.mp4"), "--stream"]) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("decode --stream:")]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("latok: error: ") and "LITW record at latent frame 6" in lines[0], lines
     assert [p.name for p in damaged.parent.iterdir()] == ["d.latok"]
     capsys.readouterr()

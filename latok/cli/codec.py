@@ -182,6 +182,7 @@ def run_decode(args: argparse.Namespace) -> int:
     check_outputs({"-o" if output.suffix else "-o folder": output}, _read_paths(args))
     with LatokReader(args.input) as reader:
         header = reader.header
+    info = file_info(args.input)  # the file's structure, checked before any model loads or any frame decodes
     tokenizer = _tokenizer(args, backend=header["backend"])
     tokenizer.check_backend(header["backend"], header["backend_config"])  # before the clip is read
     if args.stream or chunk_lit_weights(header):  # a stream's lit weights were fitted to the stream decode
@@ -201,7 +202,6 @@ def run_decode(args: argparse.Namespace) -> int:
         fill = tokenizer.resolve(adaptive)
         write_video(args.output, tokenizer.decode(adaptive, fill), fps=adaptive.source.fps)
         frames, height, width = adaptive.source.frames, adaptive.source.height, adaptive.source.width
-    info = file_info(args.input)
     print(f"wrote {args.output}: {frames} frames, {width}x{height}, {info['token_usage']:.1%} tokens, fill {fill.name}")
     return 0
 
