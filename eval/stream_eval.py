@@ -9,7 +9,7 @@ Parts (run both by default; each rewrites its section of the outputs):
   60 frames (the offline codec holds the whole clip in memory).
 - ``speed``: ``decode_stream`` time with each fill (hold, lit: the stream default), and ``encode_stream`` time with and
   without the lit weights per chunk, the first SPEED_FRAMES frames of DAVIS goat at 240p in chunks of 16, block motion,
-  median of 3 after a warm-up (model loaded), interleaved, in this process.
+  median of 3 after a warm-up (model loaded), interleaved, in this process; idle, then beside two CPU burners.
 - ``quality``: every clip of ``--clips`` (DAVIS, or pool_val to select) with 50+ frames, first 50 frames at 240p,
   ``--motion`` block by default, at the stream's fixed tau (the calibrated one):
   offline (encode + decode with hold and the default, the guarded bidirectional lit) vs streaming
@@ -166,16 +166,30 @@ def quality_part(tau: float | None = None, clips: str = "davis", motion: str = "
 
 def speed_part() -> dict:
     """Seconds ``decode_stream`` takes with hold and with lit (the stream default, behind the chunks' lit weights) on one
-    stream, and ``encode_stream`` with the lit weights (the default) and without them (``lit_tile=0``), runs interleaved."""
-    import time
+    stream, and ``encode_stream`` with the lit weights (the default) and without them (``lit_tile=0``), runs interleaved;
+    idle, then beside two CPU burners."""
+    from precision_speed import burners
 
     tokenizer = LatentTokenizer("taef2")
     unweighted = LatentTokenizer(tokenizer.vae, lit_tile=0)
     goat = next(s for s in DAVIS if s.name == "goat")
+    chunks = list(stream_clip(goat, CHUNK, frames=SPEED_FRAMES, height=240))
+    conditions = {}
+    for condition, count in (("idle", 0), ("beside two CPU burners", 2)):
+        with burners(count):
+            conditions[condition] = _speed_runs(tokenizer, unweighted, chunks)
+    idle = conditions["idle"]
+    return {"frames": SPEED_FRAMES, "clip": "goat", "seconds": idle["seconds"], "lit_over_hold": idle["lit_over_hold"],
+            "weights_encode_cost": idle["weights_encode_cost"], "conditions": conditions,
+            "command": "python eval/stream_eval.py --part speed"}  # fmt: skip
+
+
+def _speed_runs(tokenizer: LatentTokenizer, unweighted: LatentTokenizer, chunks: list) -> dict:
+    import time
+
     runs: dict[str, list[float]] = {"hold": [], "lit": [], "encode_weights": [], "encode_no_weights": []}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "goat.latok"
-        chunks = list(stream_clip(goat, CHUNK, frames=SPEED_FRAMES, height=240))
         for _ in range(4):  # the first warms up (loads the inpainter)
             for name, encoder in (("encode_weights", tokenizer), ("encode_no_weights", unweighted)):
                 start = time.perf_counter()
@@ -187,9 +201,8 @@ def speed_part() -> dict:
                     pass
                 runs[fill].append(time.perf_counter() - start)
     seconds = {name: statistics.median(times[1:]) for name, times in runs.items()}
-    return {"frames": SPEED_FRAMES, "clip": "goat", "seconds": seconds, "lit_over_hold": seconds["lit"] / seconds["hold"] - 1,
-            "weights_encode_cost": seconds["encode_weights"] / seconds["encode_no_weights"] - 1,
-            "command": "python eval/stream_eval.py --part speed"}  # fmt: skip
+    return {"seconds": seconds, "lit_over_hold": seconds["lit"] / seconds["hold"] - 1,
+            "weights_encode_cost": seconds["encode_weights"] / seconds["encode_no_weights"] - 1}  # fmt: skip
 
 
 def summary_tau(path: Path) -> float:
@@ -216,12 +229,16 @@ def markdown(result: dict) -> str:
         lines += ["", f"Streaming peak at {LONG} frames / at {SHORT} frames: **{ratio:.3f}** ({verdict} the ≤ 1.15 target).", ""]
     if "speed" in result:
         speed = result["speed"]
-        lines += [f"## decode_stream time by fill (`{speed['command']}`)", "",
-                  f"{speed['frames']} frames of {speed['clip']}, 240p, median of 3 after a warm-up: hold {speed['seconds']['hold']:.2f} s, "
-                  f"lit {speed['seconds']['lit']:.2f} s (**{speed['lit_over_hold']:+.0%}**)."
-                  + (f" `encode_stream` with the lit weights per chunk {speed['seconds']['encode_weights']:.2f} s, without them "
-                     f"(`lit_tile=0`) {speed['seconds']['encode_no_weights']:.2f} s (**{speed['weights_encode_cost']:+.0%}**)."
-                     if "weights_encode_cost" in speed else ""), ""]  # fmt: skip
+        lines += [f"## Stream time by fill and by lit weights (`{speed['command']}`)", "",
+                  f"{speed['frames']} frames of {speed['clip']}, 240p, median of 3 after a warm-up, runs interleaved.", "",
+                  "| condition | decode_stream hold | decode_stream lit (weighted) | lit over hold | encode_stream with weights | without (`lit_tile=0`) | weights' cost |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for condition, run in speed.get("conditions", {"idle": speed}).items():
+            t = run["seconds"]
+            lines.append(f"| {condition} | {t['hold']:.2f} s | {t['lit']:.2f} s | {run['lit_over_hold']:+.0%} | "
+                         + (f"{t['encode_weights']:.2f} s | {t['encode_no_weights']:.2f} s | {run['weights_encode_cost']:+.0%} |"
+                            if "encode_weights" in t else "— | — | — |"))  # fmt: skip
+        lines.append("")
     for key in sorted(k for k in result if k.startswith("quality")):
         quality = result[key]
         m = quality["mean"]
