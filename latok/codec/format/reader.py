@@ -384,6 +384,9 @@ def _lit_guard(header: dict, parts: list[ChunkTensors]) -> dict:
 def load_latok(path: str | os.PathLike | BinaryIO, name: str | None = None) -> AdaptiveLatent:
     """Read a whole ``.latok`` file (a path, or an open seekable binary file named ``name``) into an :class:`AdaptiveLatent`.
 
+    A stream's lit weights per chunk become one clip's lit guard; they were fitted to the chunked decode, so
+    :meth:`~latok.LatentTokenizer.decode_stream` restores such a file best (``latok decode`` uses it for them).
+
     Raises:
         LatokFormatError: the file is missing, truncated, corrupt or malformed.
         ClipTooLargeError: the clip it declares needs more memory than :func:`whole_clip_limit`
