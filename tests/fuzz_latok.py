@@ -66,21 +66,27 @@ def valid_file(frames: int = 6, chunk_frames: int = 2, motion: bool = False, val
         return save_latok(adaptive, Path(tmp) / "v.latok", chunk_frames=chunk_frames).read_bytes()
 
 
-def valid_stream_file(frames: int = 6, chunk_frames: int = 2) -> bytes:
-    """A small valid file as a stream with lit weights writes it: quantised values, block motion, a LITW record per chunk."""
+def valid_stream_file(frames: int = 6, chunk_frames: int = 2, taus: bool = False) -> bytes:
+    """A small valid file as a stream with lit weights writes it: quantised values, block motion, a LITW record per chunk
+    (``taus``: and, as with a quality target, a TAUC record per chunk)."""
     from latok.codec.format.writer import LatokWriter, header_of
 
     _, header, _ = split(valid_file(frames, chunk_frames, motion=True, value_step=0.1))
     adaptive = load_latok(io.BytesIO(valid_file(frames, chunk_frames, motion=True, value_step=0.1)))
     codes = torch.arange(frames * 2 * 3, dtype=torch.uint8).remainder(17).view(frames, 2, 3)  # squares of 4 on 6 x 10
     counts = adaptive.keep.sum(dim=(0, 2, 3)).tolist()
+    header = {**header_of(adaptive, chunk_frames), "lit_model": "0123456789abcdef", "lit_tile": 4}
+    if taus:
+        header.update(chunk_tau=True, target_quality=0.5, source={**header["source"], "frames": None})
+        header["shape"][2] = None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "s.latok"
-        with LatokWriter(path, {**header_of(adaptive, chunk_frames), "lit_model": "0123456789abcdef", "lit_tile": 4}) as writer:
+        with LatokWriter(path, header) as writer:
             for t in range(0, frames, chunk_frames):
                 start, count = int(sum(counts[:t])), int(sum(counts[t : t + chunk_frames]))
                 writer.write_chunk(adaptive.keep[:, t : t + chunk_frames], adaptive.values[start : start + count],
-                                   motion=adaptive.motion[:, t : t + chunk_frames], lit_weights=codes[t : t + chunk_frames])  # fmt: skip
+                                   motion=adaptive.motion[:, t : t + chunk_frames], lit_weights=codes[t : t + chunk_frames],
+                                   video_frames=min(chunk_frames, frames - t) if taus else None, tau=0.05 * (1 + t) if taus else None)  # fmt: skip
         return path.read_bytes()
 
 
@@ -209,7 +215,8 @@ def read(path: Path) -> None:
 
 def fuzz(cases: int, seed: int) -> dict:
     rng = random.Random(seed)
-    bases = [split(valid_file()), split(valid_file(motion=True)), split(valid_file(motion=True, value_step=0.1)), split(valid_stream_file())]
+    bases = [split(valid_file()), split(valid_file(motion=True)), split(valid_file(motion=True, value_step=0.1)), split(valid_stream_file()),
+             split(valid_stream_file(taus=True))]  # fmt: skip
     outcomes: dict[str, int] = {}
     slowest = 0.0
     with tempfile.TemporaryDirectory() as tmp:

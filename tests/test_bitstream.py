@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -414,3 +415,85 @@ def test_a_tar_member_reads_in_place_and_is_named_in_errors(tmp_path, valid_byte
         assert_same(load_latok(tar.extractfile("clip.latok"), name="shard.tar:clip.latok"), load_latok(path))
         with pytest.raises(LatokFormatError, match=r"^shard\.tar:cut\.latok: truncated"):
             load_latok(tar.extractfile("cut.latok"), name="shard.tar:cut.latok")
+
+
+TAUS = (0.25, 0.5, 0.125)
+TAUC = struct.Struct("<IId")
+
+
+def chunk_tau_bytes(tmp_path, taus=TAUS) -> bytes:
+    """The valid_bytes clip as a stream with a quality target writes it: open-ended, a tau per chunk (chunks of 2, 2, 1)."""
+    adaptive = make_adaptive(frames=5)
+    counts = adaptive.keep.sum(dim=(0, 2, 3)).tolist()
+    with LatokWriter(tmp_path / "t.latok", chunk_tau_header(adaptive)) as writer:
+        for tau, t in zip(taus, range(0, 5, 2)):
+            start, count = int(sum(counts[:t])), int(sum(counts[t : t + 2]))
+            writer.write_chunk(adaptive.keep[:, t : t + 2], adaptive.values[start : start + count], video_frames=min(2, 5 - t), tau=tau)
+    return (tmp_path / "t.latok").read_bytes()
+
+
+def test_a_tau_per_chunk_round_trips(tmp_path):
+    from latok.evaluation.reports import file_info
+
+    data = chunk_tau_bytes(tmp_path)
+    assert data.count(b"TAUC") == 3
+    with LatokReader(tmp_path / "t.latok") as reader:
+        assert reader.header["chunk_tau"] and reader.header["tau"] == 0.5  # the largest, written on close
+        assert [part.tau for part in reader.chunks()] == list(TAUS)
+    assert load_latok(tmp_path / "t.latok").tau == 0.5
+    info = file_info(tmp_path / "t.latok")
+    assert info["tau_per_chunk"] == {"min": 0.125, "mean": sum(TAUS) / 3, "max": 0.5}
+    assert info["bytes_by_part"]["taus"] == 3 * (8 + TAUC.size + 4) and sum(info["bytes_by_part"].values()) == len(data)
+    with LatokReader(io.BytesIO(valid_bytes_of(tmp_path)), "v.latok") as reader:  # files with one tau: none per chunk
+        assert reader.header["chunk_tau"] is None and all(part.tau is None for part in reader.chunks())
+    adaptive = make_adaptive(frames=5)
+    count = int(adaptive.keep[:, :2].sum())
+    for header, tau in ((header_of(adaptive, 2), 0.5), (chunk_tau_header(adaptive), None), (chunk_tau_header(adaptive), float("nan"))):
+        with pytest.raises(InvalidInputError, match="chunk's tau"):
+            with LatokWriter(tmp_path / "w.latok", header) as writer:
+                writer.write_chunk(adaptive.keep[:, :2], adaptive.values[:count], video_frames=2, tau=tau)
+    assert not (tmp_path / "w.latok").exists()
+
+
+def chunk_tau_header(adaptive) -> dict:
+    """An open-ended stream's header with a tau per chunk, from a quality target."""
+    header = {**header_of(adaptive, 2), "chunk_tau": True, "target_quality": 0.5}
+    header["shape"][2], header["source"] = None, {**header["source"], "frames": None}
+    return header
+
+
+def valid_bytes_of(tmp_path) -> bytes:
+    save_latok(make_adaptive(frames=5), tmp_path / "v.latok", chunk_frames=2)
+    return (tmp_path / "v.latok").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: with_record(d, b"TAUC", 1, None), "expected a TAUC record"),  # missing
+        (lambda d: with_record(d, b"TAUC", 0, TAUC.pack(1, 2, 0.25)), "expected a TAUC record"),  # wrong frames
+        (lambda d: with_record(d, b"TAUC", 0, TAUC.pack(0, 2, 0.25) + b"x"), "expected a TAUC record"),  # trailing bytes
+        (lambda d: with_record(d, b"TAUC", 2, b"\x04\x00"), "expected a TAUC record"),  # too short
+        (lambda d: with_record(d, b"TAUC", 0, TAUC.pack(0, 2, float("nan"))), "tau nan is not in"),
+        (lambda d: with_record(d, b"TAUC", 0, TAUC.pack(0, 2, -0.25)), "tau -0.25 is not in"),
+        (lambda d: with_record(d, b"TAUC", 0, TAUC.pack(0, 2, 0.75)), "tau 0.75 is not in"),  # above the header's
+        (lambda d: with_record(d, b"TAUC", 1, TAUC.pack(2, 2, 0.375)), "not the largest of its chunks"),  # the header's is no chunk's
+        (lambda d: forge_header(d, chunk_tau=None), "expected a MASK or END record, found b'TAUC'"),  # records not promised
+        (lambda d: forge_header(d, target_quality=None), "a tau per chunk comes from a target quality"),
+        (lambda d: forge_header(d, chunk_tau=False), "chunk_tau = false is not allowed"),
+    ],
+)
+def test_a_malformed_tau_per_chunk_is_refused(tmp_path, damage, message):
+    from latok.evaluation.reports import file_info
+
+    data = damage(chunk_tau_bytes(tmp_path))
+    with pytest.raises(LatokFormatError, match=message):
+        read_bytes(tmp_path, data)
+    (tmp_path / "x.latok").write_bytes(data)
+    with pytest.raises(LatokFormatError, match=message):  # the structure-only read checks them too
+        file_info(tmp_path / "x.latok")
+
+
+def test_a_header_that_promises_a_tau_per_chunk_needs_its_records(tmp_path, valid_bytes):
+    with pytest.raises(LatokFormatError, match="expected a TAUC record"):
+        read_bytes(tmp_path, forge_header(valid_bytes, chunk_tau=True, target_quality=0.5))

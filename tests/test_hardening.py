@@ -197,6 +197,7 @@ BAD_HEADERS = [
     ("target_quality", 0), ("target_quality", -1.0), ("target_quality", "0.5"), ("target_quality", "=Infinity"),
     ("rule_metric", "latent"), ("rule_metric", "pixels"), ("rule_metric", ["decoder"]),
     ("lit_tile", 0), ("lit_tile", 4), ("lit_weights", "AAAA"), ("lit_weights", 7), ("lit_model", "abc"),
+    ("chunk_tau", True), ("chunk_tau", 1), ("chunk_tau", False),
     ("source.fps", 0), ("source.fps", "=NaN"), ("source.fps", "=Infinity"), ("source.frames", 0),
     ("source.crop", [0, 0, "=Infinity", 48]), ("source.crop", "=[0,0,Infinity,48]"), ("source.height", 10**6),
     ("source.frames", 1000), ("extra_key", 1), ("source", "=" + "[" * 50_000 + "]" * 50_000),

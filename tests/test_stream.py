@@ -300,8 +300,8 @@ def test_stream_chunks_carry_lit_weights_fitted_on_the_decoders_context(tokenize
     from latok.codec.restore.guard import LIT_TILE
 
     tokenizer = LatentTokenizer(tokenizer.vae)  # the shipped inpainter, block motion
-    fitted, weigh = [], streams.weigh_chunk
-    monkeypatch.setattr(streams, "weigh_chunk", lambda *a: fitted.append(weigh(*a)) or fitted[-1])
+    fitted, weigh = [], streams.restore_chunk
+    monkeypatch.setattr(streams, "restore_chunk", lambda *a: fitted.append(weigh(*a)) or fitted[-1])
     tokenizer.encode_stream(sample.split(4, dim=2), tmp_path / "w.latok", tau=0.3)
     with LatokReader(tmp_path / "w.latok") as reader:
         header, codes = reader.header, [chunk.lit_weights for chunk in reader.chunks()]
@@ -331,3 +331,65 @@ def test_a_stream_without_an_inpainter_decodes_auto_as_hold(tmp_path, monkeypatc
     assert resolve_stream(0.15, "last-kept", "auto", Inpainters("taef2", 32)).name != "hold"  # shipped: lit
     monkeypatch.setenv(CHECKPOINTS_ENV, str(tmp_path))  # no model given and none shipped
     assert resolve_stream(0.15, "last-kept", "auto", Inpainters("taef2", 32)).name == "hold"
+
+
+@needs_weights
+def test_a_quality_target_picks_each_stream_chunks_tau_over_the_caches_it_continues(tokenizer, sample, tmp_path):
+    from latok.codec.format.reader import LatokReader
+    from latok.codec.rule.masking import in_rule_metric, redundancy_mask
+    from latok.codec.rule.motion import estimate_motion
+
+    tokenizer = LatentTokenizer(tokenizer.vae, quality_check_frames=0)  # the map alone, so the test can replay the search
+    s, path, pieces = tokenizer.settings, tmp_path / "q.latok", sample.split(4, dim=2)
+    summary = tokenizer.encode_stream(pieces, path, target_quality=0.5)
+    with LatokReader(path) as reader:
+        header, parts = reader.header, list(reader.chunks())
+    taus = [part.tau for part in parts]
+    assert header["chunk_tau"] and header["target_quality"] == 0.5 and header["tau"] == max(taus) and len(set(taus)) == 3, taus
+    assert load_latok(path).tau == max(taus)  # loaded whole: the largest, a bound on every chunk's dropped changes
+    # replay: each chunk's tau is the quality target's search over C_sel (the rule's state) and C_fill (the decoder's
+    # restored context, which the encoder replayed), and without them some chunk's tau would differ
+    restored, tracked = [], tokenizer.inpainters.run
+    tokenizer.inpainters.run = lambda *a, **k: restored.append(k["tau"]) or tracked(*a, **k)
+    try:
+        latents = decoded_latents(tokenizer, path)
+    finally:
+        del tokenizer.inpainters.run
+    assert restored == taus  # the decoder runs the inpainter at each chunk's own tau
+    state, context, before, alone = None, None, None, []
+    for piece, part, latent_restored in zip(pieces, parts, latents):
+        latent = tokenizer.vae.encode(piece)
+        motion = estimate_motion(latent, s.motion, before)
+        before = latent[:, :, -1]
+        assert part.tau == tokenizer.resolve_tau(latent, motion=motion, target_quality=0.5, state=state, context=context)
+        alone.append(tokenizer.resolve_tau(latent, motion=motion, target_quality=0.5))
+        mask = redundancy_mask(in_rule_metric(latent.float(), tokenizer.rule_weights), part.tau, s.reference, s.keyframe_interval, state, motion=motion)
+        assert torch.equal(mask.keep, part.keep)
+        state = mask.state
+        context = torch.cat([c for c in (context, latent_restored) if c is not None], dim=2)[:, :, -4:]
+    assert alone[0] == taus[0] and alone[1:] != taus[1:], (alone, taus)
+    # a tighter target keeps more tokens; with the check on decoded frames (the default) the file is as well formed
+    tight = LatentTokenizer(tokenizer.vae).encode_stream(pieces, tmp_path / "t.latok", target_quality=0.2)
+    assert tight.token_usage > summary.token_usage
+    assert len(list(tokenizer.decode_stream(tmp_path / "t.latok"))) == 3
+    with pytest.raises(InvalidInputError, match="not both"):
+        tokenizer.encode_stream(pieces, tmp_path / "x.latok", tau=0.2, target_quality=0.5)
+    assert not (tmp_path / "x.latok").exists()
+
+
+@needs_weights
+@needs_data
+def test_cli_stream_with_a_quality_target(tmp_path, capsys):
+    path = tmp_path / "q.latok"
+    assert main(["encode", str(BLACKSWAN), "-o", str(path), "--stream", "--chunk", "3", "--frames", "7", "--height", "64",
+                 "--target-quality", "0.5"]) == 0  # fmt: skip
+    info = json.loads(capsys.readouterr().out)
+    per_chunk = info["tau_per_chunk"]
+    assert info["target_quality"] == 0.5 and info["chunks"] == 3 and per_chunk["max"] == info["tau"] and per_chunk["min"] <= per_chunk["mean"]
+    assert info["bytes_by_part"]["taus"] == 3 * 28 and sum(info["bytes_by_part"].values()) == info["bytes"]
+    assert main(["decode", str(path), "-o", str(tmp_path / "q.mp4")]) == 0  # a tau per chunk decodes as the stream
+    assert "decode --stream" in capsys.readouterr().err and load_clip(tmp_path / "q.mp4").frames == 7
+    assert main(["encode", str(BLACKSWAN), "-o", str(tmp_path / "b.latok"), "--stream", "--frames", "3", "--target-quality", "0"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and all(line.startswith("latok: error: ") for line in err), err
+    assert not (tmp_path / "b.latok").exists()

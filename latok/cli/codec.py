@@ -48,7 +48,8 @@ def add_file_commands(commands) -> None:
         "--stream",
         action="store_true",
         help="decode chunk by chunk, writing the video as it goes (lit runs the inpainter over each chunk and the frames restored "
-        "before it); files written with --stream carry lit weights fitted to this decode, and always decode this way",
+        "before it); files written with --stream carry lit weights (and, with a quality target, a tau per chunk) fitted to this "
+        "decode, and always decode this way",
     )
     decode.set_defaults(run=run_decode)
 
@@ -185,7 +186,7 @@ def run_decode(args: argparse.Namespace) -> int:
     info = file_info(args.input)  # the file's structure, checked before any model loads or any frame decodes
     tokenizer = _tokenizer(args, backend=header["backend"])
     tokenizer.check_backend(header["backend"], header["backend_config"])  # before the clip is read
-    if args.stream or chunk_lit_weights(header):  # a stream's lit weights were fitted to the stream decode
+    if args.stream or chunk_lit_weights(header) or header["chunk_tau"]:  # a stream's lit weights and taus fit the stream decode
         tokenizer.vae.progress = False
         source = header["source"]
         with (

@@ -96,7 +96,7 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     rate.add_argument(
         "--target-quality", type=float, metavar="DB",
         help="lose about this many dB of PSNR against the autoencoder's full rate, tau picked per clip, CRF-style "
-             "(the default rate where the backend has one: 0.5 for taef2; not with --stream)",
+             "(the default rate where the backend has one: 0.5 for taef2); with --stream, tau picked per chunk",
     )  # fmt: skip
     parser.add_argument(
         "--quality-check-frames", type=int, default=None, metavar="N",

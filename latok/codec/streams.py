@@ -12,19 +12,19 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
 from latok.codec.format.header import chunk_lit_weights
 from latok.codec.format.reader import LatokReader
 from latok.codec.format.writer import LatokWriter, header_of
-from latok.codec.restore.fills import Fill, hold_fill
+from latok.codec.restore.fills import Fill, hold_fill, with_context
 from latok.codec.restore.guard import lit_weight_codes
 from latok.codec.restore.resolve import Inpainters, guarded
-from latok.codec.rule.masking import in_rule_metric, redundancy_mask
+from latok.codec.rule.masking import MaskState, in_rule_metric, redundancy_mask
 from latok.codec.rule.motion import estimate_motion
-from latok.codec.tokens import AdaptiveLatent, SourceInfo, scatter, weight_field
+from latok.codec.tokens import AdaptiveLatent, SourceInfo, check_target_quality, scatter, weight_field
 from latok.errors import InvalidInputError
 from latok.io import Clip
 
@@ -35,11 +35,13 @@ class LatentTokenizer(Protocol):
     settings: object
     inpainters: Inpainters
     rule_weights: tuple[float, ...] | None
+    default_tau: float | None
 
-    def resolve_tau(self, latent=None, tau=None, target_usage=None, motion=None) -> float: ...
-    def tokens(self, latent, keep, tau, source, target_usage, motion=None): ...
+    def resolve_tau(self, latent=None, tau=None, target_usage=None, motion=None, target_quality=None, state=None, context=None) -> float: ...
+    def checked_tau(self, adaptive, latent, video, target_quality, motion=None, restored=None, state=None, context=None) -> float: ...
+    def tokens(self, latent, keep, tau, source, target_usage, motion=None, target_quality=None): ...
     def check_backend(self, backend: str, config: str) -> None: ...
-    def resolve_stream(self, header: dict, fill=None, guard=None): ...
+    def resolve_stream(self, header: dict, fill=None, guard=None, tau=None): ...
 
 
 STREAM_CONTEXT_FRAMES = 4  # latent frames of C_fill: restored context carried into the next chunk
@@ -52,6 +54,7 @@ def encode_stream(
     tau: float | None = None,
     fps: float | None = None,
     carry_selection: bool = True,
+    target_quality: float | None = None,
 ) -> StreamSummary:
     """Encode a video of any length chunk by chunk into a ``.latok`` file, written as it goes.
 
@@ -59,56 +62,45 @@ def encode_stream(
         chunks: consecutive pieces of one video, each ``(1, 3, k, H, W)`` in ``[-1, 1]``
             or a :class:`latok.io.Clip` (e.g. from :func:`latok.io.stream_clip`).
         path: the ``.latok`` file; it appears only when the stream ends without error.
-        tau: masking threshold (default: the tokenizer's, else the backend's calibrated one).
-            Streams need one fixed tau: a target usage would pick it per chunk.
+        tau: a fixed masking threshold.
         fps: frame rate to record when chunks are tensors (default 24).
         carry_selection: carry the selection cache C_sel (each position's last-kept
             reference) across chunks, so only the stream's first frame is forced and the
             mask equals the offline one.  ``False`` restarts masking at every chunk (for
             ablations: every chunk then starts with a fully kept frame).
+        target_quality: instead of ``tau``, a PSNR loss budget (dB against the full-rate decode): every chunk gets
+            the largest tau whose restoration stays within it (:func:`~latok.codec.restore.quality.tau_for_quality`),
+            masked and restored as the stream does it (C_sel carried in, over the decoder's C_fill), and checked on
+            decoded frames as a clip is (``quality_check_frames``); each chunk's tau travels in a TAUC record.
 
-    Where the backend has an inpainter and the settings keep the weighted lit guard (``lit_guard``, ``lit_tile`` > 0),
-    every chunk also gets its lit weights, fitted as :func:`decode_stream` will restore it, over the restored
-    context C_fill the encoder replays.  Memory stays that of one chunk however long the stream is.
+    With neither, the settings' ``tau`` or ``target_quality``, else the backend's calibrated tau.  A target usage
+    would need the whole stream and is refused.  Where the backend has an inpainter and the settings keep the weighted
+    lit guard (``lit_guard``, ``lit_tile`` > 0), every chunk also gets its lit weights, fitted as :func:`decode_stream`
+    will restore it, over the restored context C_fill the encoder replays.  Memory stays that of one chunk however
+    long the stream is.
     """
-    settings = tokenizer.settings
-    if tokenizer.vae.temporal_ratio != 1:
-        raise InvalidInputError(
-            f"streaming needs a per-frame backend; {tokenizer.vae.name} compresses {tokenizer.vae.temporal_ratio} frames per latent frame"
-        )
-    if tau is None and settings.tau is None and settings.per_clip_rate:
-        raise InvalidInputError("streaming needs a fixed tau; a target usage or quality would pick a different tau per chunk")
-    tau = tau if tau is not None else settings.tau
-    tau = tokenizer.resolve_tau(tau=tau if tau is not None else tokenizer.default_tau)  # a stream's default: the calibrated tau
-    tile = settings.lit_tile if settings.lit_guard and tokenizer.inpainters.available else 0
+    tau, target_quality = stream_rate(tokenizer, tau, target_quality)
+    tile = tokenizer.settings.lit_tile if tokenizer.settings.lit_guard and tokenizer.inpainters.available else 0
     writer, state, first, before, context = None, None, None, None, None
     usage: list[float] = []
     try:
         for chunk in chunks:
             video, source = source_info(chunk, fps)
             if first is None:
-                first = source
+                first = replace(source, frames=None)
             elif (source.height, source.width) != (first.height, first.width):
                 raise InvalidInputError(f"stream chunks must keep one frame size: {first.width}x{first.height}, then {source.width}x{source.height}")
             latent = tokenizer.vae.encode(video)
-            motion = estimate_motion(latent, settings.motion, before if carry_selection else None)  # None without a model
+            motion = estimate_motion(latent, tokenizer.settings.motion, before if carry_selection else None)  # None without a model
             before = latent[:, :, -1]  # the frame before the next chunk is all the estimate carries across
-            measured = in_rule_metric(latent.float(), tokenizer.rule_weights)  # what the rule compares
-            mask = redundancy_mask(measured, tau, settings.reference, settings.keyframe_interval, state if carry_selection else None, motion=motion)
-            state = mask.state
-            adaptive = tokenizer.tokens(latent, mask.keep, tau, replace(first, frames=None), None, motion)
-            codes = None
-            if tile:
-                codes, restored = weigh_chunk(tokenizer.inpainters, adaptive, latent, context, tile)
-                context = torch.cat([c for c in (context, restored) if c is not None], dim=2)[:, :, -STREAM_CONTEXT_FRAMES:]
+            coded = code_chunk(tokenizer, latent, video, first, motion, state if carry_selection else None, context, tau, target_quality, tile)
+            state, context = coded.state, coded.context
             if writer is None:
-                header = header_of(adaptive, chunk_frames=latent.shape[2])
-                header["shape"][2] = None
-                if tile:
-                    header.update(lit_model=tokenizer.inpainters.model.fingerprint, lit_tile=tile)
-                writer = LatokWriter(path, header)
-            writer.write_chunk(adaptive.keep, adaptive.values, video_frames=source.frames, motion=adaptive.motion, lit_weights=codes)
-            usage += mask.usage_per_frame[0].tolist()
+                writer = LatokWriter(path, stream_header(tokenizer, coded.adaptive, latent.shape[2], tile))
+            adaptive = coded.adaptive
+            writer.write_chunk(adaptive.keep, adaptive.values, video_frames=source.frames, motion=adaptive.motion, lit_weights=coded.codes,
+                               tau=adaptive.tau if target_quality is not None else None)  # fmt: skip
+            usage += adaptive.keep.float().mean(dim=(-2, -1))[0].tolist()
         if writer is None:
             raise InvalidInputError("the stream holds no frames")
         writer.close()
@@ -118,6 +110,80 @@ def encode_stream(
         raise
     return StreamSummary(path=Path(path), frames=writer.header["source"]["frames"], shape=tuple(writer.header["shape"]),
                          tokens=writer.tokens, usage_per_frame=usage, bytes=Path(path).stat().st_size)  # fmt: skip
+
+
+def stream_rate(tokenizer: LatentTokenizer, tau: float | None, target_quality: float | None) -> tuple[float | None, float | None]:
+    """``(tau, target_quality)`` of a stream, exactly one set: the one given, else the settings', else the backend's
+    calibrated tau.  A target usage is refused: it would need the whole stream."""
+    settings = tokenizer.settings
+    if tokenizer.vae.temporal_ratio != 1:
+        raise InvalidInputError(
+            f"streaming needs a per-frame backend; {tokenizer.vae.name} compresses {tokenizer.vae.temporal_ratio} frames per latent frame"
+        )
+    if tau is not None and target_quality is not None:
+        raise InvalidInputError("give a stream tau or a target quality, not both")
+    if tau is None and target_quality is None:
+        if settings.target_usage is not None:
+            raise InvalidInputError("streaming takes a fixed tau or a target quality per chunk; a target usage would need the whole stream")
+        tau, target_quality = settings.tau, settings.target_quality
+        if tau is None and target_quality is None:
+            tau = tokenizer.default_tau  # a stream's default: the calibrated tau
+    if target_quality is not None:
+        check_target_quality(target_quality)
+        if tokenizer.vae.quality_calibration is None:
+            raise InvalidInputError(f"backend {tokenizer.vae.name} has no quality calibration; pass tau")
+        return None, target_quality
+    return tokenizer.resolve_tau(tau=tau), None
+
+
+class CodedChunk(NamedTuple):
+    """One stream chunk as :func:`code_chunk` coded it: its tokens, lit weight codes (or ``None``), and the caches
+    the next chunk takes: C_sel (the rule's :class:`MaskState`) and C_fill (restored latents, or ``None`` untracked)."""
+
+    adaptive: AdaptiveLatent
+    codes: torch.Tensor | None
+    state: MaskState
+    context: torch.Tensor | None
+
+
+def code_chunk(tokenizer: LatentTokenizer, latent: torch.Tensor, video: torch.Tensor, source: SourceInfo, motion: torch.Tensor | None,
+               state: MaskState | None, context: torch.Tensor | None, tau: float | None, target_quality: float | None,
+               tile: int) -> CodedChunk:  # fmt: skip
+    """Mask a chunk's ``latent`` at ``tau``, or at the tau a ``target_quality`` picks for it over the caches it
+    continues (C_sel ``state``, C_fill ``context``), and restore it as :func:`decode_stream` will (to fit its lit
+    weights, check the target on decoded frames, and carry C_fill on)."""
+    s = tokenizer.settings
+    measured = in_rule_metric(latent.float(), tokenizer.rule_weights)  # what the rule compares
+    caches = {"state": state, "context": context}
+
+    def coded(tau: float) -> tuple[CodedChunk, torch.Tensor | None]:
+        mask = redundancy_mask(measured, tau, s.reference, s.keyframe_interval, state, motion=motion)
+        adaptive = tokenizer.tokens(latent, mask.keep, tau, source, None, motion, target_quality)
+        codes, restored = restore_chunk(tokenizer.inpainters, adaptive, latent, context, tile) if tile or target_quality is not None else (None, None)
+        kept = None if restored is None else torch.cat([c for c in (context, restored) if c is not None], dim=2)[:, :, -STREAM_CONTEXT_FRAMES:]
+        return CodedChunk(adaptive, codes, mask.state, kept), restored
+
+    if target_quality is None:
+        return coded(tau)[0]
+    result, restored = coded(tokenizer.resolve_tau(latent, motion=motion, target_quality=target_quality, **caches))
+    if s.quality_check_frames and result.adaptive.tau > 0:
+        checked = tokenizer.checked_tau(result.adaptive, latent, video, target_quality, motion, restored, **caches)
+        if checked != result.adaptive.tau:
+            result = coded(checked)[0]
+    return result
+
+
+def stream_header(tokenizer: LatentTokenizer, adaptive: AdaptiveLatent, chunk_frames: int, tile: int) -> dict:
+    """The HEAD of an open-ended stream whose first chunk is ``adaptive``: frame counts (and a tau per chunk, with a
+    target quality) filled in on close, and the inpainter the lit weights per chunk were fitted with."""
+    header = header_of(adaptive, chunk_frames=chunk_frames)
+    header["shape"][2] = None
+    if adaptive.target_quality is not None:
+        header["chunk_tau"] = True
+    if tile:
+        header.update(lit_model=tokenizer.inpainters.model.fingerprint, lit_tile=tile)
+    return header
+
 
 def decode_stream(
     tokenizer: LatentTokenizer,
@@ -131,7 +197,8 @@ def decode_stream(
     the next chunk: they are the fill's temporal context (marked kept), so ``hold`` continues
     exactly as offline, and ``lit`` runs the inpainter over ``[C_fill, chunk]`` (the chunk's
     future in view, not the next chunk's), behind the chunk's lit weights where the stream carries them
-    from this inpainter (:func:`stream_guard_matches`; fitted with the default ``context_frames``), else unguarded.
+    from this inpainter (:func:`stream_guard_matches`; fitted with the default ``context_frames``), else unguarded,
+    and with the chunk's own tau where the stream has one per chunk (a target quality's).
     The default ``auto`` is this ``lit`` where the backend has an inpainter, else ``hold``.  ``interp``
     cannot look past the chunk and holds there instead.
     """
@@ -146,30 +213,19 @@ def decode_stream(
         source = header["source"]
         context = None  # C_fill: (1, C, <=K, h, w) restored latents
         done = 0
-        for keep, values, motion, codes in reader.chunks():
+        for keep, values, motion, codes, tau in reader.chunks():
             sparse = torch.zeros(1, keep.shape[1], height, width, channels)
             sparse[keep] = values.float()
             sparse = sparse.permute(0, 4, 1, 2, 3)  # (1, C, k, h, w)
             latent, known, motion, n = with_context(context, sparse, keep, motion)
-            step = tokenizer.resolve_stream(header, fill, guard=context_guard(codes, header["lit_tile"], n, height, width)) if weighted else chosen
+            guard = context_guard(codes, header["lit_tile"], n, height, width) if weighted else None
+            step = tokenizer.resolve_stream(header, fill, guard, tau) if weighted or tau is not None else chosen
             restored = step(latent, known, motion)[:, :, n:]
             context = restored if context is None else torch.cat([context, restored], dim=2)
             context = context[:, :, -context_frames:]
             frames = min(keep.shape[1], source["frames"] - done)
             done += frames
             yield tokenizer.vae.decode(restored, size=(frames, source["height"], source["width"]))
-
-
-def with_context(context: torch.Tensor | None, sparse: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor | None):
-    """``(latent, keep, motion, n)``: a chunk's sparse ``(1, C, k, h, w)`` latent with the ``n`` restored frames of
-    C_fill before it, marked kept (their translations zero: kept frames never move anything), as a fill takes them."""
-    if context is None:
-        return sparse, keep, motion, 0
-    _, _, n, height, width = context.shape
-    known = torch.ones(1, n, height, width, dtype=torch.bool)
-    if motion is not None:
-        motion = torch.cat([motion.new_zeros(1, n, *motion.shape[2:]), motion], dim=1)
-    return torch.cat([context, sparse], dim=2), torch.cat([known, keep], dim=1), motion, n
 
 
 def context_guard(codes: torch.Tensor, tile: int, context_frames: int, height: int, width: int) -> torch.Tensor:
@@ -179,16 +235,21 @@ def context_guard(codes: torch.Tensor, tile: int, context_frames: int, height: i
     return torch.cat([field.new_zeros(1, 1, context_frames, *field.shape[3:]), field], dim=2)
 
 
-def weigh_chunk(inpainters: Inpainters, adaptive: AdaptiveLatent, latent: torch.Tensor, context: torch.Tensor | None,
-                tile: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """A stream chunk's lit weight codes ``(k, gh, gw)`` (:func:`~latok.codec.restore.guard.lit_weight_codes`) against its
-    true ``latent``, fitted on the restoration :func:`decode_stream` will run (the inpainter over ``[C_fill, chunk]``), and
-    the guarded restoration ``(1, C, k, h, w)`` they give: the next chunk's context."""
-    model = inpainters.model
+def restore_chunk(inpainters: Inpainters, adaptive: AdaptiveLatent, latent: torch.Tensor, context: torch.Tensor | None,
+                  tile: int) -> tuple[torch.Tensor | None, torch.Tensor]:  # fmt: skip
+    """A stream chunk restored as :func:`decode_stream`'s default will restore it over ``[C_fill, chunk]``, ``(1, C, k, h, w)``:
+    the next chunk's context.  With ``tile``, its lit weight codes ``(k, gh, gw)``
+    (:func:`~latok.codec.restore.guard.lit_weight_codes`), fitted against its true ``latent`` on that restoration, come
+    first, and the restoration is the guarded one they give; without, ``None`` and the unguarded lit (or, without an
+    inpainter, the hold)."""
     inputs, known, motion, n = with_context(context, scatter(adaptive), adaptive.keep, adaptive.motion)
-    lit = inpainters.run(inputs, known, adaptive.tau, adaptive.reference, model=model, motion=motion, weights=adaptive.rule_weights)
-    hold = hold_fill(inputs, known, motion)
-    lit, hold = lit[:, :, n:], hold[:, :, n:]
+    hold = hold_fill(inputs, known, motion)[:, :, n:]
+    if not inpainters.available:
+        return None, hold
+    model = inpainters.model
+    lit = inpainters.run(inputs, known, adaptive.tau, adaptive.reference, model=model, motion=motion, weights=adaptive.rule_weights)[:, :, n:]
+    if not tile:
+        return None, lit
     codes = lit_weight_codes(model, lit, hold, latent.float().cpu(), adaptive.keep, tile)
     return codes, guarded(lit, hold, weight_field(codes, tile, *adaptive.keep.shape[2:]))
 

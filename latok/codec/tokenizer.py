@@ -28,7 +28,7 @@ from latok.codec.restore import resolve as restoration
 from latok.codec.restore.fills import Fill
 from latok.codec.restore.guard import check_per_frame, decide_lit_guard
 from latok.codec.restore.quality import QualityCalibration, check_frames, checked_calibration, decoded_loss, hold_error, tau_for_quality
-from latok.codec.rule.masking import in_rule_metric, redundancy_mask, resolve_tau
+from latok.codec.rule.masking import MaskState, in_rule_metric, redundancy_mask, resolve_tau
 from latok.codec.rule.motion import estimate_motion
 from latok.codec.settings import CodecSettings, check_rate
 from latok.codec.streams import STREAM_CONTEXT_FRAMES, StreamSummary, source_info
@@ -95,10 +95,12 @@ class LatentTokenizer:
         return tau, target_usage, target_quality
 
     def resolve_tau(self, latent: torch.Tensor | None = None, tau: float | None = None, target_usage: float | None = None,
-                    motion: torch.Tensor | None = None, target_quality: float | None = None) -> float:  # fmt: skip
+                    motion: torch.Tensor | None = None, target_quality: float | None = None, state: MaskState | None = None,
+                    context: torch.Tensor | None = None) -> float:  # fmt: skip
         """The one place tau is settled, from :meth:`rate`: a fixed tau, or one picked for ``latent`` (and its
         ``motion``) by a target usage or quality, or the backend's calibrated default.  ``latent`` is the
-        clip's own; the rule measures it in its metric (:attr:`rule_weights`)."""
+        clip's own; the rule measures it in its metric (:attr:`rule_weights`).  A stream chunk's quality target
+        takes the caches it continues (``state``: C_sel, ``context``: C_fill; :func:`~latok.codec.restore.quality.hold_error`)."""
         s = self.settings
         tau, target_usage, target_quality = self.rate(tau, target_usage, target_quality)
         if target_quality is not None:
@@ -108,7 +110,7 @@ class LatentTokenizer:
                 raise InvalidInputError(f"backend {self.vae.name} has no quality calibration; pass tau or target usage")
             calibration = QualityCalibration(*self.vae.quality_calibration)
             return tau_for_quality(latent, target_quality, calibration, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion,
-                                   self.rule_weights, start=self.default_tau)  # fmt: skip
+                                   self.rule_weights, start=self.default_tau, state=state, context=context)  # fmt: skip
         measured = None if latent is None else in_rule_metric(latent.float(), self.rule_weights)
         return resolve_tau(measured, tau, target_usage, self.default_tau, self.vae.name, s.reference, s.keyframe_interval, motion)
 
@@ -144,22 +146,27 @@ class LatentTokenizer:
         return adaptive
 
     def checked_tau(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor, target_quality: float,
-                    motion: torch.Tensor | None = None, restored: torch.Tensor | None = None) -> float:  # fmt: skip
+                    motion: torch.Tensor | None = None, restored: torch.Tensor | None = None, state: MaskState | None = None,
+                    context: torch.Tensor | None = None) -> float:  # fmt: skip
         """The quality target's tau searched again after checking the prediction at ``adaptive``'s tau on
         decoded frames (:func:`~latok.codec.restore.quality.checked_calibration`): the default decode's loss
         against the full rate on ``quality_check_frames`` frames, over the loss the map predicted there
         (``motion``: the clip's, as the mask used; ``restored``: the guard's restoration of ``adaptive``, which
-        fill ``auto`` decodes, saving an inpainter run)."""
+        fill ``auto`` decodes, saving an inpainter run; a stream chunk's: its restoration as the stream decodes it, and
+        the caches it continues, as :meth:`resolve_tau` takes them)."""
         s = self.settings
         calibration = QualityCalibration(*self.vae.quality_calibration)
         frames = check_frames(latent.shape[2], s.quality_check_frames)
+        if not frames:  # one latent frame (a stream's last chunk, say): the map alone
+            return adaptive.tau
         if restored is None or self.fill != "auto":
             restored = self.restore(adaptive)
         measured = decoded_loss(self.vae, restored, latent, video, frames)
-        error = hold_error(latent, adaptive.tau, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion, self.rule_weights)
+        error = hold_error(latent, adaptive.tau, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion, self.rule_weights,
+                           state=state, context=context)  # fmt: skip
         corrected = checked_calibration(calibration, calibration.loss_db(error), measured)
         return tau_for_quality(latent, target_quality, corrected, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion,
-                               self.rule_weights, start=adaptive.tau)  # fmt: skip
+                               self.rule_weights, start=adaptive.tau, state=state, context=context)  # fmt: skip
 
     def guard_lit(self, adaptive: AdaptiveLatent, latent: torch.Tensor, video: torch.Tensor | None = None) -> AdaptiveLatent:
         """``adaptive`` with its lit guard (:func:`latok.codec.restore.guard.decide_lit_guard`), decided against
@@ -245,19 +252,22 @@ class LatentTokenizer:
     # -- streams and files ----------------------------------------------------------------
 
     def encode_stream(self, chunks: Iterable[torch.Tensor | Clip], path: str | os.PathLike, tau: float | None = None,
-                      fps: float | None = None, carry_selection: bool = True) -> StreamSummary:  # fmt: skip
-        """Encode a video of any length chunk by chunk into a ``.latok`` file (:func:`latok.codec.streams.encode_stream`)."""
-        return streams.encode_stream(self, chunks, path, tau, fps, carry_selection)
+                      fps: float | None = None, carry_selection: bool = True, target_quality: float | None = None) -> StreamSummary:  # fmt: skip
+        """Encode a video of any length chunk by chunk into a ``.latok`` file, at a fixed tau or a quality target per
+        chunk (:func:`latok.codec.streams.encode_stream`)."""
+        return streams.encode_stream(self, chunks, path, tau, fps, carry_selection, target_quality)
 
     def decode_stream(self, path: str | os.PathLike, fill: str | Fill | None = None, context_frames: int = STREAM_CONTEXT_FRAMES) -> Iterator[torch.Tensor]:
         """Decode a ``.latok`` file chunk by chunk, ``(1, 3, k, H, W)`` pieces in order (:func:`latok.codec.streams.decode_stream`)."""
         return streams.decode_stream(self, path, fill, context_frames)
 
-    def resolve_stream(self, header: dict, fill: str | Fill | None = None, guard: torch.Tensor | None = None) -> restoration.NamedFill:
+    def resolve_stream(self, header: dict, fill: str | Fill | None = None, guard: torch.Tensor | None = None,
+                       tau: float | None = None) -> restoration.NamedFill:  # fmt: skip
         """The fill :meth:`decode_stream` restores the stream of ``header`` with (the streaming rule; ``guard``: a chunk's
-        lit weights over its context and itself)."""
+        lit weights over its context and itself; ``tau``: the chunk's, where the stream has one per chunk, else the header's)."""
         weights = rule_weights(header["rule_metric"] or "latent", self.vae.value_sensitivity)
-        return restoration.resolve_stream(float(header["tau"]), header["reference"], fill or self.fill, self.inpainters, weights, guard)
+        tau = float(header["tau"] if tau is None else tau)
+        return restoration.resolve_stream(tau, header["reference"], fill or self.fill, self.inpainters, weights, guard)
 
     @staticmethod
     def save(adaptive: AdaptiveLatent, path: str | os.PathLike, chunk_frames: int = DEFAULT_CHUNK_FRAMES):

@@ -31,6 +31,7 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
     with LatokReader(path) as reader:
         header, size, header_bytes = reader.header, reader.size, reader.header_bytes
         tokens, chunks, mask_bytes, value_bytes, motion_bytes, lit_bytes, lit_codes = 0, 0, 0, 0, 0, 0, []
+        tau_bytes, taus = 0, []
         for chunk in reader.records(decode=verify):
             tokens += chunk.count
             chunks += 1
@@ -40,6 +41,9 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
             lit_bytes += chunk.lit_bytes
             if chunk.lit_weights is not None:
                 lit_codes.append(chunk.lit_weights)
+            if chunk.tau is not None:
+                taus.append(chunk.tau)
+                tau_bytes += chunk.tau_bytes
     source, shape = header["source"], header["shape"]
     guard = header["lit_frames"]
     if lit_codes:  # a stream's weights, per chunk
@@ -52,6 +56,7 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
         "file": str(path),
         "backend": header["backend"],
         "tau": header["tau"],
+        **({"tau_per_chunk": {"min": min(taus), "mean": sum(taus) / len(taus), "max": max(taus)}} if taus else {}),
         "target_usage": header["target_usage"],
         "target_quality": header["target_quality"],
         "reference": header["reference"],
@@ -73,7 +78,8 @@ def file_info(path: str | Path, verify: bool = False) -> dict:
         "format_version": reader.version,
         "bytes": size,
         "bytes_by_part": {"header": header_bytes, "masks": mask_bytes, "values": value_bytes, "motion": motion_bytes, "lit_weights": lit_bytes,
-                          "end": size - header_bytes - mask_bytes - value_bytes - motion_bytes - lit_bytes},
+                          **({"taus": tau_bytes} if taus else {}),
+                          "end": size - header_bytes - mask_bytes - value_bytes - motion_bytes - lit_bytes - tau_bytes},
         "bits_per_kept_value": value_bytes * 8 / (tokens * shape[1]) if tokens else None,
         **bitrate(size, source["frames"], source["height"], source["width"], source["fps"]),
         **({"verified": True} if verify else {}),

@@ -95,6 +95,7 @@ HEADER_SCHEMA: dict[str, Check] = {
     "backend": _backend,
     "backend_config": _text(),
     "chunk_frames": _integer(1, MAX_FRAMES),
+    "chunk_tau": _optional(lambda v: v is True),  # a stream's tau per chunk, in TAUC records; "tau" is then their largest
     "dtype": _one_of(*STORAGE_DTYPE_NAMES),
     "keyframe_interval": _optional(_integer(1, MAX_FRAMES)),
     "lit_frames": _optional(lambda v: type(v) is str and len(v) <= MAX_FRAMES and set(v) <= {"0", "1"}),
@@ -112,9 +113,9 @@ HEADER_SCHEMA: dict[str, Check] = {
     "tau": _number(0.0, MAX_TAU),
     "value_step": _optional(lambda v: type(v) is list and 1 <= len(v) <= MAX_CHANNELS and all(_number(MIN_STEP, MAX_STEP)(s) for s in v)),
 }
-# absent in older files ("precision": not recorded; "rule_metric": the plain rule), and "motion" / "target_quality" / "value_step"
-# when unused, so files without them keep their bytes
-OPTIONAL_KEYS = {"lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None, "motion": None, "precision": None, "rule_metric": None, "target_quality": None, "value_step": None}
+# absent in older files ("precision": not recorded; "rule_metric": the plain rule), and "chunk_tau" / "motion" / "target_quality" /
+# "value_step" when unused, so files without them keep their bytes
+OPTIONAL_KEYS = {"chunk_tau": None, "lit_frames": None, "lit_model": None, "lit_tile": None, "lit_weights": None, "motion": None, "precision": None, "rule_metric": None, "target_quality": None, "value_step": None}
 
 
 def _refuse_constant(name: str):
@@ -177,6 +178,8 @@ def _check_consistency(header: dict) -> None:
         codes = lit_weight_codes(header)
         if guard is None or "".join("1" if frame.any() else "0" for frame in codes) != guard:
             raise LatokFormatError("malformed header (lit guard: lit_frames must flag exactly the frames with a non-zero lit weight)")
+    if header["chunk_tau"] and header["target_quality"] is None:
+        raise LatokFormatError("malformed header (chunk_tau: a tau per chunk comes from a target quality, and target_quality is null)")
     steps = header["value_step"]
     if steps is not None and (len(steps) != header["shape"][1] or header["dtype"] != "float32"):
         raise LatokFormatError("malformed header (value_step needs one step per channel and dtype float32)")

@@ -26,6 +26,7 @@ from latok.codec.format.writer import (
     MOTN_HEAD,
     MOTN_HEAD_V3,
     LITW_HEAD,
+    TAUC_RECORD,
     PREAMBLE,
     RECORD,
     VALS_HEAD,
@@ -54,6 +55,8 @@ class Chunk:
         motion: float32 translations of the chunk's latent frames, ``(1, t_count, 2)`` or per block ``(1, t_count, 2, gh, gw)``, or ``None``.
         lit_weights, lit_bytes: a stream's lit weight codes for the chunk, uint8 ``(t_count, gh, gw)``, and the bytes
             their LITW record takes; ``None`` and 0 in a file without weights per chunk.
+        tau, tau_bytes: a stream's tau for the chunk (the header has ``chunk_tau``) and the bytes its TAUC record takes;
+            ``None`` and 0 in a file with one tau.
     """
 
     t_start: int
@@ -67,16 +70,20 @@ class Chunk:
     motion_bytes: int = 0
     lit_weights: torch.Tensor | None = None
     lit_bytes: int = 0
+    tau: float | None = None
+    tau_bytes: int = 0
 
 
 class ChunkTensors(NamedTuple):
     """One chunk as tensors (:meth:`LatokReader.chunks`): ``keep`` ``(1, k, h, w)`` bool, ``values`` ``(n, C)`` in the
-    storage dtype, ``motion`` ``(1, k, 2[, gh, gw])`` float32 or ``None``, ``lit_weights`` uint8 ``(k, gh, gw)`` or ``None``."""
+    storage dtype, ``motion`` ``(1, k, 2[, gh, gw])`` float32 or ``None``, ``lit_weights`` uint8 ``(k, gh, gw)`` or ``None``,
+    ``tau`` the chunk's own (a stream with a tau per chunk) or ``None`` (the header's)."""
 
     keep: torch.Tensor
     values: torch.Tensor
     motion: torch.Tensor | None
     lit_weights: torch.Tensor | None
+    tau: float | None = None
 
 
 class LatokReader:
@@ -181,6 +188,7 @@ class LatokReader:
         value_coder = None if steps is None or not decode else ValueCoder(channels, height, width)
         self._previous_keep = None  # (h, w) keep of the latent frame before the chunk: the context coder's context
         values_tag = b"VALS" if steps is None else b"QVAL"
+        largest = None  # of the chunks' taus
         while True:
             tag, payload = self._read_record()
             if tag == b"END\x00":
@@ -210,7 +218,11 @@ class LatokReader:
             motion = self._read_motion(t_start, t_count, height, width) if self.header["motion"] is not None else None
             after = self._file.tell()
             weights = self._read_lit_weights(t_start, t_count, height, width) if chunk_lit_weights(self.header) else None
-            yield Chunk(t_start, t_count, bits, data, count, mask_bytes, values_bytes, motion, after - before, weights, self._file.tell() - after)
+            before_tau = self._file.tell()
+            tau = self._read_chunk_tau(t_start, t_count) if self.header["chunk_tau"] else None
+            largest = tau if largest is None else max(largest, tau)
+            yield Chunk(t_start, t_count, bits, data, count, mask_bytes, values_bytes, motion, after - before, weights, before_tau - after,
+                        tau, self._file.tell() - before_tau)  # fmt: skip
             t_expected += t_count
             tokens += count
             chunks += 1
@@ -218,6 +230,8 @@ class LatokReader:
             self._fail(f"END record does not match the {chunks} chunks read ({t_expected} of {frames} latent frames)")
         if self._file.tell() != self._end:
             self._fail("trailing bytes after the END record")
+        if self.header["chunk_tau"] and largest != self.header["tau"]:
+            self._fail(f"the header's tau {self.header['tau']} is not the largest of its chunks' ({largest})")
 
     def _decode_values(self, coder: ValueCoder, bits: bytes, t_count: int, height: int, width: int, payload, steps) -> memoryview:
         positions = t_count * height * width
@@ -258,6 +272,15 @@ class LatokReader:
             self._fail(f"LITW record at latent frame {t_start}: lit_weights {error}")
         return torch.from_numpy(codes.copy())
 
+    def _read_chunk_tau(self, t_start: int, t_count: int) -> float:
+        tag, payload = self._read_record()
+        if tag != b"TAUC" or len(payload) != TAUC_RECORD.size or TAUC_RECORD.unpack(payload)[:2] != (t_start, t_count):
+            self._fail(f"expected a TAUC record of the tau of latent frames {t_start}..{t_start + t_count}, found {tag!r} of {len(payload)} bytes")
+        tau = TAUC_RECORD.unpack(payload)[2]
+        if not 0.0 <= tau <= self.header["tau"]:  # NaN fails too
+            self._fail(f"TAUC record at latent frame {t_start}: tau {tau} is not in [0, the header's {self.header['tau']}]")
+        return tau
+
     def chunks(self) -> Iterator[ChunkTensors]:
         """Yield each chunk as :class:`ChunkTensors` (keep, values, motion, lit weights), validating as it goes."""
         _, channels, _, height, width = self.header["shape"]
@@ -271,7 +294,7 @@ class LatokReader:
                 values = torch.frombuffer(data, dtype=dtype).view(chunk.count, channels)
             else:
                 values = torch.empty(0, channels, dtype=dtype)
-            yield ChunkTensors(keep, values, chunk.motion, chunk.lit_weights)
+            yield ChunkTensors(keep, values, chunk.motion, chunk.lit_weights, chunk.tau)
 
     def _parse_mask(
         self, payload: bytes, t_expected: int, frames: int, height: int, width: int, chunk_frames: int, count: int, decode: bool = True
@@ -384,7 +407,8 @@ def _lit_guard(header: dict, parts: list[ChunkTensors]) -> dict:
 def load_latok(path: str | os.PathLike | BinaryIO, name: str | None = None) -> AdaptiveLatent:
     """Read a whole ``.latok`` file (a path, or an open seekable binary file named ``name``) into an :class:`AdaptiveLatent`.
 
-    A stream's lit weights per chunk become one clip's lit guard; they were fitted to the chunked decode, so
+    A stream's lit weights per chunk become one clip's lit guard, and its tau per chunk the largest (the header's: a
+    bound on every chunk's dropped changes); both were fitted to the chunked decode, so
     :meth:`~latok.LatentTokenizer.decode_stream` restores such a file best (``latok decode`` uses it for them).
 
     Raises:

@@ -24,6 +24,8 @@ Layout (all integers little-endian)::
     LITW  a stream's lit weights (HEAD has ``lit_model`` and ``lit_tile`` but no ``lit_frames``), one per chunk after its
           values and motion: t_start u32, t_count u32, zlib of the uint8 codes per latent frame and lit_tile x lit_tile
           square, in (t, gy, gx) order
+    TAUC  a stream's tau per chunk (HEAD has ``chunk_tau``; its ``tau`` is then the largest), one per chunk after
+          all its other records: t_start u32, t_count u32, tau float64
     END   chunk count u32, total kept vectors u64
 
 A file with quantised values (``value_step``) is version 3, with context-coded masks.  Files of exact
@@ -55,6 +57,7 @@ import torch
 from latok._fs import AtomicWriter, OutputFile, atomic_path
 from latok.codec.format.header import MAX_CHUNK_POSITIONS, chunk_lit_weights, encode_lit_weights, lit_grid, parse_header
 from latok.codec.format.coders import encode_mask, encode_motion
+from latok.codec.rule.masking import MAX_TAU
 from latok.codec.rule.motion import motion_shape
 from latok.codec.format.coders.values import MAX_CHUNK_VALUES, ValueCoder
 from latok.codec.quantise import codes_of
@@ -73,6 +76,7 @@ END_RECORD = struct.Struct("<IQ")
 MOTN_HEAD = struct.Struct("<II")
 MOTN_HEAD_V3 = struct.Struct("<IIB")
 LITW_HEAD = struct.Struct("<II")
+TAUC_RECORD = struct.Struct("<IId")
 DEFAULT_CHUNK_FRAMES = 16
 
 
@@ -106,6 +110,7 @@ def header_of(adaptive: AdaptiveLatent, chunk_frames: int) -> dict:
 
 
 _UNKNOWN = 0xFFFFFFFF  # placeholder frame count of an open-ended stream (as wide as any real count)
+_UNKNOWN_TAU = 2.2250738585072014e-308  # placeholder tau of a stream with a tau per chunk: as long in JSON as any float >= 0
 
 
 def _header_payload(header: dict, length: int | None = None) -> bytes:
@@ -154,6 +159,8 @@ class LatokWriter(AtomicWriter):
         self.motion_model = header.get("motion")
         self.value_step = header.get("value_step")
         self.lit_tile = header["lit_tile"] if chunk_lit_weights(header) else None
+        self.chunk_tau = bool(header.get("chunk_tau"))
+        self._largest_tau = None  # of the chunks written, with a tau per chunk: the header's tau on close
         self.version = 3 if self.value_step is not None else 2 if self.motion else 1
         if self.value_step is not None:
             _, channels, _, height, width = header["shape"]
@@ -170,21 +177,23 @@ class LatokWriter(AtomicWriter):
         except LatokFormatError as error:
             raise InvalidInputError(f"cannot write this clip: {error}") from None
 
-    def _with_counts(self, latent_frames: int, video_frames: int) -> dict:
+    def _with_counts(self, latent_frames: int, video_frames: int, tau: float = _UNKNOWN_TAU) -> dict:
         if not self.open_ended:
             return self.header
         shape = list(self.header["shape"])
         shape[2] = latent_frames
-        return {**self.header, "shape": shape, "source": {**self.header["source"], "frames": video_frames}}
+        taus = {"tau": tau} if self.chunk_tau else {}
+        return {**self.header, **taus, "shape": shape, "source": {**self.header["source"], "frames": video_frames}}
 
     def write_chunk(self, keep: torch.Tensor, values: torch.Tensor, video_frames: int | None = None, motion: torch.Tensor | None = None,
-                    lit_weights: torch.Tensor | None = None) -> None:  # fmt: skip
+                    lit_weights: torch.Tensor | None = None, tau: float | None = None) -> None:  # fmt: skip
         """``keep``: ``(1, k, h, w)`` bool; ``values``: ``(keep.sum(), C)`` in the storage dtype;
         ``video_frames``: frames of video the chunk covers (open-ended streams only);
         ``motion``: float32 translations, ``(1, k, 2)`` or per block ``(1, k, 2, gh, gw)`` as the header's
         ``motion`` says, exactly when it has one.  With the header's ``value_step``, values are float32 and
         exactly on its grid (:func:`latok.codec.format.coders.values.quantise`).  ``lit_weights``: the chunk's
-        uint8 codes ``(k, ceil(h / lit_tile), ceil(w / lit_tile))``, exactly when the header carries weights per chunk."""
+        uint8 codes ``(k, ceil(h / lit_tile), ceil(w / lit_tile))``, exactly when the header carries weights per chunk.
+        ``tau``: the chunk's masking threshold, exactly when the header has ``chunk_tau`` (an open-ended stream's)."""
         _, channels, frames, height, width = self.header["shape"]
         if self.open_ended:
             if video_frames is None or video_frames < 1:
@@ -205,6 +214,8 @@ class LatokWriter(AtomicWriter):
         if self.value_step is not None and t_start == 0 and not bool(keep[0, 0].all()):
             raise InvalidInputError("latent frame 0 must be fully kept")
         self._check_lit_weights(lit_weights, t_count, height, width)
+        if (tau is not None) != self.chunk_tau or (tau is not None and not (self.open_ended and 0.0 <= tau <= MAX_TAU)):
+            raise InvalidInputError(f"a chunk's tau (0..{MAX_TAU:g}) comes exactly when the header of an open-ended stream has chunk_tau")
         bits = keep[0].numpy()
         codec, data = encode_mask(bits, self._previous_keep, self.version)
         self._previous_keep = bits[-1].copy()
@@ -221,6 +232,9 @@ class LatokWriter(AtomicWriter):
             self._file.write(_record(b"MOTN", head + data))
         if lit_weights is not None:
             self._file.write(_record(b"LITW", LITW_HEAD.pack(t_start, t_count) + zlib.compress(lit_weights.numpy().tobytes(), 9)))
+        if tau is not None:
+            self._file.write(_record(b"TAUC", TAUC_RECORD.pack(t_start, t_count, tau)))
+            self._largest_tau = max(tau, self._largest_tau or 0.0)
         self._frames_written += t_count
         self._video_frames += video_frames or 0
         self._chunks += 1
@@ -247,7 +261,7 @@ class LatokWriter(AtomicWriter):
         self._file.write(_record(b"END\x00", END_RECORD.pack(self._chunks, self._tokens)))
         if self.open_ended:  # the counts are known now: rewrite HEAD in place, same length
             length = len(_header_payload(self._with_counts(_UNKNOWN, _UNKNOWN)))
-            self.header = self._with_counts(self._frames_written, self._video_frames)
+            self.header = self._with_counts(self._frames_written, self._video_frames, self._largest_tau)
             try:
                 self._check_header(self.header)
             except InvalidInputError:

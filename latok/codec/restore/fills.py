@@ -136,3 +136,15 @@ def _held(latent: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor) -> tup
 
 def _expand(index: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
     return index.unsqueeze(1).expand(-1, latent.shape[1], -1, -1, -1)  # (B, C, t, h, w)
+
+
+def with_context(context: torch.Tensor | None, sparse: torch.Tensor, keep: torch.Tensor, motion: torch.Tensor | None):
+    """``(latent, keep, motion, n)``: a chunk's sparse ``(1, C, k, h, w)`` latent with the ``n`` restored frames of
+    C_fill before it, marked kept (their translations zero: kept frames never move anything), as a fill takes them."""
+    if context is None:
+        return sparse, keep, motion, 0
+    _, _, n, height, width = context.shape
+    known = torch.ones(1, n, height, width, dtype=torch.bool, device=keep.device)
+    if motion is not None:
+        motion = torch.cat([motion.new_zeros(1, n, *motion.shape[2:]), motion], dim=1)
+    return torch.cat([context, sparse], dim=2), torch.cat([known, keep], dim=1), motion, n

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from latok.codec.restore.fills import hold_fill
-from latok.codec.rule.masking import Reference, in_rule_metric, redundancy_mask, tau_ceiling
+from latok.codec.restore.fills import hold_fill, with_context
+from latok.codec.rule.masking import MaskState, Reference, in_rule_metric, redundancy_mask, tau_ceiling
 from latok.codec.tokens import check_target_quality
 from latok.io import to_8bit_levels
 
@@ -71,13 +71,15 @@ def weighted_error(restored: torch.Tensor, latent: torch.Tensor, sensitivity: Se
 
 def hold_error(latent: torch.Tensor, tau: float, sensitivity: Sequence[float] | None, reference: Reference = "last-kept",
                keyframe_interval: int | None = None, motion: torch.Tensor | None = None, weights: Sequence[float] | None = None,
-               measured: torch.Tensor | None = None) -> float:  # fmt: skip
+               measured: torch.Tensor | None = None, state: MaskState | None = None, context: torch.Tensor | None = None) -> float:  # fmt: skip
     """:func:`weighted_error` of the motion-compensated hold of ``latent`` masked at ``tau`` (``measured``: the latent
-    in the rule's metric, when the caller has it)."""
+    in the rule's metric, when the caller has it).  A stream chunk is masked and held as the stream does it: ``state``,
+    the selection cache C_sel the rule carries in, and ``context``, the restored frames C_fill ``(1, C, n, h, w)`` before it."""
     latent = latent.float()
     measured = in_rule_metric(latent, weights) if measured is None else measured
-    keep = redundancy_mask(measured, tau, reference, keyframe_interval, motion=motion).keep
-    return weighted_error(hold_fill(latent * keep.unsqueeze(1), keep, motion), latent, sensitivity)
+    keep = redundancy_mask(measured, tau, reference, keyframe_interval, state, motion=motion).keep
+    inputs, known, held_motion, n = with_context(context, latent * keep.unsqueeze(1), keep, motion)
+    return weighted_error(hold_fill(inputs, known, held_motion)[:, :, n:], latent, sensitivity)
 
 
 def check_frames(frames: int, count: int = QUALITY_CHECK_FRAMES) -> list[int]:
@@ -119,20 +121,23 @@ def tau_for_quality(
     motion: torch.Tensor | None = None,
     weights: Sequence[float] | None = None,
     start: float | None = None,
+    state: MaskState | None = None,
+    context: torch.Tensor | None = None,
 ) -> float:
     """The largest tau (to within ``TAU_TOLERANCE`` of itself) whose predicted loss stays within ``loss_db`` for
     ``latent`` ``(1, C, t, h, w)`` and its ``motion``; 0 (keep everything) when even the smallest drop would
     exceed it.  ``weights``: the rule's channel weights (:func:`~latok.codec.tokens.rule_weights`; ``None``: the
-    plain rule).  ``start``: where the search begins (a tau near the answer saves passes; default: mid-range)."""
+    plain rule).  ``start``: where the search begins (a tau near the answer saves passes; default: mid-range).
+    ``state``, ``context``: a stream chunk's, as :func:`hold_error` takes them."""
     check_target_quality(loss_db)
     budget = calibration.error_for(loss_db)
     latent = latent.float()
     measured = in_rule_metric(latent, weights)
 
     def fits(tau: float) -> bool:
-        return hold_error(latent, tau, sensitivity, reference, keyframe_interval, motion, measured=measured) <= budget
+        return hold_error(latent, tau, sensitivity, reference, keyframe_interval, motion, measured=measured, state=state, context=context) <= budget
 
-    ceiling = tau_ceiling(measured, motion)
+    ceiling = tau_ceiling(measured if state is None else torch.cat([state.reference[:, :, None].to(measured), measured], dim=2), motion)
     return _largest_within(fits, min(start or 0.5 * ceiling, ceiling), ceiling, SMALLEST_TAU * ceiling)
 
 
