@@ -20,15 +20,20 @@ Parts (run both by default; each rewrites its section of the outputs):
   also the usage per latent frame around the chunk boundaries with the selection cache C_sel and
   without it (each chunk masked afresh, as ``encode_stream(carry_selection=False)`` does;
   computed from the offline latents by the same ``redundancy_mask`` call, no second encode).
+- ``target``: a quality target per stream chunk (``--target`` dB, default the backend's 0.5) against the stream's fixed
+  tau (the calibrated one) and the offline quality target on the whole clip, on the same clips, frames, chunks and block
+  motion: token usage and PSNR loss against the full-rate decode per clip (each chunk encoded once; every encode of the
+  clip takes those latents).
 
 Usage:
-    python eval/stream_eval.py [--part memory|speed|quality|all] [--clips davis|pool_val] [--motion M] [--tau T]
+    python eval/stream_eval.py [--part memory|speed|quality|target|all] [--clips davis|pool_val] [--motion M] [--tau T] [--target D]
 writes eval/results/stream_eval.{json,md}
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -164,6 +169,80 @@ def quality_part(tau: float | None = None, clips: str = "davis", motion: str = "
     return result
 
 
+def target_part(clips: str = "pool_val", target: float | None = None, sweep: tuple[float, ...] = ()) -> dict:
+    """Usage and PSNR loss against the full rate of a stream at a quality target per chunk, the stream at its fixed
+    (calibrated) tau, and the offline quality target, on the first QUALITY_FRAMES frames of every clip of ``clips``;
+    streams at each fixed tau of ``sweep`` too, for the fixed tau with the target's mean loss (:func:`equal_loss`)."""
+    fixed = LatentTokenizer("taef2")  # block motion, the codec's default
+    vae = fixed.vae
+    target = fixed.default_target_quality if target is None else target
+    fixed = LatentTokenizer(vae, tau=fixed.default_tau)
+    aimed = LatentTokenizer(vae, target_quality=target)
+    fixed.inpainter  # loaded before the loop  # noqa: B018
+    sequences = [c.path for c in clip_set(clips)] if clips != "davis" else [s for s in DAVIS if len(list(s.iterdir())) >= QUALITY_FRAMES]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sequence in tqdm(sequences, desc="target"):
+            chunks = list(stream_clip(sequence, CHUNK, frames=QUALITY_FRAMES, height=240))
+            video = torch.cat([chunk.video for chunk in chunks], dim=2)
+            if video.shape[2] < QUALITY_FRAMES:
+                continue
+            row = {"sequence": sequence.stem if sequence.is_file() else sequence.name}
+            with encoded_once(vae, chunks) as latent:
+                full = psnr(vae.decode(latent, size=tuple(video.shape[2:])), video)
+                offline = aimed.tokenize(latent, source_info(video, chunks[0].fps)[1], video=video)
+                row.update(usage_offline_target=offline.token_usage, loss_offline_target=full - psnr(aimed.decode(offline), video),
+                           tau_offline_target=offline.tau)  # fmt: skip
+                for name, tokenizer in (("stream_target", aimed), ("stream_fixed", fixed)):
+                    path = Path(tmp) / f"{name}.latok"
+                    row[f"usage_{name}"] = tokenizer.encode_stream(chunks, path).token_usage
+                    row[f"loss_{name}"] = full - psnr(torch.cat(list(tokenizer.decode_stream(path)), dim=2), video)
+                    taus = file_info(path).get("tau_per_chunk", {"min": summary_tau(path), "max": summary_tau(path)})
+                    row[f"tau_{name}"] = [taus["min"], taus["max"]]
+                for tau in sweep:
+                    path = Path(tmp) / "sweep.latok"
+                    usage = LatentTokenizer(vae, tau=tau).encode_stream(chunks, path).token_usage
+                    row.setdefault("sweep", {})[f"{tau:g}"] = [usage, full - psnr(torch.cat(list(fixed.decode_stream(path)), dim=2), video)]
+            row["psnr_full"] = full
+            rows.append(row)
+    numeric = [key for key in rows[0] if key.startswith(("usage", "loss", "psnr"))]
+    return {"frames": QUALITY_FRAMES, "chunk_frames": CHUNK, "clips": clips, "motion": "block", "target_quality": target,
+            "fixed_tau": fixed.settings.tau, "sequences": rows,
+            "mean": {key: statistics.mean(r[key] for r in rows) for key in numeric},
+            "spread": {key: statistics.pstdev(r[key] for r in rows) for key in numeric if key.startswith("loss")},
+            "worst": {key: max(r[key] for r in rows) for key in numeric if key.startswith("loss")},
+            **({"equal_loss": equal_loss(rows, statistics.mean(r["loss_stream_target"] for r in rows))} if sweep else {})}  # fmt: skip
+
+
+def equal_loss(rows: list[dict], loss: float) -> dict | None:
+    """The fixed-tau stream with mean loss ``loss``: usage and per-clip loss spread interpolated linearly in mean loss
+    between the two swept taus around it (``None`` if the sweep does not bracket it)."""
+    points = []
+    for tau in rows[0]["sweep"]:
+        usages, losses = [r["sweep"][tau][0] for r in rows], [r["sweep"][tau][1] for r in rows]
+        points.append((statistics.mean(losses), float(tau), statistics.mean(usages), statistics.pstdev(losses)))
+    points.sort()
+    for low, high in zip(points, points[1:]):
+        if low[0] <= loss <= high[0]:
+            w = (loss - low[0]) / (high[0] - low[0]) if high[0] > low[0] else 0.0
+            return {"loss": loss, "tau": low[1] + w * (high[1] - low[1]), "usage": low[2] + w * (high[2] - low[2]),
+                    "spread": low[3] + w * (high[3] - low[3]), "points": points}  # fmt: skip
+    return {"loss": loss, "points": points}
+
+
+@contextlib.contextmanager
+def encoded_once(vae, chunks: list):
+    """Each chunk's latent, encoded once: while open, ``vae.encode`` hands them back to every stream encode of these
+    chunks; yields the clip's latent (the chunks' joined)."""
+    latents = {chunk.video.data_ptr(): vae.encode(chunk.video) for chunk in chunks}
+    encode = vae.encode
+    vae.encode = lambda video: latents[video.data_ptr()] if video.data_ptr() in latents else encode(video)
+    try:
+        yield torch.cat(list(latents.values()), dim=2)
+    finally:
+        del vae.encode
+
+
 def speed_part() -> dict:
     """Seconds ``decode_stream`` takes with hold and with lit (the stream default, behind the chunks' lit weights) on one
     stream, and ``encode_stream`` with the lit weights (the default) and without them (``lit_tile=0``), runs interleaved;
@@ -258,7 +337,35 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {label} | " + " | ".join(f"{v:.1%}" for v in quality["boundary_usage"][name].values()) + " |")
             lines += ["", f"Whole-clip usage: with C_sel {m['usage_stream']:.1%} (offline {m['usage_offline']:.1%}), "
                       f"without {m['usage_stream_without_csel']:.1%}.", ""]  # fmt: skip
+    for key in sorted(k for k in result if k.startswith("target_")):
+        lines += target_table(result[key])
     return "\n".join(lines) + "\n"
+
+
+def target_table(target: dict) -> list[str]:
+    """Usage and loss against full rate per clip: stream at a target per chunk, stream at the fixed tau, offline target."""
+    m, spread, worst = target["mean"], target["spread"], target["worst"]
+    where = "each DAVIS sequence with 50+ frames" if target["clips"] == "davis" else f"each {target['clips']} clip with 50+ frames"
+    lines = [f"## Streams at a quality target per chunk ({target['frames']} frames of {where}, chunks of {target['chunk_frames']}, "
+             f"--motion block, target {target['target_quality']:g} dB, fixed τ {target['fixed_tau']:g})", "",
+             f"`{target['command']}`. Loss: PSNR of the full-rate decode − PSNR of the default decode, dB.", "",
+             "| clip | full rate PSNR | stream target usage | loss | chunk τ | stream fixed τ usage | loss | offline target usage | loss | τ |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in target["sequences"]:
+        lines.append(f"| {r['sequence']} | {r['psnr_full']:.2f} | {r['usage_stream_target']:.1%} | {r['loss_stream_target']:.2f} | "
+                     f"{r['tau_stream_target'][0]:.3f}–{r['tau_stream_target'][1]:.3f} | {r['usage_stream_fixed']:.1%} | "
+                     f"{r['loss_stream_fixed']:.2f} | {r['usage_offline_target']:.1%} | {r['loss_offline_target']:.2f} | {r['tau_offline_target']:.3f} |")  # fmt: skip
+    lines.append(f"| **mean** | {m['psnr_full']:.2f} | {m['usage_stream_target']:.1%} | {m['loss_stream_target']:.2f} | | "
+                 f"{m['usage_stream_fixed']:.1%} | {m['loss_stream_fixed']:.2f} | {m['usage_offline_target']:.1%} | {m['loss_offline_target']:.2f} | |")  # fmt: skip
+    lines += [""] + [f"- {label}: usage {m['usage_' + key]:.1%}, loss {m['loss_' + key]:.2f} ± {spread['loss_' + key]:.2f} dB "
+                     f"(worst clip {worst['loss_' + key]:.2f} dB)" for key, label in
+                     (("stream_target", "stream, target per chunk"), ("stream_fixed", "stream, fixed τ"), ("offline_target", "offline target"))]  # fmt: skip
+    equal = target.get("equal_loss")
+    if equal:
+        swept = ", ".join(f"τ {tau:g}: {usage:.1%}, {loss:.2f} ± {spread:.2f} dB" for loss, tau, usage, spread in sorted(equal["points"], key=lambda p: p[1]))
+        lines += [f"- fixed τ swept ({swept})" + (f"; at the target's mean loss {equal['loss']:.2f} dB (τ ≈ {equal['tau']:.3f}): usage "
+                  f"**{equal['usage']:.1%}**, spread **{equal['spread']:.2f} dB**" if "usage" in equal else "; they do not bracket the target's mean loss")]  # fmt: skip
+    return lines + [""]
 
 
 def streaming_table(quality: dict) -> list[str]:
@@ -290,7 +397,9 @@ def streaming_table(quality: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("memory", "speed", "quality", "all"), default="all")
+    parser.add_argument("--part", choices=("memory", "speed", "quality", "target", "all"), default="all")
+    parser.add_argument("--target", type=float, default=None, help="target part at this quality target, dB (default: the backend's)")
+    parser.add_argument("--sweep", default="", help="target part: also streams at these fixed taus, comma-separated (e.g. 0.15,0.2,0.25,0.3)")
     parser.add_argument("--tau", type=float, default=None, help="quality part at this tau (default: the calibrated one for --motion)")
     parser.add_argument("--motion", choices=("none", "global", "block"), default=None,
                         help="motion model (default: none for the memory part, block, the codec's default, for the quality part)")
@@ -312,6 +421,12 @@ def main() -> None:
         quality["command"] = "python eval/stream_eval.py --part quality" + "".join(
             f" --{name} {value}" for name, value in (("clips", args.clips), ("motion", args.motion), ("tau", args.tau)) if value is not None)
         result[f"quality_{args.clips}_{motion}" + ("" if args.tau is None else f"_tau{args.tau:g}")] = quality
+    if args.part == "target":  # not in "all": it repeats the quality part's clips three times
+        sweep = tuple(float(t) for t in args.sweep.split(",") if t)
+        target = target_part(args.clips, args.target, sweep)
+        target["command"] = f"python eval/stream_eval.py --part target --clips {args.clips}" + (f" --target {args.target:g}" if args.target else "") + (
+            f" --sweep {args.sweep}" if sweep else "")
+        result[f"target_{args.clips}" + ("" if args.target is None else f"_{args.target:g}dB")] = target
     json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
     (OUT / "stream_eval.md").write_text(markdown(result))
     print(markdown(result))

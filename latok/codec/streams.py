@@ -3,7 +3,9 @@
 The rule carries its selection cache C_sel across chunks (so the mask equals the offline one) and the
 decoder its fill cache C_fill (the last restored latent frames, the fill's temporal context).  The encoder
 replays the decoder's C_fill to fit each chunk's lit weights (the lit guard of :mod:`latok.codec.restore.guard`,
-per chunk) against the true latent; they travel in a LITW record after the chunk.
+per chunk) against the true latent; they travel in a LITW record after the chunk.  With a quality target, each chunk
+gets its own tau (:mod:`latok.codec.restore.quality`, searched over the caches it continues and checked on decoded
+frames), in a TAUC record after the chunk; the decoder restores each chunk at its tau.
 """
 
 from __future__ import annotations
