@@ -7,8 +7,8 @@ Parts (run both by default; each rewrites its section of the outputs):
   first 60 frames; the input is the shared DAVIS sequences at 240p played one after another
   and written once to a temporary mp4.  For contrast, offline ``latok encode``/``decode`` at
   60 frames (the offline codec holds the whole clip in memory).
-- ``speed``: ``decode_stream`` time with each fill (hold, lit: the stream default), and ``encode_stream`` time with and
-  without the lit weights per chunk, the first SPEED_FRAMES frames of DAVIS goat at 240p in chunks of 16, block motion,
+- ``speed``: ``decode_stream`` time with each fill (hold, lit: the stream default), and ``encode_stream`` time at the
+  fixed tau with and without the lit weights per chunk and at the quality target per chunk, the first SPEED_FRAMES frames of DAVIS goat at 240p in chunks of 16, block motion,
   median of 3 after a warm-up (model loaded), interleaved, in this process; idle, then beside two CPU burners.
 - ``quality``: every clip of ``--clips`` (DAVIS, or pool_val to select) with 50+ frames, first 50 frames at 240p,
   ``--motion`` block by default, at the stream's fixed tau (the calibrated one):
@@ -210,16 +210,19 @@ def target_part(clips: str = "pool_val", target: float | None = None, sweep: tup
             "fixed_tau": fixed.settings.tau, "sequences": rows,
             "mean": {key: statistics.mean(r[key] for r in rows) for key in numeric},
             "spread": {key: statistics.pstdev(r[key] for r in rows) for key in numeric if key.startswith("loss")},
-            "worst": {key: max(r[key] for r in rows) for key in numeric if key.startswith("loss")},
-            **({"equal_loss": equal_loss(rows, statistics.mean(r["loss_stream_target"] for r in rows))} if sweep else {})}  # fmt: skip
+            "worst": {key: max(r[key] for r in rows) for key in numeric if key.startswith("loss")}}  # fmt: skip
 
 
-def equal_loss(rows: list[dict], loss: float) -> dict | None:
-    """The fixed-tau stream with mean loss ``loss``: usage and per-clip loss spread interpolated linearly in mean loss
-    between the two swept taus around it (``None`` if the sweep does not bracket it)."""
+def equal_loss(target: dict) -> dict:
+    """The fixed-tau stream with the target's mean loss: usage and per-clip loss spread interpolated linearly in mean
+    loss between the two fixed taus around it (the stream's own and the swept ones; no ``usage`` if none bracket it)."""
+    rows = target["sequences"]
+    loss = statistics.mean(r["loss_stream_target"] for r in rows)
+    runs = {f"{target['fixed_tau']:g}": [[r["usage_stream_fixed"], r["loss_stream_fixed"]] for r in rows]}
+    runs.update({tau: [r["sweep"][tau] for r in rows] for tau in rows[0].get("sweep", {})})
     points = []
-    for tau in rows[0]["sweep"]:
-        usages, losses = [r["sweep"][tau][0] for r in rows], [r["sweep"][tau][1] for r in rows]
+    for tau, run in runs.items():
+        usages, losses = [u for u, _ in run], [d for _, d in run]
         points.append((statistics.mean(losses), float(tau), statistics.mean(usages), statistics.pstdev(losses)))
     points.sort()
     for low, high in zip(points, points[1:]):
@@ -245,32 +248,34 @@ def encoded_once(vae, chunks: list):
 
 def speed_part() -> dict:
     """Seconds ``decode_stream`` takes with hold and with lit (the stream default, behind the chunks' lit weights) on one
-    stream, and ``encode_stream`` with the lit weights (the default) and without them (``lit_tile=0``), runs interleaved;
-    idle, then beside two CPU burners."""
+    stream, and ``encode_stream`` at the fixed tau with the lit weights and without them (``lit_tile=0``), and at the
+    quality target per chunk, runs interleaved; idle, then beside two CPU burners."""
     from precision_speed import burners
 
-    tokenizer = LatentTokenizer("taef2")
-    unweighted = LatentTokenizer(tokenizer.vae, lit_tile=0)
+    vae = LatentTokenizer("taef2").vae
+    tokenizer = LatentTokenizer(vae, tau=LatentTokenizer(vae).default_tau)  # the fixed, calibrated tau
+    unweighted = LatentTokenizer(vae, tau=tokenizer.settings.tau, lit_tile=0)
+    aimed = LatentTokenizer(vae, target_quality=vae.default_target_quality)  # a quality target per chunk
     goat = next(s for s in DAVIS if s.name == "goat")
     chunks = list(stream_clip(goat, CHUNK, frames=SPEED_FRAMES, height=240))
     conditions = {}
     for condition, count in (("idle", 0), ("beside two CPU burners", 2)):
         with burners(count):
-            conditions[condition] = _speed_runs(tokenizer, unweighted, chunks)
+            conditions[condition] = _speed_runs(tokenizer, unweighted, aimed, chunks)
     idle = conditions["idle"]
     return {"frames": SPEED_FRAMES, "clip": "goat", "seconds": idle["seconds"], "lit_over_hold": idle["lit_over_hold"],
             "weights_encode_cost": idle["weights_encode_cost"], "conditions": conditions,
             "command": "python eval/stream_eval.py --part speed"}  # fmt: skip
 
 
-def _speed_runs(tokenizer: LatentTokenizer, unweighted: LatentTokenizer, chunks: list) -> dict:
+def _speed_runs(tokenizer: LatentTokenizer, unweighted: LatentTokenizer, aimed: LatentTokenizer, chunks: list) -> dict:
     import time
 
-    runs: dict[str, list[float]] = {"hold": [], "lit": [], "encode_weights": [], "encode_no_weights": []}
+    runs: dict[str, list[float]] = {"hold": [], "lit": [], "encode_weights": [], "encode_no_weights": [], "encode_target": []}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "goat.latok"
         for _ in range(4):  # the first warms up (loads the inpainter)
-            for name, encoder in (("encode_weights", tokenizer), ("encode_no_weights", unweighted)):
+            for name, encoder in (("encode_target", aimed), ("encode_no_weights", unweighted), ("encode_weights", tokenizer)):
                 start = time.perf_counter()
                 encoder.encode_stream(chunks, path)
                 runs[name].append(time.perf_counter() - start)
@@ -281,7 +286,8 @@ def _speed_runs(tokenizer: LatentTokenizer, unweighted: LatentTokenizer, chunks:
                 runs[fill].append(time.perf_counter() - start)
     seconds = {name: statistics.median(times[1:]) for name, times in runs.items()}
     return {"seconds": seconds, "lit_over_hold": seconds["lit"] / seconds["hold"] - 1,
-            "weights_encode_cost": seconds["encode_weights"] / seconds["encode_no_weights"] - 1}  # fmt: skip
+            "weights_encode_cost": seconds["encode_weights"] / seconds["encode_no_weights"] - 1,
+            "target_encode_cost": seconds["encode_target"] / seconds["encode_weights"] - 1}  # fmt: skip
 
 
 def summary_tau(path: Path) -> float:
@@ -310,13 +316,15 @@ def markdown(result: dict) -> str:
         speed = result["speed"]
         lines += [f"## Stream time by fill and by lit weights (`{speed['command']}`)", "",
                   f"{speed['frames']} frames of {speed['clip']}, 240p, median of 3 after a warm-up, runs interleaved.", "",
-                  "| condition | decode_stream hold | decode_stream lit (weighted) | lit over hold | encode_stream with weights | without (`lit_tile=0`) | weights' cost |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "| condition | decode_stream hold | decode_stream lit (weighted) | lit over hold | encode_stream with weights | without (`lit_tile=0`) | weights' cost "
+                  "| encode_stream at the 0.5 dB target per chunk | over fixed τ |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for condition, run in speed.get("conditions", {"idle": speed}).items():
             t = run["seconds"]
             lines.append(f"| {condition} | {t['hold']:.2f} s | {t['lit']:.2f} s | {run['lit_over_hold']:+.0%} | "
                          + (f"{t['encode_weights']:.2f} s | {t['encode_no_weights']:.2f} s | {run['weights_encode_cost']:+.0%} |"
-                            if "encode_weights" in t else "— | — | — |"))  # fmt: skip
+                            if "encode_weights" in t else "— | — | — |")
+                         + (f" {t['encode_target']:.2f} s | {run['target_encode_cost']:+.0%} |" if "encode_target" in t else " — | — |"))  # fmt: skip
         lines.append("")
     for key in sorted(k for k in result if k.startswith("quality")):
         quality = result[key]
@@ -360,8 +368,8 @@ def target_table(target: dict) -> list[str]:
     lines += [""] + [f"- {label}: usage {m['usage_' + key]:.1%}, loss {m['loss_' + key]:.2f} ± {spread['loss_' + key]:.2f} dB "
                      f"(worst clip {worst['loss_' + key]:.2f} dB)" for key, label in
                      (("stream_target", "stream, target per chunk"), ("stream_fixed", "stream, fixed τ"), ("offline_target", "offline target"))]  # fmt: skip
-    equal = target.get("equal_loss")
-    if equal:
+    if "sweep" in target["sequences"][0]:
+        equal = equal_loss(target)
         swept = ", ".join(f"τ {tau:g}: {usage:.1%}, {loss:.2f} ± {spread:.2f} dB" for loss, tau, usage, spread in sorted(equal["points"], key=lambda p: p[1]))
         lines += [f"- fixed τ swept ({swept})" + (f"; at the target's mean loss {equal['loss']:.2f} dB (τ ≈ {equal['tau']:.3f}): usage "
                   f"**{equal['usage']:.1%}**, spread **{equal['spread']:.2f} dB**" if "usage" in equal else "; they do not bracket the target's mean loss")]  # fmt: skip
@@ -397,7 +405,8 @@ def streaming_table(quality: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("memory", "speed", "quality", "target", "all"), default="all")
+    parser.add_argument("--part", choices=("memory", "speed", "quality", "target", "all", "report"), default="all",
+                        help="report: rewrite the markdown from the JSON, running nothing")
     parser.add_argument("--target", type=float, default=None, help="target part at this quality target, dB (default: the backend's)")
     parser.add_argument("--sweep", default="", help="target part: also streams at these fixed taus, comma-separated (e.g. 0.15,0.2,0.25,0.3)")
     parser.add_argument("--tau", type=float, default=None, help="quality part at this tau (default: the calibrated one for --motion)")
