@@ -152,8 +152,8 @@ def sample():
 @needs_weights
 def test_encode_stream_equals_offline_and_decode_stream_matches(tokenizer, sample, tmp_path):
     path = tmp_path / "s.latok"
-    summary = tokenizer.encode_stream(sample.split(3, dim=2), path)
-    offline = tokenizer.encode(sample, tau=tokenizer.default_tau)  # a stream's default rate: the fixed calibrated tau
+    summary = tokenizer.encode_stream(sample.split(3, dim=2), path, tau=tokenizer.default_tau)
+    offline = tokenizer.encode(sample, tau=tokenizer.default_tau)  # at one fixed tau, the stream's mask is the offline one
     streamed = load_latok(path)
     assert summary.frames == 10 and summary.shape == offline.shape and summary.tokens == offline.num_tokens
     assert torch.equal(streamed.keep, offline.keep)
@@ -168,8 +168,8 @@ def test_encode_stream_equals_offline_and_decode_stream_matches(tokenizer, sampl
 
 @needs_weights
 def test_without_selection_cache_every_chunk_starts_fully_kept(tokenizer, sample, tmp_path):
-    carried = tokenizer.encode_stream(sample.split(3, dim=2), tmp_path / "a.latok")
-    restarted = tokenizer.encode_stream(sample.split(3, dim=2), tmp_path / "b.latok", carry_selection=False)
+    carried = tokenizer.encode_stream(sample.split(3, dim=2), tmp_path / "a.latok", tau=tokenizer.default_tau)
+    restarted = tokenizer.encode_stream(sample.split(3, dim=2), tmp_path / "b.latok", tau=tokenizer.default_tau, carry_selection=False)
     assert [restarted.usage_per_frame[t] for t in (0, 3, 6, 9)] == [1.0] * 4
     assert max(carried.usage_per_frame[1:]) < 1.0
     assert restarted.tokens > carried.tokens
@@ -179,7 +179,7 @@ def test_without_selection_cache_every_chunk_starts_fully_kept(tokenizer, sample
 @pytest.mark.parametrize("motion", ["block", "none"])
 def test_decode_stream_runs_the_inpainter_over_each_chunk_and_its_context(taef2, sample, tmp_path, motion):
     model = InpaintingTransformer(InpainterConfig(latent_channels=32, width=32, depth=1, heads=2))
-    tokenizer = LatentTokenizer(taef2, inpainter=model, motion=motion)
+    tokenizer = LatentTokenizer(taef2, inpainter=model, motion=motion, tau=0.15)
     tokenizer.encode_stream(sample.split(4, dim=2), tmp_path / "s.latok")
     lit = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="lit")), dim=2)
     hold = torch.cat(list(tokenizer.decode_stream(tmp_path / "s.latok", fill="hold")), dim=2)
@@ -228,14 +228,14 @@ def test_temporal_backends_cannot_stream(tmp_path):
 @needs_data
 def test_cli_stream_encode_and_decode(tmp_path, capsys):
     latok_path, mp4 = tmp_path / "b.latok", tmp_path / "b.mp4"
-    assert main(["encode", str(BLACKSWAN), "-o", str(latok_path), "--stream", "--chunk", "3", "--frames", "7", "--height", "64"]) == 0
+    tau = str(TAEF2.default_taus["block"])
+    assert main(["encode", str(BLACKSWAN), "-o", str(latok_path), "--stream", "--chunk", "3", "--frames", "7", "--height", "64", "--tau", tau]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["frames"] == 7 and info["chunks"] == 3 and 0 < info["token_usage"] < 1
+    assert info["frames"] == 7 and info["chunks"] == 3 and 0 < info["token_usage"] < 1 and "tau_per_chunk" not in info
     assert info["lit_guard"]["per_chunk"] and info["bytes_by_part"]["lit_weights"] > 0  # the stream's lit weights, one LITW a chunk
     offline = tmp_path / "o.latok"
     streamed = load_latok(latok_path)
-    assert streamed.tau == TAEF2.default_taus[streamed.motion_model]  # a stream's default rate: the fixed tau, no quality target
-    assert streamed.target_quality is None
+    assert streamed.tau == float(tau) and streamed.target_quality is None  # one fixed tau, no quality target
     assert main(["encode", str(BLACKSWAN), "-o", str(offline), "--frames", "7", "--height", "64", "--tau", str(streamed.tau)]) == 0
     assert torch.equal(load_latok(latok_path).keep, load_latok(offline).keep)
     assert main(["decode", str(latok_path), "-o", str(mp4), "--stream"]) == 0
@@ -379,13 +379,12 @@ def test_a_quality_target_picks_each_stream_chunks_tau_over_the_caches_it_contin
 
 @needs_weights
 @needs_data
-def test_cli_stream_with_a_quality_target(tmp_path, capsys):
+def test_cli_stream_defaults_to_a_quality_target_per_chunk(tmp_path, capsys):
     path = tmp_path / "q.latok"
-    assert main(["encode", str(BLACKSWAN), "-o", str(path), "--stream", "--chunk", "3", "--frames", "7", "--height", "64",
-                 "--target-quality", "0.5"]) == 0  # fmt: skip
-    info = json.loads(capsys.readouterr().out)
+    assert main(["encode", str(BLACKSWAN), "-o", str(path), "--stream", "--chunk", "3", "--frames", "7", "--height", "64"]) == 0
+    info = json.loads(capsys.readouterr().out)  # a stream's default rate: the backend's quality target, as offline
     per_chunk = info["tau_per_chunk"]
-    assert info["target_quality"] == 0.5 and info["chunks"] == 3 and per_chunk["max"] == info["tau"] and per_chunk["min"] <= per_chunk["mean"]
+    assert info["target_quality"] == TAEF2.default_target_quality == 0.5 and info["chunks"] == 3 and per_chunk["max"] == info["tau"] and per_chunk["min"] <= per_chunk["mean"]
     assert info["bytes_by_part"]["taus"] == 3 * 28 and sum(info["bytes_by_part"].values()) == info["bytes"]
     assert main(["decode", str(path), "-o", str(tmp_path / "q.mp4")]) == 0  # a tau per chunk decodes as the stream
     assert "decode --stream" in capsys.readouterr().err and load_clip(tmp_path / "q.mp4").frames == 7

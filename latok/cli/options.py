@@ -89,14 +89,14 @@ def _add_rule_metric_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     rate = parser.add_mutually_exclusive_group()
-    rate.add_argument("--tau", type=float, help="masking threshold, one for the whole clip (--stream's default: the backend's calibrated tau)")
+    rate.add_argument("--tau", type=float, help="masking threshold, one for the whole clip (or stream)")
     rate.add_argument(
         "--target-usage", type=float, metavar="U", help="keep about this fraction of tokens, tau picked per clip"
     )
     rate.add_argument(
         "--target-quality", type=float, metavar="DB",
         help="lose about this many dB of PSNR against the autoencoder's full rate, tau picked per clip, CRF-style "
-             "(the default rate where the backend has one: 0.5 for taef2); with --stream, tau picked per chunk",
+             "(the default rate where the backend has one: 0.5 for taef2; with --stream too, tau picked per chunk)",
     )  # fmt: skip
     parser.add_argument(
         "--quality-check-frames", type=int, default=None, metavar="N",

@@ -75,7 +75,8 @@ def encode_stream(
             masked and restored as the stream does it (C_sel carried in, over the decoder's C_fill), and checked on
             decoded frames as a clip is (``quality_check_frames``); each chunk's tau travels in a TAUC record.
 
-    With neither, the settings' ``tau`` or ``target_quality``, else the backend's calibrated tau.  A target usage
+    With neither, the settings' ``tau`` or ``target_quality``, else the backend's default quality target, as offline
+    (else its calibrated tau).  A target usage
     would need the whole stream and is refused.  Where the backend has an inpainter and the settings keep the weighted
     lit guard (``lit_guard``, ``lit_tile`` > 0), every chunk also gets its lit weights, fitted as :func:`decode_stream`
     will restore it, over the restored context C_fill the encoder replays.  Memory stays that of one chunk however
@@ -116,7 +117,9 @@ def encode_stream(
 
 def stream_rate(tokenizer: LatentTokenizer, tau: float | None, target_quality: float | None) -> tuple[float | None, float | None]:
     """``(tau, target_quality)`` of a stream, exactly one set: the one given, else the settings', else the backend's
-    calibrated tau.  A target usage is refused: it would need the whole stream."""
+    default quality target (as offline; on the pool validation split, a target per chunk kept fewer tokens than the
+    fixed tau with the same mean loss, at half its per-clip spread: eval/results/stream_eval.md), else its calibrated
+    tau.  A target usage is refused: it would need the whole stream."""
     settings = tokenizer.settings
     if tokenizer.vae.temporal_ratio != 1:
         raise InvalidInputError(
@@ -128,8 +131,9 @@ def stream_rate(tokenizer: LatentTokenizer, tau: float | None, target_quality: f
         if settings.target_usage is not None:
             raise InvalidInputError("streaming takes a fixed tau or a target quality per chunk; a target usage would need the whole stream")
         tau, target_quality = settings.tau, settings.target_quality
-        if tau is None and target_quality is None:
-            tau = tokenizer.default_tau  # a stream's default: the calibrated tau
+        if tau is None and target_quality is None:  # the backend's quality target, as offline, else its calibrated tau
+            target_quality = tokenizer.default_target_quality
+            tau = tokenizer.default_tau if target_quality is None else None
     if target_quality is not None:
         check_target_quality(target_quality)
         if tokenizer.vae.quality_calibration is None:
