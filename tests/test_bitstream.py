@@ -317,13 +317,17 @@ LITW = struct.Struct("<II")
     ],
 )
 def test_malformed_stream_lit_weights_are_refused(tmp_path, damage, message):
-    data = damage(chunk_weighted_bytes(tmp_path))
-    with pytest.raises(LatokFormatError, match=message):
-        read_bytes(tmp_path, data)
+    refused_by_both_reads(tmp_path, damage(chunk_weighted_bytes(tmp_path)), message)
+
+
+def refused_by_both_reads(tmp_path, data: bytes, message: str) -> None:
+    """``data`` is one :class:`LatokFormatError` matching ``message``, read whole and read for its structure only."""
     from latok.evaluation.reports import file_info
 
+    with pytest.raises(LatokFormatError, match=message):
+        read_bytes(tmp_path, data)
     (tmp_path / "x.latok").write_bytes(data)
-    with pytest.raises(LatokFormatError, match=message):  # the structure-only read checks them too
+    with pytest.raises(LatokFormatError, match=message):
         file_info(tmp_path / "x.latok")
 
 
@@ -484,14 +488,7 @@ def valid_bytes_of(tmp_path) -> bytes:
     ],
 )
 def test_a_malformed_tau_per_chunk_is_refused(tmp_path, damage, message):
-    from latok.evaluation.reports import file_info
-
-    data = damage(chunk_tau_bytes(tmp_path))
-    with pytest.raises(LatokFormatError, match=message):
-        read_bytes(tmp_path, data)
-    (tmp_path / "x.latok").write_bytes(data)
-    with pytest.raises(LatokFormatError, match=message):  # the structure-only read checks them too
-        file_info(tmp_path / "x.latok")
+    refused_by_both_reads(tmp_path, damage(chunk_tau_bytes(tmp_path)), message)
 
 
 def test_a_header_that_promises_a_tau_per_chunk_needs_its_records(tmp_path, valid_bytes):

@@ -18,6 +18,9 @@ The map is fitted on the pool and errs on footage unlike it.  So where the encod
 backend decodes frame by frame, it checks the prediction once (:func:`checked_calibration`): it decodes a few
 frames (:func:`check_frames`) of the full-rate latent and of the default decode at the predicted tau, scales the
 map by measured over predicted loss, and searches tau again (``CodecSettings.quality_check_frames``).
+
+A stream runs both per chunk, on the chunk as it is masked and restored there: :func:`hold_error` takes the selection
+cache C_sel the rule carries in and the restored frames C_fill the hold continues from (:mod:`latok.codec.streams`).
 """
 
 from __future__ import annotations
