@@ -140,7 +140,7 @@ class LatentTokenizer:
 
         adaptive, restored = masked(self.resolve_tau(latent, tau, target_usage, motion, target_quality))
         if target_quality is not None and video is not None and s.quality_check_frames and self.vae.temporal_ratio == 1 and adaptive.tau > 0:
-            checked = self.checked_tau(adaptive, latent, video, target_quality, motion, restored)
+            checked = self.checked_tau(adaptive, latent, video, target_quality, motion, restored if self.fill == "auto" else None)
             if checked != adaptive.tau:
                 adaptive, _ = masked(checked)
         return adaptive
@@ -149,17 +149,17 @@ class LatentTokenizer:
                     motion: torch.Tensor | None = None, restored: torch.Tensor | None = None, state: MaskState | None = None,
                     context: torch.Tensor | None = None) -> float:  # fmt: skip
         """The quality target's tau searched again after checking the prediction at ``adaptive``'s tau on
-        decoded frames (:func:`~latok.codec.restore.quality.checked_calibration`): the default decode's loss
-        against the full rate on ``quality_check_frames`` frames, over the loss the map predicted there
-        (``motion``: the clip's, as the mask used; ``restored``: the guard's restoration of ``adaptive``, which
-        fill ``auto`` decodes, saving an inpainter run; a stream chunk's: its restoration as the stream decodes it, and
-        the caches it continues, as :meth:`resolve_tau` takes them)."""
+        decoded frames (:func:`~latok.codec.restore.quality.checked_calibration`): the decode's loss against the full
+        rate on ``quality_check_frames`` frames, over the loss the map predicted there (``motion``: the clip's, as the
+        mask used; ``restored``: the restoration of ``adaptive`` the decode will give, default this tokenizer's fill's,
+        offline; given, it saves an inpainter run.  A stream chunk passes its restoration as the stream's default decode
+        gives it, as its lit weights model it, and the caches it continues, as :meth:`resolve_tau` takes them)."""
         s = self.settings
         calibration = QualityCalibration(*self.vae.quality_calibration)
         frames = check_frames(latent.shape[2], s.quality_check_frames)
         if not frames:  # one latent frame (a stream's last chunk, say): the map alone
             return adaptive.tau
-        if restored is None or self.fill != "auto":
+        if restored is None:
             restored = self.restore(adaptive)
         measured = decoded_loss(self.vae, restored, latent, video, frames)
         error = hold_error(latent, adaptive.tau, self.vae.value_sensitivity, s.reference, s.keyframe_interval, motion, self.rule_weights,
