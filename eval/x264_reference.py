@@ -1,7 +1,7 @@
 """x264's bits per pixel at latok's PSNR, per clip (the reference point for the value coding; measured, never assumed).
 
 Every clip of the 14 shared DAVIS sequences and tokenbench-mini, under latok's protocol (240p, 17 frames from
-frame 0), is encoded with PyAV's libx264 (preset medium, yuv420p, the settings latok.io.write_video uses) at
+frame 0), is encoded with PyAV's libx264 (preset medium, yuv420p, the settings latok.io.write_video uses, with the macroblock-tree rate control it turns off for reproducible files) at
 CRFs from 14 to 46, decoded and scored with latok's PSNR (one MSE over the clip, 8-bit levels). Each clip's
 x264 bpp at latok's PSNR is interpolated linearly in log bpp between the CRFs that bracket it; latok's PSNR and
 bpp come from an eval's results.json (default: the default decode at the default tau,
@@ -40,7 +40,7 @@ def x264_curve(video: torch.Tensor, fps: float) -> list[tuple[float, float]]:
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         for crf in CRFS:
-            path = write_video(Path(tmp) / f"crf{crf}.mp4", video, fps=fps, crf=crf)
+            path = write_video(Path(tmp) / f"crf{crf}.mp4", video, fps=fps, crf=crf, reproducible=False)  # x264 at its best
             bpp = path.stat().st_size * 8 / (frames * height * width)
             points.append((bpp, psnr(load_clip(path, height=None).video, video)))
     return points

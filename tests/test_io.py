@@ -115,6 +115,22 @@ def test_davis_folder_240p_protocol():
 
 
 @needs_data
+def test_mp4_writes_are_reproducible(tmp_path):
+    """The same frames give the same file: libx264's macroblock-tree rate control, which varied the pixels from one write
+    to the next (9 files of 10 differed on 60 frames of goat), is off."""
+    from latok.io import VideoWriter
+
+    video = load_clip(BLACKSWAN.parent / "goat", frames=30, height=240).video
+    files = set()
+    for index in range(6):
+        with VideoWriter(tmp_path / f"{index}.mp4", fps=24) as out:
+            for piece in video.split(8, dim=2):  # in pieces, as decode --stream writes
+                out.write(piece)
+        files.add((tmp_path / f"{index}.mp4").read_bytes())
+    assert len(files) == 1
+
+
+@needs_data
 def test_real_mp4_at_240p():
     clip = load_clip(DATA / "clips" / "bikes.mp4", frames=4, height=240)
     assert clip.video.shape[:3] == (1, 3, 4) and clip.video.shape[3] == 240

@@ -243,8 +243,7 @@ def test_cli_stream_encode_and_decode(tmp_path, capsys):
     capsys.readouterr()
     assert main(["decode", str(latok_path), "-o", str(tmp_path / "whole.mp4")]) == 0  # a stream file decodes as a stream
     assert "decode --stream" in capsys.readouterr().err  # the stream decode's progress bar
-    # the same restoration; the mp4 encoder may round a frame differently when a float kernel's last bits differ
-    assert psnr(load_clip(tmp_path / "whole.mp4").video, load_clip(mp4).video) > 35
+    assert (tmp_path / "whole.mp4").read_bytes() == mp4.read_bytes()  # the same restoration, and mp4 writes are reproducible
     # lit weights damaged in the last chunk, checksum resealed: one error line before any model loads or frame decodes
     from test_bitstream import with_record
 
