@@ -340,8 +340,8 @@ def video_to_frames(video: torch.Tensor) -> np.ndarray:
 
 
 # libx264 options that make a write reproducible: its macroblock-tree rate control gave different pixels for the same
-# frames from one write to the next (any thread count, with or without pts); without it, 12 writes of 60 frames of goat
-# at 240p gave one file
+# frames from one write to the next (any thread count, with or without timestamps); without it, 10 writes of 60 frames of
+# goat at 240p gave one file (eval/results/mp4_reproducibility.md)
 X264_REPRODUCIBLE = {"x264-params": "mbtree=0"}
 
 

@@ -117,7 +117,7 @@ def test_davis_folder_240p_protocol():
 @needs_data
 def test_mp4_writes_are_reproducible(tmp_path):
     """The same frames give the same file: libx264's macroblock-tree rate control, which varied the pixels from one write
-    to the next (9 files of 10 differed on 60 frames of goat), is off."""
+    to the next (8 distinct files in 10 writes of 60 frames of goat: eval/results/mp4_reproducibility.md), is off."""
     from latok.io import VideoWriter
 
     video = load_clip(BLACKSWAN.parent / "goat", frames=30, height=240).video
